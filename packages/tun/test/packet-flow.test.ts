@@ -52,8 +52,8 @@ function v6Tcp(
   });
 }
 
-describe('flowHash', () => {
-  it('hashes packets of one flow alike whatever their payload', () => {
+void describe('flowHash', () => {
+  void it('hashes packets of one flow alike whatever their payload', () => {
     const a = ipv4Packet({
       protocol: IPPROTO_UDP,
       payload: udpDatagram(1, 2, patternBytes(10, 1)),
@@ -67,7 +67,7 @@ describe('flowHash', () => {
     assert.notEqual(hash(a), 0);
   });
 
-  it('is symmetric: a reply hashes like the request', () => {
+  void it('is symmetric: a reply hashes like the request', () => {
     const cases: Array<[Uint8Array, Uint8Array]> = [
       [v4Udp('10.0.0.1', '10.0.0.2', 5000, 53), v4Udp('10.0.0.2', '10.0.0.1', 53, 5000)],
       [v4Udp('10.0.0.1', '10.0.0.1', 5000, 53), v4Udp('10.0.0.1', '10.0.0.1', 53, 5000)],
@@ -78,7 +78,7 @@ describe('flowHash', () => {
     for (const [request, reply] of cases) assert.equal(hash(request), hash(reply));
   });
 
-  it('tells flows apart by each field of the 5-tuple', () => {
+  void it('tells flows apart by each field of the 5-tuple', () => {
     const base = hash(v4Udp('10.0.0.1', '10.0.0.2', 5000, 53));
     const variants = [
       v4Udp('10.0.0.3', '10.0.0.2', 5000, 53),
@@ -98,7 +98,7 @@ describe('flowHash', () => {
     );
   });
 
-  it('spreads many flows evenly over buckets', () => {
+  void it('spreads many flows evenly over buckets', () => {
     const buckets = new Array<number>(4).fill(0);
     for (let port = 0; port < 4000; port++) {
       buckets[hash(v4Udp('10.0.0.1', '10.0.0.2', 10000 + port, 443)) % 4]!++;
@@ -107,7 +107,7 @@ describe('flowHash', () => {
     for (const count of buckets) assert.ok(count > 850 && count < 1150, `bucket ${count}`);
   });
 
-  it('leaves ports out for fragments so all fragments of a datagram hash alike', () => {
+  void it('leaves ports out for fragments so all fragments of a datagram hash alike', () => {
     const first = ipv4Packet({
       protocol: IPPROTO_UDP,
       flagsAndFragmentOffset: 0x2000,
@@ -133,7 +133,7 @@ describe('flowHash', () => {
     assert.equal(hash(v6First), hash(v6Later));
   });
 
-  it('finds IPv6 ports behind extension headers', () => {
+  void it('finds IPv6 ports behind extension headers', () => {
     const plain = v6Tcp('fd00::1', 'fd00::2', 40000, 443);
     const withOptions = ipv6Packet({
       protocol: IPPROTO_TCP,
@@ -150,7 +150,7 @@ describe('flowHash', () => {
     assert.notEqual(hash(otherPort), hash(plain));
   });
 
-  it('hashes portless protocols by addresses and protocol', () => {
+  void it('hashes portless protocols by addresses and protocol', () => {
     const icmp = ipv4Packet({ protocol: IPPROTO_ICMP, payload: patternBytes(16) });
     const icmpv6 = ipv6Packet({ protocol: IPPROTO_ICMPV6, payload: patternBytes(16) });
 
@@ -162,7 +162,7 @@ describe('flowHash', () => {
     );
   });
 
-  it('hashes a packet inside a larger buffer by its offset', () => {
+  void it('hashes a packet inside a larger buffer by its offset', () => {
     const packet = v4Udp('10.0.0.1', '10.0.0.2', 5000, 53);
     const buffer = new Uint8Array(packet.length + 30);
     buffer.set(packet, 13);
@@ -170,7 +170,7 @@ describe('flowHash', () => {
     assert.equal(flowHash(buffer, 13, packet.length), hash(packet));
   });
 
-  it('returns 0 for unparseable input', () => {
+  void it('returns 0 for unparseable input', () => {
     const v4 = v4Udp('10.0.0.1', '10.0.0.2', 5000, 53);
     const badIhl = v4.slice();
     badIhl[0] = 0x44;
