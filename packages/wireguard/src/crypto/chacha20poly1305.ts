@@ -4,6 +4,23 @@ export const AEAD_KEY_LENGTH = 32;
 export const AEAD_NONCE_LENGTH = 12;
 export const AEAD_TAG_LENGTH = 16;
 
+/**
+ * RFC 8439 ChaCha20-Poly1305 with an arbitrary 12-byte nonce and additional
+ * data. Every provider exposes one so known-answer vectors and the selection
+ * self-test can reach it; WireGuard itself only uses counter nonces.
+ */
+export interface NonceAead {
+  /** Returns ciphertext || 16-byte tag. */
+  seal(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, aad: Uint8Array): Uint8Array;
+  /** Opens ciphertext || tag; null when authentication fails. */
+  open(
+    key: Uint8Array,
+    nonce: Uint8Array,
+    ciphertext: Uint8Array,
+    aad: Uint8Array,
+  ): Uint8Array | null;
+}
+
 /** WireGuard's nonce: 4 zero bytes, then the 64-bit counter little-endian. */
 export function counterNonce(counter: number): Uint8Array {
   if (!Number.isSafeInteger(counter) || counter < 0) {

@@ -6,12 +6,13 @@
 
 import sodium from 'libsodium-wrappers';
 import {
-  AEAD_KEY_LENGTH as KEY_LENGTH,
-  AEAD_NONCE_LENGTH as NONCE_LENGTH,
-  AEAD_TAG_LENGTH as TAG_LENGTH,
+  AEAD_KEY_LENGTH,
+  AEAD_NONCE_LENGTH,
+  AEAD_TAG_LENGTH,
   checkAeadKeyAndNonce,
   counterNonce,
 } from './chacha20poly1305.ts';
+import type { NonceAead } from './chacha20poly1305.ts';
 import type { CryptoProvider, TransportAead } from './provider.ts';
 
 await sodium.ready;
@@ -20,47 +21,36 @@ export const libsodiumWasmProvider: CryptoProvider = {
   name: 'libsodium-wasm',
   transportAead: (key) => new LibsodiumWasmTransportAead(key),
   seal: (key, counter, plaintext, aad) =>
-    libsodiumWasmSeal(key, counterNonce(counter), plaintext, aad),
+    libsodiumWasmNonceAead.seal(key, counterNonce(counter), plaintext, aad),
   open: (key, counter, ciphertext, aad) =>
-    libsodiumWasmOpen(key, counterNonce(counter), ciphertext, aad),
+    libsodiumWasmNonceAead.open(key, counterNonce(counter), ciphertext, aad),
 };
 
-/** RFC 8439 ChaCha20-Poly1305 with an arbitrary 12-byte nonce; returns ciphertext || tag. */
-export function libsodiumWasmSeal(
-  key: Uint8Array,
-  nonce: Uint8Array,
-  plaintext: Uint8Array,
-  aad: Uint8Array,
-): Uint8Array {
-  checkAeadKeyAndNonce(key, nonce);
-  return sodium.crypto_aead_chacha20poly1305_ietf_encrypt(plaintext, aad, null, nonce, key);
-}
-
-/** Opens ciphertext || tag; null when authentication fails. */
-export function libsodiumWasmOpen(
-  key: Uint8Array,
-  nonce: Uint8Array,
-  ciphertext: Uint8Array,
-  aad: Uint8Array,
-): Uint8Array | null {
-  checkAeadKeyAndNonce(key, nonce);
-  if (ciphertext.length < TAG_LENGTH) return null;
-  try {
-    return sodium.crypto_aead_chacha20poly1305_ietf_decrypt(null, ciphertext, aad, nonce, key);
-  } catch {
-    return null;
-  }
-}
+export const libsodiumWasmNonceAead: NonceAead = {
+  seal(key, nonce, plaintext, aad) {
+    checkAeadKeyAndNonce(key, nonce);
+    return sodium.crypto_aead_chacha20poly1305_ietf_encrypt(plaintext, aad, null, nonce, key);
+  },
+  open(key, nonce, ciphertext, aad) {
+    checkAeadKeyAndNonce(key, nonce);
+    if (ciphertext.length < AEAD_TAG_LENGTH) return null;
+    try {
+      return sodium.crypto_aead_chacha20poly1305_ietf_decrypt(null, ciphertext, aad, nonce, key);
+    } catch {
+      return null;
+    }
+  },
+};
 
 class LibsodiumWasmTransportAead implements TransportAead {
   #key: Uint8Array;
-  #nonce = new Uint8Array(NONCE_LENGTH);
+  #nonce = new Uint8Array(AEAD_NONCE_LENGTH);
   #nonceView = new DataView(this.#nonce.buffer);
   #destroyed = false;
 
   constructor(key: Uint8Array) {
-    if (key.length !== KEY_LENGTH)
-      throw new RangeError(`transport key must be ${KEY_LENGTH} bytes`);
+    if (key.length !== AEAD_KEY_LENGTH)
+      throw new RangeError(`transport key must be ${AEAD_KEY_LENGTH} bytes`);
     this.#key = Uint8Array.from(key);
   }
 
@@ -83,7 +73,7 @@ class LibsodiumWasmTransportAead implements TransportAead {
     );
     dst.set(ciphertext, dstOffset);
     dst.set(mac, dstOffset + length);
-    return length + TAG_LENGTH;
+    return length + AEAD_TAG_LENGTH;
   }
 
   open(
@@ -96,8 +86,8 @@ class LibsodiumWasmTransportAead implements TransportAead {
     dstOffset: number,
   ): number {
     const nonce = this.#prepareNonce(counterLow, counterHigh);
-    if (length < TAG_LENGTH) return -1;
-    const plaintextLength = length - TAG_LENGTH;
+    if (length < AEAD_TAG_LENGTH) return -1;
+    const plaintextLength = length - AEAD_TAG_LENGTH;
     let plaintext: Uint8Array;
     try {
       plaintext = sodium.crypto_aead_chacha20poly1305_ietf_decrypt_detached(
