@@ -1,0 +1,74 @@
+/**
+ * Linux ABI numbers for the TUN device, checked against <linux/if_tun.h>,
+ * <linux/sockios.h>, <linux/virtio_net.h> and <asm-generic/*.h> (x86-64).
+ * Debian 12's headers predate Linux 6.2, which added the USO flags and
+ * VIRTIO_NET_HDR_GSO_UDP_L4; those three come from the 6.2 uapi headers.
+ */
+
+// <linux/if_tun.h>: _IOW('T', nr, int) = 0x40000000 | 4 << 16 | 0x54 << 8 | nr
+export const TUNSETIFF = 0x400454ca;
+export const TUNSETOFFLOAD = 0x400454d0;
+export const TUNSETVNETHDRSZ = 0x400454d8;
+
+export const IFF_TUN = 0x0001;
+export const IFF_MULTI_QUEUE = 0x0100;
+export const IFF_NO_PI = 0x1000;
+export const IFF_VNET_HDR = 0x4000;
+export const IFF_TUN_EXCL = 0x8000;
+
+export const TUN_F_CSUM = 0x01;
+export const TUN_F_TSO4 = 0x02;
+export const TUN_F_TSO6 = 0x04;
+export const TUN_F_USO4 = 0x20;
+export const TUN_F_USO6 = 0x40;
+
+/** The kernel's MAX_TAP_QUEUES. */
+export const TUN_MAX_QUEUES = 256;
+export const TUN_DEVICE_PATH = '/dev/net/tun';
+/** The misc character device 10:200. */
+export const TUN_DEVICE_MAJOR = 10;
+export const TUN_DEVICE_MINOR = 200;
+
+// <linux/virtio_net.h>: struct virtio_net_hdr, little-endian fields on x86-64.
+export const VIRTIO_NET_HDR_LENGTH = 10;
+export const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
+export const VIRTIO_NET_HDR_GSO_NONE = 0;
+export const VIRTIO_NET_HDR_GSO_TCPV4 = 1;
+export const VIRTIO_NET_HDR_GSO_TCPV6 = 4;
+export const VIRTIO_NET_HDR_GSO_UDP_L4 = 5;
+export const VIRTIO_NET_HDR_GSO_ECN = 0x80;
+
+// <linux/sockios.h>, <net/if.h>: struct ifreq is 40 bytes, name first.
+export const SIOCSIFMTU = 0x8922;
+export const SIOCSIFTXQLEN = 0x8943;
+export const IFREQ_SIZE = 40;
+export const IFNAMSIZ = 16;
+export const IFREQ_UNION_OFFSET = 16;
+
+// <asm-generic/fcntl.h>, <bits/socket.h>, <sys/eventfd.h>, <sys/stat.h>
+export const O_RDWR = 0o2;
+export const O_NONBLOCK = 0o4000;
+export const O_CLOEXEC = 0o2000000;
+export const AF_INET = 2;
+export const SOCK_DGRAM = 2;
+export const SOCK_CLOEXEC = 0o2000000;
+export const EFD_NONBLOCK = 0o4000;
+export const EFD_CLOEXEC = 0o2000000;
+export const S_IFCHR = 0o20000;
+
+// <asm-generic/poll.h>
+export const POLLIN = 0x0001;
+export const POLLOUT = 0x0004;
+export const POLLERR = 0x0008;
+export const POLLHUP = 0x0010;
+export const POLLFD_SIZE = 8;
+
+// <asm-generic/errno-base.h>, <asm-generic/errno.h>
+export const EINTR = 4;
+export const EIO = 5;
+export const EAGAIN = 11;
+export const EBUSY = 16;
+export const EEXIST = 17;
+export const EINVAL = 22;
+export const EPERM = 1;
+export const EMSGSIZE = 90;

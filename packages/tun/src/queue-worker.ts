@@ -1,0 +1,238 @@
+/**
+ * One queue's thread: the only thread that reads or writes that queue's
+ * file descriptor. It alternates between writing what the consumer put in
+ * the tx ring and reading into free rx slots, up to TUN_BATCH_SIZE packets
+ * each, and sleeps in poll() on the queue fd plus its wake-up eventfd when
+ * neither has work, so a stop request always gets through.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { addressOf, libc } from './libc.ts';
+import {
+  EAGAIN,
+  EINTR,
+  EINVAL,
+  EIO,
+  EMSGSIZE,
+  POLLERR,
+  POLLFD_SIZE,
+  POLLHUP,
+  POLLIN,
+  POLLOUT,
+  VIRTIO_NET_HDR_GSO_NONE,
+  VIRTIO_NET_HDR_LENGTH,
+} from './linux-constants.ts';
+import {
+  RX_EPOCH_WORD,
+  RX_FULL_WORD,
+  RX_HEAD_WORD,
+  RX_TAIL_WORD,
+  RX_WAITING_WORD,
+  SLEEPING_WORD,
+  SLOT_HEADROOM,
+  SLOT_TAILROOM,
+  STAT_RX_BYTES,
+  STAT_RX_DROPPED,
+  STAT_RX_PACKETS,
+  STAT_RX_RING_FULL,
+  STAT_TX_BYTES,
+  STAT_TX_PACKETS,
+  STAT_TX_REJECTED,
+  STOP_WORD,
+  TX_EPOCH_WORD,
+  TX_HEAD_WORD,
+  TX_TAIL_WORD,
+  TX_WAITING_WORD,
+  deviceControlBase,
+  queueControlBase,
+  queueStatsBase,
+  rxLengthBase,
+  rxPacketBase,
+  txLengthBase,
+  txPacketBase,
+} from './queue-layout.ts';
+import type { QueueLayout } from './queue-layout.ts';
+import type { TunOffloads } from './open-device.ts';
+import { TUN_BATCH_SIZE } from './tun-device.ts';
+
+export interface QueueWorkerData {
+  readonly layout: QueueLayout;
+  readonly queue: number;
+  readonly fd: number;
+  readonly wakeFd: number;
+  readonly offloads: TunOffloads;
+  /** Packets per read or write step; TUN_BATCH_SIZE unless a benchmark varies it. */
+  readonly batchSize?: number;
+}
+
+/** Posted once, when the loop ends for a reason other than a stop request. */
+export interface QueueWorkerFailure {
+  readonly failed: string;
+}
+
+const { layout, queue, fd, wakeFd, offloads, batchSize } = workerData as QueueWorkerData;
+const c = libc();
+const batch = batchSize ?? TUN_BATCH_SIZE;
+const control = new Int32Array(layout.control);
+const lengths = new Int32Array(layout.lengths);
+const stats = new Float64Array(layout.stats);
+const memory = new Uint8Array(layout.memory);
+const memoryAddress = addressOf(layout.memory);
+const base = queueControlBase(queue);
+const deviceBase = deviceControlBase(layout);
+const statsBase = queueStatsBase(queue);
+const slots = layout.slots;
+const mask = slots - 1;
+const stride = layout.slotStride;
+const rxPackets = rxPacketBase(layout, queue);
+const txPackets = txPacketBase(layout, queue);
+const rxLengths = rxLengthBase(layout, queue);
+const txLengths = txLengthBase(layout, queue);
+const header = offloads.virtioHeader ? VIRTIO_NET_HDR_LENGTH : 0;
+const readCapacity = stride - SLOT_HEADROOM - SLOT_TAILROOM + header;
+
+const pollBuffer = new ArrayBuffer(2 * POLLFD_SIZE + 8);
+const pollWords = new Int32Array(pollBuffer);
+const pollEvents = new Int16Array(pollBuffer);
+const pollAddress = addressOf(pollBuffer);
+const wakeValueAddress = pollAddress + 2 * POLLFD_SIZE;
+pollWords[0] = fd;
+pollWords[2] = wakeFd;
+pollEvents[6] = POLLIN;
+
+let rxHead = 0;
+let txTail = 0;
+let txBlocked = false;
+let rxDry = false;
+
+try {
+  run();
+} catch (error) {
+  parentPort?.postMessage({ failed: String(error) } satisfies QueueWorkerFailure);
+}
+
+function run(): void {
+  for (;;) {
+    if (Atomics.load(control, base + STOP_WORD) !== 0) return;
+    const written = txBlocked ? 0 : writeBatch();
+    const read = readBatch();
+    if (written > 0 || read > 0) continue;
+    sleep();
+  }
+}
+
+function writeBatch(): number {
+  const head = Atomics.load(control, base + TX_HEAD_WORD);
+  let count = 0;
+  while (txTail !== head && count < batch) {
+    const slot = txTail & mask;
+    const at = txPackets + slot * stride;
+    const length = lengths[txLengths + slot]!;
+    // A zero virtio-net header (no offload asked) sits in the slot's headroom.
+    if (header !== 0) memory.fill(0, at - header, at);
+    const n = c.write(fd, memoryAddress + at - header, length + header);
+    if (n < 0) {
+      const errno = c.errno();
+      if (errno === EINTR) continue;
+      if (errno === EAGAIN) {
+        txBlocked = true;
+        break;
+      }
+      if (!isPacketError(errno)) throw new Error(`write: ${c.strerror(errno)} (errno ${errno})`);
+      stats[statsBase + STAT_TX_REJECTED]!++;
+    } else {
+      stats[statsBase + STAT_TX_PACKETS]!++;
+      stats[statsBase + STAT_TX_BYTES]! += length;
+    }
+    txTail = (txTail + 1) | 0;
+    count++;
+  }
+  if (count > 0) {
+    Atomics.store(control, base + TX_TAIL_WORD, txTail);
+    if (Atomics.load(control, base + TX_WAITING_WORD) !== 0) {
+      Atomics.add(control, base + TX_EPOCH_WORD, 1);
+      Atomics.notify(control, base + TX_EPOCH_WORD);
+    }
+  }
+  return count;
+}
+
+function readBatch(): number {
+  const room = slots - ((rxHead - Atomics.load(control, base + RX_TAIL_WORD)) | 0);
+  let count = 0;
+  rxDry = false;
+  while (count < room && count < batch) {
+    const slot = rxHead & mask;
+    const at = rxPackets + slot * stride;
+    const n = c.read(fd, memoryAddress + at - header, readCapacity);
+    if (n < 0) {
+      const errno = c.errno();
+      if (errno === EINTR) continue;
+      if (errno === EAGAIN) {
+        rxDry = true;
+        break;
+      }
+      throw new Error(`read: ${c.strerror(errno)} (errno ${errno})`);
+    }
+    if (!acceptRead(at, n)) {
+      stats[statsBase + STAT_RX_DROPPED]!++;
+      continue;
+    }
+    const length = n - header;
+    lengths[rxLengths + slot] = length;
+    stats[statsBase + STAT_RX_PACKETS]!++;
+    stats[statsBase + STAT_RX_BYTES]! += length;
+    rxHead = (rxHead + 1) | 0;
+    count++;
+  }
+  if (count > 0) {
+    Atomics.store(control, base + RX_HEAD_WORD, rxHead);
+    if (Atomics.load(control, deviceBase + RX_WAITING_WORD) !== 0) {
+      Atomics.add(control, deviceBase + RX_EPOCH_WORD, 1);
+      Atomics.notify(control, deviceBase + RX_EPOCH_WORD);
+    }
+  }
+  return count;
+}
+
+/** A read is delivered as is when it fits a slot and needs no offload work. */
+function acceptRead(at: number, n: number): boolean {
+  if (n < header || n - header > layout.mtu) return false;
+  if (header === 0) return true;
+  const flags = memory[at - header]!;
+  const gsoType = memory[at - header + 1]!;
+  return flags === 0 && gsoType === VIRTIO_NET_HDR_GSO_NONE;
+}
+
+function sleep(): void {
+  const rxFull =
+    !rxDry && slots - ((rxHead - Atomics.load(control, base + RX_TAIL_WORD)) | 0) === 0;
+  Atomics.store(control, base + RX_FULL_WORD, rxFull ? 1 : 0);
+  Atomics.store(control, base + SLEEPING_WORD, 1);
+  // Re-check after raising the flag: the consumer checks the flag after publishing.
+  const txPending = !txBlocked && Atomics.load(control, base + TX_HEAD_WORD) !== txTail;
+  const rxFreed = rxFull && Atomics.load(control, base + RX_TAIL_WORD) !== ((rxHead - slots) | 0);
+  if (txPending || rxFreed || Atomics.load(control, base + STOP_WORD) !== 0) {
+    Atomics.store(control, base + SLEEPING_WORD, 0);
+    return;
+  }
+  if (rxFull) stats[statsBase + STAT_RX_RING_FULL]!++;
+  pollEvents[2] = (rxFull ? 0 : POLLIN) | (txBlocked ? POLLOUT : 0);
+  pollEvents[3] = 0;
+  pollEvents[7] = 0;
+  const ready = c.poll(pollAddress, 2, -1);
+  Atomics.store(control, base + SLEEPING_WORD, 0);
+  if (ready < 0) {
+    const errno = c.errno();
+    if (errno === EINTR) return;
+    throw new Error(`poll: ${c.strerror(errno)} (errno ${errno})`);
+  }
+  const deviceEvents = pollEvents[3]!;
+  if ((deviceEvents & POLLOUT) !== 0) txBlocked = false;
+  if ((deviceEvents & (POLLERR | POLLHUP)) !== 0) throw new Error('the TUN queue was hung up');
+  if ((pollEvents[7]! & POLLIN) !== 0) c.read(wakeFd, wakeValueAddress, 8);
+}
+
+/** errno values that mean "this packet", not "this device": count and carry on. */
+function isPacketError(errno: number): boolean {
+  return errno === EINVAL || errno === EIO || errno === EMSGSIZE;
+}
