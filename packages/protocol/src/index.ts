@@ -1,0 +1,2 @@
+export * from './ipc.ts';
+export * from './tunnel-status.ts';

@@ -1,0 +1,185 @@
+/**
+ * The control protocol between the tunnel service and its clients (the GUI,
+ * the CLI), spoken over the service's Unix socket.
+ *
+ * On the wire every message is node-ipc's envelope `{type, data}` as JSON,
+ * one per frame. The service speaks first with `hello`; clients send
+ * `request`s carrying an id they choose; the service answers each with a
+ * `response` carrying the same id, and pushes `event`s on its own.
+ *
+ * Messages from clients are parsed strictly (unknown fields are refused);
+ * messages from the service are parsed tolerantly (unknown fields are
+ * dropped) so an older client keeps working with a newer service of the same
+ * protocol version. Any change an older peer would misread bumps
+ * PROTOCOL_VERSION.
+ */
+
+import { z } from 'zod';
+import { TunnelStatusSchema } from './tunnel-status.ts';
+
+export const PROTOCOL_VERSION = 1;
+
+/** The largest frame the service accepts from a client, in bytes of UTF-8. */
+export const MAX_CLIENT_MESSAGE_BYTES = 64 * 1024;
+/** The largest frame a client accepts from the service (a status with many peers is large). */
+export const MAX_SERVICE_MESSAGE_BYTES = 4 * 1024 * 1024;
+
+export const RequestIdSchema = z.union([
+  z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+  z.string().min(1).max(64),
+]);
+export type RequestId = z.infer<typeof RequestIdSchema>;
+
+const NoParamsSchema = z.strictObject({});
+
+/**
+ * Every request the service understands: its parameters and its result.
+ * Both sides derive their types and validation from this table. To add a
+ * request, add an entry here and its variant to RequestSchema below, then a
+ * handler on the service (the compiler asks for it).
+ */
+export const requestSchemas = {
+  status: { params: NoParamsSchema, result: TunnelStatusSchema },
+  down: { params: NoParamsSchema, result: z.object({ stopping: z.literal(true) }) },
+} as const;
+
+export type RequestKind = keyof typeof requestSchemas;
+export type RequestParams<K extends RequestKind> = z.infer<(typeof requestSchemas)[K]['params']>;
+export type RequestResult<K extends RequestKind> = z.infer<(typeof requestSchemas)[K]['result']>;
+
+function requestVariant<K extends RequestKind>(kind: K) {
+  return z.strictObject({
+    id: RequestIdSchema,
+    kind: z.literal(kind),
+    params: requestSchemas[kind].params,
+  });
+}
+
+export const RequestSchema = z.discriminatedUnion('kind', [
+  requestVariant('status'),
+  requestVariant('down'),
+]);
+export type Request = z.infer<typeof RequestSchema>;
+
+export const ERROR_CODES = [
+  'bad-request',
+  'unknown-request',
+  'message-too-large',
+  'unauthorized',
+  'not-running',
+  'internal',
+] as const;
+export const ErrorCodeSchema = z.enum(ERROR_CODES);
+export type ErrorCode = z.infer<typeof ErrorCodeSchema>;
+
+/** The one error shape, in every failed response. */
+export const ServiceErrorSchema = z.object({
+  code: ErrorCodeSchema,
+  message: z.string().max(2000),
+});
+export type ServiceError = z.infer<typeof ServiceErrorSchema>;
+
+export const ResponseSchema = z.discriminatedUnion('ok', [
+  z.object({ id: RequestIdSchema, ok: z.literal(true), result: z.unknown() }),
+  /** `id` is null when the request was too broken to read one from. */
+  z.object({ id: RequestIdSchema.nullable(), ok: z.literal(false), error: ServiceErrorSchema }),
+]);
+export type Response = z.infer<typeof ResponseSchema>;
+
+export const HelloSchema = z.object({
+  protocolVersion: z.number().int().min(1),
+  serviceVersion: z.string().min(1).max(100),
+});
+export type Hello = z.infer<typeof HelloSchema>;
+
+export const ServiceEventSchema = z.discriminatedUnion('event', [
+  z.object({ event: z.literal('status-changed'), status: TunnelStatusSchema }),
+]);
+export type ServiceEvent = z.infer<typeof ServiceEventSchema>;
+
+/** service → client */
+export const ServiceMessageSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('hello'), data: HelloSchema }),
+  z.object({ type: z.literal('response'), data: ResponseSchema }),
+  z.object({ type: z.literal('event'), data: ServiceEventSchema }),
+]);
+export type ServiceMessage = z.infer<typeof ServiceMessageSchema>;
+
+/** client → service */
+export const ClientMessageSchema = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('request'), data: RequestSchema }),
+]);
+export type ClientMessage = z.infer<typeof ClientMessageSchema>;
+
+export type ParseResult<T> = { ok: true; value: T } | { ok: false; message: string };
+
+export type ClientMessageParseResult =
+  | { ok: true; value: ClientMessage }
+  | { ok: false; code: 'bad-request' | 'unknown-request'; message: string; id: RequestId | null };
+
+/** Never throws: a refused message comes back with the request id when one could be read. */
+export function parseClientMessage(input: unknown): ClientMessageParseResult {
+  const parsed = ClientMessageSchema.safeParse(input);
+  if (parsed.success) return { ok: true, value: parsed.data };
+  const data = isRecord(input) ? input['data'] : undefined;
+  const idField = isRecord(data) ? RequestIdSchema.safeParse(data['id']) : undefined;
+  const id = idField?.success ? idField.data : null;
+  const kind = isRecord(data) ? data['kind'] : undefined;
+  if (
+    isRecord(input) &&
+    input['type'] === 'request' &&
+    typeof kind === 'string' &&
+    !isRequestKind(kind)
+  ) {
+    const known = Object.keys(requestSchemas).join(', ');
+    return {
+      ok: false,
+      code: 'unknown-request',
+      message: `unknown request "${shorten(kind)}" (known: ${known})`,
+      id,
+    };
+  }
+  return { ok: false, code: 'bad-request', message: describeIssues(parsed.error), id };
+}
+
+export function parseServiceMessage(input: unknown): ParseResult<ServiceMessage> {
+  return toParseResult(ServiceMessageSchema.safeParse(input));
+}
+
+export function parseRequestResult<K extends RequestKind>(
+  kind: K,
+  input: unknown,
+): ParseResult<RequestResult<K>> {
+  const parsed = requestSchemas[kind].result.safeParse(input);
+  // TypeScript cannot correlate the table entry with K; the schema is the one for K.
+  if (parsed.success) return { ok: true, value: parsed.data as RequestResult<K> };
+  return { ok: false, message: describeIssues(parsed.error) };
+}
+
+export function isRequestKind(kind: string): kind is RequestKind {
+  return Object.hasOwn(requestSchemas, kind);
+}
+
+function toParseResult<T>(parsed: z.ZodSafeParseResult<T>): ParseResult<T> {
+  return parsed.success
+    ? { ok: true, value: parsed.data }
+    : { ok: false, message: describeIssues(parsed.error) };
+}
+
+/** One line, bounded: the first few issues with their paths. */
+function describeIssues(error: z.ZodError): string {
+  const shown = error.issues.slice(0, 3).map((issue) => {
+    const path = issue.path.length > 0 ? issue.path.map(String).join('.') : 'message';
+    return `${shorten(path)}: ${issue.message}`;
+  });
+  const more = error.issues.length - shown.length;
+  return more > 0 ? `${shown.join('; ')} (and ${more} more)` : shown.join('; ');
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function shorten(text: string): string {
+  return text.length > 60 ? `${text.slice(0, 60)}…` : text;
+}

@@ -1,0 +1,66 @@
+/**
+ * What the tunnel service reports about a running tunnel: the `status`
+ * result and the payload of `status-changed` events.
+ */
+
+import { z } from 'zod';
+
+/** Why a packet for or from a peer was dropped; each has its own counter. */
+export const DROP_REASONS = [
+  'decryption-failed',
+  'replayed',
+  'source-not-allowed',
+  'no-session',
+  'malformed',
+  'queue-full',
+] as const;
+export type DropReason = (typeof DROP_REASONS)[number];
+
+const CounterSchema = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+
+export const DropCountersSchema = z.record(z.enum(DROP_REASONS), CounterSchema);
+export type DropCounters = z.infer<typeof DropCountersSchema>;
+
+export const PeerStatusSchema = z.object({
+  /** Base64, as `wg` prints it. */
+  publicKey: z.string().regex(/^[A-Za-z0-9+/]{43}=$/, 'a base64 WireGuard key'),
+  /** `address:port` or `[v6]:port`; null until one is known. */
+  endpoint: z.string().max(300).nullable(),
+  allowedIps: z.array(z.string().max(64)),
+  rxBytes: CounterSchema,
+  txBytes: CounterSchema,
+  rxPackets: CounterSchema,
+  txPackets: CounterSchema,
+  drops: DropCountersSchema,
+  /** Milliseconds since the Unix epoch; null before the first handshake. */
+  lastHandshakeAt: z.number().int().min(0).nullable(),
+  /** Seconds; null when off. */
+  persistentKeepalive: z.number().int().min(1).max(65535).nullable(),
+});
+export type PeerStatus = z.infer<typeof PeerStatusSchema>;
+
+const DnsSettingsShape = {
+  servers: z.array(z.string().max(64)),
+  searchDomains: z.array(z.string().max(253)),
+};
+
+export const DnsStatusSchema = z.discriminatedUnion('applied', [
+  z.object({ ...DnsSettingsShape, applied: z.literal(true) }),
+  z.object({ ...DnsSettingsShape, applied: z.literal(false), reason: z.string().max(500) }),
+]);
+export type DnsStatus = z.infer<typeof DnsStatusSchema>;
+
+export const TUNNEL_STATES = ['starting', 'running', 'stopping'] as const;
+export type TunnelState = (typeof TUNNEL_STATES)[number];
+
+export const TunnelStatusSchema = z.object({
+  state: z.enum(TUNNEL_STATES),
+  interfaceName: z.string().min(1).max(15),
+  /** Null while no UDP socket is bound. */
+  listenPort: z.number().int().min(0).max(65535).nullable(),
+  /** Which ChaCha20-Poly1305 implementation the data plane runs on. */
+  cryptoProvider: z.string().max(100),
+  peers: z.array(PeerStatusSchema),
+  dns: DnsStatusSchema,
+});
+export type TunnelStatus = z.infer<typeof TunnelStatusSchema>;

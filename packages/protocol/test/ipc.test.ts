@@ -1,0 +1,150 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  DROP_REASONS,
+  parseClientMessage,
+  parseRequestResult,
+  parseServiceMessage,
+  PROTOCOL_VERSION,
+  type TunnelStatus,
+} from '../src/index.ts';
+
+const status: TunnelStatus = {
+  state: 'running',
+  interfaceName: 'gh0',
+  listenPort: 51820,
+  cryptoProvider: 'openssl-native',
+  peers: [
+    {
+      publicKey: 'xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=',
+      endpoint: '[2001:db8::1]:51820',
+      allowedIps: ['10.0.0.0/8'],
+      rxBytes: 1,
+      txBytes: 2,
+      rxPackets: 3,
+      txPackets: 4,
+      drops: Object.fromEntries(
+        DROP_REASONS.map((r) => [r, 0]),
+      ) as TunnelStatus['peers'][0]['drops'],
+      lastHandshakeAt: null,
+      persistentKeepalive: 25,
+    },
+  ],
+  dns: { servers: ['10.0.0.53'], searchDomains: [], applied: false, reason: 'not yet supported' },
+};
+
+void test('client messages: accepted and refused', async (t) => {
+  const cases: {
+    name: string;
+    input: unknown;
+    expected: { ok: true } | { ok: false; code: string; id: number | string | null };
+  }[] = [
+    {
+      name: 'status request',
+      input: { type: 'request', data: { id: 1, kind: 'status', params: {} } },
+      expected: { ok: true },
+    },
+    {
+      name: 'down with a string id',
+      input: { type: 'request', data: { id: 'a', kind: 'down', params: {} } },
+      expected: { ok: true },
+    },
+    {
+      name: 'unknown kind keeps the id',
+      input: { type: 'request', data: { id: 7, kind: 'reboot', params: {} } },
+      expected: { ok: false, code: 'unknown-request', id: 7 },
+    },
+    {
+      name: 'prototype key as kind',
+      input: { type: 'request', data: { id: 8, kind: 'constructor', params: {} } },
+      expected: { ok: false, code: 'unknown-request', id: 8 },
+    },
+    {
+      name: 'extra parameter',
+      input: { type: 'request', data: { id: 2, kind: 'status', params: { verbose: true } } },
+      expected: { ok: false, code: 'bad-request', id: 2 },
+    },
+    {
+      name: 'extra envelope field',
+      input: { type: 'request', data: { id: 3, kind: 'status', params: {} }, x: 1 },
+      expected: { ok: false, code: 'bad-request', id: 3 },
+    },
+    {
+      name: 'missing params',
+      input: { type: 'request', data: { id: 4, kind: 'status' } },
+      expected: { ok: false, code: 'bad-request', id: 4 },
+    },
+    {
+      name: 'negative id',
+      input: { type: 'request', data: { id: -1, kind: 'status', params: {} } },
+      expected: { ok: false, code: 'bad-request', id: null },
+    },
+    {
+      name: 'fractional id',
+      input: { type: 'request', data: { id: 1.5, kind: 'status', params: {} } },
+      expected: { ok: false, code: 'bad-request', id: null },
+    },
+    {
+      name: 'unknown type',
+      input: { type: 'hello', data: {} },
+      expected: { ok: false, code: 'bad-request', id: null },
+    },
+    {
+      name: 'not an object',
+      input: 'status',
+      expected: { ok: false, code: 'bad-request', id: null },
+    },
+    { name: 'array', input: [1, 2], expected: { ok: false, code: 'bad-request', id: null } },
+    { name: 'null', input: null, expected: { ok: false, code: 'bad-request', id: null } },
+  ];
+  for (const c of cases) {
+    await t.test(c.name, () => {
+      const result = parseClientMessage(c.input);
+      if (c.expected.ok) {
+        assert.equal(result.ok, true, result.ok ? '' : result.message);
+      } else {
+        assert.equal(result.ok, false);
+        assert.ok(!result.ok);
+        assert.equal(result.code, c.expected.code);
+        assert.equal(result.id, c.expected.id);
+        assert.ok(result.message.length > 0 && result.message.length < 500);
+      }
+    });
+  }
+});
+
+void test('service messages: hello, both response shapes and events parse; others are refused', () => {
+  const good = [
+    { type: 'hello', data: { protocolVersion: PROTOCOL_VERSION, serviceVersion: '0.1.0' } },
+    { type: 'response', data: { id: 1, ok: true, result: { anything: 1 } } },
+    {
+      type: 'response',
+      data: { id: null, ok: false, error: { code: 'bad-request', message: 'no' } },
+    },
+    { type: 'event', data: { event: 'status-changed', status } },
+  ];
+  for (const message of good)
+    assert.equal(parseServiceMessage(message).ok, true, JSON.stringify(message));
+
+  const bad = [
+    { type: 'response', data: { id: 1, ok: false, error: { code: 'teapot', message: 'x' } } },
+    { type: 'response', data: { id: null, ok: true, result: {} } },
+    { type: 'hello', data: { protocolVersion: 0, serviceVersion: '0.1.0' } },
+    { type: 'event', data: { event: 'unknown' } },
+    { type: 'request', data: { id: 1, kind: 'status', params: {} } },
+  ];
+  for (const message of bad)
+    assert.equal(parseServiceMessage(message).ok, false, JSON.stringify(message));
+});
+
+void test('request results are validated per kind', () => {
+  assert.equal(parseRequestResult('status', status).ok, true);
+  assert.equal(parseRequestResult('down', { stopping: true }).ok, true);
+  const wrong = parseRequestResult('status', { ...status, listenPort: 70000 });
+  assert.equal(wrong.ok, false);
+  assert.match(wrong.ok ? '' : wrong.message, /listenPort/);
+  assert.equal(
+    parseRequestResult('status', { ...status, peers: [{ ...status.peers[0], drops: {} }] }).ok,
+    false,
+  );
+});
