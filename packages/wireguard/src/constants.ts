@@ -1,0 +1,56 @@
+/**
+ * The WireGuard whitepaper's constants, under its names (section 5.4 and 6).
+ *
+ * Every duration is in milliseconds, because every clock this package is
+ * given counts milliseconds.
+ */
+
+export const CONSTRUCTION = 'Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s';
+export const IDENTIFIER = 'WireGuard v1 zx2c4 Jason@zx2c4.com';
+export const LABEL_MAC1 = 'mac1----';
+export const LABEL_COOKIE = 'cookie--';
+
+export const REKEY_AFTER_MESSAGES = 2n ** 60n;
+export const REJECT_AFTER_MESSAGES = 2n ** 64n - 2n ** 13n - 1n;
+export const REKEY_AFTER_TIME = 120_000;
+export const REJECT_AFTER_TIME = 180_000;
+export const REKEY_ATTEMPT_TIME = 90_000;
+export const REKEY_TIMEOUT = 5_000;
+export const KEEPALIVE_TIMEOUT = 10_000;
+export const COOKIE_REFRESH_TIME = 120_000;
+
+/** Upper bound of the random delay added to each handshake retransmission. */
+export const REKEY_TIMEOUT_JITTER_MAX = 333;
+/** Retransmissions of one handshake attempt before giving up (REKEY_ATTEMPT_TIME / REKEY_TIMEOUT). */
+export const MAX_TIMER_HANDSHAKES = REKEY_ATTEMPT_TIME / REKEY_TIMEOUT;
+/** Initiations consumed from one peer faster than this are dropped (wireguard-go allows 50 per second). */
+export const MIN_INITIATION_INTERVAL = 20;
+
+export const MESSAGE_HANDSHAKE_INITIATION = 1;
+export const MESSAGE_HANDSHAKE_RESPONSE = 2;
+export const MESSAGE_HANDSHAKE_COOKIE = 3;
+export const MESSAGE_TRANSPORT_DATA = 4;
+
+export const MESSAGE_HANDSHAKE_INITIATION_SIZE = 148;
+export const MESSAGE_HANDSHAKE_RESPONSE_SIZE = 92;
+export const MESSAGE_HANDSHAKE_COOKIE_SIZE = 64;
+export const MESSAGE_TRANSPORT_HEADER_SIZE = 16;
+export const MESSAGE_TRANSPORT_MIN_SIZE = MESSAGE_TRANSPORT_HEADER_SIZE + 16;
+/** The largest UDP payload; transport messages never exceed it. */
+export const MESSAGE_MAX_SIZE = 65_535;
+/** The largest inner packet that fits a transport message. */
+export const MAX_CONTENT_SIZE = MESSAGE_MAX_SIZE - MESSAGE_TRANSPORT_MIN_SIZE;
+
+/** Transport plaintext is zero-padded to a multiple of this. */
+export const MESSAGE_PADDING_MULTIPLE = 16;
+
+export const KEY_LENGTH = 32;
+export const HASH_LENGTH = 32;
+export const AEAD_TAG_LENGTH = 16;
+export const MAC_LENGTH = 16;
+export const COOKIE_LENGTH = 16;
+export const COOKIE_NONCE_LENGTH = 24;
+export const TIMESTAMP_LENGTH = 12;
+
+/** Packets held per peer while a handshake is under way (wireguard-go stages as many). */
+export const MAX_STAGED_PACKETS = 128;
