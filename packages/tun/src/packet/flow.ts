@@ -1,10 +1,7 @@
 import { readUint16, readUint32 } from './byte-order.ts';
 import { IPPROTO_TCP, IPPROTO_UDP } from './ip-protocol.ts';
-import {
-  IPV6_HEADER_LENGTH,
-  Ipv6HeaderChain,
-  walkIpv6HeaderChain,
-} from './ipv6-extension-headers.ts';
+import { IPV6_HEADER_LENGTH } from './header-layout.ts';
+import { Ipv6HeaderChain, walkIpv6HeaderChain } from './ipv6-extension-headers.ts';
 
 /**
  * A 32-bit hash of the packet's flow: IP version, protocol, both addresses

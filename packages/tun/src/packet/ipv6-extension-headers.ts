@@ -5,9 +5,7 @@ import {
   IPPROTO_HOPOPTS,
   IPPROTO_ROUTING,
 } from './ip-protocol.ts';
-
-/** RFC 8200 §4: the fixed header; extension headers follow it. */
-export const IPV6_HEADER_LENGTH = 40;
+import { IPV6_HEADER_LENGTH, IPV6_NEXT_HEADER } from './header-layout.ts';
 
 /**
  * How many extension headers a walk follows before it calls the chain
@@ -51,7 +49,7 @@ export function walkIpv6HeaderChain(
   chain: Ipv6HeaderChain,
 ): string | null {
   const end = offset + length;
-  let nextHeader = packet[offset + 6]!;
+  let nextHeader = packet[offset + IPV6_NEXT_HEADER]!;
   let cursor = offset + IPV6_HEADER_LENGTH;
   chain.fragmented = false;
   chain.fragmentOffset = 0;
