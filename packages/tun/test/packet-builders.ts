@@ -2,6 +2,9 @@
  * Test-only packet construction. Allocates freely; the code under test
  * never uses these.
  */
+import { readFileSync } from 'node:fs';
+
+import { IpPacket } from '../src/packet/ip-packet.ts';
 
 export function ipv4Address(text: string): Uint8Array {
   return Uint8Array.from(text.split('.').map(Number));
@@ -185,4 +188,22 @@ export function put32(bytes: Uint8Array, at: number, value: number): void {
   bytes[at + 1] = (value >>> 16) & 0xff;
   bytes[at + 2] = (value >>> 8) & 0xff;
   bytes[at + 3] = value & 0xff;
+}
+
+/** Fills the IPv4 header checksum and the transport checksum, via the code under test. */
+export function withChecksums(packet: Uint8Array): Uint8Array {
+  const view = new IpPacket();
+  const reason = view.parse(packet, 0, packet.length, false);
+  if (reason !== null) throw new Error(`builder made an invalid packet: ${reason}`);
+  view.fixChecksums();
+  return packet;
+}
+
+/** The hex lines of a fixture file, without comments. */
+export function readHexFixture(name: string): Uint8Array[] {
+  const text = readFileSync(new URL(`./fixtures/${name}`, import.meta.url), 'utf8');
+  return text
+    .split('\n')
+    .filter((line) => line !== '' && !line.startsWith('#'))
+    .map((line) => Uint8Array.from(Buffer.from(line, 'hex')));
 }
