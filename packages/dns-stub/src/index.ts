@@ -1,0 +1,33 @@
+export {
+  APPLICATION_DNS_CANARY,
+  DEFAULT_ADDRESSES_PER_NAME,
+  DEFAULT_FORWARD_TIMEOUT_MS,
+  DEFAULT_IPV4_PROXY_RANGE,
+  DEFAULT_IPV6_PROXY_RANGE,
+  DEFAULT_SENTINEL_ADDRESSES,
+  DEFAULT_TTL_SECONDS,
+  DEFAULT_UPSTREAM_ATTEMPT_TIMEOUT_MS,
+  DnsStub,
+  SENTINEL_IPV4_RANGE,
+  SENTINEL_IPV6_RANGE,
+} from './stub.ts';
+export type {
+  DnsResource,
+  DnsStubOptions,
+  ForwardEvent,
+  ForwardRequest,
+  QueryOutcome,
+  Upstream,
+} from './stub.ts';
+export { plainUpstreamSockets, startDnsStubServer } from './server.ts';
+export type {
+  BoundAddress,
+  DnsStubServer,
+  DnsStubServerOptions,
+  ListenAddress,
+  UpstreamSocketFactory,
+} from './server.ts';
+export { frameTcpMessage, TcpMessageReader } from './tcp-framing.ts';
+export { mostSpecificMatch, normalizeDomainName, parseDomainPattern } from './domain-pattern.ts';
+export type { DomainPattern } from './domain-pattern.ts';
+export type { ProxyAssignment } from './proxy-addresses.ts';

@@ -1,0 +1,373 @@
+/**
+ * The sans-IO core of Gatehouse's DNS stub. It takes query bytes and the
+ * current time and returns what to do: send a reply back, or forward the
+ * query to an upstream resolver under a fresh message id (the forward id)
+ * and later map the upstream's reply back to the client. Time is an input;
+ * `nextDeadline()` tells the IO shell when to call `handleTimeouts`.
+ */
+import { randomInt } from 'node:crypto';
+
+import dnsPacket from 'dns-packet';
+import type { Answer, DecodedPacket, Question } from 'dns-packet';
+
+import type { DomainPattern } from './domain-pattern.ts';
+import { mostSpecificMatch, normalizeDomainName, parseDomainPattern } from './domain-pattern.ts';
+import { formatIpAddress, parseIpAddress } from './ip-address.ts';
+import type { ProxyAssignment } from './proxy-addresses.ts';
+import { ProxyAddressPool } from './proxy-addresses.ts';
+import { addressFromReverseName } from './reverse-name.ts';
+
+/** Firezone's proxy range for DNS resources: 2^21 addresses. */
+export const DEFAULT_IPV4_PROXY_RANGE = '100.96.0.0/11';
+/** Firezone's proxy range for DNS resources: 2^21 addresses. */
+export const DEFAULT_IPV6_PROXY_RANGE = 'fd00:2021:1111:8000::/107';
+/** Where the system sends its queries; inside the IPv4 proxy range, so never handed out as a proxy address. */
+export const SENTINEL_IPV4_RANGE = '100.100.111.0/24';
+export const SENTINEL_IPV6_RANGE = 'fd00:2021:1111:8000:100:100:111:0/120';
+export const DEFAULT_SENTINEL_ADDRESSES = [
+  '100.100.111.1',
+  'fd00:2021:1111:8000:100:100:111:1',
+] as const;
+export const DEFAULT_ADDRESSES_PER_NAME = 4;
+/** Short, so that a changed resource list or a new session is seen by applications almost at once. */
+export const DEFAULT_TTL_SECONDS = 1;
+export const DEFAULT_UPSTREAM_ATTEMPT_TIMEOUT_MS = 1000;
+export const DEFAULT_FORWARD_TIMEOUT_MS = 4000;
+export const DEFAULT_MAX_PENDING_FORWARDS = 4096;
+/** The canary domain (Mozilla): NXDOMAIN tells Firefox not to switch to its own DNS-over-HTTPS. */
+export const APPLICATION_DNS_CANARY = 'use-application-dns.net';
+
+export interface Upstream {
+  address: string;
+  port: number;
+}
+
+export interface DnsResource {
+  id: string;
+  /** A name or a wildcard pattern; see domain-pattern.ts for the semantics. */
+  pattern: string;
+}
+
+export interface DnsStubOptions {
+  ipv4ProxyRange?: string;
+  ipv6ProxyRange?: string;
+  addressesPerName?: number;
+  ttlSeconds?: number;
+  upstreamAttemptTimeoutMs?: number;
+  forwardTimeoutMs?: number;
+  maxPendingForwards?: number;
+  /** Source of forward ids; random by default so that off-path replies are hard to spoof. */
+  randomForwardId?: () => number;
+}
+
+export interface ForwardRequest {
+  forwardId: number;
+  upstream: Upstream;
+  /** The client's query with its id replaced by `forwardId`. */
+  message: Uint8Array;
+}
+
+export type QueryOutcome =
+  | { kind: 'reply'; message: Uint8Array }
+  | { kind: 'forward'; forward: ForwardRequest }
+  | { kind: 'drop'; reason: string };
+
+export type ForwardEvent =
+  | { kind: 'forward'; forward: ForwardRequest }
+  | { kind: 'reply'; forwardId: number; message: Uint8Array };
+
+interface PendingForward {
+  clientId: number;
+  question: Question;
+  recursionDesired: boolean;
+  message: Buffer;
+  attempted: Upstream[];
+  attemptDeadline: number;
+  finalDeadline: number;
+}
+
+interface MatchableResource {
+  id: string;
+  pattern: DomainPattern;
+}
+
+const RCODE_NOERROR = 0;
+const RCODE_FORMERR = 1;
+const RCODE_SERVFAIL = 2;
+const RCODE_NXDOMAIN = 3;
+const RCODE_NOTIMP = 4;
+const HEADER_LENGTH = 12;
+const FLAG_RESPONSE = 0x8000;
+const FLAG_RECURSION_DESIRED = 0x0100;
+const OPCODE_MASK = 0x7800;
+
+export class DnsStub {
+  readonly #pool: ProxyAddressPool;
+  readonly #ttl: number;
+  readonly #attemptTimeoutMs: number;
+  readonly #forwardTimeoutMs: number;
+  readonly #maxPending: number;
+  readonly #randomForwardId: () => number;
+  readonly #pending = new Map<number, PendingForward>();
+  #resources: MatchableResource[] = [];
+  #upstreams: Upstream[] = [];
+
+  constructor(options: DnsStubOptions = {}) {
+    this.#pool = new ProxyAddressPool({
+      ipv4Range: options.ipv4ProxyRange ?? DEFAULT_IPV4_PROXY_RANGE,
+      ipv6Range: options.ipv6ProxyRange ?? DEFAULT_IPV6_PROXY_RANGE,
+      addressesPerName: options.addressesPerName ?? DEFAULT_ADDRESSES_PER_NAME,
+      reservedRanges: [SENTINEL_IPV4_RANGE, SENTINEL_IPV6_RANGE],
+    });
+    this.#ttl = options.ttlSeconds ?? DEFAULT_TTL_SECONDS;
+    this.#attemptTimeoutMs =
+      options.upstreamAttemptTimeoutMs ?? DEFAULT_UPSTREAM_ATTEMPT_TIMEOUT_MS;
+    this.#forwardTimeoutMs = options.forwardTimeoutMs ?? DEFAULT_FORWARD_TIMEOUT_MS;
+    this.#maxPending = options.maxPendingForwards ?? DEFAULT_MAX_PENDING_FORWARDS;
+    this.#randomForwardId = options.randomForwardId ?? (() => randomInt(0, 0x10000));
+  }
+
+  /** Replaces the DNS resources; proxy addresses already handed out stay with their names. */
+  setResources(resources: readonly DnsResource[]): void {
+    this.#resources = resources.map((resource) => ({
+      id: resource.id,
+      pattern: parseDomainPattern(resource.pattern),
+    }));
+  }
+
+  /** Replaces the upstream resolvers, tried in order; queries already forwarded keep theirs. */
+  setUpstreams(upstreams: readonly Upstream[]): void {
+    this.#upstreams = upstreams.map((upstream) => ({
+      address: formatIpAddress(parseIpAddress(upstream.address)),
+      port: upstream.port,
+    }));
+  }
+
+  /** The name and resource a proxy address stands for, once it has been handed out. */
+  lookupProxyAddress(address: string): ProxyAssignment | undefined {
+    return this.#pool.lookup(formatIpAddress(parseIpAddress(address)));
+  }
+
+  handleQuery(message: Uint8Array, now: number): QueryOutcome {
+    if (message.length < 2) return { kind: 'drop', reason: 'shorter than a message id' };
+    const bytes = Buffer.from(message.buffer, message.byteOffset, message.byteLength);
+    if (bytes.length < HEADER_LENGTH)
+      return { kind: 'reply', message: headerOnlyReply(bytes, RCODE_FORMERR) };
+    const flags = bytes.readUInt16BE(2);
+    if ((flags & FLAG_RESPONSE) !== 0) return { kind: 'drop', reason: 'a response, not a query' };
+    if ((flags & OPCODE_MASK) !== 0)
+      return { kind: 'reply', message: headerOnlyReply(bytes, RCODE_NOTIMP) };
+
+    let query: DecodedPacket;
+    try {
+      query = dnsPacket.decode(bytes);
+    } catch {
+      return { kind: 'reply', message: headerOnlyReply(bytes, RCODE_FORMERR) };
+    }
+    const question = query.questions?.[0];
+    if (question === undefined || query.questions?.length !== 1) {
+      return { kind: 'reply', message: headerOnlyReply(bytes, RCODE_FORMERR) };
+    }
+    const id = query.id ?? 0;
+    const recursionDesired = query.flag_rd;
+    const name = normalizeDomainName(question.name);
+
+    if (name === APPLICATION_DNS_CANARY) {
+      return this.#reply(id, recursionDesired, question, RCODE_NXDOMAIN, []);
+    }
+    if (question.type === 'PTR') {
+      const address = addressFromReverseName(name);
+      if (address !== undefined && this.#pool.isProxyAddress(address)) {
+        const assignment = this.#pool.lookup(formatIpAddress(address));
+        if (assignment === undefined)
+          return this.#reply(id, recursionDesired, question, RCODE_NXDOMAIN, []);
+        const answer: Answer = {
+          type: 'PTR',
+          name: question.name,
+          ttl: this.#ttl,
+          data: assignment.name,
+        };
+        return this.#reply(id, recursionDesired, question, RCODE_NOERROR, [answer]);
+      }
+    }
+    const resource = mostSpecificMatch(this.#resources, name);
+    if (resource !== undefined)
+      return this.#answerResource(id, recursionDesired, question, name, resource.id);
+    return this.#forward(bytes, id, recursionDesired, question, now);
+  }
+
+  /**
+   * The reply to send to the client for an upstream's reply to `forwardId`,
+   * or undefined when it is unexpected (late, from elsewhere, not matching
+   * the question), in which case the forward keeps waiting.
+   */
+  handleUpstreamReply(
+    forwardId: number,
+    from: Upstream,
+    message: Uint8Array,
+  ): Uint8Array | undefined {
+    const pending = this.#pending.get(forwardId);
+    if (pending === undefined) return undefined;
+    const source = formatIpAddress(parseIpAddress(from.address));
+    if (
+      !pending.attempted.some((upstream) =>
+        sameUpstream(upstream, { address: source, port: from.port }),
+      )
+    ) {
+      return undefined;
+    }
+    let reply: DecodedPacket;
+    try {
+      reply = dnsPacket.decode(Buffer.from(message.buffer, message.byteOffset, message.byteLength));
+    } catch {
+      return undefined;
+    }
+    const answered = reply.questions?.[0];
+    if (
+      reply.type !== 'response' ||
+      reply.id !== forwardId ||
+      answered === undefined ||
+      normalizeDomainName(answered.name) !== normalizeDomainName(pending.question.name) ||
+      answered.type !== pending.question.type
+    ) {
+      return undefined;
+    }
+    this.#pending.delete(forwardId);
+    const toClient = Buffer.from(message);
+    toClient.writeUInt16BE(pending.clientId, 0);
+    return toClient;
+  }
+
+  /** Retries on the next upstream, or SERVFAIL once every upstream or the overall time is used up. */
+  handleTimeouts(now: number): ForwardEvent[] {
+    const events: ForwardEvent[] = [];
+    for (const [forwardId, pending] of this.#pending) {
+      if (pending.attemptDeadline > now) continue;
+      const next = this.#upstreams.find(
+        (upstream) => !pending.attempted.some((tried) => sameUpstream(tried, upstream)),
+      );
+      if (next !== undefined && now < pending.finalDeadline) {
+        pending.attempted.push(next);
+        pending.attemptDeadline = Math.min(now + this.#attemptTimeoutMs, pending.finalDeadline);
+        events.push({
+          kind: 'forward',
+          forward: { forwardId, upstream: next, message: pending.message },
+        });
+        continue;
+      }
+      this.#pending.delete(forwardId);
+      const reply = encodeReply(
+        pending.clientId,
+        pending.recursionDesired,
+        pending.question,
+        RCODE_SERVFAIL,
+        [],
+      );
+      events.push({ kind: 'reply', forwardId, message: reply });
+    }
+    return events;
+  }
+
+  nextDeadline(): number | undefined {
+    let earliest: number | undefined;
+    for (const pending of this.#pending.values()) {
+      if (earliest === undefined || pending.attemptDeadline < earliest)
+        earliest = pending.attemptDeadline;
+    }
+    return earliest;
+  }
+
+  get pendingForwards(): number {
+    return this.#pending.size;
+  }
+
+  #answerResource(
+    id: number,
+    recursionDesired: boolean,
+    question: Question,
+    name: string,
+    resourceId: string,
+  ): QueryOutcome {
+    const assignment = this.#pool.assign(name, resourceId);
+    if (assignment === undefined)
+      return this.#reply(id, recursionDesired, question, RCODE_SERVFAIL, []);
+    const ttl = this.#ttl;
+    let answers: Answer[] = [];
+    if (question.type === 'A')
+      answers = assignment.ipv4.map((data) => ({ type: 'A', name: question.name, ttl, data }));
+    if (question.type === 'AAAA') {
+      answers = assignment.ipv6.map((data) => ({ type: 'AAAA', name: question.name, ttl, data }));
+    }
+    return this.#reply(id, recursionDesired, question, RCODE_NOERROR, answers);
+  }
+
+  #forward(
+    bytes: Buffer,
+    id: number,
+    recursionDesired: boolean,
+    question: Question,
+    now: number,
+  ): QueryOutcome {
+    const upstream = this.#upstreams[0];
+    if (upstream === undefined || this.#pending.size >= this.#maxPending) {
+      return this.#reply(id, recursionDesired, question, RCODE_SERVFAIL, []);
+    }
+    let forwardId = this.#randomForwardId() & 0xffff;
+    while (this.#pending.has(forwardId)) forwardId = (forwardId + 1) & 0xffff;
+    const message = Buffer.from(bytes);
+    message.writeUInt16BE(forwardId, 0);
+    this.#pending.set(forwardId, {
+      clientId: id,
+      question,
+      recursionDesired,
+      message,
+      attempted: [upstream],
+      attemptDeadline: now + Math.min(this.#attemptTimeoutMs, this.#forwardTimeoutMs),
+      finalDeadline: now + this.#forwardTimeoutMs,
+    });
+    return { kind: 'forward', forward: { forwardId, upstream, message } };
+  }
+
+  #reply(
+    id: number,
+    recursionDesired: boolean,
+    question: Question,
+    rcode: number,
+    answers: Answer[],
+  ): QueryOutcome {
+    return { kind: 'reply', message: encodeReply(id, recursionDesired, question, rcode, answers) };
+  }
+}
+
+function sameUpstream(a: Upstream, b: Upstream): boolean {
+  return a.address === b.address && a.port === b.port;
+}
+
+function encodeReply(
+  id: number,
+  recursionDesired: boolean,
+  question: Question,
+  rcode: number,
+  answers: Answer[],
+) {
+  return dnsPacket.encode({
+    type: 'response',
+    id,
+    flags:
+      (recursionDesired ? dnsPacket.RECURSION_DESIRED : 0) | dnsPacket.RECURSION_AVAILABLE | rcode,
+    questions: [question],
+    answers,
+  });
+}
+
+/** A reply carrying only the header, for queries too broken to echo their question. */
+function headerOnlyReply(query: Buffer, rcode: number): Buffer {
+  const reply = Buffer.alloc(HEADER_LENGTH);
+  query.copy(reply, 0, 0, 2);
+  const queryFlags = query.length >= 4 ? query.readUInt16BE(2) : 0;
+  reply.writeUInt16BE(
+    FLAG_RESPONSE | (queryFlags & (OPCODE_MASK | FLAG_RECURSION_DESIRED)) | rcode,
+    2,
+  );
+  return reply;
+}
