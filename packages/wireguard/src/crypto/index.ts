@@ -1,6 +1,7 @@
 export type { CryptoProvider, CryptoProviderName, TransportAead } from './provider.ts';
 export type { CryptoProviderPreference, CryptoProviderSelection } from './select.ts';
 export { CRYPTO_PROVIDER_ENV, selectCryptoProvider } from './select.ts';
+export type { NonceAead } from './chacha20poly1305.ts';
 export { AEAD_KEY_LENGTH, AEAD_NONCE_LENGTH, AEAD_TAG_LENGTH } from './chacha20poly1305.ts';
 export {
   HASH_LENGTH,

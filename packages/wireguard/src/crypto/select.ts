@@ -33,15 +33,32 @@ export interface CryptoProviderSelection {
 export async function selectCryptoProvider(
   preference?: CryptoProviderPreference,
 ): Promise<CryptoProviderSelection> {
-  const fromEnvironment = preference === undefined ? process.env[CRYPTO_PROVIDER_ENV] : undefined;
+  return selectFromCandidates(PROVIDER_CANDIDATES, preference, process.env[CRYPTO_PROVIDER_ENV]);
+}
+
+/** A provider that selection may pick, with how to load it. */
+export interface ProviderCandidate {
+  name: CryptoProviderName;
+  description: string;
+  /** Throws when the provider cannot be used on this machine. */
+  load: () => { provider: CryptoProvider; nonceAead: NonceAead };
+}
+
+/** The selection logic over an explicit candidate list, fastest first (tests substitute failing ones). */
+export function selectFromCandidates(
+  candidates: readonly ProviderCandidate[],
+  preference: CryptoProviderPreference | undefined,
+  environmentPreference: string | undefined,
+): CryptoProviderSelection {
+  const fromEnvironment = preference === undefined ? environmentPreference : undefined;
   const wanted = preference ?? (fromEnvironment || 'auto');
   const source = fromEnvironment ? ` (from ${CRYPTO_PROVIDER_ENV})` : '';
 
-  if (wanted === 'auto') return selectAutomatically(source);
+  if (wanted === 'auto') return selectAutomatically(candidates, source);
 
-  const candidate = CANDIDATES.find((c) => c.name === wanted);
+  const candidate = candidates.find((c) => c.name === wanted);
   if (candidate === undefined) {
-    const known = ['auto', ...CANDIDATES.map((c) => c.name)].join(', ');
+    const known = ['auto', ...candidates.map((c) => c.name)].join(', ');
     throw new Error(
       `unknown crypto provider '${String(wanted)}'${source}; expected one of: ${known}`,
     );
@@ -58,13 +75,7 @@ export async function selectCryptoProvider(
   };
 }
 
-interface Candidate {
-  name: CryptoProviderName;
-  description: string;
-  load: () => { provider: CryptoProvider; nonceAead: NonceAead };
-}
-
-const CANDIDATES: readonly Candidate[] = [
+export const PROVIDER_CANDIDATES: readonly ProviderCandidate[] = [
   {
     name: 'openssl-native',
     description: "OpenSSL's EVP ChaCha20-Poly1305 from the Node binary",
@@ -82,9 +93,12 @@ const CANDIDATES: readonly Candidate[] = [
   },
 ];
 
-function selectAutomatically(source: string): CryptoProviderSelection {
+function selectAutomatically(
+  candidates: readonly ProviderCandidate[],
+  source: string,
+): CryptoProviderSelection {
   const skipped: string[] = [];
-  for (const candidate of CANDIDATES) {
+  for (const candidate of candidates) {
     const outcome = tryCandidate(candidate);
     if (typeof outcome === 'string') {
       skipped.push(`${candidate.name} skipped: ${outcome}`);
@@ -100,7 +114,7 @@ function selectAutomatically(source: string): CryptoProviderSelection {
 }
 
 /** The provider, or why it cannot be used. */
-function tryCandidate(candidate: Candidate): CryptoProvider | string {
+function tryCandidate(candidate: ProviderCandidate): CryptoProvider | string {
   let loaded: { provider: CryptoProvider; nonceAead: NonceAead };
   try {
     loaded = candidate.load();
