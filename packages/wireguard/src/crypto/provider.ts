@@ -56,5 +56,10 @@ export interface CryptoProvider {
   /** One-shot ChaCha20-Poly1305 with a 64-bit counter nonce and additional data (handshake path). */
   seal(key: Uint8Array, counter: number, plaintext: Uint8Array, aad: Uint8Array): Uint8Array;
   /** One-shot open; null when authentication fails. */
-  open(key: Uint8Array, counter: number, ciphertext: Uint8Array, aad: Uint8Array): Uint8Array | null;
+  open(
+    key: Uint8Array,
+    counter: number,
+    ciphertext: Uint8Array,
+    aad: Uint8Array,
+  ): Uint8Array | null;
 }
