@@ -1,0 +1,9 @@
+export { ServiceServer, RequestError, SOCKET_MODE } from './server.ts';
+export type { RequestContext, RequestHandlers, ServiceServerOptions } from './server.ts';
+export { ServiceClient, ServiceClientError, DEFAULT_CLIENT_TIMEOUT_MS } from './client.ts';
+export type { ClientErrorCode, ServiceClientOptions } from './client.ts';
+export { rootOnly } from './peer-credentials.ts';
+export type { Authorization, AuthorizationPolicy, PeerCredentials } from './peer-credentials.ts';
+export { SocketInUseError } from './socket-claim.ts';
+export { silentLogger } from './logger.ts';
+export type { Logger } from './logger.ts';

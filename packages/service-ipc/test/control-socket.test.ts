@@ -1,0 +1,477 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { connect, createServer, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  DROP_REASONS,
+  MAX_CLIENT_MESSAGE_BYTES,
+  PROTOCOL_VERSION,
+  type TunnelStatus,
+} from '@gatehouse/protocol';
+import {
+  RequestError,
+  ServiceClient,
+  ServiceClientError,
+  ServiceServer,
+  SocketInUseError,
+  type AuthorizationPolicy,
+  type PeerCredentials,
+  type RequestHandlers,
+} from '../src/index.ts';
+
+const status: TunnelStatus = {
+  state: 'running',
+  interfaceName: 'gh-test',
+  listenPort: 51820,
+  cryptoProvider: 'test',
+  peers: [
+    {
+      publicKey: 'xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=',
+      endpoint: '192.0.2.1:51820',
+      allowedIps: ['10.0.0.0/8'],
+      rxBytes: 10,
+      txBytes: 20,
+      rxPackets: 1,
+      txPackets: 2,
+      drops: Object.fromEntries(
+        DROP_REASONS.map((r) => [r, 0]),
+      ) as TunnelStatus['peers'][0]['drops'],
+      lastHandshakeAt: 1_700_000_000_000,
+      persistentKeepalive: null,
+    },
+  ],
+  dns: { servers: [], searchDomains: [], applied: false, reason: 'not yet supported' },
+};
+
+const allowEveryone: AuthorizationPolicy = () => ({ allowed: true });
+
+function tempSocketPath(): { socketPath: string; dir: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'gatehouse-ipc-'));
+  return { dir, socketPath: join(dir, 'run', 'tunnel.sock') };
+}
+
+async function startServer(
+  overrides: Partial<RequestHandlers> = {},
+  authorize: AuthorizationPolicy = allowEveryone,
+): Promise<{
+  server: ServiceServer;
+  socketPath: string;
+  seenPeers: PeerCredentials[];
+  cleanup: () => Promise<void>;
+}> {
+  const { socketPath, dir } = tempSocketPath();
+  const seenPeers: PeerCredentials[] = [];
+  const handlers: RequestHandlers = {
+    status: (_params, context) => {
+      seenPeers.push(context.peer);
+      return status;
+    },
+    down: () => ({ stopping: true }),
+    ...overrides,
+  };
+  const server = await ServiceServer.start({
+    socketPath,
+    serviceVersion: '0.1.0-test',
+    handlers,
+    authorize,
+  });
+  return {
+    server,
+    socketPath,
+    seenPeers,
+    cleanup: async () => {
+      await server.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A client speaking raw bytes, to send what a well-behaved client never would. */
+class RawClient {
+  readonly socket: Socket;
+  readonly #frames: unknown[] = [];
+  readonly #waiters: ((frame: unknown) => void)[] = [];
+  #buffer = '';
+  readonly closed: Promise<void>;
+
+  constructor(socketPath: string) {
+    this.socket = connect({ path: socketPath });
+    this.socket.setEncoding('utf8');
+    this.socket.on('data', (chunk: string) => {
+      this.#buffer += chunk;
+      for (let end = this.#buffer.indexOf('\f'); end !== -1; end = this.#buffer.indexOf('\f')) {
+        const frame: unknown = JSON.parse(this.#buffer.slice(0, end));
+        this.#buffer = this.#buffer.slice(end + 1);
+        const waiter = this.#waiters.shift();
+        if (waiter) waiter(frame);
+        else this.#frames.push(frame);
+      }
+    });
+    this.socket.on('error', () => {});
+    this.closed = new Promise((resolve) => this.socket.once('close', () => resolve()));
+  }
+
+  send(text: string): void {
+    this.socket.write(text);
+  }
+
+  next(): Promise<unknown> {
+    const frame = this.#frames.shift();
+    if (frame !== undefined) return Promise.resolve(frame);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('no frame within 2 s')), 2000);
+      this.#waiters.push((f) => {
+        clearTimeout(timer);
+        resolve(f);
+      });
+    });
+  }
+}
+
+void test('the service says Hello first, with its protocol version', async () => {
+  const { socketPath, cleanup } = await startServer();
+  try {
+    const client = await ServiceClient.connect({ socketPath });
+    assert.deepEqual(client.hello, {
+      protocolVersion: PROTOCOL_VERSION,
+      serviceVersion: '0.1.0-test',
+    });
+    client.close();
+  } finally {
+    await cleanup();
+  }
+});
+
+void test('requests round-trip and the handler sees the peer credentials', async () => {
+  const { socketPath, seenPeers, cleanup } = await startServer();
+  try {
+    const client = await ServiceClient.connect({ socketPath });
+    assert.deepEqual(await client.request('status', {}), status);
+    assert.deepEqual(await client.request('down', {}), { stopping: true });
+    assert.equal(seenPeers[0]?.pid, process.pid);
+    assert.equal(seenPeers[0]?.uid, process.getuid?.());
+    client.close();
+  } finally {
+    await cleanup();
+  }
+});
+
+void test('handler failures come back in the one error shape', async (t) => {
+  const cases: {
+    name: string;
+    status: RequestHandlers['status'];
+    code: string;
+    message: RegExp;
+  }[] = [
+    {
+      name: 'a RequestError keeps its code and message',
+      status: () => {
+        throw new RequestError('not-running', 'the tunnel is stopping');
+      },
+      code: 'not-running',
+      message: /the tunnel is stopping/,
+    },
+    {
+      name: 'any other error is internal and does not leak its text',
+      status: () => {
+        throw new Error('secret detail');
+      },
+      code: 'internal',
+      message: /^(?!.*secret).*status/,
+    },
+    {
+      name: 'an invalid result is internal',
+      status: () => ({ ...status, listenPort: -1 }),
+      code: 'internal',
+      message: /invalid "status" result/,
+    },
+  ];
+  for (const c of cases) {
+    await t.test(c.name, async () => {
+      const { socketPath, cleanup } = await startServer({ status: c.status });
+      try {
+        const client = await ServiceClient.connect({ socketPath });
+        await assert.rejects(client.request('status', {}), (error: unknown) => {
+          assert.ok(error instanceof ServiceClientError);
+          assert.equal(error.code, c.code);
+          assert.match(error.message, c.message);
+          return true;
+        });
+        client.close();
+      } finally {
+        await cleanup();
+      }
+    });
+  }
+});
+
+void test('bad frames get an error response and the connection keeps serving', async (t) => {
+  const { socketPath, cleanup } = await startServer();
+  try {
+    const raw = new RawClient(socketPath);
+    assert.equal(((await raw.next()) as { type: string }).type, 'hello');
+    const cases: { name: string; frame: string; code: string; id: number | null }[] = [
+      { name: 'malformed JSON', frame: '{"type":"request",', code: 'bad-request', id: null },
+      { name: 'not an object', frame: '42', code: 'bad-request', id: null },
+      {
+        name: 'unknown message type',
+        frame: '{"type":"hello","data":{}}',
+        code: 'bad-request',
+        id: null,
+      },
+      {
+        name: "node-ipc's reserved event name",
+        frame: '{"type":"connect","data":{}}',
+        code: 'bad-request',
+        id: null,
+      },
+      {
+        name: 'prototype key as type',
+        frame: '{"type":"__proto__","data":{}}',
+        code: 'bad-request',
+        id: null,
+      },
+      {
+        name: 'unknown request kind',
+        frame: JSON.stringify({ type: 'request', data: { id: 5, kind: 'reboot', params: {} } }),
+        code: 'unknown-request',
+        id: 5,
+      },
+      {
+        name: 'schema-invalid params',
+        frame: JSON.stringify({
+          type: 'request',
+          data: { id: 6, kind: 'status', params: { all: 1 } },
+        }),
+        code: 'bad-request',
+        id: 6,
+      },
+    ];
+    for (const c of cases) {
+      await t.test(c.name, async () => {
+        raw.send(`${c.frame}\f`);
+        const reply = (await raw.next()) as {
+          type: string;
+          data: { id: unknown; ok: boolean; error: { code: string } };
+        };
+        assert.equal(reply.type, 'response');
+        assert.equal(reply.data.ok, false);
+        assert.equal(reply.data.id, c.id);
+        assert.equal(reply.data.error.code, c.code);
+      });
+    }
+    raw.send(
+      `${JSON.stringify({ type: 'request', data: { id: 9, kind: 'status', params: {} } })}\f`,
+    );
+    const answer = (await raw.next()) as { data: { id: number; ok: boolean } };
+    assert.deepEqual([answer.data.id, answer.data.ok], [9, true]);
+    raw.socket.destroy();
+  } finally {
+    await cleanup();
+  }
+});
+
+void test('an oversized message gets message-too-large, that connection closes, others are unaffected', async () => {
+  const { server, socketPath, cleanup } = await startServer();
+  try {
+    const bystander = await ServiceClient.connect({ socketPath });
+    const raw = new RawClient(socketPath);
+    await raw.next();
+    raw.send('{"type":"request","data":"' + 'x'.repeat(MAX_CLIENT_MESSAGE_BYTES + 10));
+    const reply = (await raw.next()) as { data: { ok: boolean; error: { code: string } } };
+    assert.equal(reply.data.error.code, 'message-too-large');
+    await raw.closed;
+    assert.deepEqual(await bystander.request('status', {}), status);
+    assert.equal(server.connectionCount, 1);
+    bystander.close();
+  } finally {
+    await cleanup();
+  }
+});
+
+void test('a second server on a live socket refuses to start and leaves the first serving', async () => {
+  const { socketPath, cleanup } = await startServer();
+  try {
+    await assert.rejects(
+      ServiceServer.start({
+        socketPath,
+        serviceVersion: 'x',
+        handlers: unusedHandlers,
+        authorize: allowEveryone,
+      }),
+      (error: unknown) => error instanceof SocketInUseError && error.message.includes(socketPath),
+    );
+    const client = await ServiceClient.connect({ socketPath });
+    assert.deepEqual(await client.request('status', {}), status);
+    client.close();
+  } finally {
+    await cleanup();
+  }
+});
+
+void test('a stale socket left by a killed process is replaced', async () => {
+  const { socketPath, dir } = tempSocketPath();
+  try {
+    await leaveStaleSocket(socketPath);
+    assert.ok(statSync(socketPath).isSocket());
+    const client = await ServiceClient.connect({ socketPath }).catch((error: unknown) => error);
+    assert.ok(
+      client instanceof ServiceClientError && client.code === 'not-running',
+      String(client),
+    );
+    assert.match(client.message, /stale/);
+
+    const server = await ServiceServer.start({
+      socketPath,
+      serviceVersion: '1',
+      handlers: unusedHandlers,
+      authorize: allowEveryone,
+    });
+    const fresh = await ServiceClient.connect({ socketPath });
+    assert.equal(fresh.hello.serviceVersion, '1');
+    fresh.close();
+    await server.stop();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+void test('a path that is not a socket is never replaced', async () => {
+  const { socketPath, dir } = tempSocketPath();
+  try {
+    mkdirSync(join(dir, 'run'));
+    writeFileSync(socketPath, 'precious');
+    await assert.rejects(
+      ServiceServer.start({
+        socketPath,
+        serviceVersion: '1',
+        handlers: unusedHandlers,
+        authorize: allowEveryone,
+      }),
+      /exists and is not a socket/,
+    );
+    assert.equal(existsSync(socketPath), true);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+void test('an unauthorized peer gets an unauthorized error and is disconnected', async () => {
+  const denyMe: AuthorizationPolicy = (peer) =>
+    peer.uid === process.getuid?.()
+      ? { allowed: false, reason: `uid ${peer.uid} is not allowed here` }
+      : { allowed: true };
+  const { server, socketPath, cleanup } = await startServer({}, denyMe);
+  try {
+    await assert.rejects(ServiceClient.connect({ socketPath }), (error: unknown) => {
+      assert.ok(error instanceof ServiceClientError);
+      assert.equal(error.code, 'unauthorized');
+      assert.match(error.message, /is not allowed here/);
+      return true;
+    });
+    const raw = new RawClient(socketPath);
+    const reply = (await raw.next()) as {
+      type: string;
+      data: { id: null; error: { code: string } };
+    };
+    assert.equal(reply.type, 'response');
+    assert.equal(reply.data.error.code, 'unauthorized');
+    raw.send(
+      `${JSON.stringify({ type: 'request', data: { id: 1, kind: 'status', params: {} } })}\f`,
+    );
+    await raw.closed;
+    assert.equal(server.connectionCount, 0);
+  } finally {
+    await cleanup();
+  }
+});
+
+void test('the socket is mode 0660, owned by the service, in a directory created 0755', async () => {
+  const { socketPath, cleanup } = await startServer();
+  try {
+    const socket = statSync(socketPath);
+    assert.equal(socket.mode & 0o777, 0o660);
+    assert.equal(socket.uid, process.geteuid?.());
+    assert.equal(socket.gid, process.getegid?.());
+    assert.equal(statSync(join(socketPath, '..')).mode & 0o777, 0o755);
+  } finally {
+    await cleanup();
+  }
+});
+
+void test('events reach connected clients', async () => {
+  const { server, socketPath, cleanup } = await startServer();
+  try {
+    const client = await ServiceClient.connect({ socketPath });
+    const received = new Promise((resolve) => client.onEvent(resolve));
+    server.broadcast({ event: 'status-changed', status: { ...status, state: 'stopping' } });
+    assert.deepEqual(await received, {
+      event: 'status-changed',
+      status: { ...status, state: 'stopping' },
+    });
+    client.close();
+  } finally {
+    await cleanup();
+  }
+});
+
+void test('stopping removes the socket; clients then hear that the service is not running', async () => {
+  const { server, socketPath, cleanup } = await startServer();
+  const client = await ServiceClient.connect({ socketPath });
+  const pending = client
+    .request('status', {}, { timeoutMs: 60_000 })
+    .catch((error: unknown) => error);
+  await server.stop();
+  assert.equal(existsSync(socketPath), false);
+  const outcome = await pending;
+  assert.ok(
+    outcome instanceof ServiceClientError || JSON.stringify(outcome) === JSON.stringify(status),
+    String(outcome),
+  );
+  await assert.rejects(ServiceClient.connect({ socketPath }), (error: unknown) => {
+    assert.ok(error instanceof ServiceClientError);
+    assert.equal(error.code, 'not-running');
+    assert.match(error.message, /no socket at/);
+    return true;
+  });
+  await cleanup();
+});
+
+void test('a service speaking another protocol version is refused with a clear message', async () => {
+  const { socketPath, dir } = tempSocketPath();
+  mkdirSync(join(dir, 'run'));
+  const future = createServer((socket) => {
+    socket.write(
+      `${JSON.stringify({ type: 'hello', data: { protocolVersion: 99, serviceVersion: '9.0.0' } })}\f`,
+    );
+  });
+  await new Promise<void>((resolve) => future.listen(socketPath, resolve));
+  try {
+    await assert.rejects(ServiceClient.connect({ socketPath }), (error: unknown) => {
+      assert.ok(error instanceof ServiceClientError);
+      assert.equal(error.code, 'incompatible');
+      assert.match(error.message, /protocol 99.*speaks 1/);
+      return true;
+    });
+  } finally {
+    await new Promise((resolve) => future.close(resolve));
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+const unusedHandlers: RequestHandlers = {
+  status: () => status,
+  down: () => ({ stopping: true }),
+};
+
+async function leaveStaleSocket(socketPath: string): Promise<void> {
+  mkdirSync(join(socketPath, '..'), { recursive: true });
+  const script = `require('node:net').createServer().listen(${JSON.stringify(socketPath)}, () => console.log('up'))`;
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise((resolve) => child.stdout.once('data', resolve));
+  child.kill('SIGKILL');
+  await new Promise((resolve) => child.once('exit', resolve));
+}
