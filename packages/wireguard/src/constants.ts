@@ -44,10 +44,9 @@ export const MAX_CONTENT_SIZE = MESSAGE_MAX_SIZE - MESSAGE_TRANSPORT_MIN_SIZE;
 /** Transport plaintext is zero-padded to a multiple of this. */
 export const MESSAGE_PADDING_MULTIPLE = 16;
 
-export const KEY_LENGTH = 32;
-export const HASH_LENGTH = 32;
-export const AEAD_TAG_LENGTH = 16;
-export const MAC_LENGTH = 16;
+// The same bindings as the crypto module's, so both can be re-exported side by side.
+export { HASH_LENGTH, KEY_LENGTH, MAC_LENGTH } from './crypto/primitives.ts';
+export { AEAD_TAG_LENGTH } from './crypto/chacha20poly1305.ts';
 export const COOKIE_LENGTH = 16;
 export const COOKIE_NONCE_LENGTH = 24;
 export const TIMESTAMP_LENGTH = 12;

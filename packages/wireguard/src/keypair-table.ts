@@ -231,6 +231,12 @@ export class KeypairTable {
     Atomics.store(this.#words, base + P_DATA_SENT_UNANSWERED_MS, 0);
   }
 
+  /** Forgets unanswered data received when no keepalive can answer it (no session left). */
+  clearDataReceivedUnanswered(peer: number): void {
+    const base = peerBase(this.memory.keypairSlots, peer);
+    Atomics.store(this.#words, base + P_DATA_RECEIVED_UNANSWERED_MS, 0);
+  }
+
   counters(peer: number): TransportCounters {
     const base = peerBase(this.memory.keypairSlots, peer);
     return {

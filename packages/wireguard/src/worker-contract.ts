@@ -138,9 +138,9 @@ export function toStamp(monotonicMs: number): number {
   return Math.floor(monotonicMs) >>> 0 || 1;
 }
 
-/** The full monotonic time of a stamp taken within 2^31 ms before `nowMs`. */
+/** The full monotonic time of a stamp taken within 2^31 ms (about 24 days) of `nowMs`. */
 export function fromStamp(stamp: number, nowMs: number): number {
-  return nowMs - ((toStamp(nowMs) - stamp) >>> 0);
+  return nowMs - ((toStamp(nowMs) - stamp) | 0);
 }
 
 /** Adds to a 64-bit counter kept as two words, carrying into the high word. */
@@ -203,7 +203,7 @@ export function writeEndpointWords(
   Atomics.add(words, sequenceAt, 1);
 }
 
-/** Reads a peer's endpoint into `address` (16 bytes); returns the port, or -1 if none is set. */
+/** Reads a peer's endpoint into `address` (16 bytes); undefined when none was written. */
 export function readEndpointWords(
   words: Int32Array,
   peerWordBase: number,
