@@ -131,7 +131,7 @@ class ConfigParser {
     // Like wg-quick, everything from the first '#' on is a comment.
     const text = (rawLine.split('#', 1)[0] ?? '').trim();
     if (text === '') return;
-    if (/[\u0000-\u0008\u000b-\u001f\u007f]/.test(text)) {
+    if (hasControlCharacters(text)) {
       this.#problem(number, 'line contains control characters');
       return;
     }
@@ -505,6 +505,15 @@ function parseDnsEntry(text: string): DnsEntry {
   if (isIP(text) !== 0) return { kind: 'server', value: text };
   if (isHostname(text)) return { kind: 'search', value: text };
   throw new Error(`"${excerpt(text)}" is neither an IP address nor a search domain`);
+}
+
+/** Tabs are whitespace; every other C0 control and DEL is refused. */
+function hasControlCharacters(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if ((code < 0x20 && code !== 0x09) || code === 0x7f) return true;
+  }
+  return false;
 }
 
 /** Quoted input in messages is shortened so a hostile line cannot flood them. */
