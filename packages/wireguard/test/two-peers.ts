@@ -5,7 +5,14 @@
 
 import { libsodiumWasmProvider } from '../src/crypto/libsodium-wasm.ts';
 import { WireGuardDevice } from '../src/device.ts';
-import type { DeviceEvent, DeviceOptions, Endpoint, Instant, PeerConfig, Transmit } from '../src/device.ts';
+import type {
+  DeviceEvent,
+  DeviceOptions,
+  Endpoint,
+  Instant,
+  PeerConfig,
+  Transmit,
+} from '../src/device.ts';
 import { generateKeyPair } from '../src/keys.ts';
 import type { KeyPair } from '../src/keys.ts';
 
@@ -93,10 +100,14 @@ export class TwoPeers {
 
   /** Moves datagrams both ways until neither side has anything left to send. */
   exchange(): void {
-    for (let moved = true; moved; ) {
+    for (let moved = true; moved;) {
       moved = false;
       for (const from of [this.alice, this.bob]) {
-        for (let transmit = from.device.pollTransmit(); transmit; transmit = from.device.pollTransmit()) {
+        for (
+          let transmit = from.device.pollTransmit();
+          transmit;
+          transmit = from.device.pollTransmit()
+        ) {
           moved = true;
           from.sent.push(transmit);
           if (!this.deliverIf(from, transmit)) continue;
@@ -139,7 +150,8 @@ export class TwoPeers {
 
   collectEvents(): void {
     for (const s of [this.alice, this.bob]) {
-      for (let event = s.device.pollEvent(); event; event = s.device.pollEvent()) s.events.push(event);
+      for (let event = s.device.pollEvent(); event; event = s.device.pollEvent())
+        s.events.push(event);
     }
   }
 
