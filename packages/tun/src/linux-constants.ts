@@ -1,8 +1,8 @@
 /**
  * Linux ABI numbers for the TUN device, checked against <linux/if_tun.h>,
- * <linux/sockios.h>, <linux/virtio_net.h> and <asm-generic/*.h> (x86-64).
- * Debian 12's headers predate Linux 6.2, which added the USO flags and
- * VIRTIO_NET_HDR_GSO_UDP_L4; those three come from the 6.2 uapi headers.
+ * <linux/sockios.h> and <asm-generic/*.h> (x86-64). Debian 12's headers
+ * predate Linux 6.2, which added the USO flags; those come from the 6.2 uapi
+ * headers. The virtio-net header lives in packet/virtio-net-header.ts.
  */
 
 // <linux/if_tun.h>: _IOW('T', nr, int) = 0x40000000 | 4 << 16 | 0x54 << 8 | nr
@@ -28,15 +28,6 @@ export const TUN_DEVICE_PATH = '/dev/net/tun';
 /** The misc character device 10:200. */
 export const TUN_DEVICE_MAJOR = 10;
 export const TUN_DEVICE_MINOR = 200;
-
-// <linux/virtio_net.h>: struct virtio_net_hdr, little-endian fields on x86-64.
-export const VIRTIO_NET_HDR_LENGTH = 10;
-export const VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
-export const VIRTIO_NET_HDR_GSO_NONE = 0;
-export const VIRTIO_NET_HDR_GSO_TCPV4 = 1;
-export const VIRTIO_NET_HDR_GSO_TCPV6 = 4;
-export const VIRTIO_NET_HDR_GSO_UDP_L4 = 5;
-export const VIRTIO_NET_HDR_GSO_ECN = 0x80;
 
 // <linux/sockios.h>, <net/if.h>: struct ifreq is 40 bytes, name first.
 export const SIOCSIFMTU = 0x8922;

@@ -47,7 +47,12 @@ export async function openTun(options: TunOptions): Promise<TunDevice> {
   const wakeFds: number[] = [];
   const workers: Worker[] = [];
   try {
-    const layout = createQueueLayout(queues, options.ringSlots ?? DEFAULT_RING_SLOTS, mtu);
+    const layout = createQueueLayout(
+      queues,
+      options.ringSlots ?? DEFAULT_RING_SLOTS,
+      mtu,
+      device.offloads.virtioHeader,
+    );
     for (let queue = 0; queue < queues; queue++) {
       const wakeFd = c.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
       if (wakeFd < 0) throw new Error(`TUN: eventfd failed: ${c.strerror(c.errno())}`);

@@ -33,9 +33,9 @@ import {
   TUNSETIFF,
   TUNSETOFFLOAD,
   TUNSETVNETHDRSZ,
-  VIRTIO_NET_HDR_LENGTH,
 } from './linux-constants.ts';
 import { libc } from './libc.ts';
+import { VIRTIO_NET_HDR_LEN } from './packet/virtio-net-header.ts';
 
 export interface TunOffloads {
   /** Every read and write carries a virtio-net header. */
@@ -146,7 +146,7 @@ function ensureDeviceNode(): void {
 function enableOffloads(fd: number): TunOffloads {
   const c = libc();
   const size = Buffer.alloc(4);
-  size.writeInt32LE(VIRTIO_NET_HDR_LENGTH);
+  size.writeInt32LE(VIRTIO_NET_HDR_LEN);
   if (c.ioctlPointer(fd, TUNSETVNETHDRSZ, size) < 0) {
     throw systemError('TUNSETVNETHDRSZ', c.errno());
   }

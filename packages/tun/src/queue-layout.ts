@@ -22,17 +22,23 @@ export interface QueueLayout {
   readonly slots: number;
   readonly slotStride: number;
   readonly mtu: number;
+  readonly offload: boolean;
   /** Int32 words: heads, tails, sleep flags, wake-up epochs (see the *_WORD constants). */
   readonly control: SharedArrayBuffer;
   /** Int32 per slot: the packet length. Queue q's rx ring first, then its tx ring. */
   readonly lengths: SharedArrayBuffer;
-  /** The slots: queue q's rx ring, then its tx ring. */
+  /**
+   * The slots: queue q's rx ring, then its tx ring; with offloads, then one
+   * read buffer per queue for GSO super-packets (split into rx slots).
+   */
   readonly memory: SharedArrayBuffer;
   /** Float64 counters per queue, each written by its worker only (see the STAT_* constants). */
   readonly stats: SharedArrayBuffer;
 }
 
 export const SLOT_HEADROOM = 32;
+/** A virtio-net header plus the largest IP packet. */
+export const SUPERPACKET_BUFFER_SIZE = 65536 + 64;
 export const SLOT_TAILROOM = 32;
 const CACHE_LINE_WORDS = 16;
 
@@ -71,9 +77,28 @@ export const STAT_RX_DROPPED = 6;
 export const STAT_RX_RING_FULL = 7;
 const STATS_PER_QUEUE = 8;
 
-export function createQueueLayout(queueCount: number, slots: number, mtu: number): QueueLayout {
+/**
+ * Free rx slots a worker wants before it reads a possible GSO super-packet:
+ * enough for 64 KiB cut at the MSS this MTU gives TCP over IPv6 with full
+ * options. Super-packets cut finer than that are dropped and counted.
+ */
+export function superpacketSegmentBudget(mtu: number): number {
+  return Math.ceil(65535 / Math.max(1, mtu - 100)) + 1;
+}
+
+export function createQueueLayout(
+  queueCount: number,
+  slots: number,
+  mtu: number,
+  offload: boolean,
+): QueueLayout {
   if (!Number.isInteger(slots) || slots < 2 || (slots & (slots - 1)) !== 0) {
     throw new RangeError(`ring slots must be a power of two ≥ 2, got ${slots}`);
+  }
+  if (offload && slots < superpacketSegmentBudget(mtu)) {
+    throw new RangeError(
+      `with offloads, ring slots must hold a split super-packet: ≥ ${superpacketSegmentBudget(mtu)}`,
+    );
   }
   const slotStride = Math.ceil((SLOT_HEADROOM + mtu + SLOT_TAILROOM) / 64) * 64;
   return {
@@ -81,9 +106,12 @@ export function createQueueLayout(queueCount: number, slots: number, mtu: number
     slots,
     slotStride,
     mtu,
+    offload,
     control: new SharedArrayBuffer((queueCount * QUEUE_CONTROL_WORDS + CACHE_LINE_WORDS) * 4),
     lengths: new SharedArrayBuffer(queueCount * 2 * slots * 4),
-    memory: new SharedArrayBuffer(queueCount * 2 * slots * slotStride),
+    memory: new SharedArrayBuffer(
+      queueCount * (2 * slots * slotStride + (offload ? SUPERPACKET_BUFFER_SIZE : 0)),
+    ),
     stats: new SharedArrayBuffer(queueCount * STATS_PER_QUEUE * 8),
   };
 }
@@ -116,4 +144,9 @@ export function rxPacketBase(layout: QueueLayout, queue: number): number {
 
 export function txPacketBase(layout: QueueLayout, queue: number): number {
   return rxPacketBase(layout, queue) + layout.slots * layout.slotStride;
+}
+
+/** Byte offset in `memory` of queue q's super-packet read buffer (layouts with offload only). */
+export function superpacketBufferBase(layout: QueueLayout, queue: number): number {
+  return layout.queueCount * 2 * layout.slots * layout.slotStride + queue * SUPERPACKET_BUFFER_SIZE;
 }

@@ -1,3 +1,4 @@
+import { FlowQueues } from './flow-queues.ts';
 import { flowHash } from './packet/flow.ts';
 import {
   CLOSED_WORD,
@@ -61,6 +62,9 @@ export class QueueRings {
   private readonly rxTail: Int32Array;
   private readonly txHead: Int32Array;
   private readonly txTailSeen: Int32Array;
+  private readonly flows = new FlowQueues();
+  private readonly drained = (queue: number, position: number): boolean =>
+    ((Atomics.load(this.control, queueControlBase(queue) + TX_TAIL_WORD) - position) | 0) >= 0;
   private firstQueue = 0;
   private refusedQueue = -1;
   private sendRefused = 0;
@@ -100,9 +104,12 @@ export class QueueRings {
       let position = this.rxNext[queue]!;
       while (position !== head && count < batch.capacity) {
         const slot = position & mask;
+        const offset = packetBase + slot * stride;
+        const length = lengths[lengthBase + slot]!;
+        this.flows.learn(flowHash(memory, offset, length), queue, this.drained);
         batch.buffers[count] = memory;
-        batch.offsets[count] = packetBase + slot * stride;
-        batch.lengths[count] = lengths[lengthBase + slot]!;
+        batch.offsets[count] = offset;
+        batch.lengths[count] = length;
         batch.queues[count] = queue;
         count++;
         position = (position + 1) | 0;
@@ -152,7 +159,9 @@ export class QueueRings {
   }
 
   queueOf(packet: Uint8Array, offset: number, length: number): number {
-    return flowHash(packet, offset, length) % this.layout.queueCount;
+    const hash = flowHash(packet, offset, length);
+    const learned = this.flows.lookup(hash);
+    return learned >= 0 ? learned : hash % this.layout.queueCount;
   }
 
   send(packet: Uint8Array, offset: number, length: number): boolean {
@@ -162,7 +171,9 @@ export class QueueRings {
       return true;
     }
     const { layout, control, mask } = this;
-    const queue = flowHash(packet, offset, length) % layout.queueCount;
+    const hash = flowHash(packet, offset, length);
+    const queue =
+      hash === 0 ? 0 : this.flows.queueFor(hash, hash % layout.queueCount, this.drained);
     const base = queueControlBase(queue);
     const head = this.txHead[queue]!;
     if (((head - this.txTailSeen[queue]!) | 0) >= layout.slots) {
@@ -185,6 +196,7 @@ export class QueueRings {
     }
     this.lengths[txLengthBase(layout, queue) + slot] = length;
     this.txHead[queue] = (head + 1) | 0;
+    if (hash !== 0) this.flows.wrote(hash, (head + 1) | 0);
     Atomics.store(control, base + TX_HEAD_WORD, (head + 1) | 0);
     if (Atomics.load(control, base + SLEEPING_WORD) !== 0) this.wake(queue);
     return true;

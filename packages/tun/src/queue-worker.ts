@@ -18,9 +18,9 @@ import {
   POLLHUP,
   POLLIN,
   POLLOUT,
-  VIRTIO_NET_HDR_GSO_NONE,
-  VIRTIO_NET_HDR_LENGTH,
 } from './linux-constants.ts';
+import { gsoSplit } from './packet/gso-split.ts';
+import { VIRTIO_NET_HDR_LEN } from './packet/virtio-net-header.ts';
 import {
   RX_EPOCH_WORD,
   RX_FULL_WORD,
@@ -34,6 +34,8 @@ import {
   STAT_RX_DROPPED,
   STAT_RX_PACKETS,
   STAT_RX_RING_FULL,
+  STAT_RX_SUPERPACKETS,
+  SUPERPACKET_BUFFER_SIZE,
   STAT_TX_BYTES,
   STAT_TX_PACKETS,
   STAT_TX_REJECTED,
@@ -47,6 +49,8 @@ import {
   queueStatsBase,
   rxLengthBase,
   rxPacketBase,
+  superpacketBufferBase,
+  superpacketSegmentBudget,
   txLengthBase,
   txPacketBase,
 } from './queue-layout.ts';
@@ -87,8 +91,23 @@ const rxPackets = rxPacketBase(layout, queue);
 const txPackets = txPacketBase(layout, queue);
 const rxLengths = rxLengthBase(layout, queue);
 const txLengths = txLengthBase(layout, queue);
-const header = offloads.virtioHeader ? VIRTIO_NET_HDR_LENGTH : 0;
-const readCapacity = stride - SLOT_HEADROOM - SLOT_TAILROOM + header;
+const header = offloads.virtioHeader ? VIRTIO_NET_HDR_LEN : 0;
+const packetCapacity = stride - SLOT_HEADROOM - SLOT_TAILROOM;
+
+// With offloads, reads land in the super-packet buffer and gsoSplit copies
+// them, segmented and with complete checksums, into these rx slot views.
+const superpacketAt = offloads.virtioHeader ? superpacketBufferBase(layout, queue) : 0;
+const segmentBudget = offloads.virtioHeader ? superpacketSegmentBudget(layout.mtu) : 1;
+const slotViews: Uint8Array[] = [];
+const segmentViews: Uint8Array[] = [];
+const segmentLengths = new Int32Array(segmentBudget);
+if (offloads.virtioHeader) {
+  for (let slot = 0; slot < slots; slot++) {
+    const at = rxPacketBase(layout, queue) + slot * stride;
+    slotViews.push(memory.subarray(at, at + packetCapacity));
+  }
+  for (let i = 0; i < segmentBudget; i++) segmentViews.push(slotViews[i]!);
+}
 
 const pollBuffer = new ArrayBuffer(2 * POLLFD_SIZE + 8);
 const pollWords = new Int32Array(pollBuffer);
@@ -160,29 +179,13 @@ function readBatch(): number {
   const room = slots - ((rxHead - Atomics.load(control, base + RX_TAIL_WORD)) | 0);
   let count = 0;
   rxDry = false;
-  while (count < room && count < batch) {
-    const slot = rxHead & mask;
-    const at = rxPackets + slot * stride;
-    const n = c.read(fd, memoryAddress + at - header, readCapacity);
-    if (n < 0) {
-      const errno = c.errno();
-      if (errno === EINTR) continue;
-      if (errno === EAGAIN) {
-        rxDry = true;
-        break;
-      }
-      throw new Error(`read: ${c.strerror(errno)} (errno ${errno})`);
+  while (count + segmentBudget <= room && count < batch) {
+    const read = header === 0 ? readPacket() : readSuperpacket();
+    if (read < 0) {
+      rxDry = true;
+      break;
     }
-    if (!acceptRead(at, n)) {
-      stats[statsBase + STAT_RX_DROPPED]!++;
-      continue;
-    }
-    const length = n - header;
-    lengths[rxLengths + slot] = length;
-    stats[statsBase + STAT_RX_PACKETS]!++;
-    stats[statsBase + STAT_RX_BYTES]! += length;
-    rxHead = (rxHead + 1) | 0;
-    count++;
+    count += read;
   }
   if (count > 0) {
     Atomics.store(control, base + RX_HEAD_WORD, rxHead);
@@ -194,13 +197,49 @@ function readBatch(): number {
   return count;
 }
 
-/** A read is delivered as is when it fits a slot and needs no offload work. */
-function acceptRead(at: number, n: number): boolean {
-  if (n < header || n - header > layout.mtu) return false;
-  if (header === 0) return true;
-  const flags = memory[at - header]!;
-  const gsoType = memory[at - header + 1]!;
-  return flags === 0 && gsoType === VIRTIO_NET_HDR_GSO_NONE;
+/** Reads one packet straight into the next rx slot; the packets delivered, or -1 when dry. */
+function readPacket(): number {
+  const slot = rxHead & mask;
+  const n = readOrDry(memoryAddress + rxPackets + slot * stride, packetCapacity);
+  if (n < 0) return -1;
+  if (n > layout.mtu) {
+    stats[statsBase + STAT_RX_DROPPED]!++;
+    return 0;
+  }
+  deliver(slot, n);
+  return 1;
+}
+
+/** Reads one virtio-net framed packet and splits it into rx slots; as readPacket. */
+function readSuperpacket(): number {
+  const n = readOrDry(memoryAddress + superpacketAt, SUPERPACKET_BUFFER_SIZE);
+  if (n < 0) return -1;
+  for (let i = 0; i < segmentBudget; i++) segmentViews[i] = slotViews[(rxHead + i) & mask]!;
+  const split = gsoSplit(memory, superpacketAt, n, segmentViews, 0, segmentLengths);
+  if (typeof split === 'string') {
+    stats[statsBase + STAT_RX_DROPPED]!++;
+    return 0;
+  }
+  if (memory[superpacketAt + 1] !== 0) stats[statsBase + STAT_RX_SUPERPACKETS]!++;
+  for (let i = 0; i < split; i++) deliver(rxHead & mask, segmentLengths[i]!);
+  return split;
+}
+
+function readOrDry(address: number, capacity: number): number {
+  for (;;) {
+    const n = c.read(fd, address, capacity);
+    if (n >= 0) return n;
+    const errno = c.errno();
+    if (errno === EAGAIN) return -1;
+    if (errno !== EINTR) throw new Error(`read: ${c.strerror(errno)} (errno ${errno})`);
+  }
+}
+
+function deliver(slot: number, length: number): void {
+  lengths[rxLengths + slot] = length;
+  stats[statsBase + STAT_RX_PACKETS]!++;
+  stats[statsBase + STAT_RX_BYTES]! += length;
+  rxHead = (rxHead + 1) | 0;
 }
 
 function sleep(): void {
@@ -210,7 +249,8 @@ function sleep(): void {
   Atomics.store(control, base + SLEEPING_WORD, 1);
   // Re-check after raising the flag: the consumer checks the flag after publishing.
   const txPending = !txBlocked && Atomics.load(control, base + TX_HEAD_WORD) !== txTail;
-  const rxFreed = rxFull && Atomics.load(control, base + RX_TAIL_WORD) !== ((rxHead - slots) | 0);
+  const rxFreed =
+    rxFull && slots - ((rxHead - Atomics.load(control, base + RX_TAIL_WORD)) | 0) >= segmentBudget;
   if (txPending || rxFreed || Atomics.load(control, base + STOP_WORD) !== 0) {
     Atomics.store(control, base + SLEEPING_WORD, 0);
     return;

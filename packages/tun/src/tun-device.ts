@@ -75,9 +75,10 @@ export interface TunStats {
  * readiness for both directions. Every method is synchronous except the two
  * readiness waits, so a data-plane loop can run in any thread.
  *
- * Ordering: each flow (by `flowHash`) is pinned to one queue, and each
- * queue is one FIFO served by one thread, so a flow's packets reach the
- * kernel in the order they were sent.
+ * Ordering: each flow (by `flowHash`) is pinned to one queue — the one
+ * the kernel read it from, else `flowHash % queueCount` — and each queue is
+ * one FIFO served by one thread, so a flow's packets reach the kernel in
+ * the order they were sent (see FlowQueues).
  */
 export interface TunDevice {
   readonly name: string;
