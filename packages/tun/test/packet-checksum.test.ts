@@ -70,8 +70,8 @@ void describe('checksums against packets the Linux kernel built', () => {
       const packet = original.slice();
       const view = new IpPacket();
       view.parse(packet, 0, packet.length);
-      packet[view.transportOffset + transportChecksumField(view.protocol)] ^= 0x5a;
-      packet[10] ^= view.version === 4 ? 0x33 : 0;
+      packet[view.transportOffset + transportChecksumField(view.protocol)]! ^= 0x5a;
+      packet[10]! ^= view.version === 4 ? 0x33 : 0;
 
       view.fixChecksums();
 
@@ -84,7 +84,7 @@ void describe('checksums against packets the Linux kernel built', () => {
     for (const original of kernelPackets) {
       const packet = original.slice();
       view.parse(packet, 0, packet.length);
-      packet[packet.length - 1] ^= 0x01;
+      packet[packet.length - 1]! ^= 0x01;
 
       assert.equal(view.verifyTransportChecksum(), false);
     }
