@@ -1,0 +1,76 @@
+/**
+ * Per-peer drop counters in shared memory: workers count with Atomics.add,
+ * the control thread reads whenever it likes. No per-packet messages. The
+ * byte and packet totals live in the WireGuard worker contract's peer slots.
+ */
+
+export const DROP_REASONS = [
+  /** The decrypted packet's source address is outside the peer's AllowedIPs. */
+  'sourceNotAllowed',
+  'replay',
+  'decryptFailed',
+  'unknownReceiver',
+  'expired',
+  'invalidInnerPacket',
+  /** RFC 6040: CE on the outer header of a Not-ECT inner packet. */
+  'ecnNotEct',
+  /** Held for a handshake while the hold queue was full. */
+  'holdOverflow',
+  /** The TUN queue refused the packet (backpressure). */
+  'tunFull',
+  'udpSendFailed',
+] as const;
+
+export type DropReason = (typeof DROP_REASONS)[number];
+export type DropCounts = Record<DropReason, number>;
+
+export const DROP_SOURCE_NOT_ALLOWED = 0;
+export const DROP_REPLAY = 1;
+export const DROP_DECRYPT_FAILED = 2;
+export const DROP_UNKNOWN_RECEIVER = 3;
+export const DROP_EXPIRED = 4;
+export const DROP_INVALID_INNER_PACKET = 5;
+export const DROP_ECN_NOT_ECT = 6;
+export const DROP_HOLD_OVERFLOW = 7;
+export const DROP_TUN_FULL = 8;
+export const DROP_UDP_SEND_FAILED = 9;
+
+/** Drops not attributable to a peer (no route, unknown receiver index) are counted on this row. */
+export const UNATTRIBUTED = -1;
+
+export class DropCounters {
+  readonly buffer: SharedArrayBuffer;
+  readonly peers: number;
+  readonly #words: Int32Array;
+
+  constructor(peersOrBuffer: number | SharedArrayBuffer) {
+    if (typeof peersOrBuffer === 'number') {
+      this.buffer = new SharedArrayBuffer(((peersOrBuffer + 1) * DROP_REASONS.length + 1) * 4);
+    } else {
+      this.buffer = peersOrBuffer;
+    }
+    this.peers = (this.buffer.byteLength / 4 - 1) / DROP_REASONS.length - 1;
+    this.#words = new Int32Array(this.buffer);
+  }
+
+  add(peer: number, reason: number, count = 1): void {
+    Atomics.add(this.#words, (peer + 1) * DROP_REASONS.length + reason, count);
+  }
+
+  read(peer: number): DropCounts {
+    const counts = {} as DropCounts;
+    DROP_REASONS.forEach((reason, index) => {
+      counts[reason] = Atomics.load(this.#words, (peer + 1) * DROP_REASONS.length + index) >>> 0;
+    });
+    return counts;
+  }
+
+  /** Packets to destinations no peer's AllowedIPs cover. */
+  noRoute(): number {
+    return Atomics.load(this.#words, this.#words.length - 1) >>> 0;
+  }
+
+  addNoRoute(count = 1): void {
+    Atomics.add(this.#words, this.#words.length - 1, count);
+  }
+}
