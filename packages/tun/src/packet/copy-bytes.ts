@@ -2,8 +2,8 @@
  * Copies `length` bytes from source[sourceAt] to target[targetAt] (the
  * ranges may overlap). When both arrays view the same ArrayBuffer or
  * SharedArrayBuffer — packet slots carved from one pool — it is one
- * `copyWithin` on a view of that whole buffer, created once per buffer, so
- * nothing is allocated per call. Arrays over different buffers fall back to
+ * `copyWithin` on a view of that whole buffer, kept for the last buffer
+ * seen, so nothing is allocated per call while one pool is in use. Arrays over different buffers fall back to
  * `set` over a temporary subarray.
  */
 export function copyBytes(
