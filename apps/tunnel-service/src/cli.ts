@@ -1,0 +1,203 @@
+/**
+ * gatehouse-tunnel: run a WireGuard tunnel from a wg-quick file in the
+ * foreground (`up`), and talk to the running one through its control socket
+ * (`down`, `status`). Exit codes: 0 done, 1 runtime error, 2 usage or
+ * configuration error.
+ */
+
+import { readFileSync, statSync, existsSync } from 'node:fs';
+import { basename } from 'node:path';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { ServiceClient, ServiceClientError } from '@gatehouse/service-ipc';
+import packageJson from '../package.json' with { type: 'json' };
+import { DryRunTunnel } from './dry-run-tunnel.ts';
+import { runTunnelService } from './service.ts';
+import { createStderrLogger } from './stderr-logger.ts';
+import { formatStatus } from './status-format.ts';
+import type { Tunnel } from './tunnel.ts';
+import { formatConfigProblems, parseWgQuickConfig, type WgQuickConfig } from './wg-quick-config.ts';
+
+const DEFAULT_SOCKET_PATH = '/run/gatehouse/tunnel.sock';
+const MAX_CONFIG_BYTES = 1024 * 1024;
+const DOWN_WAIT_MS = 15_000;
+const VERSION: string = packageJson.version;
+
+const USAGE = `usage:
+  gatehouse-tunnel up --config FILE [--socket PATH] [--foreground] [--dry-run] [--verbose]
+  gatehouse-tunnel down [--socket PATH]
+  gatehouse-tunnel status [--json] [--socket PATH]
+  gatehouse-tunnel --help | --version
+
+up        run the tunnel described by FILE (wg-quick format) in the foreground
+          until SIGINT, SIGTERM or \`gatehouse-tunnel down\`; the interface is
+          named after FILE (wg0.conf -> wg0), as wg-quick does
+          --foreground  accepted for clarity: up always stays in the foreground
+          --dry-run     check FILE and serve the control socket, configure nothing
+down      stop the running tunnel and wait until it is gone
+status    show the running tunnel's peers and counters (--json: machine-readable)
+
+--socket PATH   control socket (default: $GATEHOUSE_SOCKET, else ${DEFAULT_SOCKET_PATH})`;
+
+class UsageError extends Error {}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'up':
+      return up(rest);
+    case 'down':
+      return down(rest);
+    case 'status':
+      return status(rest);
+    case '--help':
+    case '-h':
+    case 'help':
+      process.stdout.write(`${USAGE}\n`);
+      return 0;
+    case '--version':
+    case '-V':
+      process.stdout.write(`gatehouse-tunnel ${VERSION}\n`);
+      return 0;
+    case undefined:
+      throw new UsageError('a command is required');
+    default:
+      throw new UsageError(`unknown command "${command}"`);
+  }
+}
+
+async function up(args: string[]): Promise<number> {
+  const { values } = parseOptions(args, {
+    config: { type: 'string' },
+    socket: { type: 'string' },
+    foreground: { type: 'boolean' },
+    'dry-run': { type: 'boolean' },
+    verbose: { type: 'boolean' },
+  });
+  if (values.config === undefined) throw new UsageError('up needs --config FILE');
+  const interfaceName = interfaceNameFor(values.config);
+  const config = readConfig(values.config);
+  if (config === undefined) return 2;
+  const logger = createStderrLogger({ debug: values.verbose === true });
+  const tunnel = createTunnel(values['dry-run'] === true);
+  if (tunnel === undefined) {
+    logger.error(
+      'this build has no data-plane engine yet: use --dry-run to check the file and the control socket',
+    );
+    return 1;
+  }
+  return runTunnelService({
+    config: { ...config, interfaceName },
+    socketPath: socketPathFrom(values.socket),
+    tunnel,
+    serviceVersion: VERSION,
+    logger,
+  });
+}
+
+/** The engine plugs in here; until it exists only the dry run can be chosen. */
+function createTunnel(dryRun: boolean): Tunnel | undefined {
+  return dryRun ? new DryRunTunnel() : undefined;
+}
+
+async function down(args: string[]): Promise<number> {
+  const { values } = parseOptions(args, { socket: { type: 'string' } });
+  const socketPath = socketPathFrom(values.socket);
+  const client = await ServiceClient.connect({ socketPath });
+  try {
+    await client.request('down', {});
+  } finally {
+    client.close();
+  }
+  const deadline = Date.now() + DOWN_WAIT_MS;
+  while (existsSync(socketPath)) {
+    if (Date.now() > deadline) {
+      process.stderr.write(
+        `gatehouse-tunnel: the tunnel accepted down but ${socketPath} is still there\n`,
+      );
+      return 1;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  process.stdout.write('the tunnel is down\n');
+  return 0;
+}
+
+async function status(args: string[]): Promise<number> {
+  const { values } = parseOptions(args, { json: { type: 'boolean' }, socket: { type: 'string' } });
+  const client = await ServiceClient.connect({ socketPath: socketPathFrom(values.socket) });
+  try {
+    const result = await client.request('status', {});
+    const text =
+      values.json === true ? JSON.stringify(result, null, 2) : formatStatus(result, Date.now());
+    process.stdout.write(`${text}\n`);
+    return 0;
+  } finally {
+    client.close();
+  }
+}
+
+function parseOptions<T extends NonNullable<ParseArgsConfig['options']>>(
+  args: string[],
+  options: T,
+) {
+  try {
+    return parseArgs<{ args: string[]; options: T; strict: true; allowPositionals: false }>({
+      args,
+      options,
+      strict: true,
+      allowPositionals: false,
+    });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+}
+
+function socketPathFrom(option: string | undefined): string {
+  return option ?? (process.env['GATEHOUSE_SOCKET'] || DEFAULT_SOCKET_PATH);
+}
+
+/** As wg-quick: the file wg0.conf brings up the interface wg0. */
+function interfaceNameFor(file: string): string {
+  const name = basename(file).replace(/\.conf$/, '');
+  if (!/^[A-Za-z0-9_=+.-]{1,15}$/.test(name)) {
+    throw new UsageError(
+      `cannot name the interface after "${basename(file)}": name the file IFNAME.conf, ` +
+        'IFNAME being 1 to 15 of the characters A-Z a-z 0-9 _ = + . -',
+    );
+  }
+  return name;
+}
+
+/** Undefined after printing the problems. */
+function readConfig(file: string): WgQuickConfig | undefined {
+  let text: string;
+  try {
+    const size = statSync(file).size;
+    if (size > MAX_CONFIG_BYTES)
+      throw new Error(`the file is larger than ${MAX_CONFIG_BYTES} bytes`);
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    process.stderr.write(`gatehouse-tunnel: cannot read ${file}: ${(error as Error).message}\n`);
+    return undefined;
+  }
+  const parsed = parseWgQuickConfig(text);
+  if (parsed.ok) return parsed.config;
+  process.stderr.write(`${formatConfigProblems(file, parsed.problems)}\n`);
+  return undefined;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    if (error instanceof UsageError) {
+      process.stderr.write(`gatehouse-tunnel: ${error.message}\n${USAGE}\n`);
+      process.exit(2);
+    }
+    const message =
+      error instanceof ServiceClientError
+        ? error.message
+        : ((error as Error)?.stack ?? String(error));
+    process.stderr.write(`gatehouse-tunnel: ${message}\n`);
+    process.exit(1);
+  },
+);

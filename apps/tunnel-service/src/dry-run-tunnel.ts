@@ -1,0 +1,58 @@
+/**
+ * A Tunnel that configures nothing and moves no packets: what `up --dry-run`
+ * runs, to check a configuration and exercise the control socket without
+ * root network changes. Its status is the configuration with zero counters.
+ */
+
+import { DROP_REASONS, type DropCounters, type TunnelStatus } from '@gatehouse/protocol';
+import { encodeKey } from '@gatehouse/wireguard';
+import { DNS_NOT_APPLIED_REASON, type Tunnel, type TunnelConfig } from './tunnel.ts';
+import type { PeerEndpoint } from './wg-quick-config.ts';
+
+export class DryRunTunnel implements Tunnel {
+  #config: TunnelConfig | undefined;
+
+  async start(config: TunnelConfig): Promise<void> {
+    this.#config = config;
+  }
+
+  async stop(): Promise<void> {
+    this.#config = undefined;
+  }
+
+  status(): TunnelStatus {
+    const config = this.#config;
+    if (config === undefined) throw new Error('the dry-run tunnel is not started');
+    const noDrops = Object.fromEntries(DROP_REASONS.map((reason) => [reason, 0])) as DropCounters;
+    return {
+      state: 'running',
+      interfaceName: config.interfaceName,
+      listenPort: config.interface.listenPort ?? null,
+      cryptoProvider: 'none (dry run)',
+      peers: config.peers.map((peer) => ({
+        publicKey: encodeKey(peer.publicKey),
+        endpoint: peer.endpoint === undefined ? null : formatEndpoint(peer.endpoint),
+        allowedIps: peer.allowedIps.map((network) => `${network.address}/${network.prefixLength}`),
+        rxBytes: 0,
+        txBytes: 0,
+        rxPackets: 0,
+        txPackets: 0,
+        drops: { ...noDrops },
+        lastHandshakeAt: null,
+        persistentKeepalive: peer.persistentKeepalive ?? null,
+      })),
+      dns: {
+        servers: config.interface.dns.servers,
+        searchDomains: config.interface.dns.searchDomains,
+        applied: false,
+        reason: DNS_NOT_APPLIED_REASON,
+      },
+    };
+  }
+}
+
+function formatEndpoint(endpoint: PeerEndpoint): string {
+  return endpoint.host.includes(':')
+    ? `[${endpoint.host}]:${endpoint.port}`
+    : `${endpoint.host}:${endpoint.port}`;
+}

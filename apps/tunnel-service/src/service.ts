@@ -1,0 +1,111 @@
+/**
+ * `gatehouse-tunnel up`: claims the control socket, starts the tunnel,
+ * serves status and down requests, and tears everything down again on every
+ * way out — SIGINT, SIGTERM, `down`, a failed start or an unexpected error.
+ */
+
+import type { TunnelStatus } from '@gatehouse/protocol';
+import { RequestError, ServiceServer, type Logger } from '@gatehouse/service-ipc';
+import type { Tunnel, TunnelConfig } from './tunnel.ts';
+
+export interface TunnelServiceOptions {
+  config: TunnelConfig;
+  socketPath: string;
+  tunnel: Tunnel;
+  serviceVersion: string;
+  logger: Logger;
+}
+
+/** Runs in the foreground until told to stop; resolves with the process exit code. */
+export async function runTunnelService(options: TunnelServiceOptions): Promise<number> {
+  const { config, tunnel, logger } = options;
+  let phase: 'starting' | 'running' | 'stopping' = 'starting';
+  let stoppingStatus: TunnelStatus | undefined;
+  let exitCode = 0;
+  let stopWanted = false;
+  let requestStop: (reason: string) => void = () => {};
+  const stopRequested = new Promise<void>((resolve) => {
+    requestStop = (reason) => {
+      if (!stopWanted) logger.info(`stopping: ${reason}`);
+      stopWanted = true;
+      resolve();
+    };
+  });
+
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals) => {
+    signals++;
+    if (signals > 1) {
+      logger.error(`${signal} again: exiting without finishing the teardown`);
+      process.exit(1);
+    }
+    requestStop(`received ${signal}`);
+  };
+  const onFatal = (error: unknown) => {
+    logger.error(`unexpected error: ${(error as Error)?.stack ?? String(error)}`);
+    exitCode = 1;
+    requestStop('after an unexpected error');
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.on('uncaughtException', onFatal);
+  process.on('unhandledRejection', onFatal);
+  const removeProcessHandlers = () => {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    process.off('uncaughtException', onFatal);
+    process.off('unhandledRejection', onFatal);
+  };
+
+  let server: ServiceServer;
+  try {
+    server = await ServiceServer.start({
+      socketPath: options.socketPath,
+      serviceVersion: options.serviceVersion,
+      logger,
+      handlers: {
+        status: () => {
+          if (phase === 'starting')
+            throw new RequestError('not-running', 'the tunnel is still starting');
+          return stoppingStatus ?? tunnel.status();
+        },
+        down: () => {
+          // Let the answer go out before the connections are closed.
+          setImmediate(() => requestStop('asked to by a down request'));
+          return { stopping: true };
+        },
+      },
+    });
+  } catch (error) {
+    logger.error((error as Error).message);
+    removeProcessHandlers();
+    return 1;
+  }
+
+  try {
+    if (!stopWanted) {
+      await tunnel.start(config);
+      phase = 'running';
+      logger.info(`tunnel ${config.interfaceName} is up; control socket at ${options.socketPath}`);
+      server.broadcast({ event: 'status-changed', status: tunnel.status() });
+      await stopRequested;
+      phase = 'stopping';
+      stoppingStatus = { ...tunnel.status(), state: 'stopping' };
+      server.broadcast({ event: 'status-changed', status: stoppingStatus });
+    }
+  } catch (error) {
+    logger.error(`the tunnel failed: ${(error as Error).message}`);
+    exitCode = 1;
+  }
+
+  try {
+    await tunnel.stop();
+  } catch (error) {
+    logger.error(`stopping the tunnel failed: ${(error as Error).message}`);
+    exitCode = 1;
+  }
+  await server.stop();
+  removeProcessHandlers();
+  logger.info(`tunnel ${config.interfaceName} is down`);
+  return exitCode;
+}

@@ -1,0 +1,77 @@
+/**
+ * `gatehouse-tunnel status` for people: the interface, then one table row
+ * per peer.
+ */
+
+import type { DropCounters, PeerStatus, TunnelStatus } from '@gatehouse/protocol';
+
+export function formatStatus(status: TunnelStatus, now: number): string {
+  const lines = [
+    `interface: ${status.interfaceName} (${status.state})`,
+    `  listening port: ${status.listenPort ?? 'none'}`,
+    `  crypto: ${status.cryptoProvider}`,
+    `  dns: ${formatDns(status.dns)}`,
+    '',
+  ];
+  if (status.peers.length === 0) return [...lines, 'no peers'].join('\n');
+  const header = ['PEER', 'ENDPOINT', 'HANDSHAKE', 'RECEIVED', 'SENT', 'DROPS'];
+  const rows = status.peers.map((peer) => peerRow(peer, now));
+  return [...lines, ...table([header, ...rows])].join('\n');
+}
+
+export function formatHandshakeAge(lastHandshakeAt: number | null, now: number): string {
+  if (lastHandshakeAt === null) return 'never';
+  const seconds = Math.max(0, Math.floor((now - lastHandshakeAt) / 1000));
+  if (seconds < 60) return `${seconds}s ago`;
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return `${minutes}m ${seconds % 60}s ago`;
+  const hours = Math.floor(minutes / 60);
+  if (hours < 48) return `${hours}h ${minutes % 60}m ago`;
+  return `${Math.floor(hours / 24)}d ago`;
+}
+
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${bytes} B` : `${value.toFixed(1)} ${units[unit]}`;
+}
+
+function peerRow(peer: PeerStatus, now: number): string[] {
+  return [
+    peer.publicKey,
+    peer.endpoint ?? '(none)',
+    formatHandshakeAge(peer.lastHandshakeAt, now),
+    `${formatBytes(peer.rxBytes)} / ${peer.rxPackets} pkts`,
+    `${formatBytes(peer.txBytes)} / ${peer.txPackets} pkts`,
+    formatDrops(peer.drops),
+  ];
+}
+
+function formatDrops(drops: DropCounters): string {
+  const nonZero = Object.entries(drops).filter(([, count]) => count > 0);
+  if (nonZero.length === 0) return 'none';
+  return nonZero.map(([reason, count]) => `${reason} ${count}`).join(', ');
+}
+
+function formatDns(dns: TunnelStatus['dns']): string {
+  const parts = [];
+  if (dns.servers.length > 0) parts.push(dns.servers.join(', '));
+  if (dns.searchDomains.length > 0) parts.push(`search ${dns.searchDomains.join(', ')}`);
+  const settings = parts.length > 0 ? parts.join('; ') : 'none';
+  return dns.applied ? `${settings} (applied)` : `${settings} (not applied: ${dns.reason})`;
+}
+
+function table(rows: string[][]): string[] {
+  const widths =
+    rows[0]?.map((_, column) => Math.max(...rows.map((row) => row[column]?.length ?? 0))) ?? [];
+  return rows.map((row) =>
+    row
+      .map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column] ?? 0)))
+      .join('  '),
+  );
+}

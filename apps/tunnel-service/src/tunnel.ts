@@ -1,0 +1,30 @@
+/**
+ * The seam between the service (control socket, CLI, signals) and the data
+ * plane. The engine that moves packets and configures the interface
+ * implements Tunnel; the service only starts it, asks it for status and
+ * stops it.
+ */
+
+import type { TunnelStatus } from '@gatehouse/protocol';
+import type { WgQuickConfig } from './wg-quick-config.ts';
+
+export interface TunnelConfig extends WgQuickConfig {
+  /** The network interface to create, e.g. from the configuration file's name as wg-quick does. */
+  interfaceName: string;
+}
+
+export interface Tunnel {
+  /**
+   * Creates and configures the interface (addresses with their prefixes,
+   * MTU, link up, routes for AllowedIPs, FwMark) and starts moving packets.
+   * On failure it undoes whatever it had done before rejecting.
+   */
+  start(config: TunnelConfig): Promise<void>;
+  /** Undoes everything start did. Safe to call twice, and after a failed start. */
+  stop(): Promise<void>;
+  /** Peers and counters right now; only called between start and stop. */
+  status(): TunnelStatus;
+}
+
+/** DNS= is parsed and reported, but applying it to the system is not implemented yet. */
+export const DNS_NOT_APPLIED_REASON = 'DNS= is parsed but not applied yet';
