@@ -263,6 +263,11 @@ export class WireGuardDevice {
     return stats;
   }
 
+  /** The peer's slot in `sharedMemory`, which data workers pass to TransportPath.seal. */
+  peerSlot(publicKey: Uint8Array): number {
+    return this.#peer(publicKey).slot;
+  }
+
   /** Drops that could not be attributed to a peer. */
   deviceDrops(): Record<DropReason, number> {
     return { ...this.#deviceDrops };

@@ -1,0 +1,83 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { describe, it } from 'node:test';
+import { Worker } from 'node:worker_threads';
+
+import { sealedLength } from '../src/transport.ts';
+import {
+  COUNTER_BLOCK_SIZE,
+  H_DOORBELL,
+  SIGNAL_HANDSHAKE_NEEDED,
+  raiseSignal,
+  peerBase,
+} from '../src/worker-contract.ts';
+import type { SealWorkerData } from './seal-worker.ts';
+import { TwoPeers } from './two-peers.ts';
+
+function established(): TwoPeers {
+  const net = new TwoPeers();
+  net.handshake();
+  return net;
+}
+
+function counterOf(message: Uint8Array): number {
+  const view = new DataView(message.buffer, message.byteOffset, message.byteLength);
+  return view.getUint32(8, true) + view.getUint32(12, true) * 2 ** 32;
+}
+
+void describe('worker contract', () => {
+  void it('lets two threads seal through one shared keypair without reusing a counter', async () => {
+    const net = established();
+    const alice = net.alice.device;
+    const count = 3000;
+    const packetLength = 64;
+    const stride = sealedLength(packetLength);
+    const outputs = [0, 1].map(() => new SharedArrayBuffer(count * stride));
+
+    const workers = outputs.map((output) => {
+      const workerData: SealWorkerData = {
+        memory: alice.sharedMemory,
+        peer: alice.peerSlot(net.bob.keys.publicKey),
+        count,
+        packetLength,
+        nowMs: net.clock.monotonicMs,
+        output,
+      };
+      return new Worker(new URL('./seal-worker.ts', import.meta.url), { workerData });
+    });
+    const sealed = await Promise.all(
+      workers.map(async (worker) => (await once(worker, 'message'))[0]),
+    );
+
+    assert.deepEqual(sealed, [count, count]);
+    const messages = outputs.flatMap((output) =>
+      Array.from({ length: count }, (_, i) => new Uint8Array(output, i * stride, stride)),
+    );
+    const counters = messages.map(counterOf);
+    assert.equal(new Set(counters).size, 2 * count, 'every counter is used once');
+    assert.ok(Math.max(...counters) < 2 * count + 2 * COUNTER_BLOCK_SIZE + 1);
+    messages.sort((a, b) => counterOf(a) - counterOf(b));
+    for (const message of messages) {
+      net.bob.device.handleDatagram(message, net.alice.endpoint, net.clock.now());
+    }
+    assert.equal(net.take(net.bob, 'packet').length, 2 * count);
+    assert.equal(net.take(net.bob, 'drop').length, 0);
+    assert.equal(alice.peerStats(net.bob.keys.publicKey).txPackets, 2 * count + 1);
+  });
+
+  void it('rings the doorbell once per new signal, and the device acts on it', () => {
+    const net = established();
+    const memory = net.alice.device.sharedMemory;
+    const words = new Int32Array(memory.buffer);
+    const peer = net.alice.device.peerSlot(net.bob.keys.publicKey);
+    const before = Atomics.load(words, H_DOORBELL);
+
+    raiseSignal(words, peerBase(memory.keypairSlots, peer), SIGNAL_HANDSHAKE_NEEDED);
+    raiseSignal(words, peerBase(memory.keypairSlots, peer), SIGNAL_HANDSHAKE_NEEDED);
+
+    assert.equal(Atomics.load(words, H_DOORBELL), before + 1);
+    net.clock.advance(1000);
+    net.alice.device.handleTimeout(net.clock.now());
+    assert.equal(net.alice.device.pollTransmit()?.datagram[0], 1, 'a new initiation');
+  });
+});
