@@ -1,0 +1,42 @@
+export {
+  DNS_CONTROL_ENV,
+  DNS_CONTROL_SETTINGS,
+  decideDnsControlMode,
+  nameserversIn,
+  resolveDnsControlSetting,
+} from './dns/dns-control-mode.ts';
+export type {
+  DnsControlDecision,
+  DnsControlMode,
+  DnsControlSetting,
+  ResolvConfState,
+  SystemDnsProbes,
+} from './dns/dns-control-mode.ts';
+export { dnsSettingsFromWgQuick } from './dns/dns-settings.ts';
+export type { DnsSettings } from './dns/dns-settings.ts';
+export { probeSystemDns } from './dns/probe.ts';
+export type { ProbeOptions } from './dns/probe.ts';
+export {
+  DEFAULT_STATE_DIRECTORY,
+  GATEHOUSE_MARKER,
+  RESOLV_CONF_PATH,
+  ResolvConfControl,
+  renderResolvConf,
+} from './dns/resolv-conf.ts';
+export type { RestoreOutcome } from './dns/resolv-conf.ts';
+export {
+  BusctlResolvedManager,
+  ResolvedDnsControl,
+  busNameHasOwner,
+  resolvedLinkSettings,
+} from './dns/resolved.ts';
+export type {
+  BusctlOptions,
+  ResolvedDomain,
+  ResolvedLinkSettings,
+  ResolvedManager,
+} from './dns/resolved.ts';
+export { createSystemDnsControl } from './dns/system-dns.ts';
+export type { SystemDnsControl, SystemDnsControlOptions } from './dns/system-dns.ts';
+export { startTrampleWatcher } from './dns/trample-watcher.ts';
+export type { TrampleEvent, TrampleWatcher, TrampleWatcherOptions } from './dns/trample-watcher.ts';
