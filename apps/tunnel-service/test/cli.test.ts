@@ -1,0 +1,269 @@
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { TunnelStatusSchema } from '@gatehouse/protocol';
+
+const LAUNCHER = new URL('../bin/gatehouse-tunnel', import.meta.url).pathname;
+const key = (fill: number) => Buffer.alloc(32, fill).toString('base64');
+
+const GOOD_CONFIG = `[Interface]
+PrivateKey = ${key(1)}
+Address = 10.9.0.2/24
+ListenPort = 51999
+DNS = 10.9.0.1, corp.example
+
+[Peer]
+PublicKey = ${key(2)}
+Endpoint = 192.0.2.1:51820
+AllowedIPs = 10.9.0.0/24
+PersistentKeepalive = 25
+`;
+
+interface Outcome {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function run(args: string[], env: Record<string, string> = {}): Promise<Outcome> {
+  return new Promise((resolve) => {
+    const child = spawn(LAUNCHER, args, { env: { ...process.env, ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+interface Workspace {
+  dir: string;
+  socketPath: string;
+  configFile: string;
+  cleanup(): void;
+}
+
+function workspace(config = GOOD_CONFIG, fileName = 'gh-test0.conf'): Workspace {
+  const dir = mkdtempSync(join(tmpdir(), 'gatehouse-cli-'));
+  const configFile = join(dir, fileName);
+  writeFileSync(configFile, config, { mode: 0o600 });
+  return {
+    dir,
+    configFile,
+    socketPath: join(dir, 'run', 'tunnel.sock'),
+    cleanup: () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+/** Starts `up --dry-run` and resolves once it serves its socket. */
+async function startUp(ws: Workspace): Promise<{ child: ChildProcess; exited: Promise<Outcome> }> {
+  const child = spawn(LAUNCHER, [
+    'up',
+    '--config',
+    ws.configFile,
+    '--socket',
+    ws.socketPath,
+    '--dry-run',
+  ]);
+  let stderr = '';
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const exited = new Promise<Outcome>((resolve) =>
+    child.on('close', (code) => resolve({ code, stdout: '', stderr })),
+  );
+  const deadline = Date.now() + 10_000;
+  while (!stderr.includes('is up')) {
+    if (Date.now() > deadline || child.exitCode !== null)
+      throw new Error(`up did not start:\n${stderr}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return { child, exited };
+}
+
+function skipUnlessRoot(t: TestContext): boolean {
+  if (process.getuid?.() === 0) return false;
+  const reason = 'needs root: the control socket only admits root (SO_PEERCRED uid 0)';
+  console.error(`SKIPPED ${t.name}: ${reason}`);
+  t.skip(reason);
+  return true;
+}
+
+void test('usage errors exit 2 with the usage text', async (t) => {
+  const cases: { args: string[]; message: RegExp }[] = [
+    { args: [], message: /a command is required/ },
+    { args: ['launch'], message: /unknown command "launch"/ },
+    { args: ['up'], message: /up needs --config FILE/ },
+    { args: ['up', '--config'], message: /--config/ },
+    { args: ['status', '--jsn'], message: /Unknown option '--jsn'/ },
+    { args: ['down', 'now'], message: /positional argument/ },
+    {
+      args: ['up', '--config', '/tmp/this name is far too long.conf'],
+      message: /cannot name the interface/,
+    },
+  ];
+  for (const c of cases) {
+    await t.test(c.args.join(' ') || '(nothing)', async () => {
+      const outcome = await run(c.args);
+      assert.equal(outcome.code, 2, outcome.stderr);
+      assert.match(outcome.stderr, c.message);
+      assert.match(outcome.stderr, /usage:/);
+    });
+  }
+});
+
+void test('--help and --version exit 0 on stdout', async () => {
+  const help = await run(['--help']);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /gatehouse-tunnel up --config FILE/);
+  const version = await run(['--version']);
+  assert.equal(version.code, 0);
+  assert.match(version.stdout, /^gatehouse-tunnel \d+\.\d+\.\d+\n$/);
+});
+
+void test('configuration errors are printed with file and line numbers and exit 2', async () => {
+  const ws = workspace(
+    `[Interface]\nPrivateKey = ${key(1)}\nPostUp = iptables -F\nMTU = huge\n[Peer]\nPublicKey = ${key(2)}\nFoo = bar\n`,
+  );
+  try {
+    const outcome = await run([
+      'up',
+      '--config',
+      ws.configFile,
+      '--socket',
+      ws.socketPath,
+      '--dry-run',
+    ]);
+    assert.equal(outcome.code, 2);
+    const lines = outcome.stderr.trim().split('\n');
+    assert.equal(lines.length, 3, outcome.stderr);
+    assert.match(lines[0] ?? '', /gh-test0\.conf:3: PostUp is not supported/);
+    assert.match(lines[1] ?? '', /gh-test0\.conf:4: MTU: "huge" is not a whole number/);
+    assert.match(lines[2] ?? '', /gh-test0\.conf:7: unknown key "Foo" in \[Peer\]/);
+    assert.equal(existsSync(ws.socketPath), false, 'nothing is started for a bad file');
+  } finally {
+    ws.cleanup();
+  }
+});
+
+void test('a missing configuration file exits 2', async () => {
+  const outcome = await run(['up', '--config', '/nonexistent/wg0.conf', '--dry-run']);
+  assert.equal(outcome.code, 2);
+  assert.match(outcome.stderr, /cannot read \/nonexistent\/wg0\.conf: .*no such file/i);
+});
+
+void test('up without an engine says so and exits 1', async () => {
+  const ws = workspace();
+  try {
+    const outcome = await run(['up', '--config', ws.configFile, '--socket', ws.socketPath]);
+    assert.equal(outcome.code, 1);
+    assert.match(outcome.stderr, /no data-plane engine yet: use --dry-run/);
+  } finally {
+    ws.cleanup();
+  }
+});
+
+void test('status and down without a running tunnel explain it and exit 1', async () => {
+  const ws = workspace();
+  try {
+    for (const command of ['status', 'down']) {
+      const outcome = await run([command], { GATEHOUSE_SOCKET: ws.socketPath });
+      assert.equal(outcome.code, 1);
+      assert.match(
+        outcome.stderr,
+        /the tunnel service is not running \(no socket at .*tunnel\.sock\)/,
+      );
+    }
+  } finally {
+    ws.cleanup();
+  }
+});
+
+void test('up --dry-run serves status (table and JSON) and stops on down', async (t) => {
+  if (skipUnlessRoot(t)) return;
+  const ws = workspace();
+  try {
+    const { exited } = await startUp(ws);
+
+    const json = await run(['status', '--json', '--socket', ws.socketPath]);
+    assert.equal(json.code, 0, json.stderr);
+    const status = TunnelStatusSchema.parse(JSON.parse(json.stdout));
+    assert.equal(status.interfaceName, 'gh-test0');
+    assert.equal(status.listenPort, 51999);
+    assert.deepEqual(status.dns, {
+      servers: ['10.9.0.1'],
+      searchDomains: ['corp.example'],
+      applied: false,
+      reason: 'DNS= is parsed but not applied yet',
+    });
+    assert.deepEqual(
+      status.peers.map((p) => [
+        p.publicKey,
+        p.endpoint,
+        p.allowedIps,
+        p.persistentKeepalive,
+        p.rxBytes,
+      ]),
+      [[key(2), '192.0.2.1:51820', ['10.9.0.0/24'], 25, 0]],
+    );
+
+    const table = await run(['status'], { GATEHOUSE_SOCKET: ws.socketPath });
+    assert.equal(table.code, 0, table.stderr);
+    assert.match(table.stdout, /interface: gh-test0 \(running\)/);
+    assert.match(
+      table.stdout,
+      new RegExp(`${key(2).replace(/[+/=]/g, '\\$&')}\\s+192\\.0\\.2\\.1:51820\\s+never`),
+    );
+
+    const down = await run(['down', '--socket', ws.socketPath]);
+    assert.equal(down.code, 0, down.stderr);
+    const up = await exited;
+    assert.equal(up.code, 0, up.stderr);
+    assert.equal(existsSync(ws.socketPath), false);
+  } finally {
+    ws.cleanup();
+  }
+});
+
+void test('SIGTERM and SIGINT stop up cleanly: exit 0, socket removed', async (t) => {
+  if (skipUnlessRoot(t)) return;
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    const ws = workspace();
+    try {
+      const { child, exited } = await startUp(ws);
+      assert.equal(existsSync(ws.socketPath), true);
+      child.kill(signal);
+      const outcome = await exited;
+      assert.equal(outcome.code, 0, outcome.stderr);
+      assert.match(outcome.stderr, new RegExp(`received ${signal}`));
+      assert.equal(existsSync(ws.socketPath), false);
+    } finally {
+      ws.cleanup();
+    }
+  }
+});
+
+void test('a second up on the same socket refuses and leaves the first running', async (t) => {
+  if (skipUnlessRoot(t)) return;
+  const ws = workspace();
+  try {
+    const { child, exited } = await startUp(ws);
+    const second = await run([
+      'up',
+      '--config',
+      ws.configFile,
+      '--socket',
+      ws.socketPath,
+      '--dry-run',
+    ]);
+    assert.equal(second.code, 1);
+    assert.match(second.stderr, /another gatehouse-tunnel is running on .*tunnel\.sock/);
+    const status = await run(['status', '--socket', ws.socketPath]);
+    assert.equal(status.code, 0, status.stderr);
+    child.kill('SIGTERM');
+    assert.equal((await exited).code, 0);
+  } finally {
+    ws.cleanup();
+  }
+});

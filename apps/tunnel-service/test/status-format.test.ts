@@ -1,0 +1,74 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { DROP_REASONS, type DropCounters, type TunnelStatus } from '@gatehouse/protocol';
+import { formatBytes, formatHandshakeAge, formatStatus } from '../src/status-format.ts';
+
+const NOW = 1_700_000_000_000;
+
+void test('handshake ages', () => {
+  const cases: [number | null, string][] = [
+    [null, 'never'],
+    [NOW, '0s ago'],
+    [NOW + 5000, '0s ago'],
+    [NOW - 59_999, '59s ago'],
+    [NOW - 65_000, '1m 5s ago'],
+    [NOW - 3 * 3600_000 - 60_000, '3h 1m ago'],
+    [NOW - 5 * 86400_000, '5d ago'],
+  ];
+  for (const [at, expected] of cases)
+    assert.equal(formatHandshakeAge(at, NOW), expected, String(at));
+});
+
+void test('byte counts', () => {
+  const cases: [number, string][] = [
+    [0, '0 B'],
+    [1023, '1023 B'],
+    [1024, '1.0 KiB'],
+    [1536 * 1024, '1.5 MiB'],
+    [5 * 1024 ** 4, '5.0 TiB'],
+  ];
+  for (const [bytes, expected] of cases) assert.equal(formatBytes(bytes), expected);
+});
+
+void test('the status table lists each peer with its handshake, transfer and non-zero drops', () => {
+  const drops = Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as DropCounters;
+  const status: TunnelStatus = {
+    state: 'running',
+    interfaceName: 'wg0',
+    listenPort: null,
+    cryptoProvider: 'openssl-native',
+    peers: [
+      {
+        publicKey: Buffer.alloc(32, 7).toString('base64'),
+        endpoint: null,
+        allowedIps: [],
+        rxBytes: 2048,
+        txBytes: 10,
+        rxPackets: 2,
+        txPackets: 1,
+        drops: { ...drops, replayed: 3, 'decryption-failed': 1 },
+        lastHandshakeAt: NOW - 61_000,
+        persistentKeepalive: null,
+      },
+    ],
+    dns: { servers: [], searchDomains: [], applied: false, reason: 'not yet' },
+  };
+  const lines = formatStatus(status, NOW).split('\n');
+  assert.deepEqual(lines.slice(0, 4), [
+    'interface: wg0 (running)',
+    '  listening port: none',
+    '  crypto: openssl-native',
+    '  dns: none (not applied: not yet)',
+  ]);
+  assert.match(lines[5] ?? '', /^PEER\s+ENDPOINT\s+HANDSHAKE\s+RECEIVED\s+SENT\s+DROPS$/);
+  assert.match(
+    lines[6] ?? '',
+    /^BwcH\S+=\s+\(none\)\s+1m 1s ago\s+2\.0 KiB \/ 2 pkts\s+10 B \/ 1 pkts\s+decryption-failed 1, replayed 3$/,
+  );
+  assert.equal(
+    formatStatus({ ...status, peers: [] }, NOW)
+      .split('\n')
+      .at(-1),
+    'no peers',
+  );
+});
