@@ -122,6 +122,20 @@ void test('--help and --version exit 0 on stdout', async () => {
   assert.match(version.stdout, /^gatehouse-tunnel \d+\.\d+\.\d+\n$/);
 });
 
+void test('npx gatehouse-tunnel works from the repository root (a workspace bin)', async () => {
+  const repositoryRoot = new URL('../../..', import.meta.url).pathname;
+  const outcome = await new Promise<Outcome>((resolve) => {
+    const child = spawn('npx', ['--no-install', 'gatehouse-tunnel', '--version'], {
+      cwd: repositoryRoot,
+    });
+    let stdout = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.on('close', (code) => resolve({ code, stdout, stderr: '' }));
+  });
+  assert.equal(outcome.code, 0);
+  assert.match(outcome.stdout, /^gatehouse-tunnel \d+\.\d+\.\d+\n$/);
+});
+
 void test('configuration errors are printed with file and line numbers and exit 2', async () => {
   const ws = workspace(
     `[Interface]\nPrivateKey = ${key(1)}\nPostUp = iptables -F\nMTU = huge\n[Peer]\nPublicKey = ${key(2)}\nFoo = bar\n`,
