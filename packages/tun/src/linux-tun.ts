@@ -133,6 +133,10 @@ class LinuxTun implements TunDevice {
     );
   }
 
+  get closed(): boolean {
+    return this.rings.closed;
+  }
+
   receive(batch: PacketBatch): number {
     return this.rings.receive(batch);
   }

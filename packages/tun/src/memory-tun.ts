@@ -113,6 +113,10 @@ export class MemoryTun implements TunDevice {
     return written;
   }
 
+  get closed(): boolean {
+    return this.rings.closed;
+  }
+
   receive(batch: PacketBatch): number {
     return this.rings.receive(batch);
   }

@@ -85,6 +85,8 @@ export interface TunDevice {
   readonly mtu: number;
   readonly queueCount: number;
   readonly offloads: TunOffloads;
+  /** True once close() has begun; receive() then returns what is left, send() throws. */
+  readonly closed: boolean;
 
   /**
    * Fills `batch` with packets read from the device, up to its capacity,

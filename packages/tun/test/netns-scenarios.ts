@@ -1,0 +1,394 @@
+/**
+ * Test-only: system scenarios run by netns-harness.ts inside a network
+ * namespace of their own (never run it elsewhere). Each opens a real TUN
+ * device, puts 10.77.0.1/24 on it (so 10.77.0.2 is routed into it), drives
+ * traffic with kernel UDP sockets and prints one JSON line of results.
+ *
+ * Reads: kernel sockets at 10.77.0.1 send to 10.77.0.2 → the device reads.
+ * Writes: the consumer reflects each packet read (swapping addresses and
+ * ports, which keeps every checksum valid) and sends it; the kernel then
+ * delivers it to the socket that sent it only if its checksums are valid.
+ * Payload: flow (u16), sequence (u32).
+ */
+import { execFileSync } from 'node:child_process';
+import dgram from 'node:dgram';
+import { readFileSync } from 'node:fs';
+import { setImmediate as yieldToEventLoop, setTimeout as sleep } from 'node:timers/promises';
+import { PacketBatch, openTun } from '../src/index.ts';
+import type { TunDevice, TunOptions } from '../src/index.ts';
+import { fixIpv4HeaderChecksum, fixTransportChecksum } from '../src/packet/index.ts';
+
+const LOCAL = '10.77.0.1';
+const PEER = '10.77.0.2';
+const PEER_PORT = 9000;
+const [scenario = '', ...args] = process.argv.slice(2);
+const interfaceName = `ght${process.pid % 100000}`;
+
+interface Flow {
+  readonly socket: dgram.Socket;
+  sent: number;
+  sendErrors: number;
+  echoed: number;
+  lastEchoed: number;
+  echoInversions: number;
+}
+
+async function open(options: Omit<TunOptions, 'name'>): Promise<TunDevice> {
+  const device = await openTun({ name: interfaceName, ...options });
+  execFileSync('ip', ['addr', 'add', `${LOCAL}/24`, 'dev', device.name]);
+  execFileSync('ip', ['link', 'set', device.name, 'up']);
+  return device;
+}
+
+async function openFlows(count: number): Promise<Flow[]> {
+  const flows: Flow[] = [];
+  for (let i = 0; i < count; i++) {
+    const socket = dgram.createSocket('udp4');
+    await new Promise<void>((resolve) => socket.bind(0, LOCAL, resolve));
+    const flow: Flow = {
+      socket,
+      sent: 0,
+      sendErrors: 0,
+      echoed: 0,
+      lastEchoed: -1,
+      echoInversions: 0,
+    };
+    socket.on('message', (message) => {
+      const sequence = message.readUInt32BE(2);
+      if (sequence <= flow.lastEchoed) flow.echoInversions++;
+      flow.lastEchoed = sequence;
+      flow.echoed++;
+    });
+    flows.push(flow);
+  }
+  return flows;
+}
+
+function sendDatagram(flow: Flow, index: number, payloadLength: number): Promise<void> {
+  const payload = Buffer.alloc(payloadLength);
+  payload.writeUInt16BE(index, 0);
+  payload.writeUInt32BE(flow.sent++, 2);
+  return new Promise((resolve) =>
+    flow.socket.send(payload, PEER_PORT, PEER, (error) => {
+      if (error) flow.sendErrors++;
+      resolve();
+    }),
+  );
+}
+
+/** Swaps source and destination addresses and ports of an IPv4 UDP packet, in place. */
+function reflect(packet: Uint8Array, at: number): void {
+  const headerLength = (packet[at]! & 0x0f) * 4;
+  for (let i = 0; i < 4; i++) swap(packet, at + 12 + i, at + 16 + i);
+  for (let i = 0; i < 2; i++) swap(packet, at + headerLength + i, at + headerLength + 2 + i);
+}
+
+function swap(bytes: Uint8Array, a: number, b: number): void {
+  const t = bytes[a]!;
+  bytes[a] = bytes[b]!;
+  bytes[b] = t;
+}
+
+function isUdpFromLocal(packet: Uint8Array, at: number, length: number): boolean {
+  return (
+    length >= 34 &&
+    packet[at]! >> 4 === 4 &&
+    packet[at + 9] === 17 &&
+    packet[at + 16] === 10 &&
+    packet[at + 17] === 77 &&
+    packet[at + 19] === 2
+  );
+}
+
+/**
+ * Reads until `done()` or the deadline; for each UDP packet from our flows,
+ * records per-flow order and queue, and echoes it back when `echo`.
+ */
+class Reader {
+  read = 0;
+  readInversions = 0;
+  readonly lastRead = new Map<number, number>();
+  readonly queuesOfFlow = new Map<number, Set<number>>();
+  readonly batch: PacketBatch;
+  private readonly device: TunDevice;
+  private readonly echo: boolean;
+  constructor(device: TunDevice, echo: boolean, batchSize?: number) {
+    this.device = device;
+    this.echo = echo;
+    this.batch = new PacketBatch(batchSize);
+  }
+
+  async run(done: () => boolean, deadline: number, pauseMs = 0): Promise<void> {
+    const { device, batch } = this;
+    while (!done() && !device.closed && Date.now() < deadline) {
+      const n = device.receive(batch);
+      if (n === 0) {
+        await Promise.race([device.readable(), sleep(20)]);
+        continue;
+      }
+      for (let i = 0; i < n; i++) {
+        const buffer = batch.buffers[i]!;
+        const at = batch.offsets[i]!;
+        const length = batch.lengths[i]!;
+        if (!isUdpFromLocal(buffer, at, length)) continue;
+        const payload = at + (buffer[at]! & 0x0f) * 4 + 8;
+        const flow = (buffer[payload]! << 8) | buffer[payload + 1]!;
+        const sequence =
+          ((buffer[payload + 2]! << 24) |
+            (buffer[payload + 3]! << 16) |
+            (buffer[payload + 4]! << 8) |
+            buffer[payload + 5]!) >>>
+          0;
+        if (sequence <= (this.lastRead.get(flow) ?? -1)) this.readInversions++;
+        this.lastRead.set(flow, sequence);
+        let queues = this.queuesOfFlow.get(flow);
+        if (!queues) this.queuesOfFlow.set(flow, (queues = new Set()));
+        queues.add(batch.queues[i]!);
+        this.read++;
+        if (this.echo && !device.closed) {
+          reflect(buffer, at);
+          while (!device.closed && !device.send(buffer, at, length)) await device.writable();
+        }
+      }
+      if (pauseMs > 0) await sleep(pauseMs);
+    }
+    device.release(batch);
+  }
+
+  flowsOnSeveralQueues(): number {
+    return [...this.queuesOfFlow.values()].filter((queues) => queues.size > 1).length;
+  }
+}
+
+function interfaceCounter(name: string, counter: string): number {
+  return Number(readFileSync(`/sys/class/net/${name}/statistics/${counter}`, 'utf8'));
+}
+
+function udpCounter(field: string): number {
+  const lines = readFileSync('/proc/net/snmp', 'utf8')
+    .split('\n')
+    .filter((line) => line.startsWith('Udp:'));
+  const names = lines[0]!.split(/\s+/);
+  const values = lines[1]!.split(/\s+/);
+  return Number(values[names.indexOf(field)]);
+}
+
+/**
+ * Flows send sequence-numbered datagrams with at most `window` unanswered
+ * in total; the device reads and echoes each one.
+ */
+async function echoScenario(
+  options: Omit<TunOptions, 'name'>,
+  flowCount: number,
+  perFlow: number,
+  payloadLength: number,
+) {
+  const device = await open(options);
+  const flows = await openFlows(flowCount);
+  const reader = new Reader(device, true);
+  const total = flowCount * perFlow;
+  // Unanswered datagrams per flow stay well inside a default socket receive buffer.
+  const window = flowCount * 32;
+  const echoed = () => flows.reduce((sum, flow) => sum + flow.echoed, 0);
+  const deadline = Date.now() + 30_000;
+  const started = performance.now();
+  const reading = reader.run(() => echoed() >= total, deadline);
+  for (let round = 0; round < perFlow; round++) {
+    while (round * flowCount - echoed() > window && Date.now() < deadline) await sleep(1);
+    await Promise.all(flows.map((flow, index) => sendDatagram(flow, index, payloadLength)));
+  }
+  await reading;
+  const seconds = (performance.now() - started) / 1000;
+  const result = {
+    offloads: device.offloads,
+    sent: total,
+    sendErrors: flows.reduce((sum, flow) => sum + flow.sendErrors, 0),
+    read: reader.read,
+    readInversions: reader.readInversions,
+    flowsOnSeveralQueues: reader.flowsOnSeveralQueues(),
+    queuesUsed: new Set([...reader.queuesOfFlow.values()].flatMap((queues) => [...queues])).size,
+    echoed: echoed(),
+    echoInversions: flows.reduce((sum, flow) => sum + flow.echoInversions, 0),
+    checksumErrors: udpCounter('InCsumErrors'),
+    receiveBufferErrors: udpCounter('RcvbufErrors'),
+    packetsPerSecond: Math.round((2 * total) / seconds),
+    stats: device.stats(),
+  };
+  for (const flow of flows) flow.socket.close();
+  await device.close();
+  return result;
+}
+
+/** The consumer dawdles; every datagram is read or counted as dropped by the kernel. */
+async function slowReaderScenario() {
+  const device = await open({ queues: 1, ringSlots: 16, txQueueLength: 64 });
+  const [flow] = await openFlows(1);
+  const reader = new Reader(device, false, 8);
+  const total = 3000;
+  let sending = true;
+  let lastRead = -1;
+  let quietSince = Date.now();
+  const reading = reader.run(
+    () => {
+      if (reader.read !== lastRead) {
+        lastRead = reader.read;
+        quietSince = Date.now();
+      }
+      return !sending && Date.now() - quietSince > 300;
+    },
+    Date.now() + 30_000,
+    2,
+  );
+  for (let i = 0; i < total; i += 100) {
+    await Promise.all(Array.from({ length: 100 }, () => sendDatagram(flow!, 0, 200)));
+    await yieldToEventLoop();
+  }
+  sending = false;
+  await reading;
+  const result = {
+    sent: total,
+    sendErrors: flow!.sendErrors,
+    read: reader.read,
+    readInversions: reader.readInversions,
+    kernelDropped: interfaceCounter(device.name, 'tx_dropped'),
+    stats: device.stats(),
+  };
+  flow!.socket.close();
+  await device.close();
+  return result;
+}
+
+/** A producer far faster than the device: send() refuses, the producer waits, nothing is lost. */
+async function fastWriterScenario() {
+  const device = await open({ queues: 2, ringSlots: 16 });
+  const receiver = dgram.createSocket('udp4');
+  await new Promise<void>((resolve) => receiver.bind(PEER_PORT, LOCAL, resolve));
+  let received = 0;
+  let inversions = 0;
+  let last = -1;
+  receiver.on('message', (message) => {
+    const sequence = message.readUInt32BE(2);
+    if (sequence <= last) inversions++;
+    last = sequence;
+    received++;
+  });
+  const rcvbufErrorsBefore = udpCounter('RcvbufErrors');
+  const packet = udpPacket(PEER, LOCAL, 40000, PEER_PORT, 200);
+  const total = 20000;
+  for (let sequence = 0; sequence < total; sequence++) {
+    packet.writeUInt32BE(sequence, 28 + 2);
+    packet.writeUInt16BE(0, 26);
+    fixTransportChecksum(packet, 0, 20, packet.length - 20, 17);
+    while (!device.send(packet, 0, packet.length)) await device.writable();
+  }
+  const deadline = Date.now() + 10_000;
+  const written = () => device.stats().queues.reduce((sum, queue) => sum + queue.txPackets, 0);
+  while (written() < total && Date.now() < deadline) await sleep(5);
+  const settle = Date.now() + 2000;
+  while (
+    received + udpCounter('RcvbufErrors') - rcvbufErrorsBefore < total &&
+    Date.now() < settle
+  ) {
+    await sleep(5);
+  }
+  const result = {
+    sent: total,
+    written: written(),
+    received,
+    inversions,
+    receiverDropped: udpCounter('RcvbufErrors') - rcvbufErrorsBefore,
+    stats: device.stats(),
+  };
+  receiver.close();
+  await device.close();
+  return result;
+}
+
+function udpPacket(
+  source: string,
+  destination: string,
+  sourcePort: number,
+  destinationPort: number,
+  payloadLength: number,
+): Buffer {
+  const packet = Buffer.alloc(28 + payloadLength);
+  packet[0] = 0x45;
+  packet.writeUInt16BE(packet.length, 2);
+  packet[8] = 64;
+  packet[9] = 17;
+  source.split('.').forEach((octet, i) => (packet[12 + i] = Number(octet)));
+  destination.split('.').forEach((octet, i) => (packet[16 + i] = Number(octet)));
+  fixIpv4HeaderChecksum(packet, 0, 20);
+  packet.writeUInt16BE(sourcePort, 20);
+  packet.writeUInt16BE(destinationPort, 22);
+  packet.writeUInt16BE(8 + payloadLength, 24);
+  return packet;
+}
+
+/** Traffic in both directions, then close(): how long it takes. */
+async function shutdownScenario(queues: number) {
+  const device = await open({ queues });
+  const flows = await openFlows(8);
+  const reader = new Reader(device, true);
+  let stop = false;
+  const reading = reader.run(() => stop, Date.now() + 10_000);
+  const sending = (async () => {
+    while (!stop) {
+      await Promise.all(flows.map((flow, index) => sendDatagram(flow, index, 500)));
+      // Sends that complete at once call back on nextTick: let I/O and timers run.
+      await yieldToEventLoop();
+    }
+  })();
+  await sleep(500);
+  const before = device.stats();
+  const started = performance.now();
+  await device.close();
+  const closeMs = performance.now() - started;
+  stop = true;
+  await Promise.all([reading, sending]);
+  for (const flow of flows) flow.socket.close();
+  return {
+    closeMs,
+    readBeforeClose: before.queues.reduce((sum, queue) => sum + queue.rxPackets, 0),
+    writtenBeforeClose: before.queues.reduce((sum, queue) => sum + queue.txPackets, 0),
+  };
+}
+
+/** A second open of the same name must refuse to join the existing device. */
+async function exclusiveScenario() {
+  const device = await open({ queues: 2 });
+  let error = '';
+  try {
+    const second = await openTun({ name: device.name, queues: 2 });
+    await second.close();
+  } catch (e) {
+    error = String(e);
+  }
+  await device.close();
+  return { error };
+}
+
+const scenarios: Record<string, () => Promise<unknown>> = {
+  echo: () =>
+    echoScenario(
+      { queues: Number(args[0]), offload: args[1] === 'offload' },
+      Number(args[2] ?? 16),
+      Number(args[3] ?? 100),
+      Number(args[4] ?? 100),
+    ),
+  'slow-reader': slowReaderScenario,
+  'fast-writer': fastWriterScenario,
+  shutdown: () => shutdownScenario(Number(args[0] ?? 4)),
+  exclusive: exclusiveScenario,
+};
+
+const run = scenarios[scenario];
+if (run) {
+  const result = await run();
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+  // Pending readiness waits of a closed device must not keep the process alive.
+  process.exit(0);
+} else {
+  console.error(`unknown scenario ${JSON.stringify(scenario)}`);
+  process.exit(2);
+}
