@@ -32,7 +32,8 @@ export interface MemoryTunOptions {
  * An in-memory TunDevice for other packages' tests: the same rings, batch
  * API, flow pinning and backpressure as the Linux device, with the test
  * playing the kernel. `inject` is a packet the kernel routed into the
- * device; `takeWritten` hands over what the device wrote to the kernel,
+ * device, steered as the kernel does: to the queue that last wrote its
+ * flow, else by a hash unlike ours; `takeWritten` hands over what the device wrote to the kernel,
  * queue by queue, each queue in order, and frees that room.
  */
 export class MemoryTun implements TunDevice {
@@ -48,6 +49,7 @@ export class MemoryTun implements TunDevice {
   private readonly memory: Uint8Array;
   private readonly slots: number;
   private readonly stride: number;
+  private readonly lastWriter = new Map<number, number>();
 
   constructor(options: MemoryTunOptions = {}) {
     this.name = options.name ?? 'memory-tun';
@@ -67,7 +69,10 @@ export class MemoryTun implements TunDevice {
     if (length > this.mtu)
       throw new RangeError(`packet of ${length} bytes exceeds MTU ${this.mtu}`);
     const layout = this.rings.layout;
-    const queue = flowHash(packet, offset, length) % this.queueCount;
+    const hash = flowHash(packet, offset, length);
+    // Like the kernel: the queue that last wrote the flow, else a hash of its own.
+    const queue =
+      this.lastWriter.get(hash) ?? (Math.imul(hash, 0x9e3779b1) >>> 0) % this.queueCount;
     const base = queueControlBase(queue);
     const head = Atomics.load(this.control, base + RX_HEAD_WORD);
     if (((head - Atomics.load(this.control, base + RX_TAIL_WORD)) | 0) >= this.slots) {
@@ -101,7 +106,9 @@ export class MemoryTun implements TunDevice {
       while (tail !== head) {
         const slot = tail & (this.slots - 1);
         const at = txPacketBase(layout, queue) + slot * this.stride;
-        written.push(this.memory.slice(at, at + this.lengths[txLengthBase(layout, queue) + slot]!));
+        const length = this.lengths[txLengthBase(layout, queue) + slot]!;
+        this.lastWriter.set(flowHash(this.memory, at, length), queue);
+        written.push(this.memory.slice(at, at + length));
         tail = (tail + 1) | 0;
       }
       Atomics.store(this.control, base + TX_TAIL_WORD, tail);
