@@ -69,13 +69,16 @@ export function startLongRunning(argv: readonly string[], env?: NodeJS.ProcessEn
       }
     },
     kill: async (signal = 'SIGKILL') => {
-      if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+      if (child.pid === undefined) return;
+      // The group outlives a leader that exited early (e.g. a setup script whose daemons still run).
       try {
         process.kill(-child.pid, signal);
       } catch {
         return;
       }
-      await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 5000))]);
+      if (child.exitCode === null && child.signalCode === null) {
+        await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 5000))]);
+      }
     },
   };
 }
