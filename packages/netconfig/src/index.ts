@@ -40,3 +40,21 @@ export { createSystemDnsControl } from './dns/system-dns.ts';
 export type { SystemDnsControl, SystemDnsControlOptions } from './dns/system-dns.ts';
 export { startTrampleWatcher } from './dns/trample-watcher.ts';
 export type { TrampleEvent, TrampleWatcher, TrampleWatcherOptions } from './dns/trample-watcher.ts';
+export { GatehouseRouting } from './routes/gatehouse-routing.ts';
+export type {
+  GatehouseRoutingOptions,
+  InterfaceSettings,
+  IpCommand,
+} from './routes/gatehouse-routing.ts';
+export {
+  DEFAULT_FWMARK,
+  DEFAULT_ROUTE_PROTOCOL,
+  DEFAULT_RULE_PRIORITY,
+  DEFAULT_TABLE,
+  RULE_PRIORITY_RANGE_SIZE,
+  desiredRules,
+  planAddresses,
+  planFlush,
+  planRouting,
+} from './routes/routing-plan.ts';
+export type { Family, RoutingIdentity, RuleSpec } from './routes/routing-plan.ts';

@@ -1,0 +1,134 @@
+/**
+ * Applies routing-plan.ts through iproute2: `ip -json` to read, one
+ * `ip -batch -` per family to write (hundreds of routes in one process and
+ * one netlink socket; the first failing line stops the batch and is named in
+ * the error).
+ */
+import { execFile } from 'node:child_process';
+
+import type { AddressJson, Family, RouteJson, RoutingIdentity, RuleJson } from './routing-plan.ts';
+import {
+  DEFAULT_FWMARK,
+  DEFAULT_ROUTE_PROTOCOL,
+  DEFAULT_RULE_PRIORITY,
+  DEFAULT_TABLE,
+  planAddresses,
+  planFlush,
+  planRouting,
+} from './routing-plan.ts';
+
+/** Runs `ip ARGS` (stdin optional) and returns stdout; rejects with ip's error text. */
+export type IpCommand = (args: readonly string[], input?: string) => Promise<string>;
+
+export interface GatehouseRoutingOptions {
+  interfaceName: string;
+  mark?: number;
+  table?: number;
+  priority?: number;
+  protocol?: number;
+  /** iproute2 by default; tests pass one that adds `-n NAMESPACE`. */
+  ip?: IpCommand;
+}
+
+export interface InterfaceSettings {
+  /** /32 and /128 prefixes, e.g. the tunnel addresses and the DNS sentinels. */
+  addresses: readonly string[];
+  mtu: number;
+}
+
+const FAMILIES: readonly Family[] = [4, 6];
+
+export class GatehouseRouting {
+  readonly identity: RoutingIdentity;
+  readonly #ip: IpCommand;
+
+  constructor(options: GatehouseRoutingOptions) {
+    this.identity = {
+      interfaceName: options.interfaceName,
+      mark: options.mark ?? DEFAULT_FWMARK,
+      table: options.table ?? DEFAULT_TABLE,
+      priority: options.priority ?? DEFAULT_RULE_PRIORITY,
+      protocol: options.protocol ?? DEFAULT_ROUTE_PROTOCOL,
+    };
+    this.#ip = options.ip ?? runIp;
+  }
+
+  /** Removes exactly Gatehouse's rules and routes, in every table; at start-up and at stop. */
+  async flush(): Promise<void> {
+    for (const family of FAMILIES) {
+      const rules = await this.#json<RuleJson>(family, ['rule', 'show']);
+      const routes = await this.#json<RouteJson>(family, [
+        'route',
+        'show',
+        'table',
+        'all',
+        'proto',
+        String(this.identity.protocol),
+      ]);
+      await this.#batch(family, planFlush(this.identity, family, rules, routes));
+    }
+  }
+
+  async configureInterface(settings: InterfaceSettings): Promise<void> {
+    const name = this.identity.interfaceName;
+    await this.#ip(['link', 'set', 'dev', name, 'mtu', String(settings.mtu), 'up']);
+    for (const family of FAMILIES) {
+      const [link] = await this.#json<{ addr_info?: AddressJson[] }>(family, [
+        'address',
+        'show',
+        'dev',
+        name,
+      ]);
+      await this.#batch(
+        family,
+        planAddresses(this.identity, family, link?.addr_info ?? [], settings.addresses),
+      );
+    }
+  }
+
+  /** Makes Gatehouse's table hold exactly `prefixes`; a /0 of a family turns on full-tunnel mode for it. */
+  async setRoutes(prefixes: readonly string[]): Promise<void> {
+    for (const family of FAMILIES) {
+      const rules = await this.#json<RuleJson>(family, ['rule', 'show']);
+      const routes = await this.#json<RouteJson>(family, [
+        'route',
+        'show',
+        'table',
+        String(this.identity.table),
+        'proto',
+        String(this.identity.protocol),
+      ]).catch((error: unknown) => {
+        // The kernel creates a table with its first route.
+        if (error instanceof Error && /table does not exist/.test(error.message)) return [];
+        throw error;
+      });
+      await this.#batch(family, planRouting(this.identity, family, { rules, routes }, prefixes));
+    }
+  }
+
+  async #json<T>(family: Family, args: readonly string[]): Promise<T[]> {
+    const output = await this.#ip([`-${family}`, '-json', ...args]);
+    return output.trim() === '' ? [] : (JSON.parse(output) as T[]);
+  }
+
+  async #batch(family: Family, lines: readonly string[]): Promise<void> {
+    if (lines.length === 0) return;
+    await this.#ip([`-${family}`, '-batch', '-'], `${lines.join('\n')}\n`);
+  }
+}
+
+function runIp(args: readonly string[], input?: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(
+      'ip',
+      args,
+      { timeout: 30_000, maxBuffer: 64 * 1024 * 1024 },
+      (error, stdout, stderr) => {
+        if (error)
+          reject(new Error(`ip ${args.join(' ')} failed: ${stderr.trim() || error.message}`));
+        else resolve(stdout);
+      },
+    );
+    if (input !== undefined) child.stdin?.end(input);
+  });
+}
