@@ -74,11 +74,14 @@ export function startLongRunning(argv: readonly string[], env?: NodeJS.ProcessEn
       try {
         process.kill(-child.pid, signal);
       } catch {
-        return;
+        // the group is already gone
       }
       if (child.exitCode === null && child.signalCode === null) {
         await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 5000))]);
       }
+      // A daemon that escaped the group would otherwise hold these pipes, and the test process, open.
+      child.stdout?.destroy();
+      child.stderr?.destroy();
     },
   };
 }
