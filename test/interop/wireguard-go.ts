@@ -93,7 +93,11 @@ class GatehousePeer {
     if (stdout === null) throw new Error('gatehouse peer has no stdout');
     createInterface({ input: stdout }).on('line', (line) => {
       if (!line.startsWith('{')) return;
-      this.events.push(JSON.parse(line) as PeerEvent);
+      try {
+        this.events.push(JSON.parse(line) as PeerEvent);
+      } catch {
+        this.events.push({ event: 'error', message: `unparsable event line: ${line}` });
+      }
       this.#wake?.();
     });
     void this.#process.exited.then(() => this.#wake?.());
