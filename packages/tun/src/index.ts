@@ -15,3 +15,13 @@ export { QueueRings } from './queue-rings.ts';
 export { SLOT_HEADROOM, SLOT_TAILROOM } from './queue-layout.ts';
 export type { QueueLayout } from './queue-layout.ts';
 export * from './packet/index.ts';
+export {
+  MAX_TUN_WRITE_BATCH,
+  TUN_WRITE_HEADROOM,
+  TunQueue,
+  closeTunQueueFds,
+  openTunQueues,
+} from './tun-queue.ts';
+export type { OpenedTunQueues, TunQueueIo, TunQueuesOptions } from './tun-queue.ts';
+export { MemoryTunQueues } from './memory-tun-queues.ts';
+export type { MemoryTunQueuesOptions, SharedMemoryTunQueues } from './memory-tun-queues.ts';
