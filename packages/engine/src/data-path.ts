@@ -1,38 +1,29 @@
 /**
- * One worker's share of the data plane, independent of threads: TUN packets
- * → peer by destination (AllowedIPs) → sealed in shared-memory keypairs →
- * batched UDP send; batched UDP receive → opened (replay-checked) → source
- * address checked against the peer's AllowedIPs → RFC 6040 ECN → TUN.
- * Handshake messages are handed to the control thread through a callback.
+ * One worker's share of the data plane, independent of threads: a batch of
+ * TUN packets → peer by destination (AllowedIPs) → sealed in place in
+ * shared-memory keypairs → one batched UDP send; a batch of UDP datagrams →
+ * opened (replay-checked) straight into TUN write slots → source address
+ * checked against the peer's AllowedIPs → RFC 6040 ECN → one batched TUN
+ * write. Handshake messages go to the control thread through a ring.
  *
- * Everything per packet is allocation-free: packets stay in preallocated
- * batches, keys and counters come from the WireGuard worker contract,
- * statistics go to shared counters.
+ * Nothing is allocated per packet: packets are read into the slots they
+ * are sealed and sent from, decrypted into the slots they are written
+ * from; keys and counters come from the WireGuard worker contract,
+ * statistics go to shared counters. Only packets waiting for a session
+ * are copied (held), which signals the control thread for a handshake.
  */
 import {
   applyDecapsulationEcn,
   ecnForEncapsulation,
   getEcn,
-  PacketBatch,
+  MAX_TUN_WRITE_BATCH,
   TUN_BATCH_SIZE,
 } from '@gatehouse/tun';
-import type { TunDevice } from '@gatehouse/tun';
+import type { Ecn, TunQueueIo } from '@gatehouse/tun';
 import { DatagramBatch, MAX_DATAGRAM_BYTES } from '@gatehouse/udp';
-import type { DatagramSocket, Endpoint } from '@gatehouse/udp';
-
-// TODO(wireguard): import from '@gatehouse/wireguard' once its index.ts exports these.
-import type { CryptoProvider } from '../../wireguard/src/crypto/provider.ts';
+import type { DatagramSocket } from '@gatehouse/udp';
 import {
-  sealedLength,
-  TRANSPORT_DECRYPT_FAILED,
-  TRANSPORT_EXPIRED,
-  TRANSPORT_INVALID_INNER_PACKET,
-  TRANSPORT_NO_SESSION,
-  TRANSPORT_REPLAY,
-  TRANSPORT_UNKNOWN_RECEIVER,
-  TransportPath,
-} from '../../wireguard/src/transport.ts';
-import {
+  MESSAGE_TRANSPORT_HEADER_SIZE,
   NO_SLOT,
   P_CURRENT,
   P_ENDPOINT_SEQUENCE,
@@ -40,9 +31,17 @@ import {
   raiseSignal,
   readEndpointWords,
   SIGNAL_HANDSHAKE_NEEDED,
+  sealedLength,
+  TRANSPORT_DECRYPT_FAILED,
+  TRANSPORT_EXPIRED,
+  TRANSPORT_NO_SESSION,
+  TRANSPORT_REPLAY,
+  TRANSPORT_UNKNOWN_RECEIVER,
+  TransportPath,
   writeEndpointWords,
-} from '../../wireguard/src/worker-contract.ts';
-import type { SharedTransportMemory } from '../../wireguard/src/worker-contract.ts';
+} from '@gatehouse/wireguard';
+import type { CryptoProvider, SharedTransportMemory } from '@gatehouse/wireguard';
+
 import { AllowedIpsTable, NO_PEER } from './allowed-ips.ts';
 import type { SharedAllowedIpsTable } from './allowed-ips.ts';
 import {
@@ -59,24 +58,24 @@ import {
   DropCounters,
   UNATTRIBUTED,
 } from './drop-counters.ts';
+import type { HandshakeRing } from './handshake-ring.ts';
 
 export interface DataPathOptions {
   transport: SharedTransportMemory;
   crypto: CryptoProvider;
   allowedIps: SharedAllowedIpsTable;
   dropCounters: SharedArrayBuffer;
-  tun: TunDevice;
+  tun: TunQueueIo;
   udp: DatagramSocket;
-  /** A handshake message (types 1–3) for the control thread; `datagram` is a copy. */
-  onHandshakeMessage: (datagram: Uint8Array, source: Endpoint) => void;
-  /** Monotonic milliseconds. */
-  now: () => number;
+  /** Where handshake messages (types 1–3) go: the control thread. */
+  handshakes: HandshakeRing;
   /** Packets held per peer while a handshake is under way (default 128). */
   holdPerPeer?: number;
 }
 
-const TRANSPORT_HEADER = 16;
+const HEADROOM = MESSAGE_TRANSPORT_HEADER_SIZE;
 const MESSAGE_TRANSPORT_DATA = 4;
+const POLY1305_TAG = 16;
 
 export class DataPath {
   readonly #transport: TransportPath;
@@ -84,15 +83,24 @@ export class DataPath {
   readonly #keypairSlots: number;
   #allowedIps: AllowedIpsTable;
   readonly #drops: DropCounters;
-  readonly #tun: TunDevice;
+  readonly #tun: TunQueueIo;
   readonly #udp: DatagramSocket;
-  readonly #onHandshakeMessage: DataPathOptions['onHandshakeMessage'];
-  readonly #now: () => number;
+  readonly #handshakes: HandshakeRing;
   readonly #holdPerPeer: number;
 
-  readonly #fromTun = new PacketBatch(TUN_BATCH_SIZE);
-  readonly #toUdp: DatagramBatch;
-  readonly #fromUdp: DatagramBatch;
+  /** Outbound: TUN packets are read HEADROOM bytes into these slots and sealed where they lie. */
+  readonly #out: DatagramBatch;
+  readonly #readViews: Uint8Array[];
+  readonly #readOffsets: Int32Array;
+  readonly #readLengths: Int32Array;
+  /** Inbound: datagrams, then their plaintext in TUN write slots. */
+  readonly #in: DatagramBatch;
+  readonly #writeViews: Uint8Array[];
+  readonly #writeOffsets: Int32Array;
+  readonly #writeLengths: Int32Array;
+  readonly #writeRoom: number;
+  #pendingWrites = 0;
+
   /** Per peer: the endpoint as last read from shared memory, keyed by its seqlock value. */
   readonly #endpointSequence: Int32Array;
   readonly #endpointFamily: Uint8Array;
@@ -103,59 +111,103 @@ export class DataPath {
   readonly #held = new Map<number, Uint8Array[]>();
 
   constructor(options: DataPathOptions) {
+    const { tun, udp } = options;
     this.#transport = new TransportPath(options.transport, options.crypto);
     this.#transportWords = new Int32Array(options.transport.buffer);
     this.#keypairSlots = options.transport.keypairSlots;
     this.#allowedIps = new AllowedIpsTable(options.allowedIps);
     this.#drops = new DropCounters(options.dropCounters);
-    this.#tun = options.tun;
-    this.#udp = options.udp;
-    this.#onHandshakeMessage = options.onHandshakeMessage;
-    this.#now = options.now;
+    this.#tun = tun;
+    this.#udp = udp;
+    this.#handshakes = options.handshakes;
     this.#holdPerPeer = options.holdPerPeer ?? 128;
     const peers = options.transport.peerSlots;
     this.#endpointSequence = new Int32Array(peers).fill(-1);
     this.#endpointFamily = new Uint8Array(peers);
     this.#endpointPort = new Uint16Array(peers);
     this.#endpointAddress = new Uint8Array(peers * 16);
-    this.#toUdp = new DatagramBatch(TUN_BATCH_SIZE, Math.max(2048, sealedLength(options.tun.mtu)));
-    this.#fromUdp = new DatagramBatch(TUN_BATCH_SIZE, options.udp.gro ? MAX_DATAGRAM_BYTES : 2048);
+
+    const outSlots = Math.max(TUN_BATCH_SIZE, 2 * tun.readBudget);
+    const outSlot = roundUp(sealedLength(tun.mtu), 64);
+    this.#out = new DatagramBatch(outSlots, outSlot);
+    this.#readViews = Array.from({ length: outSlots }, (_, slot) =>
+      this.#out.data.subarray(slot * outSlot, slot * outSlot + HEADROOM + tun.mtu),
+    );
+    this.#readOffsets = new Int32Array(outSlots).fill(HEADROOM);
+    this.#readLengths = new Int32Array(outSlots);
+
+    this.#in = new DatagramBatch(TUN_BATCH_SIZE, udp.gro ? MAX_DATAGRAM_BYTES : 2048);
+    const writeSlots = Math.min(MAX_TUN_WRITE_BATCH, 2 * TUN_BATCH_SIZE);
+    this.#writeRoom = tun.writeRoom;
+    const writeSlot = roundUp(HEADROOM + tun.writeRoom + POLY1305_TAG, 64);
+    const writeMemory = new Uint8Array(writeSlots * writeSlot);
+    this.#writeViews = Array.from({ length: writeSlots }, (_, slot) =>
+      writeMemory.subarray(slot * writeSlot, (slot + 1) * writeSlot),
+    );
+    this.#writeOffsets = new Int32Array(writeSlots).fill(HEADROOM);
+    this.#writeLengths = new Int32Array(writeSlots);
   }
 
   /** A new AllowedIPs table from the control thread (peer configuration changed). */
   setAllowedIps(shared: SharedAllowedIpsTable): void {
     this.#allowedIps = new AllowedIpsTable(shared);
+    // A removed peer's slot may be reused: its held packets must not go to the newcomer.
+    this.#held.clear();
   }
 
-  /** Moves one batch from the TUN device to the network; returns packets read. */
+  /** Moves one batch from the TUN queue to the network; returns packets read. */
   outbound(): number {
-    const batch = this.#fromTun;
-    const count = this.#tun.receive(batch);
+    const out = this.#out;
+    const count = this.#tun.read(
+      this.#readViews,
+      this.#readOffsets,
+      this.#readLengths,
+      out.capacity,
+    );
     if (count === 0) return 0;
-    const now = this.#now();
+    const now = monotonicMs();
+    const data = out.data;
+    const slotSize = out.slotSize;
     let queued = 0;
-    for (let index = 0; index < count; index++) {
-      const buffer = batch.buffers[index]!;
-      const offset = batch.offsets[index]!;
-      const length = batch.lengths[index]!;
-      const peer = this.#allowedIps.lookupDestination(buffer, offset);
+    for (let slot = 0; slot < count; slot++) {
+      const start = slot * slotSize;
+      const packet = start + HEADROOM;
+      const length = this.#readLengths[slot]!;
+      const peer = this.#allowedIps.lookupDestination(data, packet);
       if (peer === NO_PEER) {
         this.#drops.addNoRoute();
         continue;
       }
-      if (this.#sealInto(queued, peer, buffer, offset, length, now)) queued++;
+      if (!this.#loadEndpoint(peer, queued)) {
+        this.#hold(peer, data, packet, length);
+        continue;
+      }
+      const ecn = ecnForEncapsulation(getEcn(data, packet));
+      const sealed = this.#transport.seal(peer, data, packet, length, data, start, now);
+      if (sealed < 0) {
+        if (sealed === TRANSPORT_NO_SESSION || sealed === TRANSPORT_EXPIRED) {
+          this.#hold(peer, data, packet, length);
+        } else {
+          this.#drops.add(peer, DROP_INVALID_INNER_PACKET);
+        }
+        continue;
+      }
+      // Only after a drop: close the gap so the batch stays contiguous.
+      if (queued !== slot) data.copyWithin(queued * slotSize, start, start + sealed);
+      out.lengths[queued] = sealed;
+      out.tos[queued] = ecn;
+      queued++;
     }
-    this.#tun.release(batch);
     this.#send(queued);
     return count;
   }
 
-  /** Moves one batch from the network to the TUN device; returns datagrams received. */
+  /** Moves one batch from the network to the TUN queue; returns datagrams received. */
   inbound(): number {
-    const batch = this.#fromUdp;
+    const batch = this.#in;
     const count = this.#udp.receiveBatch(batch);
     if (count === 0) return 0;
-    const now = this.#now();
+    const now = monotonicMs();
     for (let slot = 0; slot < count; slot++) {
       const start = batch.offsets[slot]!;
       const end = start + batch.lengths[slot]!;
@@ -164,31 +216,41 @@ export class DataPath {
         this.#receiveDatagram(slot, offset, Math.min(segment, end - offset), now);
       }
     }
+    this.#flushWrites();
     return count;
   }
 
   /** Sends what was held for peers whose session now exists; returns packets sent. */
   flushHeld(): number {
     if (this.#held.size === 0) return 0;
-    const now = this.#now();
+    const now = monotonicMs();
+    const out = this.#out;
     let queued = 0;
+    let sent = 0;
     for (const [peer, packets] of this.#held) {
       const current = Atomics.load(
         this.#transportWords,
         peerBase(this.#keypairSlots, peer) + P_CURRENT,
       );
-      if (current === NO_SLOT) continue;
+      if (current === NO_SLOT || !this.#loadEndpoint(peer, 0)) continue;
       this.#held.delete(peer);
       for (const packet of packets) {
-        if (queued === this.#toUdp.capacity) {
+        if (queued === out.capacity) {
           this.#send(queued);
           queued = 0;
         }
-        if (this.#sealInto(queued, peer, packet, 0, packet.length, now)) queued++;
+        this.#loadEndpoint(peer, queued);
+        const start = queued * out.slotSize;
+        const sealed = this.#transport.seal(peer, packet, 0, packet.length, out.data, start, now);
+        if (sealed < 0) continue;
+        out.lengths[queued] = sealed;
+        out.tos[queued] = ecnForEncapsulation(getEcn(packet, 0));
+        queued++;
+        sent++;
       }
     }
     this.#send(queued);
-    return queued;
+    return sent;
   }
 
   get holding(): number {
@@ -197,43 +259,22 @@ export class DataPath {
     return held;
   }
 
+  /** Releases crypto contexts of keypairs the control thread replaced; call about once a second. */
+  sweep(): void {
+    this.#transport.sweep();
+  }
+
   destroy(): void {
     this.#transport.destroy();
   }
 
-  #sealInto(
-    slot: number,
-    peer: number,
-    buffer: Uint8Array,
-    offset: number,
-    length: number,
-    now: number,
-  ): boolean {
-    const out = this.#toUdp;
-    const dstOffset = out.offsets[slot]!;
-    const sealed = this.#transport.seal(peer, buffer, offset, length, out.data, dstOffset, now);
-    if (sealed < 0) {
-      if (sealed === TRANSPORT_NO_SESSION || sealed === TRANSPORT_EXPIRED)
-        this.#hold(peer, buffer, offset, length);
-      else this.#drops.add(peer, DROP_INVALID_INNER_PACKET);
-      return false;
-    }
-    if (!this.#loadEndpoint(peer, slot)) {
-      this.#hold(peer, buffer, offset, length);
-      return false;
-    }
-    out.lengths[slot] = sealed;
-    out.tos[slot] = length > 0 ? ecnForEncapsulation(getEcn(buffer, offset)) : 0;
-    return true;
-  }
-
   #send(count: number): void {
     if (count === 0) return;
-    const sent = this.#udp.sendBatch(this.#toUdp, count);
+    const sent = this.#udp.sendBatch(this.#out, count);
     if (sent < count) this.#drops.add(UNATTRIBUTED, DROP_UDP_SEND_FAILED, count - sent);
   }
 
-  #hold(peer: number, buffer: Uint8Array, offset: number, length: number): void {
+  #hold(peer: number, data: Uint8Array, offset: number, length: number): void {
     let held = this.#held.get(peer);
     if (held === undefined) {
       held = [];
@@ -241,26 +282,20 @@ export class DataPath {
     }
     if (held.length >= this.#holdPerPeer) {
       this.#drops.add(peer, DROP_HOLD_OVERFLOW);
-      return;
+    } else {
+      held.push(data.slice(offset, offset + length));
     }
-    held.push(buffer.slice(offset, offset + length));
     raiseSignal(this.#transportWords, peerBase(this.#keypairSlots, peer), SIGNAL_HANDSHAKE_NEEDED);
   }
 
   /** Copies the peer's endpoint into send slot `slot`; false when it has none yet. */
   #loadEndpoint(peer: number, slot: number): boolean {
-    const words = this.#transportWords;
-    const base = peerBase(this.#keypairSlots, peer);
-    const sequence = Atomics.load(words, base + P_ENDPOINT_SEQUENCE);
-    if (sequence !== this.#endpointSequence[peer]) {
-      const endpoint = readEndpointWords(words, base, this.#scratchAddress);
-      if (endpoint === undefined) return false;
-      this.#endpointFamily[peer] = endpoint.addressLength === 4 ? 4 : 6;
-      this.#endpointPort[peer] = endpoint.port;
-      this.#endpointAddress.set(this.#scratchAddress, peer * 16);
-      this.#endpointSequence[peer] = sequence;
-    }
-    const out = this.#toUdp;
+    const sequence = Atomics.load(
+      this.#transportWords,
+      peerBase(this.#keypairSlots, peer) + P_ENDPOINT_SEQUENCE,
+    );
+    if (sequence !== this.#endpointSequence[peer] && !this.#cacheEndpoint(peer)) return false;
+    const out = this.#out;
     out.families[slot] = this.#endpointFamily[peer]!;
     out.ports[slot] = this.#endpointPort[peer]!;
     for (let index = 0; index < 16; index++)
@@ -269,19 +304,23 @@ export class DataPath {
   }
 
   #receiveDatagram(slot: number, offset: number, length: number, now: number): void {
-    const batch = this.#fromUdp;
+    const batch = this.#in;
     const data = batch.data;
     if (length < 4) return;
     const type = data[offset]!;
     if (type !== MESSAGE_TRANSPORT_DATA) {
-      if (type >= 1 && type <= 3)
-        this.#onHandshakeMessage(data.slice(offset, offset + length), batch.endpoint(slot));
+      if (type >= 1 && type <= 3) this.#handshakes.push(data, offset, length, batch, slot);
       return;
     }
-    if (length < TRANSPORT_HEADER + 16) return;
+    if (length < HEADROOM + POLY1305_TAG) return;
+    if (length - HEADROOM - POLY1305_TAG > this.#writeRoom) {
+      this.#drops.add(UNATTRIBUTED, DROP_INVALID_INNER_PACKET);
+      return;
+    }
+    const write = this.#pendingWrites;
+    const view = this.#writeViews[write]!;
     const transport = this.#transport;
-    const inner = offset + TRANSPORT_HEADER;
-    const opened = transport.open(data, offset, length, data, inner, now);
+    const opened = transport.open(data, offset, length, view, HEADROOM, now);
     const peer = transport.lastPeer;
     if (opened < 0) {
       this.#drops.add(peer < 0 ? UNATTRIBUTED : peer, dropReasonOf(opened));
@@ -289,35 +328,48 @@ export class DataPath {
     }
     this.#noteEndpoint(peer, slot);
     if (opened === 0) return; // keepalive
-    if (this.#allowedIps.lookupSource(data, inner) !== peer) {
+    if (this.#allowedIps.lookupSource(view, HEADROOM) !== peer) {
       this.#drops.add(peer, DROP_SOURCE_NOT_ALLOWED);
       return;
     }
-    if (!applyDecapsulationEcn(data, inner, (batch.tos[slot]! & 3) as 0 | 1 | 2 | 3)) {
+    if (!applyDecapsulationEcn(view, HEADROOM, (batch.tos[slot]! & 3) as Ecn)) {
       this.#drops.add(peer, DROP_ECN_NOT_ECT);
       return;
     }
-    if (!this.#tun.send(data, inner, opened)) this.#drops.add(peer, DROP_TUN_FULL);
+    this.#writeLengths[write] = opened;
+    this.#pendingWrites = write + 1;
+    if (this.#pendingWrites === this.#writeViews.length) this.#flushWrites();
   }
 
-  /** Roaming: an authenticated packet from a new source address becomes the peer's endpoint. */
+  #flushWrites(): void {
+    const count = this.#pendingWrites;
+    if (count === 0) return;
+    this.#pendingWrites = 0;
+    const written = this.#tun.write(
+      this.#writeViews,
+      this.#writeOffsets,
+      this.#writeLengths,
+      count,
+    );
+    if (written < count) this.#drops.add(UNATTRIBUTED, DROP_TUN_FULL, count - written);
+  }
+
+  /** Roaming: an authenticated packet from a new source becomes the peer's endpoint. */
   #noteEndpoint(peer: number, slot: number): void {
-    const batch = this.#fromUdp;
-    const family = batch.families[slot]!;
+    const batch = this.#in;
     const sequence = Atomics.load(
       this.#transportWords,
       peerBase(this.#keypairSlots, peer) + P_ENDPOINT_SEQUENCE,
     );
-    if (sequence === this.#endpointSequence[peer] || this.#loadCachedEndpoint(peer)) {
-      if (
-        this.#endpointFamily[peer] === family &&
-        this.#endpointPort[peer] === batch.ports[slot] &&
-        this.#sameCachedAddress(peer, slot)
-      ) {
-        return;
-      }
+    if (
+      (sequence === this.#endpointSequence[peer] || this.#cacheEndpoint(peer)) &&
+      this.#endpointFamily[peer] === batch.families[slot] &&
+      this.#endpointPort[peer] === batch.ports[slot] &&
+      this.#sameCachedAddress(peer, slot)
+    ) {
+      return;
     }
-    const length = family === 4 ? 4 : 16;
+    const length = batch.families[slot] === 4 ? 4 : 16;
     writeEndpointWords(
       this.#transportWords,
       peerBase(this.#keypairSlots, peer),
@@ -326,7 +378,8 @@ export class DataPath {
     );
   }
 
-  #loadCachedEndpoint(peer: number): boolean {
+  /** Reads the peer's endpoint from shared memory into the cache; false when it has none. */
+  #cacheEndpoint(peer: number): boolean {
     const base = peerBase(this.#keypairSlots, peer);
     const sequence = Atomics.load(this.#transportWords, base + P_ENDPOINT_SEQUENCE);
     const endpoint = readEndpointWords(this.#transportWords, base, this.#scratchAddress);
@@ -339,13 +392,26 @@ export class DataPath {
   }
 
   #sameCachedAddress(peer: number, slot: number): boolean {
-    const addresses = this.#fromUdp.addresses;
+    const addresses = this.#in.addresses;
     const length = this.#endpointFamily[peer] === 4 ? 4 : 16;
     for (let index = 0; index < length; index++) {
       if (addresses[slot * 16 + index] !== this.#endpointAddress[peer * 16 + index]) return false;
     }
     return true;
   }
+}
+
+/**
+ * The monotonic clock of every engine thread. performance.now() alone
+ * counts from each thread's own start, but the worker contract compares
+ * stamps written by different threads.
+ */
+export function monotonicMs(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+function roundUp(value: number, multiple: number): number {
+  return Math.ceil(value / multiple) * multiple;
 }
 
 function dropReasonOf(code: number): number {
@@ -358,7 +424,6 @@ function dropReasonOf(code: number): number {
       return DROP_UNKNOWN_RECEIVER;
     case TRANSPORT_EXPIRED:
       return DROP_EXPIRED;
-    case TRANSPORT_INVALID_INNER_PACKET:
     default:
       return DROP_INVALID_INNER_PACKET;
   }

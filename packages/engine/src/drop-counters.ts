@@ -2,23 +2,25 @@
  * Per-peer drop counters in shared memory: workers count with Atomics.add,
  * the control thread reads whenever it likes. No per-packet messages. The
  * byte and packet totals live in the WireGuard worker contract's peer slots.
+ * Reasons the WireGuard core also counts carry its names, so the two sets
+ * merge by name.
  */
 
 export const DROP_REASONS = [
   /** The decrypted packet's source address is outside the peer's AllowedIPs. */
-  'sourceNotAllowed',
+  'source-not-allowed',
   'replay',
-  'decryptFailed',
-  'unknownReceiver',
-  'expired',
-  'invalidInnerPacket',
+  'decrypt-failed',
+  'unknown-receiver',
+  'expired-keypair',
+  'invalid-inner-packet',
   /** RFC 6040: CE on the outer header of a Not-ECT inner packet. */
-  'ecnNotEct',
+  'ecn-not-ect',
   /** Held for a handshake while the hold queue was full. */
-  'holdOverflow',
-  /** The TUN queue refused the packet (backpressure). */
-  'tunFull',
-  'udpSendFailed',
+  'hold-overflow',
+  /** The TUN queue refused the packet. */
+  'tun-full',
+  'udp-send-failed',
 ] as const;
 
 export type DropReason = (typeof DROP_REASONS)[number];
@@ -55,6 +57,13 @@ export class DropCounters {
 
   add(peer: number, reason: number, count = 1): void {
     Atomics.add(this.#words, (peer + 1) * DROP_REASONS.length + reason, count);
+  }
+
+  /** Zeroes a peer slot's counters (the slot is being given to a new peer). */
+  reset(peer: number): void {
+    for (let reason = 0; reason < DROP_REASONS.length; reason++) {
+      Atomics.store(this.#words, (peer + 1) * DROP_REASONS.length + reason, 0);
+    }
   }
 
   read(peer: number): DropCounts {

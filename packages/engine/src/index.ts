@@ -1,8 +1,17 @@
 export { AllowedIps, AllowedIpsTable, NO_PEER, parsePrefix } from './allowed-ips.ts';
 export type { SharedAllowedIpsTable } from './allowed-ips.ts';
-export { DataPath } from './data-path.ts';
+export { DataPath, monotonicMs } from './data-path.ts';
 export type { DataPathOptions } from './data-path.ts';
 export { DROP_REASONS, DropCounters } from './drop-counters.ts';
 export type { DropCounts, DropReason } from './drop-counters.ts';
-export { HandshakeControl } from './handshake-control.ts';
-export type { ControlPeerConfig } from './handshake-control.ts';
+export { Engine } from './engine.ts';
+export type {
+  EngineDropReason,
+  EngineLogLevel,
+  EngineMemoryDevices,
+  EngineOptions,
+  EnginePeer,
+  EnginePeerStatus,
+  EngineStatus,
+} from './engine.ts';
+export { HandshakeRing } from './handshake-ring.ts';

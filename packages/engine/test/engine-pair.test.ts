@@ -1,81 +1,99 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
+import { afterEach, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 
-import { MemoryTun } from '@gatehouse/tun';
-import { DatagramBatch, MemoryUdpNetwork, parseEndpoint } from '@gatehouse/udp';
+import { MemoryTunQueues } from '@gatehouse/tun';
+import { DatagramBatch, MemoryUdpNetwork } from '@gatehouse/udp';
 import type { MemoryUdpSocket } from '@gatehouse/udp';
+import { encodeKey, generateKeyPair } from '@gatehouse/wireguard';
+import type { KeyPair } from '@gatehouse/wireguard';
 
-import { selectCryptoProvider } from '../../wireguard/src/crypto/select.ts';
-import type { CryptoProvider } from '../../wireguard/src/crypto/provider.ts';
-import { generateKeyPair } from '../../wireguard/src/keys.ts';
-import type { KeyPair } from '../../wireguard/src/keys.ts';
-import { createSharedTransportMemory } from '../../wireguard/src/worker-contract.ts';
-import { AllowedIps } from '../src/allowed-ips.ts';
-import { DataPath } from '../src/data-path.ts';
-import { DropCounters } from '../src/drop-counters.ts';
-import { HandshakeControl } from '../src/handshake-control.ts';
+import { Engine } from '../src/engine.ts';
+import type { EnginePeerStatus } from '../src/engine.ts';
 
-interface TestEngine {
-  tun: MemoryTun;
-  udp: MemoryUdpSocket;
-  control: HandshakeControl;
-  dataPath: DataPath;
-  drops: DropCounters;
-  peer: number;
+const MTU = 1280;
+const RELAY = { address: '10.0.0.9', port: 7000 };
+
+interface Side {
+  keys: KeyPair;
+  tun: MemoryTunQueues;
+  sockets: MemoryUdpSocket[];
+  engine: Engine;
+  written: Uint8Array[];
 }
 
-let crypto: CryptoProvider;
-const now = () => performance.now();
+/**
+ * Forwards datagrams between the two sides through one socket, as a
+ * network would, and lets a test duplicate or re-mark them on the way.
+ */
+class Relay {
+  readonly #socket: MemoryUdpSocket;
+  readonly #batch = new DatagramBatch(64, 2048);
+  readonly #timer: NodeJS.Timeout;
+  /** Ports of the right side every datagram from the left goes to. */
+  rightPorts = [51820];
+  outerTos = 0;
+  lastLeftTransport: Uint8Array | undefined;
 
-function makeEngine(
-  network: MemoryUdpNetwork,
-  local: KeyPair,
-  remote: KeyPair,
-  bind: string,
-  remoteEndpoint: string | undefined,
-  remoteAllowed: string,
-): TestEngine {
-  const [address, port] = bind.split(':') as [string, string];
-  const udp = network.bind(address, Number(port));
-  const tun = new MemoryTun({ queues: 1 });
-  const transport = createSharedTransportMemory({ peers: 4 });
-  const control = new HandshakeControl(local, crypto, transport, udp);
-  const peer = control.addPeer({
-    publicKey: remote.publicKey,
-    ...(remoteEndpoint === undefined ? {} : { endpoint: parseEndpoint(remoteEndpoint) }),
-  });
-  const allowed = new AllowedIps();
-  allowed.set(remoteAllowed, peer);
-  const drops = new DropCounters(transport.peerSlots);
-  const dataPath = new DataPath({
-    transport,
-    crypto,
-    allowedIps: allowed.compile().shared,
-    dropCounters: drops.buffer,
-    tun,
-    udp,
-    onHandshakeMessage: (datagram, source) =>
-      control.handleHandshakeMessage(datagram, source, now()),
-    now,
-  });
-  return { tun, udp, control, dataPath, drops, peer };
-}
+  constructor(network: MemoryUdpNetwork) {
+    this.#socket = network.bind(RELAY.address, RELAY.port);
+    this.#timer = setInterval(() => this.pump(), 1);
+  }
 
-/** Runs both engines' loops until `done` holds or 200 rounds passed. */
-function pump(engines: TestEngine[], done: () => boolean): void {
-  for (let round = 0; round < 200 && !done(); round++) {
-    for (const engine of engines) {
-      engine.control.service(now(), Date.now());
-      engine.dataPath.flushHeld();
-      engine.dataPath.outbound();
-      engine.dataPath.inbound();
+  pump(): void {
+    const batch = this.#batch;
+    for (
+      let count = this.#socket.receiveBatch(batch);
+      count > 0;
+      count = this.#socket.receiveBatch(batch)
+    ) {
+      for (let slot = 0; slot < count; slot++) {
+        const fromLeft = batch.addresses[slot * 16 + 3] === 1;
+        const offset = batch.offsets[slot]!;
+        if (fromLeft && batch.data[offset] === 4) {
+          this.lastLeftTransport = batch.data.slice(offset, offset + batch.lengths[slot]!);
+        }
+        batch.addresses.set(fromLeft ? [10, 0, 0, 2] : [10, 0, 0, 1], slot * 16);
+        batch.tos[slot] = fromLeft ? this.outerTos : 0;
+        for (const port of fromLeft ? this.rightPorts : [51820]) {
+          batch.ports[slot] = port;
+          this.#send(batch, slot);
+        }
+      }
     }
+  }
+
+  /** Sends a datagram to the right side's first socket as if it came from the left. */
+  inject(datagram: Uint8Array): void {
+    const batch = new DatagramBatch(1, 2048);
+    batch.setEndpoint(0, {
+      family: 4,
+      address: Uint8Array.of(10, 0, 0, 2),
+      port: this.rightPorts[0]!,
+    });
+    batch.data.set(datagram);
+    batch.lengths[0] = datagram.length;
+    this.#socket.sendBatch(batch, 1);
+  }
+
+  #send(batch: DatagramBatch, slot: number): void {
+    const one = new DatagramBatch(1, 2048);
+    one.copyEndpoint(0, batch, slot);
+    one.tos[0] = batch.tos[slot]!;
+    const offset = batch.offsets[slot]!;
+    one.data.set(batch.data.subarray(offset, offset + batch.lengths[slot]!));
+    one.lengths[0] = batch.lengths[slot]!;
+    this.#socket.sendBatch(one, 1);
+  }
+
+  close(): void {
+    clearInterval(this.#timer);
+    this.#socket.close();
   }
 }
 
-function ipv4Udp(source: string, destination: string, payload: string, ecn = 0): Uint8Array {
-  const body = new TextEncoder().encode(payload);
-  const packet = new Uint8Array(28 + body.length);
+function ipv4Udp(source: string, destination: string, payload: Uint8Array, ecn = 0): Uint8Array {
+  const packet = new Uint8Array(28 + payload.length);
   const view = new DataView(packet.buffer);
   packet[0] = 0x45;
   packet[1] = ecn;
@@ -90,146 +108,167 @@ function ipv4Udp(source: string, destination: string, payload: string, ecn = 0):
   view.setUint16(10, ~sum & 0xffff);
   view.setUint16(20, 1000);
   view.setUint16(22, 2000);
-  view.setUint16(24, 8 + body.length);
-  packet.set(body, 28);
+  view.setUint16(24, 8 + payload.length);
+  packet.set(payload, 28);
   return packet;
 }
 
-void describe('two engines over in-memory TUN and UDP', () => {
+function numbered(source: string, destination: string, n: number, ecn = 0): Uint8Array {
+  const payload = new Uint8Array(64);
+  new DataView(payload.buffer).setUint32(0, n);
+  return ipv4Udp(source, destination, payload, ecn);
+}
+
+async function until(what: string, condition: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!condition()) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(2);
+  }
+}
+
+async function startSide(
+  network: MemoryUdpNetwork,
+  last: number,
+  keys: KeyPair,
+  remote: KeyPair,
+  queues: number,
+  peer: { allowedIps: string[]; endpoint?: { address: string; port: number } },
+): Promise<Side> {
+  const tun = new MemoryTunQueues({ queues, mtu: MTU });
+  const sockets = Array.from({ length: queues }, (_, queue) =>
+    network.bind(`10.0.0.${last}`, 51820 + queue),
+  );
+  const engine = await Engine.startWithMemoryDevices(
+    { interfaceName: `side${last}`, privateKey: keys.privateKey, mtu: MTU },
+    [{ publicKey: remote.publicKey, ...peer }],
+    { tun, network, sockets },
+  );
+  return { keys, tun, sockets, engine, written: [] };
+}
+
+function collect(side: Side): Uint8Array[] {
+  for (const { packet } of side.tun.takeWritten()) side.written.push(packet);
+  return side.written;
+}
+
+function peerStatus(side: Side): EnginePeerStatus {
+  return side.engine.status().peers[0]!;
+}
+
+void describe('two engines over in-memory TUN queues and UDP, data in worker threads', () => {
   let network: MemoryUdpNetwork;
-  let client: TestEngine;
-  let gateway: TestEngine;
-  const written: Uint8Array[][] = [[], []];
-  const collect = () => {
-    written[0]!.push(...client.tun.takeWritten());
-    written[1]!.push(...gateway.tun.takeWritten());
-  };
+  let relay: Relay;
+  let left: Side;
+  let right: Side;
 
-  before(async () => {
-    crypto = (await selectCryptoProvider()).provider;
-    network = new MemoryUdpNetwork();
-    const clientKeys = generateKeyPair();
-    const gatewayKeys = generateKeyPair();
-    // The client knows the gateway's endpoint; the gateway learns the client's from the handshake.
-    client = makeEngine(
-      network,
-      clientKeys,
-      gatewayKeys,
-      '192.0.2.1:40000',
-      '192.0.2.2:51820',
-      '10.0.0.2/32',
+  async function startPair(rightQueues = 1): Promise<void> {
+    network = new MemoryUdpNetwork({ maxSockets: 8, queueDepth: 1024 });
+    relay = new Relay(network);
+    const leftKeys = generateKeyPair();
+    const rightKeys = generateKeyPair();
+    left = await startSide(network, 1, leftKeys, rightKeys, 1, {
+      allowedIps: ['10.9.0.2/32'],
+      endpoint: RELAY,
+    });
+    right = await startSide(network, 2, rightKeys, leftKeys, rightQueues, {
+      allowedIps: ['10.9.0.1/32'],
+    });
+    await until(
+      'both handshakes',
+      () => peerStatus(left).lastHandshake !== null && peerStatus(right).lastHandshake !== null,
     );
-    gateway = makeEngine(
-      network,
-      gatewayKeys,
-      clientKeys,
-      '192.0.2.2:51820',
-      undefined,
-      '10.0.0.1/32',
-    );
+  }
+
+  afterEach(async () => {
+    await Promise.all([left?.engine.stop(), right?.engine.stop()]);
+    relay?.close();
   });
 
-  after(() => {
-    client.dataPath.destroy();
-    gateway.dataPath.destroy();
-    client.control.destroy();
-    gateway.control.destroy();
+  void it('handshakes at start and carries data both ways, with per-peer counters', async () => {
+    await startPair();
+    assert.equal(peerStatus(right).publicKey, encodeKey(left.keys.publicKey));
+    assert.equal(peerStatus(right).endpoint, `${RELAY.address}:${RELAY.port}`);
+    for (let n = 0; n < 100; n++) left.tun.inject(numbered('10.9.0.1', '10.9.0.2', n));
+    await until('100 packets on the right', () => collect(right).length >= 100);
+    for (let n = 0; n < 50; n++) right.tun.inject(numbered('10.9.0.2', '10.9.0.1', n));
+    await until('50 packets on the left', () => collect(left).length >= 50);
+    assert.deepEqual(
+      right.written.map((packet) => new DataView(packet.buffer).getUint32(28)),
+      Array.from({ length: 100 }, (_, n) => n),
+    );
+    assert.deepEqual(right.written[0], numbered('10.9.0.1', '10.9.0.2', 0));
+    const leftPeer = peerStatus(left);
+    assert.ok(leftPeer.txPackets >= 100, `tx packets ${leftPeer.txPackets}`);
+    assert.ok(leftPeer.rxPackets >= 50, `rx packets ${leftPeer.rxPackets}`);
+    assert.ok(leftPeer.txBytes > 100 * 92);
+    assert.ok(Math.abs(leftPeer.lastHandshake! - Date.now()) < 10_000);
+    assert.equal(left.engine.status().noRoute, 0);
   });
 
-  void it('holds the first packet, completes the handshake and delivers data both ways', () => {
-    const request = ipv4Udp('10.0.0.1', '10.0.0.2', 'hello gateway');
-    assert.equal(client.tun.inject(request), true);
-    pump([client, gateway], () => {
-      collect();
-      return written[1]!.length > 0;
-    });
-    assert.deepEqual(written[1], [request]);
-    assert.notEqual(client.control.lastHandshakeMs(client.peer), undefined);
-    assert.notEqual(gateway.control.lastHandshakeMs(gateway.peer), undefined);
+  void it('drops and counts an inner source outside the peer’s AllowedIPs', async () => {
+    await startPair();
+    left.tun.inject(numbered('10.9.0.77', '10.9.0.2', 1));
+    left.tun.inject(numbered('10.9.0.1', '10.9.0.2', 2));
+    await until('the allowed packet', () => collect(right).length >= 1);
+    await until('the drop', () => peerStatus(right).drops['source-not-allowed'] === 1);
+    assert.equal(right.written.length, 1);
+    assert.equal(new DataView(right.written[0]!.buffer).getUint32(28), 2);
+  });
 
-    const reply = ipv4Udp('10.0.0.2', '10.0.0.1', 'hello client');
-    gateway.tun.inject(reply);
-    pump([client, gateway], () => {
-      collect();
-      return written[0]!.length > 0;
-    });
-    assert.deepEqual(written[0], [reply]);
+  void it('drops and counts a replayed datagram', async () => {
+    await startPair();
+    left.tun.inject(numbered('10.9.0.1', '10.9.0.2', 1));
+    await until('the packet', () => collect(right).length >= 1);
+    relay.inject(relay.lastLeftTransport!);
+    await until('the replay drop', () => peerStatus(right).drops.replay === 1);
+    await sleep(20);
+    assert.equal(collect(right).length, 1);
+  });
 
-    const many = Array.from({ length: 200 }, (_, index) =>
-      ipv4Udp('10.0.0.1', '10.0.0.2', `packet ${index}`),
-    );
-    written[1]!.length = 0;
-    for (const packet of many) {
-      client.tun.inject(packet);
-      if (client.tun.stats().queues[0]!.rxPackets % 100 === 0) pump([client, gateway], () => false);
+  void it('copies a CE mark from the outer header to the inner packet (RFC 6040)', async () => {
+    await startPair();
+    relay.outerTos = 3;
+    left.tun.inject(numbered('10.9.0.1', '10.9.0.2', 1, 1));
+    left.tun.inject(numbered('10.9.0.1', '10.9.0.2', 2, 0));
+    await until('the ECT packet', () => collect(right).length >= 1);
+    await until('the not-ECT drop', () => peerStatus(right).drops['ecn-not-ect'] === 1);
+    assert.equal(right.written[0]![1]! & 3, 3);
+  });
+
+  void it('two workers receiving every datagram of one keypair accept each counter once', async () => {
+    await startPair(2);
+    relay.rightPorts = [51820, 51821];
+    const count = 2000;
+    for (let n = 0; n < count; n++) {
+      while (left.tun.inject(numbered('10.9.0.1', '10.9.0.2', n)) === false) await sleep(1);
     }
-    pump([client, gateway], () => {
-      collect();
-      return written[1]!.length >= many.length;
-    });
-    assert.deepEqual(written[1], many, 'every packet, in order');
-    const counters = client.control.keypairs.counters(client.peer);
-    assert.ok(counters.txPackets >= 202, `client sent ${counters.txPackets}`);
-    assert.equal(gateway.control.keypairs.counters(gateway.peer).rxPackets, counters.txPackets);
+    await until(`${count} packets`, () => collect(right).length >= count, 20_000);
+    await until(`${count} replay drops`, () => peerStatus(right).drops.replay >= count, 20_000);
+    await sleep(50);
+    const seen = right.written.map((packet) => new DataView(packet.buffer).getUint32(28));
+    assert.equal(seen.length, count);
+    assert.equal(new Set(seen).size, count);
+    assert.equal(peerStatus(right).drops.replay, count);
   });
 
-  void it('drops and counts a packet whose inner source is outside the sending peer’s AllowedIPs', () => {
-    const spoofed = ipv4Udp('10.0.0.99', '10.0.0.2', 'spoofed source');
-    const before = gateway.drops.read(gateway.peer).sourceNotAllowed;
-    written[1]!.length = 0;
-    client.tun.inject(spoofed);
-    pump([client, gateway], () => gateway.drops.read(gateway.peer).sourceNotAllowed > before);
-    collect();
-    assert.equal(gateway.drops.read(gateway.peer).sourceNotAllowed, before + 1);
-    assert.deepEqual(written[1], []);
+  void it('stop() completes within a second under load', async () => {
+    await startPair();
+    for (let n = 0; n < 1000; n++) left.tun.inject(numbered('10.9.0.1', '10.9.0.2', n));
+    const started = performance.now();
+    await Promise.all([left.engine.stop(), right.engine.stop()]);
+    const elapsed = performance.now() - started;
+    assert.ok(elapsed < 1000, `stop took ${elapsed.toFixed(0)} ms`);
   });
 
-  void it('drops a replayed transport message, and merges outer CE into inner ECT (RFC 6040)', () => {
-    // Capture one sealed datagram on its way to the gateway instead of letting the gateway read it.
-    const inner = ipv4Udp('10.0.0.1', '10.0.0.2', 'replay me', 0b10);
-    client.tun.inject(inner);
-    client.dataPath.outbound();
-    const captured = new DatagramBatch(4, 2048);
-    assert.equal(gateway.udp.receiveBatch(captured), 1);
-    assert.equal(captured.tos[0], 0b10, 'outer ECN copies the inner ECT(0)');
-
-    captured.tos[0] = 0b11; // a router on the way marked congestion
-    const gatewayEndpoint = parseEndpoint('192.0.2.2:51820');
-    captured.setEndpoint(0, gatewayEndpoint);
-    written[1]!.length = 0;
-    const replaysBefore = gateway.drops.read(gateway.peer).replay;
-    assert.equal(client.udp.sendBatch(captured, 1), 1);
-    assert.equal(client.udp.sendBatch(captured, 1), 1);
-    pump([gateway], () => gateway.drops.read(gateway.peer).replay > replaysBefore);
-    collect();
-    assert.equal(gateway.drops.read(gateway.peer).replay, replaysBefore + 1);
-    assert.equal(written[1]!.length, 1, 'the first copy is delivered once');
-    const delivered = written[1]![0]!;
-    assert.equal(delivered[1]! & 0b11, 0b11, 'inner packet now carries CE');
-    let sum = 0;
-    for (let index = 0; index < 20; index += 2)
-      sum += (delivered[index]! << 8) | delivered[index + 1]!;
-    while (sum > 0xffff) sum = (sum & 0xffff) + (sum >> 16);
-    assert.equal(sum, 0xffff, 'IPv4 header checksum still valid');
-  });
-
-  void it('drops a datagram whose tag does not authenticate', () => {
-    client.tun.inject(ipv4Udp('10.0.0.1', '10.0.0.2', 'tamper'));
-    client.dataPath.outbound();
-    const captured = new DatagramBatch(4, 2048);
-    assert.equal(gateway.udp.receiveBatch(captured), 1);
-    captured.data[captured.offsets[0]! + 20]! ^= 1;
-    captured.setEndpoint(0, parseEndpoint('192.0.2.2:51820'));
-    const before = gateway.drops.read(gateway.peer).decryptFailed;
-    client.udp.sendBatch(captured, 1);
-    pump([gateway], () => gateway.drops.read(gateway.peer).decryptFailed > before);
-    assert.equal(gateway.drops.read(gateway.peer).decryptFailed, before + 1);
-  });
-
-  void it('counts packets to destinations no peer routes', () => {
-    const before = client.drops.noRoute();
-    client.tun.inject(ipv4Udp('10.0.0.1', '203.0.113.9', 'nowhere'));
-    client.dataPath.outbound();
-    assert.equal(client.drops.noRoute(), before + 1);
+  void it('setPeers replaces a peer’s AllowedIPs without a new handshake', async () => {
+    await startPair();
+    const before = peerStatus(right).lastHandshake;
+    right.engine.setPeers([{ publicKey: left.keys.publicKey, allowedIps: ['10.9.0.0/24'] }]);
+    await sleep(20);
+    left.tun.inject(numbered('10.9.0.77', '10.9.0.2', 1));
+    await until('the newly allowed packet', () => collect(right).length >= 1);
+    assert.equal(peerStatus(right).lastHandshake, before);
+    assert.deepEqual(peerStatus(right).allowedIps, ['10.9.0.0/24']);
   });
 });

@@ -1,0 +1,574 @@
+/**
+ * The engine's control thread: a WireGuardDevice (handshakes, timers, peer
+ * configuration) and one data worker per TUN queue.
+ *
+ * Threads and flows. Worker i owns TUN queue i and UDP socket i; the
+ * sockets share the listen port in one SO_REUSEPORT group. Invariant: no
+ * flow is handled by two workers at once in one direction.
+ * - Network → TUN: the kernel hashes a datagram's 4-tuple to one socket of
+ *   the group, so all traffic from a peer's endpoint reaches one worker,
+ *   which writes it to its own queue. (So one worker receives each keypair;
+ *   the replay window's lock only matters while a roam moves a peer.)
+ * - TUN → network: TUN steers each flow to the queue that last wrote it
+ *   (its flow table, refreshed by every write), so a flow's outbound
+ *   packets are read by the very worker that writes its inbound ones; a
+ *   flow that starts on our side goes to the kernel's hash queue until the
+ *   first reply is written, then stays with the replying worker.
+ * The control thread never touches transport packets except keepalives
+ * and handshakes, which it sends through socket 0 (sending on one socket
+ * from two threads is safe in the kernel). Workers hand it handshake
+ * messages through rings and "handshake needed" bits through the device's
+ * signal words; both ring the device's doorbell, which the control thread
+ * awaits with Atomics.waitAsync next to a timer for device.pollTimeout().
+ */
+import { availableParallelism } from 'node:os';
+import { MessageChannel, Worker } from 'node:worker_threads';
+import type { MessagePort } from 'node:worker_threads';
+
+import { closeTunQueueFds, openTunQueues } from '@gatehouse/tun';
+import type { MemoryTunQueues, OpenedTunQueues } from '@gatehouse/tun';
+import { DatagramBatch, formatEndpoint, LinuxUdpSocket, parseAddress } from '@gatehouse/udp';
+import type { DatagramSocket, MemoryUdpNetwork, MemoryUdpSocket } from '@gatehouse/udp';
+import {
+  DROP_REASONS as WIREGUARD_DROP_REASONS,
+  H_DOORBELL,
+  encodeKey,
+  peerBase,
+  readEndpointWords,
+  selectCryptoProvider,
+  WireGuardDevice,
+} from '@gatehouse/wireguard';
+import type { CryptoProviderName, Instant } from '@gatehouse/wireguard';
+
+import { AllowedIps, parsePrefix } from './allowed-ips.ts';
+import type { AllowedIpsTable } from './allowed-ips.ts';
+import { monotonicMs } from './data-path.ts';
+import { DROP_REASONS, DropCounters, UNATTRIBUTED } from './drop-counters.ts';
+import { HandshakeRing } from './handshake-ring.ts';
+import { CONTROL_CONFIG_EPOCH, CONTROL_STOP, CONTROL_WORDS } from './worker-protocol.ts';
+import type { WorkerIo, WorkerReport, WorkerSetup } from './worker-protocol.ts';
+
+export interface EnginePeer {
+  publicKey: Uint8Array;
+  presharedKey?: Uint8Array;
+  endpoint?: { address: string; port: number };
+  allowedIps: string[];
+  persistentKeepaliveSeconds?: number;
+}
+
+export type EngineLogLevel = 'debug' | 'info' | 'warn' | 'error';
+
+export interface EngineOptions {
+  interfaceName: string;
+  privateKey: Uint8Array;
+  /** 0 or absent: a random port. */
+  listenPort?: number;
+  /** SO_MARK on every socket, so policy routing keeps tunnel traffic out of the tunnel. */
+  fwmark?: number;
+  mtu: number;
+  /** TUN queues and data workers; default: one per CPU, at most 4. */
+  queues?: number;
+  /** TUN checksum/TSO/USO offloads with GSO split and GRO coalescing (default true). */
+  offloads?: boolean;
+  crypto?: 'auto' | CryptoProviderName;
+  log?: (level: EngineLogLevel, message: string) => void;
+}
+
+export type EngineDropReason =
+  (typeof DROP_REASONS)[number] | (typeof WIREGUARD_DROP_REASONS)[number];
+
+export interface EnginePeerStatus {
+  /** Base64. */
+  publicKey: string;
+  /** `address:port` or `[v6]:port`; null until one is known. */
+  endpoint: string | null;
+  allowedIps: string[];
+  rxBytes: number;
+  txBytes: number;
+  rxPackets: number;
+  txPackets: number;
+  /** Wall-clock ms of the last completed handshake; null before the first. */
+  lastHandshake: number | null;
+  /** Seconds; null when off. */
+  persistentKeepalive: number | null;
+  drops: Record<EngineDropReason, number>;
+}
+
+export interface EngineStatus {
+  interfaceName: string;
+  listenPort: number;
+  cryptoProvider: string;
+  peers: EnginePeerStatus[];
+  /** Packets to destinations no peer's AllowedIPs cover. */
+  noRoute: number;
+  /** Drops no peer can be blamed for (unknown receiver index, failed sends, handshake ring full). */
+  unattributedDrops: Record<EngineDropReason | 'handshake-ring-full', number>;
+}
+
+/** In-memory devices instead of the kernel's, for tests: queue i of `tun` pairs with `sockets[i]`. */
+export interface EngineMemoryDevices {
+  tun: MemoryTunQueues;
+  network: MemoryUdpNetwork;
+  sockets: MemoryUdpSocket[];
+}
+
+interface DataWorker {
+  worker: Worker;
+  port: MessagePort;
+  socket: DatagramSocket;
+  ring: HandshakeRing;
+  /** The TUN fd to close if the worker never got to close it (Linux). */
+  tunFd: number | undefined;
+  closed: boolean;
+}
+
+interface PeerEntry {
+  config: EnginePeer;
+  slot: number;
+}
+
+const WORKER_START_TIMEOUT_MS = 10_000;
+const WORKER_STOP_TIMEOUT_MS = 1_000;
+/** pollTimeout() cannot see stamps workers write later: look again at least this often. */
+const MAX_TIMER_MS = 1_000;
+
+export class Engine {
+  readonly interfaceName: string;
+  readonly listenPort: number;
+  readonly cryptoProvider: string;
+
+  readonly #device: WireGuardDevice;
+  readonly #log: (level: EngineLogLevel, message: string) => void;
+  readonly #workers: DataWorker[];
+  readonly #control: Int32Array;
+  readonly #doorbell: Int32Array;
+  readonly #drops: DropCounters;
+  readonly #peers = new Map<string, PeerEntry>();
+  readonly #send = new DatagramBatch(1, 2048);
+  readonly #closeDevices: () => void;
+  #timer: NodeJS.Timeout | undefined;
+  #stopping: Promise<void> | undefined;
+
+  private constructor(init: {
+    options: EngineOptions;
+    device: WireGuardDevice;
+    cryptoProvider: string;
+    workers: DataWorker[];
+    control: Int32Array;
+    drops: DropCounters;
+    listenPort: number;
+    closeDevices: () => void;
+  }) {
+    this.interfaceName = init.options.interfaceName;
+    this.listenPort = init.listenPort;
+    this.cryptoProvider = init.cryptoProvider;
+    this.#device = init.device;
+    this.#log = init.options.log ?? (() => {});
+    this.#workers = init.workers;
+    this.#control = init.control;
+    this.#doorbell = new Int32Array(init.device.sharedMemory.buffer);
+    this.#drops = init.drops;
+    this.#closeDevices = init.closeDevices;
+  }
+
+  /** Opens the TUN device (exclusively), the sockets and the workers, then adds `peers`. */
+  static async start(options: EngineOptions, peers: EnginePeer[]): Promise<Engine> {
+    const queues = options.queues ?? Math.min(4, availableParallelism());
+    const tun = openTunQueues({
+      name: options.interfaceName,
+      queues,
+      mtu: options.mtu,
+      offload: options.offloads ?? true,
+    });
+    const sockets: LinuxUdpSocket[] = [];
+    try {
+      for (let queue = 0; queue < queues; queue++) {
+        sockets.push(
+          LinuxUdpSocket.open({
+            family: 4,
+            port: queue === 0 ? (options.listenPort ?? 0) : sockets[0]!.localPort,
+            reusePort: true,
+            ...(options.fwmark === undefined ? {} : { fwmark: options.fwmark }),
+          }),
+        );
+      }
+    } catch (error) {
+      for (const socket of sockets) socket.close();
+      closeTunQueueFds(tun.fds);
+      throw error;
+    }
+    return Engine.#start(options, peers, sockets, tun, (queue, socket) => ({
+      kind: 'linux',
+      tunFd: tun.fds[queue]!,
+      mtu: tun.mtu,
+      offloads: tun.offloads,
+      udp: (socket as LinuxUdpSocket).share(),
+    }));
+  }
+
+  /** As `start`, over in-memory devices (tests). */
+  static async startWithMemoryDevices(
+    options: EngineOptions,
+    peers: EnginePeer[],
+    devices: EngineMemoryDevices,
+  ): Promise<Engine> {
+    if (devices.sockets.length !== devices.tun.queueCount) {
+      throw new RangeError('one socket per TUN queue');
+    }
+    return Engine.#start(options, peers, devices.sockets, undefined, (queue, socket) => ({
+      kind: 'memory',
+      tun: devices.tun.shared,
+      queue,
+      network: devices.network.shared,
+      socket: (socket as MemoryUdpSocket).index,
+    }));
+  }
+
+  static async #start(
+    options: EngineOptions,
+    peers: EnginePeer[],
+    sockets: DatagramSocket[],
+    tun: OpenedTunQueues | undefined,
+    workerIo: (queue: number, socket: DatagramSocket) => WorkerIo,
+  ): Promise<Engine> {
+    const log = options.log ?? (() => {});
+    const workers: DataWorker[] = [];
+    const closeDevices = (): void => {
+      for (const socket of sockets) socket.close();
+      const open = workers.filter((w) => !w.closed && w.tunFd !== undefined);
+      if (tun !== undefined) {
+        closeTunQueueFds(workers.length === 0 ? tun.fds : open.map((w) => w.tunFd!));
+      }
+    };
+    try {
+      const selection = await selectCryptoProvider(options.crypto ?? 'auto');
+      log('info', `crypto provider ${selection.reason}`);
+      const device = new WireGuardDevice({
+        privateKey: options.privateKey,
+        crypto: selection.provider,
+      });
+      const drops = new DropCounters(device.sharedMemory.peerSlots);
+      const table = new AllowedIps().compile();
+      const control = new Int32Array(new SharedArrayBuffer(CONTROL_WORDS * 4));
+      for (let queue = 0; queue < sockets.length; queue++) {
+        const channel = new MessageChannel();
+        const ring = new HandshakeRing(device.sharedMemory.buffer);
+        const setup: WorkerSetup = {
+          io: workerIo(queue, sockets[queue]!),
+          transport: device.sharedMemory,
+          crypto: selection.provider.name,
+          allowedIps: table.shared,
+          dropCounters: drops.buffer,
+          handshakes: ring.buffer,
+          control: control.buffer as SharedArrayBuffer,
+          port: channel.port2,
+        };
+        const worker = new Worker(new URL('./engine-worker.ts', import.meta.url), {
+          workerData: setup,
+          transferList: [channel.port2],
+        });
+        workers.push({
+          worker,
+          port: channel.port1,
+          socket: sockets[queue]!,
+          ring,
+          tunFd: tun?.fds[queue],
+          closed: false,
+        });
+      }
+      await Promise.all(workers.map((w, queue) => watchWorker(w, queue, log)));
+      const engine = new Engine({
+        options,
+        device,
+        cryptoProvider: selection.provider.name,
+        workers,
+        control,
+        drops,
+        listenPort: sockets[0]!.localPort,
+        closeDevices,
+      });
+      log(
+        'info',
+        `${options.interfaceName}: ${workers.length} data worker(s), port ${engine.listenPort}` +
+          (tun === undefined ? '' : `, offloads ${JSON.stringify(tun.offloads)}`),
+      );
+      engine.setPeers(peers);
+      void engine.#watchDoorbell();
+      engine.#schedule();
+      return engine;
+    } catch (error) {
+      await Promise.all(workers.map((w) => w.worker.terminate()));
+      closeDevices();
+      throw error;
+    }
+  }
+
+  /** Adds, removes and updates peers by public key; the AllowedIPs table is rebuilt and published. */
+  setPeers(peers: EnginePeer[]): void {
+    const wanted = new Map<string, EnginePeer>();
+    for (const peer of peers) {
+      const name = encodeKey(peer.publicKey);
+      if (wanted.has(name)) throw new Error(`peer ${name} listed twice`);
+      for (const cidr of peer.allowedIps) parsePrefix(cidr);
+      wanted.set(name, peer);
+    }
+    const now = this.#now();
+    const removed: Uint8Array[] = [];
+    for (const [name, entry] of this.#peers) {
+      const next = wanted.get(name);
+      if (next === undefined || !sameSession(entry.config, next)) {
+        removed.push(entry.config.publicKey);
+        this.#peers.delete(name);
+      }
+    }
+    if (removed.length > 0) {
+      // Workers get a table without the removed peers before their slots can be reused.
+      this.#publish(this.#compileTable());
+      for (const publicKey of removed) this.#device.removePeer(publicKey);
+    }
+
+    const added: EnginePeer[] = [];
+    for (const [name, peer] of wanted) {
+      const entry = this.#peers.get(name);
+      if (entry !== undefined) {
+        entry.config = peer;
+        continue;
+      }
+      this.#device.addPeer({
+        publicKey: peer.publicKey,
+        ...(peer.presharedKey === undefined ? {} : { presharedKey: peer.presharedKey }),
+        ...(peer.endpoint === undefined ? {} : { endpoint: { ...peer.endpoint } }),
+        ...(peer.persistentKeepaliveSeconds === undefined
+          ? {}
+          : { persistentKeepaliveSeconds: peer.persistentKeepaliveSeconds }),
+      });
+      const slot = this.#device.peerSlot(peer.publicKey);
+      this.#drops.reset(slot);
+      this.#peers.set(name, { config: peer, slot });
+      added.push(peer);
+    }
+    this.#publish(this.#compileTable());
+    for (const peer of added) {
+      if (peer.endpoint !== undefined) this.#device.initiateHandshake(peer.publicKey, now);
+    }
+    this.#flushTransmits();
+  }
+
+  status(): EngineStatus {
+    const nowMonotonic = monotonicMs();
+    const nowWall = Date.now();
+    const words = new Int32Array(this.#device.sharedMemory.buffer);
+    const address = new Uint8Array(16);
+    const peers = [...this.#peers.values()].map(({ config, slot }): EnginePeerStatus => {
+      const stats = this.#device.peerStats(config.publicKey);
+      const drops = emptyDrops();
+      for (const [reason, count] of Object.entries(stats.drops)) {
+        drops[reason as EngineDropReason] += count;
+      }
+      for (const [reason, count] of Object.entries(this.#drops.read(slot))) {
+        drops[reason as EngineDropReason] += count;
+      }
+      const endpoint = readEndpointWords(
+        words,
+        peerBase(this.#device.sharedMemory.keypairSlots, slot),
+        address,
+      );
+      return {
+        publicKey: encodeKey(config.publicKey),
+        endpoint:
+          endpoint === undefined
+            ? null
+            : formatEndpointText(address.subarray(0, endpoint.addressLength), endpoint.port),
+        allowedIps: [...config.allowedIps],
+        rxBytes: stats.rxBytes,
+        txBytes: stats.txBytes,
+        rxPackets: stats.rxPackets,
+        txPackets: stats.txPackets,
+        lastHandshake:
+          stats.lastHandshakeMonotonicMs === undefined
+            ? null
+            : Math.round(nowWall - (nowMonotonic - stats.lastHandshakeMonotonicMs)),
+        persistentKeepalive: config.persistentKeepaliveSeconds || null,
+        drops,
+      };
+    });
+    const unattributed = { ...emptyDrops(), 'handshake-ring-full': 0 };
+    for (const [reason, count] of Object.entries(this.#device.deviceDrops())) {
+      unattributed[reason as EngineDropReason] += count;
+    }
+    for (const [reason, count] of Object.entries(this.#drops.read(UNATTRIBUTED))) {
+      unattributed[reason as EngineDropReason] += count;
+    }
+    for (const worker of this.#workers) unattributed['handshake-ring-full'] += worker.ring.dropped;
+    return {
+      interfaceName: this.interfaceName,
+      listenPort: this.listenPort,
+      cryptoProvider: this.cryptoProvider,
+      peers,
+      noRoute: this.#drops.noRoute(),
+      unattributedDrops: unattributed,
+    };
+  }
+
+  /** Stops the workers (woken through their eventfds, terminated after 1 s) and closes TUN and sockets. */
+  stop(): Promise<void> {
+    this.#stopping ??= this.#stop();
+    return this.#stopping;
+  }
+
+  async #stop(): Promise<void> {
+    clearTimeout(this.#timer);
+    Atomics.store(this.#control, CONTROL_STOP, 1);
+    for (const worker of this.#workers) worker.socket.wake();
+    Atomics.add(this.#doorbell, H_DOORBELL, 1);
+    Atomics.notify(this.#doorbell, H_DOORBELL);
+    await Promise.all(this.#workers.map((worker) => stopWorker(worker)));
+    for (const worker of this.#workers) worker.port.close();
+    this.#closeDevices();
+    for (const { config } of this.#peers.values()) this.#device.removePeer(config.publicKey);
+    this.#peers.clear();
+  }
+
+  #compileTable(): AllowedIpsTable {
+    const allowed = new AllowedIps();
+    for (const entry of this.#peers.values()) {
+      for (const cidr of entry.config.allowedIps) allowed.set(cidr, entry.slot);
+    }
+    return allowed.compile();
+  }
+
+  #publish(table: AllowedIpsTable): void {
+    for (const worker of this.#workers) worker.port.postMessage({ allowedIps: table.shared });
+    Atomics.add(this.#control, CONTROL_CONFIG_EPOCH, 1);
+    for (const worker of this.#workers) worker.socket.wake();
+  }
+
+  async #watchDoorbell(): Promise<void> {
+    while (this.#stopping === undefined) {
+      const seen = Atomics.load(this.#doorbell, H_DOORBELL);
+      this.#service();
+      const waited = Atomics.waitAsync(this.#doorbell, H_DOORBELL, seen);
+      if (waited.async) await waited.value;
+    }
+  }
+
+  /** Everything the control thread does: handshakes in, signals and timers, datagrams out. */
+  #service(): void {
+    if (this.#stopping !== undefined) return;
+    const now = this.#now();
+    for (const worker of this.#workers) {
+      worker.ring.drain((datagram, from) => this.#device.handleDatagram(datagram, from, now));
+    }
+    this.#device.handleTimeout(now);
+    this.#flushTransmits();
+    for (let event = this.#device.pollEvent(); event; event = this.#device.pollEvent()) {
+      if (event.type === 'handshake-complete') {
+        this.#log('debug', `handshake with ${event.peer} complete`);
+        // Workers may hold packets for this session; they look when woken.
+        for (const worker of this.#workers) worker.socket.wake();
+      } else if (event.type === 'handshake-gave-up') {
+        this.#log('info', `handshake with ${event.peer} gave up`);
+      }
+    }
+    this.#schedule();
+  }
+
+  #schedule(): void {
+    if (this.#stopping !== undefined) return;
+    clearTimeout(this.#timer);
+    const deadline = this.#device.pollTimeout();
+    const delay =
+      deadline === undefined ? MAX_TIMER_MS : Math.min(MAX_TIMER_MS, deadline - monotonicMs());
+    this.#timer = setTimeout(() => this.#service(), Math.max(0, Math.ceil(delay)));
+  }
+
+  #flushTransmits(): void {
+    const socket = this.#workers[0]!.socket;
+    for (let t = this.#device.pollTransmit(); t; t = this.#device.pollTransmit()) {
+      const { family, address } = parseAddress(t.to.address);
+      if (family !== socket.family) {
+        this.#log('warn', `no IPv${family} socket for ${t.to.address}`);
+        continue;
+      }
+      this.#send.setEndpoint(0, { family, address, port: t.to.port });
+      this.#send.data.set(t.datagram, 0);
+      this.#send.lengths[0] = t.datagram.length;
+      this.#send.tos[0] = 0;
+      socket.sendBatch(this.#send, 1);
+    }
+  }
+
+  #now(): Instant {
+    return { monotonicMs: monotonicMs(), wallClockMs: Date.now() };
+  }
+}
+
+/** Resolves when the worker reports ready; rejects when it fails or exits first. */
+function watchWorker(
+  data: DataWorker,
+  queue: number,
+  log: (level: EngineLogLevel, message: string) => void,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`data worker ${queue} did not start`)),
+      WORKER_START_TIMEOUT_MS,
+    );
+    data.worker.on('message', (message: WorkerReport) => {
+      if ('ready' in message) {
+        clearTimeout(timer);
+        resolve();
+      } else if ('closed' in message) {
+        data.closed = true;
+      } else {
+        log('error', `data worker ${queue} failed: ${message.failed}`);
+        clearTimeout(timer);
+        reject(new Error(`data worker ${queue} failed: ${message.failed}`));
+      }
+    });
+    data.worker.on('error', (error) => {
+      log('error', `data worker ${queue}: ${error.message}`);
+      clearTimeout(timer);
+      reject(error);
+    });
+    data.worker.on('exit', () => {
+      clearTimeout(timer);
+      reject(new Error(`data worker ${queue} exited`));
+    });
+  });
+}
+
+async function stopWorker(data: DataWorker): Promise<void> {
+  const exited = new Promise<void>((resolve) => data.worker.once('exit', () => resolve()));
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'late'>((resolve) => {
+    timer = setTimeout(() => resolve('late'), WORKER_STOP_TIMEOUT_MS);
+  });
+  if ((await Promise.race([exited, late])) === 'late') await data.worker.terminate();
+  clearTimeout(timer);
+}
+
+/** Whether an updated peer keeps its session: only its AllowedIPs changed. */
+function sameSession(a: EnginePeer, b: EnginePeer): boolean {
+  return (
+    sameBytes(a.presharedKey, b.presharedKey) &&
+    (a.persistentKeepaliveSeconds ?? 0) === (b.persistentKeepaliveSeconds ?? 0) &&
+    a.endpoint?.address === b.endpoint?.address &&
+    a.endpoint?.port === b.endpoint?.port
+  );
+}
+
+function sameBytes(a: Uint8Array | undefined, b: Uint8Array | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  return a.length === b.length && a.every((byte, index) => byte === b[index]);
+}
+
+function emptyDrops(): Record<EngineDropReason, number> {
+  const drops = {} as Record<EngineDropReason, number>;
+  for (const reason of [...WIREGUARD_DROP_REASONS, ...DROP_REASONS]) drops[reason] = 0;
+  return drops;
+}
+
+function formatEndpointText(address: Uint8Array, port: number): string {
+  return formatEndpoint({ family: address.length === 4 ? 4 : 6, address, port });
+}

@@ -1,0 +1,78 @@
+/**
+ * Handshake messages (types 1–3) from one data worker to the control
+ * thread: a single-producer single-consumer ring of fixed entries in a
+ * SharedArrayBuffer. Handshakes are rare, so a full ring drops (and counts)
+ * rather than blocking the data path. After a push the worker rings the
+ * WireGuard device's doorbell, so the control thread sleeps on one word for
+ * both worker signals and handshakes.
+ */
+import { formatAddress } from '@gatehouse/udp';
+import type { DatagramBatch } from '@gatehouse/udp';
+import { H_DOORBELL } from '@gatehouse/wireguard';
+import type { Endpoint } from '@gatehouse/wireguard';
+
+const HEAD = 0;
+const TAIL = 1;
+const DROPPED = 2;
+const HEADER_WORDS = 4;
+const ENTRIES = 64;
+// Per entry: length, family, port (3 words), address (16 bytes), message.
+const ENTRY_BYTES = 256;
+const MESSAGE_AT = 28;
+/** An initiation, the largest handshake message, is 148 bytes. */
+const MAX_MESSAGE = ENTRY_BYTES - MESSAGE_AT;
+
+export class HandshakeRing {
+  readonly buffer: SharedArrayBuffer;
+  readonly #words: Int32Array;
+  readonly #bytes: Uint8Array;
+  readonly #doorbell: Int32Array;
+
+  /** `doorbell`: the WireGuard device's shared memory, whose H_DOORBELL word is rung. */
+  constructor(doorbell: SharedArrayBuffer, buffer?: SharedArrayBuffer) {
+    this.buffer = buffer ?? new SharedArrayBuffer(HEADER_WORDS * 4 + ENTRIES * ENTRY_BYTES);
+    this.#words = new Int32Array(this.buffer);
+    this.#bytes = new Uint8Array(this.buffer);
+    this.#doorbell = new Int32Array(doorbell);
+  }
+
+  /** Messages dropped because the ring was full or they were too long. */
+  get dropped(): number {
+    return Atomics.load(this.#words, DROPPED);
+  }
+
+  /** Producer: copies a datagram and the endpoint of `slot` in `from`. */
+  push(data: Uint8Array, offset: number, length: number, from: DatagramBatch, slot: number): void {
+    const words = this.#words;
+    const head = words[HEAD]!;
+    if (length > MAX_MESSAGE || head - Atomics.load(words, TAIL) >= ENTRIES) {
+      Atomics.add(words, DROPPED, 1);
+      return;
+    }
+    const entry = HEADER_WORDS * 4 + (head & (ENTRIES - 1)) * ENTRY_BYTES;
+    words[entry >> 2] = length;
+    words[(entry >> 2) + 1] = from.families[slot]!;
+    words[(entry >> 2) + 2] = from.ports[slot]!;
+    for (let i = 0; i < 16; i++) this.#bytes[entry + 12 + i] = from.addresses[slot * 16 + i]!;
+    this.#bytes.set(data.subarray(offset, offset + length), entry + MESSAGE_AT);
+    Atomics.store(words, HEAD, head + 1);
+    Atomics.add(this.#doorbell, H_DOORBELL, 1);
+    Atomics.notify(this.#doorbell, H_DOORBELL);
+  }
+
+  /** Consumer: hands each waiting message (a copy) and its source to `handle`. */
+  drain(handle: (datagram: Uint8Array, from: Endpoint) => void): void {
+    const words = this.#words;
+    const head = Atomics.load(words, HEAD);
+    let tail = words[TAIL]!;
+    for (; tail !== head; tail++) {
+      const entry = HEADER_WORDS * 4 + (tail & (ENTRIES - 1)) * ENTRY_BYTES;
+      const length = words[entry >> 2]!;
+      const family = words[(entry >> 2) + 1] === 6 ? 6 : 4;
+      const address = formatAddress(family, this.#bytes, entry + 12);
+      const datagram = this.#bytes.slice(entry + MESSAGE_AT, entry + MESSAGE_AT + length);
+      Atomics.store(words, TAIL, tail + 1);
+      handle(datagram, { address, port: words[(entry >> 2) + 2]! });
+    }
+  }
+}

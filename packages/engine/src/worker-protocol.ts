@@ -1,0 +1,40 @@
+/**
+ * What the control thread and the data workers exchange at start-up and
+ * through their shared control words (see engine-worker.ts).
+ */
+import type { MessagePort } from 'node:worker_threads';
+
+import type { SharedMemoryTunQueues, TunOffloads } from '@gatehouse/tun';
+import type { SharedLinuxUdpSocket, SharedMemoryUdpNetwork } from '@gatehouse/udp';
+import type { CryptoProviderName, SharedTransportMemory } from '@gatehouse/wireguard';
+
+import type { SharedAllowedIpsTable } from './allowed-ips.ts';
+
+export type WorkerIo =
+  | { kind: 'linux'; tunFd: number; mtu: number; offloads: TunOffloads; udp: SharedLinuxUdpSocket }
+  | {
+      kind: 'memory';
+      tun: SharedMemoryTunQueues;
+      queue: number;
+      network: SharedMemoryUdpNetwork;
+      socket: number;
+    };
+
+export interface WorkerSetup {
+  io: WorkerIo;
+  transport: SharedTransportMemory;
+  crypto: CryptoProviderName;
+  allowedIps: SharedAllowedIpsTable;
+  dropCounters: SharedArrayBuffer;
+  handshakes: SharedArrayBuffer;
+  control: SharedArrayBuffer;
+  port: MessagePort;
+}
+
+export type WorkerReport = { ready: true } | { closed: true } | { failed: string };
+
+/** Words of the control buffer shared by the control thread and all workers. */
+export const CONTROL_STOP = 0;
+/** Bumped after a message is posted to every worker's port. */
+export const CONTROL_CONFIG_EPOCH = 1;
+export const CONTROL_WORDS = 2;
