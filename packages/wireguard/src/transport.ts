@@ -21,7 +21,7 @@ import {
 } from './constants.ts';
 import type { CryptoProvider, TransportAead } from './crypto/provider.ts';
 import { readUint32, writeTransportHeader } from './messages.ts';
-import { ReplayWindow } from './replay-window.ts';
+import { REPLAY_WINDOW_SIZE, ReplayWindow } from './replay-window.ts';
 import {
   COUNTER_BLOCK_SIZE,
   H_REKEY_AFTER_MESSAGES_HIGH,
@@ -326,10 +326,19 @@ export class TransportPath {
     this.#cachedSequence[slot] = 1;
   }
 
-  /** The next send counter, from this thread's reserved block; -1 when none are left. */
+  /**
+   * The next send counter, from this thread's reserved block; -1 when none
+   * are left. A block left behind by busier senders is abandoned: its
+   * counters would land outside the receiver's replay window.
+   */
   #reserveCounter(slot: number, keypairWords: number): number {
     let counter = this.#nextCounter[slot]!;
-    if (counter >= this.#counterBlockEnd[slot]!) {
+    if (
+      counter >= this.#counterBlockEnd[slot]! ||
+      (Atomics.load(this.#words, keypairWords + K_COUNTER_BLOCK) >>> 0) * COUNTER_BLOCK_SIZE -
+        counter >
+        MAX_COUNTER_LAG
+    ) {
       const block = Atomics.add(this.#words, keypairWords + K_COUNTER_BLOCK, 1) >>> 0;
       if (block === 0xffffffff) return -1;
       counter = block * COUNTER_BLOCK_SIZE;
@@ -355,6 +364,9 @@ export class TransportPath {
     return accepted;
   }
 }
+
+/** Half the replay window: a sender this far behind the newest block takes a new one. */
+const MAX_COUNTER_LAG = REPLAY_WINDOW_SIZE / 2;
 
 function paddedLength(length: number): number {
   const padded = Math.ceil(length / MESSAGE_PADDING_MULTIPLE) * MESSAGE_PADDING_MULTIPLE;

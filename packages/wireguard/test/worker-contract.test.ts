@@ -3,7 +3,9 @@ import { once } from 'node:events';
 import { describe, it } from 'node:test';
 import { Worker } from 'node:worker_threads';
 
-import { sealedLength } from '../src/transport.ts';
+import { libsodiumWasmProvider } from '../src/crypto/libsodium-wasm.ts';
+import { REPLAY_WINDOW_SIZE } from '../src/replay-window.ts';
+import { TransportPath, sealedLength } from '../src/transport.ts';
 import {
   COUNTER_BLOCK_SIZE,
   H_DOORBELL,
@@ -63,6 +65,33 @@ void describe('worker contract', () => {
     assert.equal(net.take(net.bob, 'packet').length, 2 * count);
     assert.equal(net.take(net.bob, 'drop').length, 0);
     assert.equal(alice.peerStats(net.bob.keys.publicKey).txPackets, 2 * count + 1);
+  });
+
+  void it('moves a sender that fell behind busier ones to a fresh block, inside the replay window', () => {
+    const net = established();
+    const memory = net.alice.device.sharedMemory;
+    const peer = net.alice.device.peerSlot(net.bob.keys.publicKey);
+    const [quiet, busy] = [0, 1].map(() => new TransportPath(memory, libsodiumWasmProvider));
+    const packet = Uint8Array.of(0x45, 0, 0, 20, ...new Array<number>(16).fill(0));
+    const out = new Uint8Array(sealedLength(packet.length));
+    const seal = (path: TransportPath): Uint8Array => {
+      const length = path.seal(peer, packet, 0, packet.length, out, 0, net.clock.monotonicMs);
+      return out.slice(0, length);
+    };
+    seal(quiet!);
+    let newest = 0;
+    for (let i = 0; i < 2 * REPLAY_WINDOW_SIZE; i++) {
+      const message = seal(busy!);
+      newest = counterOf(message);
+      if (i >= 2 * REPLAY_WINDOW_SIZE - 4) {
+        net.bob.device.handleDatagram(message, net.alice.endpoint, net.clock.now());
+      }
+    }
+    const late = seal(quiet!);
+    assert.ok(newest - counterOf(late) < REPLAY_WINDOW_SIZE / 2 + COUNTER_BLOCK_SIZE);
+    net.bob.device.handleDatagram(late, net.alice.endpoint, net.clock.now());
+    assert.equal(net.take(net.bob, 'drop').length, 0);
+    assert.equal(net.take(net.bob, 'packet').length, 5);
   });
 
   void it('rings the doorbell once per new signal, and the device acts on it', () => {
