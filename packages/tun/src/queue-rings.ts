@@ -246,9 +246,13 @@ export class QueueRings {
 
   stats(): TunStats {
     const queues: QueueStats[] = [];
+    const { control } = this;
     for (let queue = 0; queue < this.layout.queueCount; queue++) {
       const base = queueStatsBase(queue);
+      const words = queueControlBase(queue);
       const c = this.counters;
+      const sleeping = Atomics.load(control, words + SLEEPING_WORD) !== 0;
+      const rxFull = Atomics.load(control, words + RX_FULL_WORD) !== 0;
       queues.push({
         rxPackets: c[base + STAT_RX_PACKETS]!,
         rxBytes: c[base + STAT_RX_BYTES]!,
@@ -258,6 +262,12 @@ export class QueueRings {
         rxSuperpackets: c[base + STAT_RX_SUPERPACKETS]!,
         rxDropped: c[base + STAT_RX_DROPPED]!,
         rxRingFull: c[base + STAT_RX_RING_FULL]!,
+        rxRingUsed:
+          (Atomics.load(control, words + RX_HEAD_WORD) -
+            Atomics.load(control, words + RX_TAIL_WORD)) |
+          0,
+        txRingUsed: (this.txHead[queue]! - Atomics.load(control, words + TX_TAIL_WORD)) | 0,
+        worker: sleeping ? (rxFull ? 'sleeping, rx full' : 'sleeping') : 'running',
       });
     }
     return { queues, sendRefused: this.sendRefused, sendOversize: this.sendOversize };

@@ -61,6 +61,12 @@ export interface QueueStats {
   readonly rxDropped: number;
   /** Times the worker stopped reading because the consumer held every rx slot. */
   readonly rxRingFull: number;
+  /** Now: packets in the rx ring that the consumer has not released yet. */
+  readonly rxRingUsed: number;
+  /** Now: packets in the tx ring that the worker has not written yet. */
+  readonly txRingUsed: number;
+  /** Now: whether the worker sleeps in poll(), and whether for rx room rather than for the device. */
+  readonly worker: 'running' | 'sleeping' | 'sleeping, rx full';
 }
 
 export interface TunStats {
