@@ -49,7 +49,7 @@ export const TX_HEAD_WORD = 2 * CACHE_LINE_WORDS;
 export const TX_TAIL_WORD = 3 * CACHE_LINE_WORDS;
 /** 1 while the worker blocks in poll(); whoever then gives it work writes its wake-up fd. */
 export const SLEEPING_WORD = 4 * CACHE_LINE_WORDS;
-/** 1 while the worker sleeps because its rx ring is full. */
+/** 1 while the worker sleeps because its rx ring has no room for one more read. */
 export const RX_FULL_WORD = SLEEPING_WORD + 1;
 export const STOP_WORD = SLEEPING_WORD + 2;
 /** 1 while the consumer waits for room in this queue's tx ring. */

@@ -175,8 +175,12 @@ function writeBatch(): number {
   return count;
 }
 
+function rxRoom(): number {
+  return slots - ((rxHead - Atomics.load(control, base + RX_TAIL_WORD)) | 0);
+}
+
 function readBatch(): number {
-  const room = slots - ((rxHead - Atomics.load(control, base + RX_TAIL_WORD)) | 0);
+  const room = rxRoom();
   let count = 0;
   rxDry = false;
   while (count + segmentBudget <= room && count < batch) {
@@ -243,14 +247,14 @@ function deliver(slot: number, length: number): void {
 }
 
 function sleep(): void {
-  const rxFull =
-    !rxDry && slots - ((rxHead - Atomics.load(control, base + RX_TAIL_WORD)) | 0) === 0;
+  // Full means too little room for one read (a whole split super-packet with
+  // offloads): polling the readable device then would return at once, forever.
+  const rxFull = !rxDry && rxRoom() < segmentBudget;
   Atomics.store(control, base + RX_FULL_WORD, rxFull ? 1 : 0);
   Atomics.store(control, base + SLEEPING_WORD, 1);
   // Re-check after raising the flag: the consumer checks the flag after publishing.
   const txPending = !txBlocked && Atomics.load(control, base + TX_HEAD_WORD) !== txTail;
-  const rxFreed =
-    rxFull && slots - ((rxHead - Atomics.load(control, base + RX_TAIL_WORD)) | 0) >= segmentBudget;
+  const rxFreed = rxFull && rxRoom() >= segmentBudget;
   if (txPending || rxFreed || Atomics.load(control, base + STOP_WORD) !== 0) {
     Atomics.store(control, base + SLEEPING_WORD, 0);
     return;
