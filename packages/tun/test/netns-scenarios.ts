@@ -23,6 +23,14 @@ const PEER = '10.77.0.2';
 const PEER_PORT = 9000;
 const [scenario = '', ...args] = process.argv.slice(2);
 const interfaceName = `ght${process.pid % 100000}`;
+/**
+ * Unanswered datagrams per flow. An echo of 1228 bytes takes 2304 bytes of
+ * a UDP receive buffer (212992 by default, 92 echoes): the kernel drops
+ * echoes beyond that while the event loop is busy reading the device.
+ */
+const FLOW_WINDOW = 16;
+/** No progress for this long on a loaded machine means a hang: stop and report the state. */
+const STALL_MS = 5000;
 
 interface Flow {
   readonly socket: dgram.Socket;
@@ -40,7 +48,7 @@ async function open(options: Omit<TunOptions, 'name'>): Promise<TunDevice> {
   return device;
 }
 
-async function openFlows(count: number): Promise<Flow[]> {
+async function openFlows(count: number, onEcho: () => void = () => undefined): Promise<Flow[]> {
   const flows: Flow[] = [];
   for (let i = 0; i < count; i++) {
     const socket = dgram.createSocket('udp4');
@@ -58,6 +66,7 @@ async function openFlows(count: number): Promise<Flow[]> {
       if (sequence <= flow.lastEchoed) flow.echoInversions++;
       flow.lastEchoed = sequence;
       flow.echoed++;
+      onEcho();
     });
     flows.push(flow);
   }
@@ -101,8 +110,9 @@ function isUdpFromLocal(packet: Uint8Array, at: number, length: number): boolean
 }
 
 /**
- * Reads until `done()` or the deadline; for each UDP packet from our flows,
- * records per-flow order and queue, and echoes it back when `echo`.
+ * Reads until stop() or close; for each UDP packet from our flows, records
+ * per-flow order and queue, and echoes it back when `echo`. It waits on
+ * readable() alone, so a lost wake-up shows as a stall.
  */
 class Reader {
   read = 0;
@@ -112,18 +122,27 @@ class Reader {
   readonly batch: PacketBatch;
   private readonly device: TunDevice;
   private readonly echo: boolean;
+  private stopping = false;
+  private readonly stopped: Promise<void>;
+  private resolveStopped: () => void = () => undefined;
   constructor(device: TunDevice, echo: boolean, batchSize?: number) {
     this.device = device;
     this.echo = echo;
     this.batch = new PacketBatch(batchSize);
+    this.stopped = new Promise((resolve) => (this.resolveStopped = resolve));
   }
 
-  async run(done: () => boolean, deadline: number, pauseMs = 0): Promise<void> {
+  stop(): void {
+    this.stopping = true;
+    this.resolveStopped();
+  }
+
+  async run(pauseMs = 0): Promise<void> {
     const { device, batch } = this;
-    while (!done() && !device.closed && Date.now() < deadline) {
+    while (!this.stopping && !device.closed) {
       const n = device.receive(batch);
       if (n === 0) {
-        await Promise.race([device.readable(), sleep(20)]);
+        await Promise.race([device.readable(), this.stopped]);
         continue;
       }
       for (let i = 0; i < n; i++) {
@@ -147,7 +166,9 @@ class Reader {
         this.read++;
         if (this.echo && !device.closed) {
           reflect(buffer, at);
-          while (!device.closed && !device.send(buffer, at, length)) await device.writable();
+          while (!this.stopping && !device.closed && !device.send(buffer, at, length)) {
+            await Promise.race([device.writable(), this.stopped]);
+          }
         }
       }
       if (pauseMs > 0) await sleep(pauseMs);
@@ -165,17 +186,62 @@ function interfaceCounter(name: string, counter: string): number {
 }
 
 function udpCounter(field: string): number {
+  return snmpCounters('Udp')[field] ?? NaN;
+}
+
+/** The namespace's counters of one /proc/net/snmp protocol line pair, e.g. 'Udp'. */
+function snmpCounters(protocol: string): Record<string, number> {
   const lines = readFileSync('/proc/net/snmp', 'utf8')
     .split('\n')
-    .filter((line) => line.startsWith('Udp:'));
-  const names = lines[0]!.split(/\s+/);
-  const values = lines[1]!.split(/\s+/);
-  return Number(values[names.indexOf(field)]);
+    .filter((line) => line.startsWith(`${protocol}:`));
+  const names = lines[0]!.split(/\s+/).slice(1);
+  const values = lines[1]!.split(/\s+/).slice(1);
+  return Object.fromEntries(names.map((name, i) => [name, Number(values[i])]));
+}
+
+/** Where packets can go missing outside the device's own counters. */
+function kernelCounters(name: string) {
+  const udp = snmpCounters('Udp');
+  return {
+    interface: Object.fromEntries(
+      ['tx_packets', 'tx_dropped', 'rx_packets', 'rx_dropped', 'rx_errors'].map((counter) => [
+        counter,
+        interfaceCounter(name, counter),
+      ]),
+    ),
+    udp: Object.fromEntries(
+      ['InDatagrams', 'OutDatagrams', 'InErrors', 'RcvbufErrors', 'SndbufErrors', 'NoPorts'].map(
+        (field) => [field, udp[field]],
+      ),
+    ),
+  };
 }
 
 /**
- * Flows send sequence-numbered datagrams with at most `window` unanswered
- * in total; the device reads and echoes each one.
+ * Calls `onStall` once when `progress()` has not changed for STALL_MS, so a
+ * hung scenario ends within seconds with its state instead of at a deadline.
+ * Returns a function that stops watching.
+ */
+function watchForStall(progress: () => number, onStall: () => void): () => void {
+  let last = progress();
+  let since = Date.now();
+  const timer = setInterval(() => {
+    const now = progress();
+    if (now !== last) {
+      last = now;
+      since = Date.now();
+    } else if (Date.now() - since >= STALL_MS) {
+      clearInterval(timer);
+      onStall();
+    }
+  }, 100);
+  return () => clearInterval(timer);
+}
+
+/**
+ * Flows send sequence-numbered datagrams, each flow with at most
+ * FLOW_WINDOW unanswered; the device reads and echoes each one. A stall
+ * ends the run with `stalled` describing where every packet is.
  */
 async function echoScenario(
   options: Omit<TunOptions, 'name'>,
@@ -184,22 +250,40 @@ async function echoScenario(
   payloadLength: number,
 ) {
   const device = await open(options);
-  const flows = await openFlows(flowCount);
   const reader = new Reader(device, true);
   const total = flowCount * perFlow;
-  // Unanswered datagrams per flow stay well inside a default socket receive buffer.
-  const window = flowCount * 32;
-  const echoed = () => flows.reduce((sum, flow) => sum + flow.echoed, 0);
-  const deadline = Date.now() + 30_000;
+  let echoedTotal = 0;
+  const flows = await openFlows(flowCount, () => {
+    if (++echoedTotal === total) reader.stop();
+  });
+  const echoed = () => echoedTotal;
+  let stalled: unknown;
+  const stopWatching = watchForStall(
+    () => reader.read + echoed(),
+    () => {
+      stalled = {
+        forMs: STALL_MS,
+        read: reader.read,
+        echoed: echoed(),
+        flows: flows.map((flow) => ({ sent: flow.sent, echoed: flow.echoed })),
+        device: device.stats(),
+        kernel: kernelCounters(device.name),
+      };
+      reader.stop();
+    },
+  );
   const started = performance.now();
-  const reading = reader.run(() => echoed() >= total, deadline);
-  for (let round = 0; round < perFlow; round++) {
-    while (round * flowCount - echoed() > window && Date.now() < deadline) await sleep(1);
+  const reading = reader.run();
+  const slowestEchoed = () => Math.min(...flows.map((flow) => flow.echoed));
+  for (let round = 0; round < perFlow && stalled === undefined; round++) {
+    while (round - slowestEchoed() > FLOW_WINDOW && stalled === undefined) await sleep(1);
     await Promise.all(flows.map((flow, index) => sendDatagram(flow, index, payloadLength)));
   }
   await reading;
+  stopWatching();
   const seconds = (performance.now() - started) / 1000;
   const result = {
+    stalled,
     offloads: device.offloads,
     sent: total,
     sendErrors: flows.reduce((sum, flow) => sum + flow.sendErrors, 0),
@@ -213,38 +297,47 @@ async function echoScenario(
     receiveBufferErrors: udpCounter('RcvbufErrors'),
     packetsPerSecond: Math.round((2 * total) / seconds),
     stats: device.stats(),
+    kernel: kernelCounters(device.name),
   };
   for (const flow of flows) flow.socket.close();
   await device.close();
   return result;
 }
 
-/** The consumer dawdles; every datagram is read or counted as dropped by the kernel. */
-async function slowReaderScenario() {
-  const device = await open({ queues: 1, ringSlots: 16, txQueueLength: 64 });
+/**
+ * The consumer dawdles; every datagram is read or counted as dropped by the
+ * kernel. With offloads the ring has the fewest slots that hold a split
+ * super-packet.
+ */
+async function slowReaderScenario(offload: boolean) {
+  const device = await open({
+    queues: 1,
+    ringSlots: offload ? 64 : 16,
+    txQueueLength: 64,
+    offload,
+  });
   const [flow] = await openFlows(1);
   const reader = new Reader(device, false, 8);
   const total = 3000;
   let sending = true;
   let lastRead = -1;
   let quietSince = Date.now();
-  const reading = reader.run(
-    () => {
-      if (reader.read !== lastRead) {
-        lastRead = reader.read;
-        quietSince = Date.now();
-      }
-      return !sending && Date.now() - quietSince > 300;
-    },
-    Date.now() + 30_000,
-    2,
-  );
+  const quiet = setInterval(() => {
+    if (reader.read !== lastRead) {
+      lastRead = reader.read;
+      quietSince = Date.now();
+    } else if (!sending && Date.now() - quietSince > 300) {
+      reader.stop();
+    }
+  }, 20);
+  const reading = reader.run(2);
   for (let i = 0; i < total; i += 100) {
     await Promise.all(Array.from({ length: 100 }, () => sendDatagram(flow!, 0, 200)));
     await yieldToEventLoop();
   }
   sending = false;
   await reading;
+  clearInterval(quiet);
   const result = {
     sent: total,
     sendErrors: flow!.sendErrors,
@@ -275,15 +368,20 @@ async function fastWriterScenario() {
   const rcvbufErrorsBefore = udpCounter('RcvbufErrors');
   const packet = udpPacket(PEER, LOCAL, 40000, PEER_PORT, 200);
   const total = 20000;
-  for (let sequence = 0; sequence < total; sequence++) {
+  const written = () => device.stats().queues.reduce((sum, queue) => sum + queue.txPackets, 0);
+  let stalled: unknown;
+  const stopWatching = watchForStall(written, () => {
+    stalled = { forMs: STALL_MS, written: written(), device: device.stats() };
+    void device.close();
+  });
+  for (let sequence = 0; sequence < total && !device.closed; sequence++) {
     packet.writeUInt32BE(sequence, 28 + 2);
     packet.writeUInt16BE(0, 26);
     fixTransportChecksum(packet, 0, 20, packet.length - 20, 17);
-    while (!device.send(packet, 0, packet.length)) await device.writable();
+    while (!device.closed && !device.send(packet, 0, packet.length)) await device.writable();
   }
-  const deadline = Date.now() + 10_000;
-  const written = () => device.stats().queues.reduce((sum, queue) => sum + queue.txPackets, 0);
-  while (written() < total && Date.now() < deadline) await sleep(5);
+  while (written() < total && !device.closed) await sleep(5);
+  stopWatching();
   const settle = Date.now() + 2000;
   while (
     received + udpCounter('RcvbufErrors') - rcvbufErrorsBefore < total &&
@@ -292,6 +390,7 @@ async function fastWriterScenario() {
     await sleep(5);
   }
   const result = {
+    stalled,
     sent: total,
     written: written(),
     received,
@@ -331,7 +430,7 @@ async function shutdownScenario(queues: number) {
   const flows = await openFlows(8);
   const reader = new Reader(device, true);
   let stop = false;
-  const reading = reader.run(() => stop, Date.now() + 10_000);
+  const reading = reader.run();
   const sending = (async () => {
     while (!stop) {
       await Promise.all(flows.map((flow, index) => sendDatagram(flow, index, 500)));
@@ -376,7 +475,7 @@ const scenarios: Record<string, () => Promise<unknown>> = {
       Number(args[3] ?? 100),
       Number(args[4] ?? 100),
     ),
-  'slow-reader': slowReaderScenario,
+  'slow-reader': () => slowReaderScenario(args[0] === 'offload'),
   'fast-writer': fastWriterScenario,
   shutdown: () => shutdownScenario(Number(args[0] ?? 4)),
   exclusive: exclusiveScenario,
