@@ -3,6 +3,7 @@ export type { DatagramSocket } from './datagram-socket.ts';
 export { formatAddress, formatEndpoint, parseAddress, parseEndpoint } from './endpoint.ts';
 export type { AddressFamily, Endpoint } from './endpoint.ts';
 export { FdPoller, Waker } from './linux/fd-poller.ts';
+export { openMarkedSocket } from './linux/marked-socket.ts';
 export { LinuxUdpSocket } from './linux/linux-udp-socket.ts';
 export type { LinuxUdpSocketOptions, SharedLinuxUdpSocket } from './linux/linux-udp-socket.ts';
 export { Doorbell } from './memory/doorbell.ts';
