@@ -22,8 +22,12 @@ export interface ListenAddress {
 }
 
 export interface UpstreamSocketFactory {
-  /** A UDP socket for talking to upstreams of that family; the server binds it. */
-  udp(family: 4 | 6): dgram.Socket;
+  /**
+   * A UDP socket for talking to `upstream`; the server keeps one per
+   * upstream address, so the factory may treat upstreams differently (e.g.
+   * mark only those that must bypass the tunnel).
+   */
+  udp(upstream: Upstream): dgram.Socket;
   /** A TCP connection being opened to `upstream`. */
   tcp(upstream: Upstream): net.Socket;
 }
@@ -49,7 +53,7 @@ export interface DnsStubServer {
 }
 
 export const plainUpstreamSockets: UpstreamSocketFactory = {
-  udp: (family) => dgram.createSocket(family === 4 ? 'udp4' : 'udp6'),
+  udp: (upstream) => dgram.createSocket(net.isIPv6(upstream.address) ? 'udp6' : 'udp4'),
   tcp: (upstream) => net.connect({ host: upstream.address, port: upstream.port }),
 };
 
@@ -80,7 +84,7 @@ class StubServer implements DnsStubServer {
   readonly #tcpListeners: net.Server[] = [];
   readonly #tcpClients = new Set<net.Socket>();
   readonly #clients = new Map<number, Client>();
-  readonly #upstreamUdp = new Map<4 | 6, dgram.Socket>();
+  readonly #upstreamUdp = new Map<string, dgram.Socket>();
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
 
@@ -172,8 +176,7 @@ class StubServer implements DnsStubServer {
 
   #send(forward: ForwardRequest, client: Client): void {
     if (client.transport === 'udp') {
-      const family = net.isIPv6(forward.upstream.address) ? 6 : 4;
-      this.#upstreamSocket(family).send(
+      this.#upstreamSocket(forward.upstream).send(
         forward.message,
         forward.upstream.port,
         forward.upstream.address,
@@ -194,10 +197,10 @@ class StubServer implements DnsStubServer {
     connection.write(frameTcpMessage(forward.message));
   }
 
-  #upstreamSocket(family: 4 | 6): dgram.Socket {
-    const existing = this.#upstreamUdp.get(family);
+  #upstreamSocket(upstream: Upstream): dgram.Socket {
+    const existing = this.#upstreamUdp.get(upstream.address);
     if (existing !== undefined) return existing;
-    const socket = this.#factory.udp(family);
+    const socket = this.#factory.udp(upstream);
     socket.on('error', () => undefined);
     socket.on('message', (message, remote) => {
       if (message.length < 2) return;
@@ -207,7 +210,7 @@ class StubServer implements DnsStubServer {
         message,
       );
     });
-    this.#upstreamUdp.set(family, socket);
+    this.#upstreamUdp.set(upstream.address, socket);
     return socket;
   }
 
