@@ -145,6 +145,24 @@ void describe('planAddresses', () => {
       'address del fd00::1/128 dev tun-gatehouse',
     ]);
   });
+
+  void it('keeps each address with its prefix as written (host bits kept), as wg-quick assigns them', () => {
+    const current = [
+      { family: 'inet', local: '10.8.0.2', prefixlen: 24, scope: 'global' },
+      { family: 'inet', local: '10.9.0.2', prefixlen: 32, scope: 'global' },
+    ];
+    assert.deepEqual(
+      planAddresses(IDENTITY, 4, current, ['10.8.0.2/24', '10.9.0.2/16', '100.100.111.1/32']),
+      [
+        'address add 10.9.0.2/16 dev tun-gatehouse',
+        'address add 100.100.111.1/32 dev tun-gatehouse',
+        'address del 10.9.0.2/32 dev tun-gatehouse',
+      ],
+    );
+    assert.deepEqual(planAddresses(IDENTITY, 6, [], ['fd00:a::2/64']), [
+      'address add fd00:a::2/64 dev tun-gatehouse nodad',
+    ]);
+  });
 });
 
 void describe('normalizePrefix', () => {

@@ -31,7 +31,11 @@ export interface GatehouseRoutingOptions {
 }
 
 export interface InterfaceSettings {
-  /** /32 and /128 prefixes, e.g. the tunnel addresses and the DNS sentinels. */
+  /**
+   * Addresses with their prefixes as written (`10.8.0.2/24` also gives the
+   * kernel's connected route for 10.8.0.0/24, as wg-quick does; a bare
+   * address means /32 or /128), e.g. the tunnel addresses and the DNS sentinels.
+   */
   addresses: readonly string[];
   mtu: number;
 }
