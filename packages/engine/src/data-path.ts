@@ -98,6 +98,7 @@ export class DataPath {
   readonly #writeViews: Uint8Array[];
   readonly #writeOffsets: Int32Array;
   readonly #writeLengths: Int32Array;
+  /** Bytes a write slot holds after the headroom: the most one datagram may decrypt to. */
   readonly #writeRoom: number;
   #pendingWrites = 0;
 
@@ -138,8 +139,9 @@ export class DataPath {
 
     this.#in = new DatagramBatch(TUN_BATCH_SIZE, udp.gro ? MAX_DATAGRAM_BYTES : 2048);
     const writeSlots = Math.min(MAX_TUN_WRITE_BATCH, 2 * TUN_BATCH_SIZE);
-    this.#writeRoom = tun.writeRoom;
+    // Padding makes a decrypted payload up to 15 bytes longer than its packet.
     const writeSlot = roundUp(HEADROOM + tun.writeRoom + POLY1305_TAG, 64);
+    this.#writeRoom = writeSlot - HEADROOM;
     const writeMemory = new Uint8Array(writeSlots * writeSlot);
     this.#writeViews = Array.from({ length: writeSlots }, (_, slot) =>
       writeMemory.subarray(slot * writeSlot, (slot + 1) * writeSlot),

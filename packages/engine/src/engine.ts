@@ -127,6 +127,7 @@ interface PeerEntry {
   slot: number;
 }
 
+const WORKER_YOUNG_GENERATION_MB = 4;
 const WORKER_START_TIMEOUT_MS = 10_000;
 const WORKER_STOP_TIMEOUT_MS = 1_000;
 /** pollTimeout() cannot see stamps workers write later: look again at least this often. */
@@ -266,6 +267,8 @@ export class Engine {
         const worker = new Worker(new URL('./engine-worker.ts', import.meta.url), {
           workerData: setup,
           transferList: [channel.port2],
+          // The data path allocates nothing per packet: a small nursery keeps RSS down.
+          resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB },
         });
         workers.push({
           worker,
