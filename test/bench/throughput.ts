@@ -47,6 +47,8 @@ interface Setup {
   label: string;
   kinds: readonly [PeerKind, PeerKind];
   pair?: TunnelPair;
+  /** Why the setup could not be built or measured; its figures so far are then left out. */
+  failure?: string;
   bitsPerSecond: Record<TestName, number[]>;
   roundTripsMs: number[];
   cpuSeconds: number;
@@ -173,8 +175,11 @@ function formatBuffers(buffers: readonly SocketBuffers[]): string {
 }
 
 function table(rows: string[][]): string {
+  // A row shorter than the header (a failed setup) lets its last cell run on.
   const widths = (rows[0] ?? []).map((_, column) =>
-    Math.max(...rows.map((row) => (row[column] ?? '').length)),
+    Math.max(
+      ...rows.filter((row) => row.length > column + 1).map((row) => (row[column] ?? '').length),
+    ),
   );
   return rows
     .map((row) =>
@@ -202,7 +207,10 @@ async function report(setups: readonly Setup[], settings: Settings): Promise<voi
   const rssLines: string[] = [];
   for (const setup of setups) {
     const pair = setup.pair;
-    if (pair === undefined) continue;
+    if (pair === undefined || setup.failure !== undefined) {
+      rows.push([setup.label, `failed: ${setup.failure ?? 'not built'}`]);
+      continue;
+    }
     const gbps = (name: TestName) =>
       gigabitsPerSecond(median(setup.bitsPerSecond[name])).toFixed(3);
     const rtt = (p: number) => `${Math.round(percentile(setup.roundTripsMs, p) * 1000)}`;
@@ -255,18 +263,36 @@ async function main(): Promise<number> {
   const network = TestNetwork.create('bench');
   try {
     for (const setup of setups) {
-      setup.pair = await buildSetup(network, setup);
-      progress(`${setup.label}: up`);
+      try {
+        setup.pair = await buildSetup(network, setup);
+        progress(`${setup.label}: up`);
+      } catch (error) {
+        fail(setup, error);
+      }
     }
     for (let run = 1; run <= settings.runs; run++) {
       progress(`run ${run}/${settings.runs}`);
       for (const setup of setups) {
-        if (setup.pair !== undefined) await measure(network, setup, setup.pair, settings);
+        if (setup.pair === undefined || setup.failure !== undefined) continue;
+        try {
+          await measure(network, setup, setup.pair, settings);
+        } catch (error) {
+          fail(setup, error);
+        }
       }
     }
     await report(setups, settings);
   } finally {
     await network.destroy();
+  }
+  const unmeasured = [gatehousePair, wireguardGoPair].filter(
+    (setup) => setup.failure !== undefined,
+  );
+  if (unmeasured.length > 0) {
+    console.error(
+      `bench:throughput: no throughput line: ${unmeasured.map((setup) => setup.label).join(' and ')} failed`,
+    );
+    return 1;
   }
   console.log(
     throughputContractLine(
@@ -275,6 +301,12 @@ async function main(): Promise<number> {
     ),
   );
   return 0;
+}
+
+function fail(setup: Setup, error: unknown): void {
+  const message = (error as Error)?.message ?? String(error);
+  setup.failure = message.split('\n')[0] ?? message;
+  progress(`${setup.label} failed: ${message}`);
 }
 
 main().then(
