@@ -267,9 +267,12 @@ void describe('two engines over in-memory TUN queues and UDP, data in worker thr
     await startPair();
     const before = peerStatus(right).lastHandshake;
     right.engine.setPeers([{ publicKey: left.keys.publicKey, allowedIps: ['10.9.0.0/24'] }]);
-    await sleep(20);
-    left.tun.inject(numbered('10.9.0.77', '10.9.0.2', 1));
-    await until('the newly allowed packet', () => collect(right).length >= 1);
+    // Workers adopt the new table asynchronously: send until one gets through.
+    let sent = 0;
+    await until('the newly allowed packet', () => {
+      if (sent++ % 25 === 0) left.tun.inject(numbered('10.9.0.77', '10.9.0.2', 1));
+      return collect(right).length >= 1;
+    });
     assert.equal(peerStatus(right).lastHandshake, before);
     assert.deepEqual(peerStatus(right).allowedIps, ['10.9.0.0/24']);
   });
