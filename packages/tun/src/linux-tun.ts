@@ -5,7 +5,7 @@ import { closeFds, openTunDevice } from './open-device.ts';
 import type { TunOffloads } from './open-device.ts';
 import { STOP_WORD, createQueueLayout, queueControlBase } from './queue-layout.ts';
 import { QueueRings } from './queue-rings.ts';
-import type { QueueWorkerData, QueueWorkerFailure } from './queue-worker.ts';
+import type { QueueWorkerData, QueueWorkerMessage } from './queue-worker.ts';
 import type { PacketBatch, TunDevice, TunStats } from './tun-device.ts';
 
 export interface TunOptions {
@@ -32,7 +32,7 @@ export const DEFAULT_RING_SLOTS = 256;
 /** How long close() waits for a worker to leave poll() before terminating it. */
 const WORKER_STOP_TIMEOUT_MS = 1000;
 
-/** Creates the device, opens its queues and starts one worker per queue. */
+/** Creates the device, opens its queues and resolves once one worker per queue is in its loop. */
 export async function openTun(options: TunOptions): Promise<TunDevice> {
   const queues = options.queues ?? DEFAULT_QUEUES;
   const mtu = options.mtu ?? DEFAULT_MTU;
@@ -72,8 +72,14 @@ export async function openTun(options: TunOptions): Promise<TunDevice> {
       workers.push(worker);
       started.push(
         new Promise((resolve, reject) => {
-          worker.once('online', resolve);
+          worker.once('message', (message: QueueWorkerMessage) => {
+            if ('ready' in message) resolve();
+            else reject(new Error(`TUN: queue worker ${queue}: ${message.failed}`));
+          });
           worker.once('error', reject);
+          worker.once('exit', (code) =>
+            reject(new Error(`TUN: queue worker ${queue} exited (${code}) before it was ready`)),
+          );
         }),
       );
     }
@@ -125,7 +131,8 @@ class LinuxTun implements TunDevice {
       (worker) =>
         new Promise<void>((resolve) => {
           worker.once('exit', () => resolve());
-          worker.on('message', (message: QueueWorkerFailure) => {
+          worker.on('message', (message: QueueWorkerMessage) => {
+            if ('ready' in message) return;
             this.failure ??= `queue worker: ${message.failed}`;
             void this.close();
           });

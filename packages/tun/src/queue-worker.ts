@@ -68,10 +68,12 @@ export interface QueueWorkerData {
   readonly batchSize?: number;
 }
 
-/** Posted once, when the loop ends for a reason other than a stop request. */
-export interface QueueWorkerFailure {
-  readonly failed: string;
-}
+/**
+ * `ready` once, as the loop starts: 'online' comes before this module and
+ * koffi have loaded, a few hundred ms earlier on a loaded machine. `failed`
+ * once, when the loop ends for a reason other than a stop request.
+ */
+export type QueueWorkerMessage = { readonly ready: true } | { readonly failed: string };
 
 const { layout, queue, fd, wakeFd, offloads, batchSize } = workerData as QueueWorkerData;
 const c = libc();
@@ -124,9 +126,10 @@ let txBlocked = false;
 let rxDry = false;
 
 try {
+  parentPort?.postMessage({ ready: true } satisfies QueueWorkerMessage);
   run();
 } catch (error) {
-  parentPort?.postMessage({ failed: String(error) } satisfies QueueWorkerFailure);
+  parentPort?.postMessage({ failed: String(error) } satisfies QueueWorkerMessage);
 }
 
 function run(): void {
