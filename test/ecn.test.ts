@@ -103,7 +103,7 @@ async function sendEct0Pings(
     deadlineSeconds: 10,
     tos: ECT0_TOS,
   });
-  assert.equal(result.received, PINGS, describePing(result));
+  assert.ok(result.received >= PINGS, describePing(result));
   const after = await innerCodepoints(network, pair);
   return Object.fromEntries(
     CODEPOINTS.map((codepoint) => [codepoint, after[codepoint] - before[codepoint]]),
@@ -124,8 +124,10 @@ for (const kinds of PAIRS) {
             await countInnerCodepoints(network, pair);
 
             const unmarked = await sendEct0Pings(network, pair);
+            // ping keeps sending until PINGS replies came back: at least PINGS arrive.
+            assert.ok(unmarked.ect0 >= PINGS, `ECT(0) arrivals: ${JSON.stringify(unmarked)}`);
             assert.deepEqual(
-              unmarked,
+              { ...unmarked, ect0: PINGS },
               { 'not-ect': 0, ect1: 0, ect0: PINGS, ce: 0 },
               'without congestion the inner packets arrive as sent, ECT(0)',
             );
@@ -139,8 +141,9 @@ for (const kinds of PAIRS) {
               'marked',
             );
             assert.ok(outerMarked >= PINGS, `the rule set CE on ${outerMarked} outer packets`);
+            assert.ok(marked.ce >= PINGS, `CE arrivals: ${JSON.stringify(marked)}`);
             assert.deepEqual(
-              marked,
+              { ...marked, ce: PINGS },
               { 'not-ect': 0, ect1: 0, ect0: 0, ce: PINGS },
               'CE on the outer packets is copied to the inner ECT(0) packets',
             );

@@ -88,7 +88,8 @@ async function assertPings(
     intervalSeconds: 0.1,
     deadlineSeconds: 10,
   });
-  assert.equal(result.received, count, `${what}: ${describePing(result)}`);
+  // With a deadline, ping sends until `count` replies came back; late replies may add to them.
+  assert.ok(result.received >= count, `${what}: ${describePing(result)}`);
 }
 
 /** Pings until `count` replies came back, within the recovery deadline; returns how long it took. */
@@ -105,7 +106,7 @@ async function assertRecovers(
     intervalSeconds: 0.2,
     deadlineSeconds: RECOVERY_DEADLINE_SECONDS,
   });
-  assert.equal(result.received, count, `${what}: ${describePing(result)}`);
+  assert.ok(result.received >= count, `${what}: ${describePing(result)}`);
   return (performance.now() - started) / 1000;
 }
 
