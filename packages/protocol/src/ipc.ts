@@ -17,7 +17,8 @@
 import { z } from 'zod';
 import { TunnelStatusSchema } from './tunnel-status.ts';
 
-export const PROTOCOL_VERSION = 1;
+/** 2: the engine's drop reasons; the set-dns-resources request. */
+export const PROTOCOL_VERSION = 2;
 
 /** The largest frame the service accepts from a client, in bytes of UTF-8. */
 export const MAX_CLIENT_MESSAGE_BYTES = 64 * 1024;
@@ -32,6 +33,15 @@ export type RequestId = z.infer<typeof RequestIdSchema>;
 
 const NoParamsSchema = z.strictObject({});
 
+/** More than any deployment's DNS resources, and the request stays well under the frame limit. */
+export const MAX_DNS_RESOURCES = 256;
+
+/** A DNS resource: `address` is a name or a wildcard pattern (`*.example.com`, `**.corp`). */
+export const DnsResourceSchema = z.strictObject({
+  address: z.string().min(1).max(253),
+});
+export type DnsResource = z.infer<typeof DnsResourceSchema>;
+
 /**
  * Every request the service understands: its parameters and its result.
  * Both sides derive their types and validation from this table. To add a
@@ -41,6 +51,14 @@ const NoParamsSchema = z.strictObject({});
 export const requestSchemas = {
   status: { params: NoParamsSchema, result: TunnelStatusSchema },
   down: { params: NoParamsSchema, result: z.object({ stopping: z.literal(true) }) },
+  /**
+   * Replaces the DNS resources the stub answers with proxy addresses; an
+   * empty list stops the stub and gives system DNS back to DNS= settings.
+   */
+  'set-dns-resources': {
+    params: z.strictObject({ resources: z.array(DnsResourceSchema).max(MAX_DNS_RESOURCES) }),
+    result: z.object({ stubRunning: z.boolean() }),
+  },
 } as const;
 
 export type RequestKind = keyof typeof requestSchemas;
@@ -58,6 +76,7 @@ function requestVariant<K extends RequestKind>(kind: K) {
 export const RequestSchema = z.discriminatedUnion('kind', [
   requestVariant('status'),
   requestVariant('down'),
+  requestVariant('set-dns-resources'),
 ]);
 export type Request = z.infer<typeof RequestSchema>;
 

@@ -5,14 +5,44 @@
 
 import { z } from 'zod';
 
-/** Why a packet for or from a peer was dropped; each has its own counter. */
+/**
+ * Why a packet for or from a peer was dropped; each has its own counter.
+ * Exactly the data-plane engine's reasons (its own and the WireGuard
+ * core's, merged by name), so that no counter is lost on the way (the
+ * tunnel service's tests check that the lists agree).
+ */
 export const DROP_REASONS = [
-  'decryption-failed',
-  'replayed',
-  'source-not-allowed',
-  'no-session',
+  // Checks on messages from the network (WireGuard core).
   'malformed',
+  'unknown-type',
+  'too-large',
+  'bad-mac1',
+  'bad-mac2-under-load',
+  'cookie-sent',
+  'bad-cookie',
+  'unknown-receiver',
+  'unknown-peer',
+  'handshake-failed',
+  'stale-timestamp',
+  'handshake-rate-limited',
+  'no-free-index',
+  'replay',
+  'decrypt-failed',
+  'invalid-inner-packet',
+  'expired-keypair',
   'queue-full',
+  'no-endpoint',
+  'handshake-timeout',
+  // The data path.
+  /** The decrypted packet's source address is outside the peer's AllowedIPs. */
+  'source-not-allowed',
+  /** RFC 6040: congestion experienced on the outer header of a Not-ECT inner packet. */
+  'ecn-not-ect',
+  /** Held for a handshake while the hold queue was full. */
+  'hold-overflow',
+  /** The TUN device refused the packet (backpressure). */
+  'tun-full',
+  'udp-send-failed',
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 

@@ -50,6 +50,65 @@ void test('client messages: accepted and refused', async (t) => {
       expected: { ok: true },
     },
     {
+      name: 'set-dns-resources with patterns',
+      input: {
+        type: 'request',
+        data: {
+          id: 2,
+          kind: 'set-dns-resources',
+          params: { resources: [{ address: '*.corp.example' }, { address: 'app.example.com' }] },
+        },
+      },
+      expected: { ok: true },
+    },
+    {
+      name: 'set-dns-resources with an empty list',
+      input: {
+        type: 'request',
+        data: { id: 3, kind: 'set-dns-resources', params: { resources: [] } },
+      },
+      expected: { ok: true },
+    },
+    {
+      name: 'set-dns-resources without resources',
+      input: { type: 'request', data: { id: 4, kind: 'set-dns-resources', params: {} } },
+      expected: { ok: false, code: 'bad-request', id: 4 },
+    },
+    {
+      name: 'set-dns-resources with an empty address',
+      input: {
+        type: 'request',
+        data: { id: 5, kind: 'set-dns-resources', params: { resources: [{ address: '' }] } },
+      },
+      expected: { ok: false, code: 'bad-request', id: 5 },
+    },
+    {
+      name: 'set-dns-resources with an unknown resource field',
+      input: {
+        type: 'request',
+        data: {
+          id: 6,
+          kind: 'set-dns-resources',
+          params: { resources: [{ address: 'a.example', ttl: 5 }] },
+        },
+      },
+      expected: { ok: false, code: 'bad-request', id: 6 },
+    },
+    {
+      name: 'set-dns-resources with too many resources',
+      input: {
+        type: 'request',
+        data: {
+          id: 9,
+          kind: 'set-dns-resources',
+          params: {
+            resources: Array.from({ length: 257 }, (_, i) => ({ address: `h${i}.example` })),
+          },
+        },
+      },
+      expected: { ok: false, code: 'bad-request', id: 9 },
+    },
+    {
       name: 'unknown kind keeps the id',
       input: { type: 'request', data: { id: 7, kind: 'reboot', params: {} } },
       expected: { ok: false, code: 'unknown-request', id: 7 },
@@ -140,6 +199,8 @@ void test('service messages: hello, both response shapes and events parse; other
 void test('request results are validated per kind', () => {
   assert.equal(parseRequestResult('status', status).ok, true);
   assert.equal(parseRequestResult('down', { stopping: true }).ok, true);
+  assert.equal(parseRequestResult('set-dns-resources', { stubRunning: true }).ok, true);
+  assert.equal(parseRequestResult('set-dns-resources', {}).ok, false);
   const wrong = parseRequestResult('status', { ...status, listenPort: 70000 });
   assert.equal(wrong.ok, false);
   assert.match(wrong.ok ? '' : wrong.message, /listenPort/);
@@ -147,4 +208,15 @@ void test('request results are validated per kind', () => {
     parseRequestResult('status', { ...status, peers: [{ ...status.peers[0], drops: {} }] }).ok,
     false,
   );
+});
+
+void test('drop counters carry every reason, and only known ones', () => {
+  const zeros = Object.fromEntries(DROP_REASONS.map((r) => [r, 0]));
+  const peer = status.peers[0];
+  const withDrops = (drops: unknown) =>
+    parseRequestResult('status', { ...status, peers: [{ ...peer, drops }] }).ok;
+  assert.equal(withDrops({ ...zeros, 'tun-full': 3 }), true);
+  const { 'udp-send-failed': _missing, ...withoutOne } = zeros;
+  assert.equal(withDrops(withoutOne), false);
+  assert.equal(withDrops({ ...zeros, 'made-up': 1 }), false);
 });

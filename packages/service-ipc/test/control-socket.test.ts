@@ -70,6 +70,7 @@ async function startServer(
       return status;
     },
     down: () => ({ stopping: true }),
+    'set-dns-resources': () => ({ stubRunning: false }),
     ...overrides,
   };
   const server = await ServiceServer.start({
@@ -453,7 +454,7 @@ void test('a service speaking another protocol version is refused with a clear m
     await assert.rejects(ServiceClient.connect({ socketPath }), (error: unknown) => {
       assert.ok(error instanceof ServiceClientError);
       assert.equal(error.code, 'incompatible');
-      assert.match(error.message, /protocol 99.*speaks 1/);
+      assert.match(error.message, /protocol 99.*speaks 2/);
       return true;
     });
   } finally {
@@ -465,6 +466,7 @@ void test('a service speaking another protocol version is refused with a clear m
 const unusedHandlers: RequestHandlers = {
   status: () => status,
   down: () => ({ stopping: true }),
+  'set-dns-resources': () => ({ stubRunning: false }),
 };
 
 async function leaveStaleSocket(socketPath: string): Promise<void> {
