@@ -8,11 +8,13 @@
 import { readFileSync, statSync, existsSync } from 'node:fs';
 import { basename } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { ServiceClient, ServiceClientError } from '@gatehouse/service-ipc';
+import { resolveDnsControlSetting, type DnsControlSetting } from '@gatehouse/netconfig';
+import { ServiceClient, ServiceClientError, type Logger } from '@gatehouse/service-ipc';
 import packageJson from '../package.json' with { type: 'json' };
 import { DryRunTunnel } from './dry-run-tunnel.ts';
 import { runTunnelService } from './service.ts';
 import { createStderrLogger } from './stderr-logger.ts';
+import { createSystemTunnel } from './system-tunnel.ts';
 import { formatStatus } from './status-format.ts';
 import type { Tunnel } from './tunnel.ts';
 import { formatConfigProblems, parseWgQuickConfig, type WgQuickConfig } from './wg-quick-config.ts';
@@ -23,7 +25,8 @@ const DOWN_WAIT_MS = 15_000;
 const VERSION: string = packageJson.version;
 
 const USAGE = `usage:
-  gatehouse-tunnel up --config FILE [--socket PATH] [--foreground] [--dry-run] [--verbose]
+  gatehouse-tunnel up --config FILE [--socket PATH] [--dns-control MODE] [--foreground]
+                     [--dry-run] [--verbose]
   gatehouse-tunnel down [--socket PATH]
   gatehouse-tunnel status [--json] [--socket PATH]
   gatehouse-tunnel --help | --version
@@ -32,6 +35,9 @@ up        run the tunnel described by FILE (wg-quick format) in the foreground
           until SIGINT, SIGTERM or \`gatehouse-tunnel down\`; the interface is
           named after FILE (wg0.conf -> wg0), as wg-quick does
           --foreground  accepted for clarity: up always stays in the foreground
+          --dns-control MODE  how DNS= reaches the system: auto (default),
+                        systemd-resolved, etc-resolv-conf or disabled; beats
+                        $GATEHOUSE_DNS_CONTROL
           --dry-run     check FILE and serve the control socket, configure nothing
 down      stop the running tunnel and wait until it is gone
 status    show the running tunnel's peers and counters (--json: machine-readable)
@@ -70,33 +76,35 @@ async function up(args: string[]): Promise<number> {
     config: { type: 'string' },
     socket: { type: 'string' },
     foreground: { type: 'boolean' },
+    'dns-control': { type: 'string' },
     'dry-run': { type: 'boolean' },
     verbose: { type: 'boolean' },
   });
   if (values.config === undefined) throw new UsageError('up needs --config FILE');
   const interfaceName = interfaceNameFor(values.config);
+  const dnsControl = dnsControlFrom(values['dns-control']);
   const config = readConfig(values.config);
   if (config === undefined) return 2;
   const logger = createStderrLogger({ debug: values.verbose === true });
-  const tunnel = createTunnel(values['dry-run'] === true);
-  if (tunnel === undefined) {
-    logger.error(
-      'this build has no data-plane engine yet: use --dry-run to check the file and the control socket',
-    );
-    return 1;
-  }
   return runTunnelService({
     config: { ...config, interfaceName },
     socketPath: socketPathFrom(values.socket),
-    tunnel,
+    tunnel: createTunnel(values['dry-run'] === true, dnsControl, logger),
     serviceVersion: VERSION,
     logger,
   });
 }
 
-/** The engine plugs in here; until it exists only the dry run can be chosen. */
-function createTunnel(dryRun: boolean): Tunnel | undefined {
-  return dryRun ? new DryRunTunnel() : undefined;
+function createTunnel(dryRun: boolean, dnsControl: DnsControlSetting, logger: Logger): Tunnel {
+  return dryRun ? new DryRunTunnel() : createSystemTunnel({ dnsControl, logger });
+}
+
+function dnsControlFrom(flag: string | undefined): DnsControlSetting {
+  try {
+    return resolveDnsControlSetting(flag, process.env['GATEHOUSE_DNS_CONTROL']);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
 }
 
 async function down(args: string[]): Promise<number> {

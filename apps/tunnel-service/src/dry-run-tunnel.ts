@@ -6,7 +6,7 @@
 
 import { DROP_REASONS, type DropCounters, type TunnelStatus } from '@gatehouse/protocol';
 import { encodeKey } from '@gatehouse/wireguard';
-import { DNS_NOT_APPLIED_REASON, type Tunnel, type TunnelConfig } from './tunnel.ts';
+import type { Tunnel, TunnelConfig } from './tunnel.ts';
 import type { PeerEndpoint } from './wg-quick-config.ts';
 
 export class DryRunTunnel implements Tunnel {
@@ -18,6 +18,11 @@ export class DryRunTunnel implements Tunnel {
 
   async stop(): Promise<void> {
     this.#config = undefined;
+  }
+
+  /** Nothing runs in a dry run, not even the stub. */
+  async setDnsResources(): Promise<{ stubRunning: boolean }> {
+    return { stubRunning: false };
   }
 
   status(): TunnelStatus {
@@ -45,7 +50,7 @@ export class DryRunTunnel implements Tunnel {
         servers: config.interface.dns.servers,
         searchDomains: config.interface.dns.searchDomains,
         applied: false,
-        reason: DNS_NOT_APPLIED_REASON,
+        reason: 'dry run: nothing is applied',
       },
     };
   }

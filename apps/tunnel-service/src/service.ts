@@ -4,6 +4,7 @@
  * way out — SIGINT, SIGTERM, `down`, a failed start or an unexpected error.
  */
 
+import { parseDomainPattern } from '@gatehouse/dns-stub';
 import type { TunnelStatus } from '@gatehouse/protocol';
 import { RequestError, ServiceServer, type Logger } from '@gatehouse/service-ipc';
 import type { Tunnel, TunnelConfig } from './tunnel.ts';
@@ -68,6 +69,21 @@ export async function runTunnelService(options: TunnelServiceOptions): Promise<n
           if (phase === 'starting')
             throw new RequestError('not-running', 'the tunnel is still starting');
           return stoppingStatus ?? tunnel.status();
+        },
+        'set-dns-resources': async ({ resources }) => {
+          if (phase !== 'running')
+            throw new RequestError('not-running', 'the tunnel is not running');
+          const patterns = resources.map((resource) => resource.address);
+          for (const pattern of patterns) {
+            try {
+              parseDomainPattern(pattern);
+            } catch (error) {
+              throw new RequestError('bad-request', (error as Error).message);
+            }
+          }
+          const result = await tunnel.setDnsResources(patterns);
+          server.broadcast({ event: 'status-changed', status: tunnel.status() });
+          return result;
         },
         down: () => {
           // Let the answer go out before the connections are closed.

@@ -24,7 +24,9 @@ export interface Tunnel {
   stop(): Promise<void>;
   /** Peers and counters right now; only called between start and stop. */
   status(): TunnelStatus;
+  /**
+   * Replaces the DNS resources (name patterns, already checked) the DNS stub
+   * answers with proxy addresses; an empty list stops the stub.
+   */
+  setDnsResources(patterns: readonly string[]): Promise<{ stubRunning: boolean }>;
 }
-
-/** DNS= is parsed and reported, but applying it to the system is not implemented yet. */
-export const DNS_NOT_APPLIED_REASON = 'DNS= is parsed but not applied yet';

@@ -59,15 +59,16 @@ function workspace(config = GOOD_CONFIG, fileName = 'gh-test0.conf'): Workspace 
 }
 
 /** Starts `up --dry-run` and resolves once it serves its socket. */
-async function startUp(ws: Workspace): Promise<{ child: ChildProcess; exited: Promise<Outcome> }> {
-  const child = spawn(LAUNCHER, [
-    'up',
-    '--config',
-    ws.configFile,
-    '--socket',
-    ws.socketPath,
-    '--dry-run',
-  ]);
+async function startUp(
+  ws: Workspace,
+  extraArgs: string[] = [],
+  env: Record<string, string> = {},
+): Promise<{ child: ChildProcess; exited: Promise<Outcome> }> {
+  const child = spawn(
+    LAUNCHER,
+    ['up', '--config', ws.configFile, '--socket', ws.socketPath, '--dry-run', ...extraArgs],
+    { env: { ...process.env, ...env } },
+  );
   let stderr = '';
   child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const exited = new Promise<Outcome>((resolve) =>
@@ -167,12 +168,46 @@ void test('a missing configuration file exits 2', async () => {
   assert.match(outcome.stderr, /cannot read \/nonexistent\/wg0\.conf: .*no such file/i);
 });
 
-void test('up without an engine says so and exits 1', async () => {
+void test('a bad DNS control setting is a usage error naming where it came from', async (t) => {
   const ws = workspace();
   try {
-    const outcome = await run(['up', '--config', ws.configFile, '--socket', ws.socketPath]);
-    assert.equal(outcome.code, 1);
-    assert.match(outcome.stderr, /no data-plane engine yet: use --dry-run/);
+    const cases: { name: string; args: string[]; env: Record<string, string>; message: RegExp }[] =
+      [
+        {
+          name: 'flag',
+          args: ['--dns-control', 'resolvconf'],
+          env: {},
+          message: /--dns-control=resolvconf is not one of auto, systemd-resolved/,
+        },
+        {
+          name: 'environment',
+          args: [],
+          env: { GATEHOUSE_DNS_CONTROL: 'bogus' },
+          message: /GATEHOUSE_DNS_CONTROL=bogus is not one of/,
+        },
+      ];
+    for (const c of cases) {
+      await t.test(c.name, async () => {
+        // --dry-run: should the check ever regress, nothing touches the host.
+        const outcome = await run(['up', '--config', ws.configFile, '--dry-run', ...c.args], c.env);
+        assert.equal(outcome.code, 2, outcome.stderr);
+        assert.match(outcome.stderr, c.message);
+      });
+    }
+  } finally {
+    ws.cleanup();
+  }
+});
+
+void test('--dns-control beats GATEHOUSE_DNS_CONTROL', async (t) => {
+  if (skipUnlessRoot(t)) return;
+  const ws = workspace();
+  try {
+    const { child, exited } = await startUp(ws, ['--dns-control', 'disabled'], {
+      GATEHOUSE_DNS_CONTROL: 'bogus',
+    });
+    child.kill('SIGTERM');
+    assert.equal((await exited).code, 0);
   } finally {
     ws.cleanup();
   }
@@ -209,7 +244,7 @@ void test('up --dry-run serves status (table and JSON) and stops on down', async
       servers: ['10.9.0.1'],
       searchDomains: ['corp.example'],
       applied: false,
-      reason: 'DNS= is parsed but not applied yet',
+      reason: 'dry run: nothing is applied',
     });
     assert.deepEqual(
       status.peers.map((p) => [

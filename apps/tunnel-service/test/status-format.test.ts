@@ -46,7 +46,7 @@ void test('the status table lists each peer with its handshake, transfer and non
         txBytes: 10,
         rxPackets: 2,
         txPackets: 1,
-        drops: { ...drops, replayed: 3, 'decryption-failed': 1 },
+        drops: { ...drops, replay: 3, 'decrypt-failed': 1 },
         lastHandshakeAt: NOW - 61_000,
         persistentKeepalive: null,
       },
@@ -63,7 +63,7 @@ void test('the status table lists each peer with its handshake, transfer and non
   assert.match(lines[5] ?? '', /^PEER\s+ENDPOINT\s+HANDSHAKE\s+RECEIVED\s+SENT\s+DROPS$/);
   assert.match(
     lines[6] ?? '',
-    /^BwcH\S+=\s+\(none\)\s+1m 1s ago\s+2\.0 KiB \/ 2 pkts\s+10 B \/ 1 pkts\s+decryption-failed 1, replayed 3$/,
+    /^BwcH\S+=\s+\(none\)\s+1m 1s ago\s+2\.0 KiB \/ 2 pkts\s+10 B \/ 1 pkts\s+replay 3, decrypt-failed 1$/,
   );
   assert.equal(
     formatStatus({ ...status, peers: [] }, NOW)

@@ -1,0 +1,283 @@
+/**
+ * The real tunnel: the data-plane engine on a TUN device, Gatehouse's
+ * addresses, routes and rules, system DNS, and the DNS stub for DNS
+ * resources. Start-up first repairs what a crashed run left (stale rules
+ * and routes, a stale resolv.conf), then applies everything in order;
+ * a failure or stop undoes it in reverse order.
+ */
+
+import {
+  DEFAULT_IPV4_PROXY_RANGE,
+  DEFAULT_IPV6_PROXY_RANGE,
+  DEFAULT_SENTINEL_ADDRESSES,
+} from '@gatehouse/dns-stub';
+import type { EngineOptions, EnginePeer } from '@gatehouse/engine';
+import { DEFAULT_FWMARK, type DnsSettings, type InterfaceSettings } from '@gatehouse/netconfig';
+import type { DnsStatus, TunnelStatus } from '@gatehouse/protocol';
+import type { Logger } from '@gatehouse/service-ipc';
+import { resolvePeerEndpoints, type HostLookup } from './endpoint-resolution.ts';
+import { tunnelStatusFromEngine, type EngineStatusView } from './engine-status.ts';
+import type { Tunnel, TunnelConfig } from './tunnel.ts';
+import { tunnelledAddressTest, type TunnelledAddressTest } from './tunnelled-addresses.ts';
+import { UndoStack } from './undo-stack.ts';
+
+/** What the tunnel uses of `@gatehouse/engine`'s Engine. */
+export interface TunnelEngine {
+  readonly cryptoProvider: string;
+  status(): EngineStatusView;
+  stop(): Promise<void>;
+}
+
+/** What the tunnel uses of `@gatehouse/netconfig`'s GatehouseRouting. */
+export interface TunnelRouting {
+  flush(): Promise<void>;
+  configureInterface(settings: InterfaceSettings): Promise<void>;
+  setRoutes(prefixes: readonly string[]): Promise<void>;
+}
+
+/** System DNS for one run (see system-dns-session.ts). */
+export interface TunnelSystemDns {
+  readonly previousServers: readonly string[];
+  use(settings: DnsSettings): Promise<void>;
+  restore(): Promise<void>;
+  status(): DnsStatus;
+}
+
+export interface ResourceStubOptions {
+  resources: readonly string[];
+  upstreams: readonly string[];
+  mark: number;
+  isTunnelled: TunnelledAddressTest;
+}
+
+/** The DNS stub listening on the sentinel addresses. */
+export interface ResourceStub {
+  setResources(patterns: readonly string[]): void;
+  close(): Promise<void>;
+}
+
+export interface EngineTunnelDependencies {
+  startEngine(options: EngineOptions, peers: EnginePeer[]): Promise<TunnelEngine>;
+  createRouting(identity: { interfaceName: string; mark: number }): TunnelRouting;
+  /** Repairs system DNS after a crash and decides how to control it. */
+  startSystemDns(interfaceName: string): Promise<TunnelSystemDns>;
+  startResourceStub(options: ResourceStubOptions): Promise<ResourceStub>;
+  lookupHost: HostLookup;
+  logger: Logger;
+}
+
+/** The sentinels as interface addresses: local, so the kernel delivers queries to the stub. */
+export const SENTINEL_INTERFACE_ADDRESSES = DEFAULT_SENTINEL_ADDRESSES.map((address) =>
+  address.includes(':') ? `${address}/128` : `${address}/32`,
+);
+
+/** resolved's own stubs: as upstreams they would send the stub's queries straight back to it. */
+const LOOPING_UPSTREAMS = new Set(['127.0.0.53', '127.0.0.54', ...DEFAULT_SENTINEL_ADDRESSES]);
+
+interface Running {
+  config: TunnelConfig;
+  mark: number;
+  engine: TunnelEngine;
+  routing: TunnelRouting;
+  dns: TunnelSystemDns;
+  isTunnelled: TunnelledAddressTest;
+  undo: UndoStack;
+  stub: { server: ResourceStub; undo: UndoStack } | undefined;
+  /** DNS resource changes run one at a time. */
+  dnsChange: Promise<unknown>;
+}
+
+export class EngineTunnel implements Tunnel {
+  readonly #deps: EngineTunnelDependencies;
+  #running: Running | undefined;
+  #stopping: Promise<void> | undefined;
+
+  constructor(dependencies: EngineTunnelDependencies) {
+    this.#deps = dependencies;
+  }
+
+  async start(config: TunnelConfig): Promise<void> {
+    if (this.#running !== undefined || this.#stopping !== undefined)
+      throw new Error('the tunnel was already started');
+    const { logger } = this.#deps;
+    const { interfaceName } = config;
+    const endpoints = await resolvePeerEndpoints(config.peers, this.#deps.lookupHost);
+    const mark = config.interface.fwMark ?? DEFAULT_FWMARK;
+    const routing = this.#deps.createRouting({ interfaceName, mark });
+    const undo = new UndoStack();
+    try {
+      await routing.flush();
+      const dns = await this.#deps.startSystemDns(interfaceName);
+
+      const engine = await this.#deps.startEngine(
+        {
+          interfaceName,
+          privateKey: config.interface.privateKey,
+          ...(config.interface.listenPort === undefined
+            ? {}
+            : { listenPort: config.interface.listenPort }),
+          fwmark: mark,
+          mtu: config.interface.mtu,
+          log: (level, message) => logger[level](`engine: ${message}`),
+        },
+        config.peers.map((peer, index) => ({
+          publicKey: peer.publicKey,
+          ...(peer.presharedKey === undefined ? {} : { presharedKey: peer.presharedKey }),
+          ...(endpoints[index] === undefined ? {} : { endpoint: endpoints[index] }),
+          allowedIps: peer.allowedIps.map(prefixText),
+          ...(peer.persistentKeepalive === undefined
+            ? {}
+            : { persistentKeepaliveSeconds: peer.persistentKeepalive }),
+        })),
+      );
+      undo.push('stop the engine', () => engine.stop());
+      logger.info(`data plane: ${engine.cryptoProvider} ChaCha20-Poly1305`);
+
+      undo.push("remove Gatehouse's rules and routes", () => routing.flush());
+      await routing.configureInterface(interfaceSettings(config, []));
+      await routing.setRoutes(config.peers.flatMap((peer) => peer.allowedIps.map(prefixText)));
+
+      undo.push('give system DNS back', () => dns.restore());
+      await dns.use(config.interface.dns);
+
+      this.#running = {
+        config,
+        mark,
+        engine,
+        routing,
+        dns,
+        isTunnelled: tunnelledAddressTest(config.peers),
+        undo,
+        stub: undefined,
+        dnsChange: Promise.resolve(),
+      };
+    } catch (error) {
+      await this.#unwind(undo, 'after the failed start');
+      throw error;
+    }
+  }
+
+  /** Undoes everything start did; safe to call twice and after a failed start. */
+  stop(): Promise<void> {
+    this.#stopping ??= this.#stop();
+    return this.#stopping;
+  }
+
+  status(): TunnelStatus {
+    const running = this.#mustBeRunning();
+    return tunnelStatusFromEngine(running.engine.status(), running.dns.status());
+  }
+
+  /**
+   * The stub runs only while there are DNS resources: with none, system DNS
+   * is exactly the file's DNS= (as wg-quick sets it) and no query takes a
+   * detour through Gatehouse.
+   */
+  setDnsResources(patterns: readonly string[]): Promise<{ stubRunning: boolean }> {
+    const running = this.#mustBeRunning();
+    const change = running.dnsChange.then(() => this.#setDnsResources(running, patterns));
+    running.dnsChange = change.catch(() => undefined);
+    return change;
+  }
+
+  async #setDnsResources(
+    running: Running,
+    patterns: readonly string[],
+  ): Promise<{ stubRunning: boolean }> {
+    if (this.#running !== running) throw new Error('the tunnel is stopping');
+    if (patterns.length === 0) {
+      const stub = running.stub;
+      running.stub = undefined;
+      if (stub !== undefined) await this.#unwind(stub.undo, 'while stopping the DNS stub', true);
+      return { stubRunning: false };
+    }
+    if (running.stub !== undefined) {
+      running.stub.server.setResources(patterns);
+      return { stubRunning: true };
+    }
+    running.stub = await this.#startStub(running, patterns);
+    return { stubRunning: true };
+  }
+
+  async #startStub(
+    running: Running,
+    patterns: readonly string[],
+  ): Promise<{ server: ResourceStub; undo: UndoStack }> {
+    const { config, routing, dns } = running;
+    const { logger } = this.#deps;
+    for (const range of [DEFAULT_IPV4_PROXY_RANGE, DEFAULT_IPV6_PROXY_RANGE]) {
+      if (!running.isTunnelled(range.split('/')[0] ?? '')) {
+        logger.warn(
+          `no peer's AllowedIPs cover the DNS resources' proxy range ${range}: their traffic has nowhere to go`,
+        );
+      }
+    }
+    const fileServers = config.interface.dns.servers;
+    const upstreams = (fileServers.length > 0 ? fileServers : dns.previousServers).filter(
+      (server) => !LOOPING_UPSTREAMS.has(server),
+    );
+    const undo = new UndoStack();
+    try {
+      undo.push('remove the DNS sentinel addresses', () =>
+        routing.configureInterface(interfaceSettings(config, [])),
+      );
+      await routing.configureInterface(interfaceSettings(config, SENTINEL_INTERFACE_ADDRESSES));
+      const server = await this.#deps.startResourceStub({
+        resources: patterns,
+        upstreams,
+        mark: running.mark,
+        isTunnelled: running.isTunnelled,
+      });
+      undo.push('stop the DNS stub', () => server.close());
+      undo.push('point system DNS back at DNS=', () => dns.use(config.interface.dns));
+      await dns.use({
+        servers: [...DEFAULT_SENTINEL_ADDRESSES],
+        searchDomains: config.interface.dns.searchDomains,
+      });
+      logger.info(
+        `DNS stub for ${patterns.length} DNS resource(s); upstreams: ${upstreams.join(', ') || 'none'}`,
+      );
+      return { server, undo };
+    } catch (error) {
+      await this.#unwind(undo, 'after the DNS stub failed to start');
+      throw error;
+    }
+  }
+
+  async #stop(): Promise<void> {
+    const running = this.#running;
+    this.#running = undefined;
+    if (running === undefined) return;
+    await running.dnsChange;
+    // Stopping the engine removes the sentinel addresses and the main undo gives DNS back.
+    const stubClosed = running.stub?.server.close();
+    await stubClosed?.catch((error: unknown) =>
+      this.#deps.logger.error(`stopping the DNS stub failed: ${(error as Error).message}`),
+    );
+    await this.#unwind(running.undo, 'while stopping', true);
+  }
+
+  async #unwind(undo: UndoStack, when: string, throwOnFailure = false): Promise<void> {
+    const failures = await undo.unwind();
+    for (const { name, error } of failures)
+      this.#deps.logger.error(`could not ${name} ${when}: ${(error as Error)?.message ?? error}`);
+    if (throwOnFailure && failures.length > 0)
+      throw new Error(`could not ${failures.map((failure) => failure.name).join(', ')}`);
+  }
+
+  #mustBeRunning(): Running {
+    if (this.#running === undefined) throw new Error('the tunnel is not running');
+    return this.#running;
+  }
+}
+
+function prefixText(network: { address: string; prefixLength: number }): string {
+  return `${network.address}/${network.prefixLength}`;
+}
+
+function interfaceSettings(config: TunnelConfig, extra: readonly string[]): InterfaceSettings {
+  return {
+    addresses: [...config.interface.addresses.map(prefixText), ...extra],
+    mtu: config.interface.mtu,
+  };
+}

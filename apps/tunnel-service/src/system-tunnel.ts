@@ -1,0 +1,55 @@
+/** EngineTunnel on the real system: the engine, iproute2, system DNS, the DNS stub on port 53. */
+
+import { DEFAULT_SENTINEL_ADDRESSES, DnsStub, startDnsStubServer } from '@gatehouse/dns-stub';
+import { Engine } from '@gatehouse/engine';
+import {
+  createSystemDnsControl,
+  GatehouseRouting,
+  probeSystemDns,
+  type DnsControlSetting,
+} from '@gatehouse/netconfig';
+import type { Logger } from '@gatehouse/service-ipc';
+import { systemHostLookup } from './endpoint-resolution.ts';
+import { EngineTunnel, type ResourceStub, type ResourceStubOptions } from './engine-tunnel.ts';
+import { SystemDnsSession } from './system-dns-session.ts';
+import { upstreamSockets } from './upstream-sockets.ts';
+
+const DNS_PORT = 53;
+
+export function createSystemTunnel(options: {
+  dnsControl: DnsControlSetting;
+  logger: Logger;
+}): EngineTunnel {
+  const { logger } = options;
+  return new EngineTunnel({
+    startEngine: (engineOptions, peers) => Engine.start(engineOptions, peers),
+    createRouting: (identity) => new GatehouseRouting(identity),
+    startSystemDns: (interfaceName) =>
+      SystemDnsSession.start({
+        setting: options.dnsControl,
+        probe: () => probeSystemDns(),
+        createControl: (mode) => createSystemDnsControl(mode, { interfaceName }),
+        logger,
+      }),
+    startResourceStub,
+    lookupHost: systemHostLookup,
+    logger,
+  });
+}
+
+async function startResourceStub(options: ResourceStubOptions): Promise<ResourceStub> {
+  const stub = new DnsStub();
+  const toResources = (patterns: readonly string[]) =>
+    patterns.map((pattern) => ({ id: pattern, pattern }));
+  stub.setResources(toResources(options.resources));
+  stub.setUpstreams(options.upstreams.map((address) => ({ address, port: DNS_PORT })));
+  const server = await startDnsStubServer({
+    stub,
+    listen: DEFAULT_SENTINEL_ADDRESSES.map((address) => ({ address, port: DNS_PORT })),
+    upstreamSockets: upstreamSockets(options.mark, options.isTunnelled),
+  });
+  return {
+    setResources: (patterns) => stub.setResources(toResources(patterns)),
+    close: () => server.close(),
+  };
+}
