@@ -1,0 +1,385 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { EngineOptions, EnginePeer, EngineStatus } from '@gatehouse/engine';
+import type { DnsSettings, InterfaceSettings } from '@gatehouse/netconfig';
+import type { DnsStatus } from '@gatehouse/protocol';
+import { silentLogger, type Logger } from '@gatehouse/service-ipc';
+import {
+  EngineTunnel,
+  SENTINEL_INTERFACE_ADDRESSES,
+  type EngineTunnelDependencies,
+  type ResourceStubOptions,
+} from '../src/engine-tunnel.ts';
+import type { TunnelConfig } from '../src/tunnel.ts';
+import { parseWgQuickConfig } from '../src/wg-quick-config.ts';
+
+const key = (byte: number) => Buffer.alloc(32, byte).toString('base64');
+
+function config(text: string): TunnelConfig {
+  const parsed = parseWgQuickConfig(text);
+  if (!parsed.ok) throw new Error(JSON.stringify(parsed.problems));
+  return { ...parsed.config, interfaceName: 'gh-unit0' };
+}
+
+const CONFIG = config(`[Interface]
+PrivateKey = ${key(1)}
+Address = 10.9.0.2/24, fd00:9::2/64
+ListenPort = 51999
+DNS = 10.9.0.1, corp.example
+
+[Peer]
+PublicKey = ${key(2)}
+Endpoint = gw.example:51820
+AllowedIPs = 10.9.0.0/24, 100.64.0.0/10, fd00:9::/64
+PersistentKeepalive = 25
+`);
+
+const FULL_TUNNEL = config(`[Interface]
+PrivateKey = ${key(1)}
+Address = 10.9.0.2/32
+MTU = 1380
+FwMark = 0x1234
+
+[Peer]
+PublicKey = ${key(2)}
+AllowedIPs = 0.0.0.0/0
+`);
+
+const STEPS = [
+  'lookup',
+  'flush',
+  'startSystemDns',
+  'startEngine',
+  'configureInterface',
+  'setRoutes',
+  'dns.use',
+] as const;
+type Step = (typeof STEPS)[number];
+
+interface Harness {
+  deps: EngineTunnelDependencies;
+  /** Steps that throw from now on. */
+  failing: Set<string>;
+  calls: string[];
+  engineStarts: Array<{ options: EngineOptions; peers: EnginePeer[] }>;
+  stubStarts: ResourceStubOptions[];
+  dnsUses: DnsSettings[];
+  interfaces: InterfaceSettings[];
+  routes: string[][];
+  logs: string[];
+}
+
+function harness(options: { failAt?: Step | 'startResourceStub'; previous?: string[] } = {}) {
+  const h: Harness = {
+    calls: [],
+    engineStarts: [],
+    stubStarts: [],
+    dnsUses: [],
+    interfaces: [],
+    routes: [],
+    logs: [],
+    failing: new Set(options.failAt === undefined ? [] : [options.failAt]),
+    deps: undefined as unknown as EngineTunnelDependencies,
+  };
+  const step = (name: string) => {
+    h.calls.push(name);
+    if (h.failing.has(name)) throw new Error(`${name} failed`);
+  };
+  let dnsStatus: DnsStatus = { servers: [], searchDomains: [], applied: false, reason: 'x' };
+  const logger: Logger = {
+    ...silentLogger,
+    info: (message) => h.logs.push(`info: ${message}`),
+    warn: (message) => h.logs.push(`warn: ${message}`),
+    error: (message) => h.logs.push(`error: ${message}`),
+  };
+  h.deps = {
+    logger,
+    lookupHost: async (host) => {
+      step('lookup');
+      assert.equal(host, 'gw.example');
+      return '192.0.2.7';
+    },
+    createRouting: (identity) => {
+      h.calls.push(`routing ${identity.interfaceName} mark 0x${identity.mark.toString(16)}`);
+      return {
+        flush: async () => step('flush'),
+        configureInterface: async (settings) => {
+          h.interfaces.push(settings);
+          step('configureInterface');
+        },
+        setRoutes: async (prefixes) => {
+          h.routes.push([...prefixes]);
+          step('setRoutes');
+        },
+      };
+    },
+    startSystemDns: async () => {
+      step('startSystemDns');
+      return {
+        previousServers: options.previous ?? [],
+        use: async (settings) => {
+          h.dnsUses.push(settings);
+          step('dns.use');
+          dnsStatus = { ...settings, applied: true };
+        },
+        restore: async () => {
+          h.calls.push('dns.restore');
+        },
+        status: () => dnsStatus,
+      };
+    },
+    startEngine: async (engineOptions, peers) => {
+      h.engineStarts.push({ options: engineOptions, peers });
+      step('startEngine');
+      return {
+        cryptoProvider: 'openssl-evp',
+        status: () => engineStatus(peers),
+        stop: async () => {
+          h.calls.push('engine.stop');
+        },
+      };
+    },
+    startResourceStub: async (stubOptions) => {
+      h.stubStarts.push(stubOptions);
+      step('startResourceStub');
+      return {
+        setResources: (patterns) => h.calls.push(`stub.setResources ${patterns.join(' ')}`),
+        close: async () => {
+          h.calls.push('stub.close');
+        },
+      };
+    },
+  };
+  return h;
+}
+
+function engineStatus(peers: EnginePeer[]): EngineStatus {
+  const drops = {} as EngineStatus['peers'][0]['drops'];
+  return {
+    interfaceName: 'gh-unit0',
+    listenPort: 51999,
+    cryptoProvider: 'openssl-evp',
+    noRoute: 0,
+    unattributedDrops: {} as EngineStatus['unattributedDrops'],
+    peers: peers.map((peer) => ({
+      publicKey: Buffer.from(peer.publicKey).toString('base64'),
+      endpoint: '192.0.2.7:51820',
+      allowedIps: peer.allowedIps,
+      rxBytes: 1,
+      txBytes: 2,
+      rxPackets: 3,
+      txPackets: 4,
+      lastHandshake: 1_700_000_000_000,
+      persistentKeepalive: peer.persistentKeepaliveSeconds ?? null,
+      drops: new Proxy(drops, { get: (_, reason) => (reason === 'replay' ? 5 : 0) }),
+    })),
+  };
+}
+
+const UNDO_AFTER_START = ['dns.restore', 'flush', 'engine.stop'];
+
+void describe('EngineTunnel start', () => {
+  void it('repairs, then starts the engine, the interface, the routes and DNS, in that order', async () => {
+    const h = harness();
+    const tunnel = new EngineTunnel(h.deps);
+    await tunnel.start(CONFIG);
+    assert.deepEqual(h.calls, [
+      'lookup',
+      'routing gh-unit0 mark 0x4748',
+      'flush',
+      'startSystemDns',
+      'startEngine',
+      'configureInterface',
+      'setRoutes',
+      'dns.use',
+    ]);
+    const [{ options, peers }] = h.engineStarts as [Harness['engineStarts'][0]];
+    assert.equal(options.interfaceName, 'gh-unit0');
+    assert.equal(options.fwmark, 0x4748);
+    assert.equal(options.mtu, 1420);
+    assert.equal(options.listenPort, 51999);
+    assert.deepEqual(
+      peers.map((peer) => [peer.endpoint, peer.allowedIps, peer.persistentKeepaliveSeconds]),
+      [
+        [
+          { address: '192.0.2.7', port: 51820 },
+          ['10.9.0.0/24', '100.64.0.0/10', 'fd00:9::/64'],
+          25,
+        ],
+      ],
+    );
+    assert.deepEqual(h.interfaces, [{ addresses: ['10.9.0.2/24', 'fd00:9::2/64'], mtu: 1420 }]);
+    assert.deepEqual(h.routes, [['10.9.0.0/24', '100.64.0.0/10', 'fd00:9::/64']]);
+    assert.deepEqual(h.dnsUses, [{ servers: ['10.9.0.1'], searchDomains: ['corp.example'] }]);
+    assert.ok(
+      h.logs.includes('info: data plane: openssl-evp ChaCha20-Poly1305'),
+      h.logs.join('\n'),
+    );
+  });
+
+  void it("uses the file's FwMark and MTU, and routes a /0 (full tunnel)", async () => {
+    const h = harness();
+    await new EngineTunnel(h.deps).start(FULL_TUNNEL);
+    assert.equal(h.calls[0], 'routing gh-unit0 mark 0x1234');
+    assert.equal(h.engineStarts[0]?.options.fwmark, 0x1234);
+    assert.equal(h.engineStarts[0]?.options.mtu, 1380);
+    assert.equal(h.engineStarts[0]?.options.listenPort, undefined);
+    assert.deepEqual(h.routes, [['0.0.0.0/0']]);
+    assert.deepEqual(h.dnsUses, [{ servers: [], searchDomains: [] }]);
+  });
+
+  const undone: Record<Step, string[]> = {
+    lookup: [],
+    flush: [],
+    startSystemDns: [],
+    startEngine: [],
+    configureInterface: ['flush', 'engine.stop'],
+    setRoutes: ['flush', 'engine.stop'],
+    'dns.use': UNDO_AFTER_START,
+  };
+  for (const failAt of STEPS) {
+    void it(`undoes what was done, newest first, when ${failAt} fails`, async () => {
+      const h = harness({ failAt });
+      const tunnel = new EngineTunnel(h.deps);
+      await assert.rejects(tunnel.start(CONFIG), new RegExp(`${failAt} failed`));
+      const failedAt = h.calls.indexOf(failAt);
+      assert.deepEqual(h.calls.slice(failedAt + 1), undone[failAt]);
+      await tunnel.stop();
+      assert.deepEqual(h.calls.slice(failedAt + 1), undone[failAt], 'stop after a failed start');
+    });
+  }
+
+  void it('names the peer and the host when an endpoint does not resolve', async () => {
+    const h = harness();
+    h.deps.lookupHost = async () => {
+      throw new Error('getaddrinfo ENOTFOUND gw.example');
+    };
+    await assert.rejects(
+      new EngineTunnel(h.deps).start(CONFIG),
+      new RegExp(
+        `peer ${key(2).replace(/[+/=]/g, '\\$&')}: cannot resolve its endpoint host "gw\\.example": getaddrinfo ENOTFOUND`,
+      ),
+    );
+    assert.deepEqual(h.calls, [], 'nothing is touched before endpoints resolve');
+  });
+});
+
+void describe('EngineTunnel stop and status', () => {
+  void it('undoes everything in reverse order, once', async () => {
+    const h = harness();
+    const tunnel = new EngineTunnel(h.deps);
+    await tunnel.start(CONFIG);
+    const before = h.calls.length;
+    await Promise.all([tunnel.stop(), tunnel.stop()]);
+    await tunnel.stop();
+    assert.deepEqual(h.calls.slice(before), UNDO_AFTER_START);
+  });
+
+  void it('keeps undoing after a step fails, then reports it', async () => {
+    const h = harness();
+    const tunnel = new EngineTunnel(h.deps);
+    await tunnel.start(CONFIG);
+    h.calls.length = 0;
+    h.failing.add('flush');
+    await assert.rejects(tunnel.stop(), /could not remove Gatehouse's rules and routes/);
+    assert.deepEqual(h.calls, UNDO_AFTER_START);
+    assert.ok(h.logs.some((line) => line.startsWith('error: could not remove')));
+  });
+
+  void it("maps the engine's status and the DNS status into the protocol's", async () => {
+    const h = harness();
+    const tunnel = new EngineTunnel(h.deps);
+    await tunnel.start(CONFIG);
+    const status = tunnel.status();
+    assert.equal(status.state, 'running');
+    assert.equal(status.listenPort, 51999);
+    assert.equal(status.cryptoProvider, 'openssl-evp');
+    assert.deepEqual(status.dns, {
+      servers: ['10.9.0.1'],
+      searchDomains: ['corp.example'],
+      applied: true,
+    });
+    const [peer] = status.peers;
+    assert.equal(peer?.publicKey, key(2));
+    assert.equal(peer?.endpoint, '192.0.2.7:51820');
+    assert.equal(peer?.lastHandshakeAt, 1_700_000_000_000);
+    assert.equal(peer?.persistentKeepalive, 25);
+    assert.equal(peer?.drops.replay, 5);
+    assert.equal(peer?.drops['tun-full'], 0);
+    await tunnel.stop();
+    assert.throws(() => tunnel.status(), /not running/);
+  });
+});
+
+void describe('EngineTunnel DNS resources', () => {
+  void it('starts the stub on the first resources, updates it, and stops it on an empty list', async () => {
+    const h = harness();
+    const tunnel = new EngineTunnel(h.deps);
+    await tunnel.start(CONFIG);
+    h.calls.length = 0;
+
+    assert.deepEqual(await tunnel.setDnsResources(['*.corp.example']), { stubRunning: true });
+    assert.deepEqual(h.calls, ['configureInterface', 'startResourceStub', 'dns.use']);
+    assert.deepEqual(h.interfaces.at(-1)?.addresses, [
+      '10.9.0.2/24',
+      'fd00:9::2/64',
+      ...SENTINEL_INTERFACE_ADDRESSES,
+    ]);
+    const [stub] = h.stubStarts;
+    assert.deepEqual(stub?.resources, ['*.corp.example']);
+    assert.deepEqual(stub?.upstreams, ['10.9.0.1']);
+    assert.equal(stub?.mark, 0x4748);
+    assert.equal(stub?.isTunnelled('10.9.0.1'), true);
+    assert.equal(stub?.isTunnelled('192.168.1.1'), false);
+    assert.deepEqual(h.dnsUses.at(-1), {
+      servers: ['100.100.111.1', 'fd00:2021:1111:8000:100:100:111:1'],
+      searchDomains: ['corp.example'],
+    });
+    assert.ok(
+      h.logs.some((line) => /warn: .*fd00:2021:1111:8000::\/107/.test(line)),
+      'the IPv6 proxy range is outside AllowedIPs',
+    );
+    assert.ok(!h.logs.some((line) => /warn: .*100\.96\.0\.0\/11/.test(line)));
+
+    h.calls.length = 0;
+    assert.deepEqual(await tunnel.setDnsResources(['a.example', '**.b.example']), {
+      stubRunning: true,
+    });
+    assert.deepEqual(h.calls, ['stub.setResources a.example **.b.example']);
+
+    h.calls.length = 0;
+    assert.deepEqual(await tunnel.setDnsResources([]), { stubRunning: false });
+    assert.deepEqual(h.calls, ['dns.use', 'stub.close', 'configureInterface']);
+    assert.deepEqual(h.dnsUses.at(-1), { servers: ['10.9.0.1'], searchDomains: ['corp.example'] });
+    assert.deepEqual(h.interfaces.at(-1)?.addresses, ['10.9.0.2/24', 'fd00:9::2/64']);
+  });
+
+  void it("falls back to the system's previous resolvers, never resolved's own stub", async () => {
+    const h = harness({ previous: ['127.0.0.53', '192.168.1.1'] });
+    const tunnel = new EngineTunnel(h.deps);
+    await tunnel.start(FULL_TUNNEL);
+    await tunnel.setDnsResources(['app.example']);
+    assert.deepEqual(h.stubStarts[0]?.upstreams, ['192.168.1.1']);
+    assert.equal(h.stubStarts[0]?.isTunnelled('192.168.1.1'), true, 'full tunnel');
+  });
+
+  void it('undoes a half-started stub and keeps the tunnel running', async () => {
+    const h = harness({ failAt: 'startResourceStub' });
+    const tunnel = new EngineTunnel(h.deps);
+    await tunnel.start(CONFIG);
+    h.calls.length = 0;
+    await assert.rejects(tunnel.setDnsResources(['a.example']), /startResourceStub failed/);
+    assert.deepEqual(h.calls, ['configureInterface', 'startResourceStub', 'configureInterface']);
+    assert.equal(tunnel.status().state, 'running');
+  });
+
+  void it('at stop closes the stub, then undoes the rest once', async () => {
+    const h = harness();
+    const tunnel = new EngineTunnel(h.deps);
+    await tunnel.start(CONFIG);
+    await tunnel.setDnsResources(['a.example']);
+    h.calls.length = 0;
+    await tunnel.stop();
+    assert.deepEqual(h.calls, ['stub.close', ...UNDO_AFTER_START]);
+  });
+});
