@@ -34,6 +34,9 @@ const LINK = 'gh-dns0';
 const SENTINEL = '100.100.111.1';
 const UPSTREAM = '192.0.2.53';
 const RESOLVED_UID = 64_053;
+/** Not the standard socket, so netconfig reaches the bus only through DBUS_SYSTEM_BUS_ADDRESS. */
+const BUS_SOCKET = '/run/gatehouse-test-bus/system_bus_socket';
+const BUS_ADDRESS = `unix:path=${BUS_SOCKET}`;
 
 /** Unpacks systemd-resolved matching the host's systemd into .cache/ (apt-get download; no install). */
 function ensureResolvedUnpacked(): string | undefined {
@@ -58,7 +61,7 @@ function busConfig(policyDirectory: string): string {
  "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
 <busconfig>
   <type>system</type>
-  <listen>unix:path=/run/dbus/system_bus_socket</listen>
+  <listen>${BUS_ADDRESS}</listen>
   <auth>EXTERNAL</auth>
   <policy context="default">
     <allow user="*"/>
@@ -133,13 +136,14 @@ void describe('system DNS through a real systemd-resolved', () => {
       const setup = [
         'set -e',
         'mount -t tmpfs tmpfs /run',
-        'mkdir -p /run/dbus /run/systemd/resolve',
+        'mkdir -p /run/gatehouse-test-bus /run/systemd/resolve',
+        `export DBUS_SYSTEM_BUS_ADDRESS=${BUS_ADDRESS}`,
         `chown ${RESOLVED_UID}:${RESOLVED_UID} /run/systemd/resolve`,
         `mount --bind "${work}/passwd" /etc/passwd`,
         `mount --bind "${work}/group" /etc/group`,
         `mount --bind "${work}/resolv.conf" /etc/resolv.conf`,
         `dbus-daemon --config-file="${work}/dbus.conf" --nofork --nopidfile --nosyslog &`,
-        'for i in $(seq 50); do [ -S /run/dbus/system_bus_socket ] && break; sleep 0.1; done',
+        `for i in $(seq 50); do [ -S ${BUS_SOCKET} ] && break; sleep 0.1; done`,
         `"${RESOLVED}" &`,
         `owned() { busctl --system call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus NameHasOwner s org.freedesktop.resolve1 2>/dev/null | grep -q true; }`,
         'for i in $(seq 50); do owned && break; sleep 0.1; done',
@@ -163,7 +167,15 @@ void describe('system DNS through a real systemd-resolved', () => {
       ]);
       running.push(holder);
       await holder.waitForLine('ready', 15_000);
-      const inside = ['nsenter', `--target=${holder.child.pid}`, '--mount', '--net', '--'];
+      const inside = [
+        'nsenter',
+        `--target=${holder.child.pid}`,
+        '--mount',
+        '--net',
+        '--',
+        'env',
+        `DBUS_SYSTEM_BUS_ADDRESS=${BUS_ADDRESS}`,
+      ];
 
       const service = startLongRunning([
         ...inside,
@@ -223,6 +235,8 @@ void describe('system DNS through a real systemd-resolved', () => {
 
       await service.kill('SIGTERM');
       assert.match(service.output(), /^restored$/m);
+      // Exited by itself after restoring: no D-Bus connection (or anything else) kept it alive.
+      assert.equal(service.child.exitCode, 0, service.output());
       const reverted = runOrThrow([...inside, RESOLVECTL, 'status', LINK]);
       assert.doesNotMatch(reverted, /DNS Servers:/);
     } finally {

@@ -3,13 +3,13 @@ import { lstat, readFile, readlink } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 
 import type { ResolvConfState, SystemDnsProbes } from './dns-control-mode.ts';
-import type { BusctlOptions } from './resolved.ts';
-import { busNameHasOwner } from './resolved.ts';
+import type { ResolvedBusOptions } from './resolved-dbus.ts';
+import { busNameHasOwner } from './resolved-dbus.ts';
 import { RESOLV_CONF_PATH } from './resolv-conf.ts';
 
 export interface ProbeOptions {
   resolvConfPath?: string;
-  bus?: BusctlOptions;
+  bus?: ResolvedBusOptions;
   mountInfoPath?: string;
 }
 

@@ -2,8 +2,10 @@
 import type { DnsControlMode } from './dns-control-mode.ts';
 import type { DnsSettings } from './dns-settings.ts';
 import { ResolvConfControl } from './resolv-conf.ts';
-import type { BusctlOptions, ResolvedManager } from './resolved.ts';
-import { BusctlResolvedManager, ResolvedDnsControl } from './resolved.ts';
+import type { ResolvedManager } from './resolved.ts';
+import { ResolvedDnsControl } from './resolved.ts';
+import type { ResolvedBusOptions } from './resolved-dbus.ts';
+import { DbusResolvedManager } from './resolved-dbus.ts';
 import type { TrampleWatcher, TrampleEvent } from './trample-watcher.ts';
 import { startTrampleWatcher } from './trample-watcher.ts';
 
@@ -24,8 +26,8 @@ export interface SystemDnsControlOptions {
   interfaceName: string;
   stateDirectory?: string;
   resolvConfPath?: string;
-  bus?: BusctlOptions;
-  /** Replaces busctl (tests). */
+  bus?: ResolvedBusOptions;
+  /** Replaces the D-Bus client (tests). */
   resolvedManager?: ResolvedManager;
   routeAllQueries?: boolean;
   trampleIntervalMs?: number;
@@ -68,7 +70,7 @@ export function createSystemDnsControl(
   if (mode === 'systemd-resolved') {
     const resolved = new ResolvedDnsControl({
       interfaceName: options.interfaceName,
-      manager: options.resolvedManager ?? new BusctlResolvedManager(options.bus),
+      manager: options.resolvedManager ?? new DbusResolvedManager(options.bus),
       routeAllQueries: options.routeAllQueries,
     });
     const control: SystemDnsControl = {
