@@ -3,9 +3,12 @@
  * its Debian package (the host's systemd version) is unpacked under .cache/,
  * and it runs in a network namespace plus a private mount namespace with a
  * tmpfs /run, its own system D-Bus and copies of passwd/group. Netconfig sets
- * the link DNS of a veth link (standing in for tun-gatehouse) to the stub on the sentinel address; names
- * then resolve through resolvectl and glibc (getent), resource names to proxy
- * addresses and other names through the stub's upstream.
+ * the link DNS of a veth link (standing in for tun-gatehouse) to the stub on
+ * the sentinel address; names then resolve through resolvectl and glibc
+ * (getent), resource names to proxy addresses and other names through the
+ * stub's upstream. DNS= names no resolver, so the stub's upstreams are
+ * resolved's own: the server of a default-route "LAN" link, not that of a
+ * link that only answers its own domain.
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
@@ -33,6 +36,8 @@ const SERVICE = fileURLToPath(new URL('./fixtures/dns-resolved-service.ts', impo
 const LINK = 'gh-dns0';
 const SENTINEL = '100.100.111.1';
 const UPSTREAM = '192.0.2.53';
+const LAN_LINK = 'gh-lan0';
+const SPLIT_LINK = 'gh-split0';
 const RESOLVED_UID = 64_053;
 /** Not the standard socket, so netconfig reaches the bus only through DBUS_SYSTEM_BUS_ADDRESS. */
 const BUS_SOCKET = '/run/gatehouse-test-bus/system_bus_socket';
@@ -129,6 +134,12 @@ void describe('system DNS through a real systemd-resolved', () => {
         ['link', 'set', `${LINK}p`, 'up'],
         ['address', 'add', `${SENTINEL}/32`, 'dev', LINK],
         ['address', 'add', `${UPSTREAM}/32`, 'dev', 'lo'],
+        ['link', 'add', LAN_LINK, 'type', 'veth', 'peer', 'name', `${LAN_LINK}p`],
+        ['link', 'set', LAN_LINK, 'up'],
+        ['link', 'set', `${LAN_LINK}p`, 'up'],
+        ['link', 'add', SPLIT_LINK, 'type', 'veth', 'peer', 'name', `${SPLIT_LINK}p`],
+        ['link', 'set', SPLIT_LINK, 'up'],
+        ['link', 'set', `${SPLIT_LINK}p`, 'up'],
       ]) {
         runOrThrow(['ip', '-n', namespace, ...command]);
       }
@@ -177,6 +188,16 @@ void describe('system DNS through a real systemd-resolved', () => {
         `DBUS_SYSTEM_BUS_ADDRESS=${BUS_ADDRESS}`,
       ];
 
+      for (const command of [
+        ['dns', LAN_LINK, UPSTREAM],
+        ['default-route', LAN_LINK, 'yes'],
+        ['dns', SPLIT_LINK, '192.0.2.99'],
+        ['domain', SPLIT_LINK, '~other.example'],
+        ['default-route', SPLIT_LINK, 'no'],
+      ]) {
+        runOrThrow([...inside, RESOLVECTL, ...command]);
+      }
+
       const service = startLongRunning([
         ...inside,
         process.execPath,
@@ -188,6 +209,10 @@ void describe('system DNS through a real systemd-resolved', () => {
       ]);
       running.push(service);
       await service.waitForLine('ready', 15_000);
+      assert.match(
+        service.output(),
+        new RegExp(`^upstreams: ${UPSTREAM.replaceAll('.', '\\.')}$`, 'm'),
+      );
 
       const linkStatus = runOrThrow([...inside, RESOLVECTL, 'status', LINK]);
       assert.match(linkStatus, new RegExp(`DNS Servers: ${SENTINEL.replaceAll('.', '\\.')}`));
@@ -222,7 +247,7 @@ void describe('system DNS through a real systemd-resolved', () => {
         '--cache=no',
         'www.example.org',
       ]);
-      assert.match(viaResolvectl, /203\.0\.113\.10/);
+      assert.match(viaResolvectl, new RegExp(`203\\.0\\.113\\.10\\s+-- link: ${LINK}$`, 'm'));
       assert.notEqual(run([...inside, 'getent', 'hosts', 'missing.example.org']).status, 0);
 
       // Something else reverts the link: the watcher notices and applies again.

@@ -6,7 +6,6 @@
 
 import {
   decideDnsControlMode,
-  nameserversIn,
   type DnsControlDecision,
   type DnsControlMode,
   type DnsControlSetting,
@@ -29,7 +28,11 @@ export const NO_DNS_SETTINGS_REASON = 'the configuration sets no DNS=';
 
 export class SystemDnsSession {
   readonly decision: DnsControlDecision;
-  /** The system's resolvers before Gatehouse took over, from /etc/resolv.conf. */
+  /**
+   * The system's resolvers before Gatehouse took over: the DNS stub's
+   * upstreams when DNS= names none. In systemd-resolved mode they are
+   * resolved's own (resolv.conf only names its stub, 127.0.0.53).
+   */
   readonly previousServers: readonly string[];
   readonly #control: SystemDnsControl;
   readonly #logger: Logger;
@@ -41,22 +44,17 @@ export class SystemDnsSession {
    * Repairs what a crashed run left, then decides the mode. The repair comes
    * first so that the probes (and previousServers) see the system's own
    * resolv.conf rather than Gatehouse's stale one; restoring a resolv.conf is
-   * the same in every mode.
+   * the same in every mode. The system's resolvers are read before Gatehouse
+   * changes anything.
    */
   static async start(options: SystemDnsSessionOptions): Promise<SystemDnsSession> {
     await options.createControl('disabled').restore();
     const probes = await options.probe();
     const decision = decideDnsControlMode(options.setting, probes);
     options.logger.info(`system DNS control: ${decision.mode} (${decision.reason})`);
-    const resolvConf = probes.resolvConf;
-    const previousServers =
-      resolvConf.kind === 'missing' ? [] : nameserversIn(resolvConf.content ?? '');
-    return new SystemDnsSession(
-      decision,
-      previousServers,
-      options.createControl(decision.mode),
-      options.logger,
-    );
+    const control = options.createControl(decision.mode);
+    const previousServers = await control.systemResolvers();
+    return new SystemDnsSession(decision, previousServers, control, options.logger);
   }
 
   private constructor(

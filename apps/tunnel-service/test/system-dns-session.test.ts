@@ -17,6 +17,19 @@ const PLAIN_FILE: SystemDnsProbes = {
 };
 const SETTINGS: DnsSettings = { servers: ['10.9.0.1'], searchDomains: ['corp.example'] };
 
+const RESOLVED_STUB: SystemDnsProbes = {
+  resolvConf: { kind: 'file', content: 'nameserver 127.0.0.53\n', isMountPoint: false },
+  resolvedOnBus: true,
+  networkManagerOnBus: false,
+};
+
+/** Each mode's control reports the system's resolvers as that mode reads them. */
+const SYSTEM_RESOLVERS: Record<DnsControlMode, string[]> = {
+  'etc-resolv-conf': ['192.168.1.1'],
+  'systemd-resolved': ['192.168.1.1', '2001:db8::53'],
+  disabled: ['192.168.1.1'],
+};
+
 function fakeSystem(probes: SystemDnsProbes = PLAIN_FILE) {
   const calls: string[] = [];
   let onEvent: ((event: TrampleEvent) => void) | undefined;
@@ -26,6 +39,10 @@ function fakeSystem(probes: SystemDnsProbes = PLAIN_FILE) {
       calls.push(`${mode} apply ${settings.servers.join(',')}`);
     },
     isTrampled: async () => false,
+    systemResolvers: async () => {
+      calls.push(`${mode} system resolvers`);
+      return SYSTEM_RESOLVERS[mode];
+    },
     restore: async () => {
       calls.push(`${mode} restore`);
     },
@@ -58,11 +75,35 @@ void describe('SystemDnsSession', () => {
     assert.deepEqual(system.calls, [
       'disabled restore',
       'probe',
+      'etc-resolv-conf system resolvers',
       'etc-resolv-conf apply 10.9.0.1',
       'etc-resolv-conf watch 10.9.0.1',
       'etc-resolv-conf unwatch',
       'etc-resolv-conf restore',
     ]);
+  });
+
+  void it("takes the system's resolvers from the chosen mode's control, before applying", async (t) => {
+    const cases: Array<{ name: string; probes: SystemDnsProbes; expected: string[] }> = [
+      { name: 'resolv.conf file', probes: PLAIN_FILE, expected: ['192.168.1.1'] },
+      {
+        name: "resolved's stub in resolv.conf: resolved's servers, not 127.0.0.53",
+        probes: RESOLVED_STUB,
+        expected: ['192.168.1.1', '2001:db8::53'],
+      },
+    ];
+    for (const c of cases) {
+      await t.test(c.name, async () => {
+        const system = fakeSystem(c.probes);
+        const session = await SystemDnsSession.start({
+          setting: 'auto',
+          ...system,
+          logger: silentLogger,
+        });
+        assert.deepEqual(session.previousServers, c.expected);
+        assert.equal(system.calls.at(-1), `${session.decision.mode} system resolvers`);
+      });
+    }
   });
 
   void it('reports applied, the disabled reason, or that DNS= is empty', async (t) => {

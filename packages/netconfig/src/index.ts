@@ -24,10 +24,15 @@ export {
   renderResolvConf,
 } from './dns/resolv-conf.ts';
 export type { RestoreOutcome } from './dns/resolv-conf.ts';
-export { ResolvedDnsControl, resolvedLinkSettings } from './dns/resolved.ts';
+export { ResolvedDnsControl, resolvedLinkSettings, resolvedUpstreams } from './dns/resolved.ts';
 export { DbusResolvedManager, busNameHasOwner } from './dns/resolved-dbus.ts';
 export type { ResolvedBusOptions } from './dns/resolved-dbus.ts';
-export type { ResolvedDomain, ResolvedLinkSettings, ResolvedManager } from './dns/resolved.ts';
+export type {
+  ResolvedDomain,
+  ResolvedLinkSettings,
+  ResolvedManager,
+  ResolvedServer,
+} from './dns/resolved.ts';
 export { createSystemDnsControl } from './dns/system-dns.ts';
 export type { SystemDnsControl, SystemDnsControlOptions } from './dns/system-dns.ts';
 export { startTrampleWatcher } from './dns/trample-watcher.ts';

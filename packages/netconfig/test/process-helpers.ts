@@ -77,7 +77,9 @@ export function startLongRunning(argv: readonly string[], env?: NodeJS.ProcessEn
         // the group is already gone
       }
       if (child.exitCode === null && child.signalCode === null) {
-        await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 5000))]);
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([exited, new Promise((resolve) => (timer = setTimeout(resolve, 5000)))]);
+        clearTimeout(timer);
       }
       // A daemon that escaped the group would otherwise hold these pipes, and the test process, open.
       child.stdout?.destroy();

@@ -71,6 +71,13 @@ async function fakeResolved(address: string) {
     if (first === 99) reply = errorReply(message, `${RESOLVE1}.NoSuchLink`, 'Link 99 not known');
     else if (message.member === 'GetLink')
       reply = Message.newMethodReturn(message, 'o', ['/org/freedesktop/resolve1/link/_37']);
+    else if (message.member === 'Get')
+      reply = Message.newMethodReturn(message, 'v', [
+        new Variant('a(iiay)', [
+          [0, 2, Buffer.from([9, 9, 9, 9])],
+          [3, 10, Buffer.from('20010db8000000000000000000000053', 'hex')],
+        ]),
+      ]);
     else if (message.member === 'GetAll')
       reply = Message.newMethodReturn(message, 'a{sv}', [
         {
@@ -149,6 +156,12 @@ void describe('DbusResolvedManager', () => {
           ],
           defaultRoute: true,
         });
+
+        assert.deepEqual(await manager.dnsServers(), [
+          { ifindex: 0, address: '9.9.9.9' },
+          { ifindex: 3, address: '2001:db8::53' },
+        ]);
+        assert.deepEqual(resolved.calls.at(-1)?.body, ['org.freedesktop.resolve1.Manager', 'DNS']);
 
         await assert.rejects(
           manager.setLinkDns(99, ['100.100.111.1']),

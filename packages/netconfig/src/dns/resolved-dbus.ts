@@ -9,7 +9,12 @@ import { isIPv4, isIPv6 } from 'node:net';
 
 import { DBusError, Message, sessionBus } from 'dbus-next';
 
-import type { ResolvedDomain, ResolvedLinkSettings, ResolvedManager } from './resolved.ts';
+import type {
+  ResolvedDomain,
+  ResolvedLinkSettings,
+  ResolvedManager,
+  ResolvedServer,
+} from './resolved.ts';
 import { canonicalAddress } from './resolved.ts';
 
 const RESOLVE1 = 'org.freedesktop.resolve1';
@@ -96,6 +101,16 @@ export class DbusResolvedManager implements ResolvedManager {
         })),
         defaultRoute: value<boolean>('DefaultRoute'),
       };
+    });
+  }
+
+  dnsServers(): Promise<ResolvedServer[]> {
+    return withBus(this.#options, 'reading the DNS servers', async (call) => {
+      const [dns] = (await call(RESOLVE1, RESOLVE1_PATH, PROPERTIES, 'Get', 'ss', [
+        MANAGER,
+        'DNS',
+      ])) as [{ value: Array<[number, number, Buffer]> }];
+      return dns.value.map(([ifindex, , bytes]) => ({ ifindex, address: addressFromBytes(bytes) }));
     });
   }
 

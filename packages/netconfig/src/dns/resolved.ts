@@ -25,6 +25,12 @@ export interface ResolvedLinkSettings {
   defaultRoute: boolean;
 }
 
+/** An entry of the Manager's `DNS` property; ifindex 0 is a global server. */
+export interface ResolvedServer {
+  ifindex: number;
+  address: string;
+}
+
 /** org.freedesktop.resolve1.Manager, as much of it as Gatehouse uses. */
 export interface ResolvedManager {
   setLinkDns(ifindex: number, servers: readonly string[]): Promise<void>;
@@ -33,6 +39,7 @@ export interface ResolvedManager {
   flushCaches(): Promise<void>;
   revertLink(ifindex: number): Promise<void>;
   linkSettings(ifindex: number): Promise<ResolvedLinkSettings>;
+  dnsServers(): Promise<ResolvedServer[]>;
 }
 
 /**
@@ -62,6 +69,27 @@ export function sameLinkSettings(a: ResolvedLinkSettings, b: ResolvedLinkSetting
   return (
     servers(a) === servers(b) && domains(a) === domains(b) && a.defaultRoute === b.defaultRoute
   );
+}
+
+/**
+ * The servers resolved sends a name to when no link's domain claims it: the
+ * global ones and those of links with the default-route flag, other than
+ * Gatehouse's own link. IPv6 link-local servers are left out: without their
+ * link, the stub could not reach them.
+ */
+export function resolvedUpstreams(
+  servers: readonly ResolvedServer[],
+  defaultRouteLinks: ReadonlySet<number>,
+  ownIfindex: number | undefined,
+): string[] {
+  const upstreams = servers
+    .filter(
+      ({ ifindex, address }) =>
+        (ifindex === 0 || (ifindex !== ownIfindex && defaultRouteLinks.has(ifindex))) &&
+        !/^fe[89ab]/i.test(address),
+    )
+    .map(({ address }) => canonicalAddress(address));
+  return [...new Set(upstreams)];
 }
 
 export interface ResolvedDnsControlOptions {
@@ -98,6 +126,20 @@ export class ResolvedDnsControl {
     const ifindex = await this.#interfaceIndex(this.#interfaceName);
     const current = await this.#manager.linkSettings(ifindex);
     return !sameLinkSettings(current, resolvedLinkSettings(settings, this.#routeAllQueries));
+  }
+
+  /** The system's own resolvers as resolved uses them (see resolvedUpstreams). */
+  async systemResolvers(): Promise<string[]> {
+    const ownIfindex = await this.#interfaceIndex(this.#interfaceName).catch(() => undefined);
+    const servers = await this.#manager.dnsServers();
+    const defaultRouteLinks = new Set<number>();
+    for (const ifindex of new Set(servers.map((server) => server.ifindex))) {
+      if (ifindex === 0 || ifindex === ownIfindex) continue;
+      // A link that went away since the DNS property was read routes nothing.
+      const settings = await this.#manager.linkSettings(ifindex).catch(() => undefined);
+      if (settings?.defaultRoute === true) defaultRouteLinks.add(ifindex);
+    }
+    return resolvedUpstreams(servers, defaultRouteLinks, ownIfindex);
   }
 
   async restore(): Promise<void> {

@@ -14,6 +14,12 @@ export interface SystemDnsControl {
   apply(settings: DnsSettings): Promise<void>;
   isTrampled(settings: DnsSettings): Promise<boolean>;
   /**
+   * The resolvers the system uses on its own: systemd-resolved's global and
+   * default-route servers in that mode, /etc/resolv.conf's (or its backup's)
+   * otherwise. They become the DNS stub's upstreams when DNS= names none.
+   */
+  systemResolvers(): Promise<string[]>;
+  /**
    * Gives DNS back. Also the start-up repair: whatever the mode, a
    * resolv.conf left by a crashed run is restored under the marker rule.
    */
@@ -60,6 +66,7 @@ export function createSystemDnsControl(
       mode,
       apply: (settings) => resolvConf.apply(settings),
       isTrampled: (settings) => resolvConf.isTrampled(settings),
+      systemResolvers: () => resolvConf.previousNameservers(),
       restore: async () => {
         await resolvConf.restore();
       },
@@ -77,6 +84,7 @@ export function createSystemDnsControl(
       mode,
       apply: (settings) => resolved.apply(settings),
       isTrampled: (settings) => resolved.isTrampled(settings),
+      systemResolvers: () => resolved.systemResolvers(),
       restore: async () => {
         await resolvConf.restore();
         await resolved.restore();
@@ -89,6 +97,7 @@ export function createSystemDnsControl(
     mode,
     apply: async () => undefined,
     isTrampled: async () => false,
+    systemResolvers: () => resolvConf.previousNameservers(),
     restore: async () => {
       await resolvConf.restore();
     },
