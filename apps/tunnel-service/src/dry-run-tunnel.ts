@@ -4,13 +4,19 @@
  * root network changes. Its status is the configuration with zero counters.
  */
 
-import { DROP_REASONS, type DropCounters, type TunnelStatus } from '@gatehouse/protocol';
+import {
+  DROP_REASONS,
+  type DnsResourcesStatus,
+  type DropCounters,
+  type TunnelStatus,
+} from '@gatehouse/protocol';
 import { encodeKey } from '@gatehouse/wireguard';
-import type { Tunnel, TunnelConfig } from './tunnel.ts';
+import { NO_DNS_RESOURCES, type Tunnel, type TunnelConfig } from './tunnel.ts';
 import type { PeerEndpoint } from './wg-quick-config.ts';
 
 export class DryRunTunnel implements Tunnel {
   #config: TunnelConfig | undefined;
+  #dnsResources = NO_DNS_RESOURCES;
 
   async start(config: TunnelConfig): Promise<void> {
     this.#config = config;
@@ -20,9 +26,10 @@ export class DryRunTunnel implements Tunnel {
     this.#config = undefined;
   }
 
-  /** Nothing runs in a dry run, not even the stub. */
-  async setDnsResources(): Promise<{ stubRunning: boolean }> {
-    return { stubRunning: false };
+  /** Remembers the patterns; nothing runs in a dry run, not even the stub. */
+  async setDnsResources(patterns: readonly string[]): Promise<DnsResourcesStatus> {
+    this.#dnsResources = { ...NO_DNS_RESOURCES, patterns: [...patterns] };
+    return this.#dnsResources;
   }
 
   status(): TunnelStatus {
@@ -52,6 +59,7 @@ export class DryRunTunnel implements Tunnel {
         applied: false,
         reason: 'dry run: nothing is applied',
       },
+      dnsResources: this.#dnsResources,
     };
   }
 }

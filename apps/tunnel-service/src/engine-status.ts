@@ -6,6 +6,7 @@
 import type { EngineDropReason, EngineStatus } from '@gatehouse/engine';
 import {
   DROP_REASONS,
+  type DnsResourcesStatus,
   type DnsStatus,
   type DropCounters,
   type TunnelStatus,
@@ -16,7 +17,11 @@ export type EngineStatusView = Pick<
   'interfaceName' | 'listenPort' | 'cryptoProvider' | 'peers'
 >;
 
-export function tunnelStatusFromEngine(engine: EngineStatusView, dns: DnsStatus): TunnelStatus {
+export function tunnelStatusFromEngine(
+  engine: EngineStatusView,
+  dns: DnsStatus,
+  dnsResources: DnsResourcesStatus,
+): TunnelStatus {
   return {
     state: 'running',
     interfaceName: engine.interfaceName,
@@ -35,6 +40,7 @@ export function tunnelStatusFromEngine(engine: EngineStatusView, dns: DnsStatus)
       persistentKeepalive: peer.persistentKeepalive,
     })),
     dns,
+    dnsResources,
   };
 }
 

@@ -13,11 +13,11 @@ import {
 } from '@gatehouse/dns-stub';
 import type { EngineOptions, EnginePeer } from '@gatehouse/engine';
 import { DEFAULT_FWMARK, type DnsSettings, type InterfaceSettings } from '@gatehouse/netconfig';
-import type { DnsStatus, TunnelStatus } from '@gatehouse/protocol';
+import type { DnsResourcesStatus, DnsStatus, TunnelStatus } from '@gatehouse/protocol';
 import type { Logger } from '@gatehouse/service-ipc';
 import { resolvePeerEndpoints, type HostLookup } from './endpoint-resolution.ts';
 import { tunnelStatusFromEngine, type EngineStatusView } from './engine-status.ts';
-import type { Tunnel, TunnelConfig } from './tunnel.ts';
+import { NO_DNS_RESOURCES, type Tunnel, type TunnelConfig } from './tunnel.ts';
 import { tunnelledAddressTest, type TunnelledAddressTest } from './tunnelled-addresses.ts';
 import { UndoStack } from './undo-stack.ts';
 
@@ -74,6 +74,13 @@ export const SENTINEL_INTERFACE_ADDRESSES = DEFAULT_SENTINEL_ADDRESSES.map((addr
 /** resolved's own stubs: as upstreams they would send the stub's queries straight back to it. */
 const LOOPING_UPSTREAMS = new Set(['127.0.0.53', '127.0.0.54', ...DEFAULT_SENTINEL_ADDRESSES]);
 
+interface RunningStub {
+  server: ResourceStub;
+  undo: UndoStack;
+  patterns: readonly string[];
+  upstreams: readonly string[];
+}
+
 interface Running {
   config: TunnelConfig;
   mark: number;
@@ -82,7 +89,7 @@ interface Running {
   dns: TunnelSystemDns;
   isTunnelled: TunnelledAddressTest;
   undo: UndoStack;
-  stub: { server: ResourceStub; undo: UndoStack } | undefined;
+  stub: RunningStub | undefined;
   /** DNS resource changes run one at a time. */
   dnsChange: Promise<unknown>;
 }
@@ -165,7 +172,11 @@ export class EngineTunnel implements Tunnel {
 
   status(): TunnelStatus {
     const running = this.#mustBeRunning();
-    return tunnelStatusFromEngine(running.engine.status(), running.dns.status());
+    return tunnelStatusFromEngine(
+      running.engine.status(),
+      running.dns.status(),
+      dnsResourcesStatus(running.stub),
+    );
   }
 
   /**
@@ -173,7 +184,7 @@ export class EngineTunnel implements Tunnel {
    * is exactly the file's DNS= (as wg-quick sets it) and no query takes a
    * detour through Gatehouse.
    */
-  setDnsResources(patterns: readonly string[]): Promise<{ stubRunning: boolean }> {
+  setDnsResources(patterns: readonly string[]): Promise<DnsResourcesStatus> {
     const running = this.#mustBeRunning();
     const change = running.dnsChange.then(() => this.#setDnsResources(running, patterns));
     running.dnsChange = change.catch(() => undefined);
@@ -183,26 +194,22 @@ export class EngineTunnel implements Tunnel {
   async #setDnsResources(
     running: Running,
     patterns: readonly string[],
-  ): Promise<{ stubRunning: boolean }> {
+  ): Promise<DnsResourcesStatus> {
     if (this.#running !== running) throw new Error('the tunnel is stopping');
     if (patterns.length === 0) {
       const stub = running.stub;
       running.stub = undefined;
       if (stub !== undefined) await this.#unwind(stub.undo, 'while stopping the DNS stub', true);
-      return { stubRunning: false };
-    }
-    if (running.stub !== undefined) {
+    } else if (running.stub !== undefined) {
       running.stub.server.setResources(patterns);
-      return { stubRunning: true };
+      running.stub.patterns = patterns;
+    } else {
+      running.stub = await this.#startStub(running, patterns);
     }
-    running.stub = await this.#startStub(running, patterns);
-    return { stubRunning: true };
+    return dnsResourcesStatus(running.stub);
   }
 
-  async #startStub(
-    running: Running,
-    patterns: readonly string[],
-  ): Promise<{ server: ResourceStub; undo: UndoStack }> {
+  async #startStub(running: Running, patterns: readonly string[]): Promise<RunningStub> {
     const { config, routing, dns } = running;
     const { logger } = this.#deps;
     for (const range of [DEFAULT_IPV4_PROXY_RANGE, DEFAULT_IPV6_PROXY_RANGE]) {
@@ -237,7 +244,7 @@ export class EngineTunnel implements Tunnel {
       logger.info(
         `DNS stub for ${patterns.length} DNS resource(s); upstreams: ${upstreams.join(', ') || 'none'}`,
       );
-      return { server, undo };
+      return { server, undo, patterns, upstreams };
     } catch (error) {
       await this.#unwind(undo, 'after the DNS stub failed to start');
       throw error;
@@ -269,6 +276,16 @@ export class EngineTunnel implements Tunnel {
     if (this.#running === undefined) throw new Error('the tunnel is not running');
     return this.#running;
   }
+}
+
+function dnsResourcesStatus(stub: RunningStub | undefined): DnsResourcesStatus {
+  if (stub === undefined) return NO_DNS_RESOURCES;
+  return {
+    patterns: [...stub.patterns],
+    stubRunning: true,
+    stubAddresses: [...DEFAULT_SENTINEL_ADDRESSES],
+    upstreams: [...stub.upstreams],
+  };
 }
 
 function prefixText(network: { address: string; prefixLength: number }): string {

@@ -3,7 +3,12 @@
  * per peer.
  */
 
-import type { DropCounters, PeerStatus, TunnelStatus } from '@gatehouse/protocol';
+import type {
+  DnsResourcesStatus,
+  DropCounters,
+  PeerStatus,
+  TunnelStatus,
+} from '@gatehouse/protocol';
 
 export function formatStatus(status: TunnelStatus, now: number): string {
   const lines = [
@@ -11,6 +16,7 @@ export function formatStatus(status: TunnelStatus, now: number): string {
     `  listening port: ${status.listenPort ?? 'none'}`,
     `  crypto: ${status.cryptoProvider}`,
     `  dns: ${formatDns(status.dns)}`,
+    `  dns resources: ${formatDnsResources(status.dnsResources)}`,
     '',
   ];
   if (status.peers.length === 0) return [...lines, 'no peers'].join('\n');
@@ -64,6 +70,14 @@ function formatDns(dns: TunnelStatus['dns']): string {
   if (dns.searchDomains.length > 0) parts.push(`search ${dns.searchDomains.join(', ')}`);
   const settings = parts.length > 0 ? parts.join('; ') : 'none';
   return dns.applied ? `${settings} (applied)` : `${settings} (not applied: ${dns.reason})`;
+}
+
+/** The patterns, then whether the stub runs, where, and where it forwards other names. */
+export function formatDnsResources(resources: DnsResourcesStatus): string {
+  const patterns = resources.patterns.length > 0 ? resources.patterns.join(', ') : 'none';
+  if (!resources.stubRunning) return `${patterns} (DNS stub not running)`;
+  const upstreams = resources.upstreams.length > 0 ? resources.upstreams.join(', ') : 'none';
+  return `${patterns} (DNS stub on ${resources.stubAddresses.join(', ')}; upstreams: ${upstreams})`;
 }
 
 function table(rows: string[][]): string[] {

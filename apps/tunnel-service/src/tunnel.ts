@@ -5,13 +5,20 @@
  * stops it.
  */
 
-import type { TunnelStatus } from '@gatehouse/protocol';
+import type { DnsResourcesStatus, TunnelStatus } from '@gatehouse/protocol';
 import type { WgQuickConfig } from './wg-quick-config.ts';
 
 export interface TunnelConfig extends WgQuickConfig {
   /** The network interface to create, e.g. from the configuration file's name as wg-quick does. */
   interfaceName: string;
 }
+
+export const NO_DNS_RESOURCES: DnsResourcesStatus = {
+  patterns: [],
+  stubRunning: false,
+  stubAddresses: [],
+  upstreams: [],
+};
 
 export interface Tunnel {
   /**
@@ -26,7 +33,8 @@ export interface Tunnel {
   status(): TunnelStatus;
   /**
    * Replaces the DNS resources (name patterns, already checked) the DNS stub
-   * answers with proxy addresses; an empty list stops the stub.
+   * answers with proxy addresses; an empty list stops the stub. Resolves
+   * with the DNS resources' status after the change.
    */
-  setDnsResources(patterns: readonly string[]): Promise<{ stubRunning: boolean }>;
+  setDnsResources(patterns: readonly string[]): Promise<DnsResourcesStatus>;
 }

@@ -10,7 +10,7 @@ import {
   type EngineTunnelDependencies,
   type ResourceStubOptions,
 } from '../src/engine-tunnel.ts';
-import type { TunnelConfig } from '../src/tunnel.ts';
+import { NO_DNS_RESOURCES, type TunnelConfig } from '../src/tunnel.ts';
 import { parseWgQuickConfig } from '../src/wg-quick-config.ts';
 
 const key = (byte: number) => Buffer.alloc(32, byte).toString('base64');
@@ -299,6 +299,7 @@ void describe('EngineTunnel stop and status', () => {
       searchDomains: ['corp.example'],
       applied: true,
     });
+    assert.deepEqual(status.dnsResources, NO_DNS_RESOURCES);
     const [peer] = status.peers;
     assert.equal(peer?.publicKey, key(2));
     assert.equal(peer?.endpoint, '192.0.2.7:51820');
@@ -318,7 +319,19 @@ void describe('EngineTunnel DNS resources', () => {
     await tunnel.start(CONFIG);
     h.calls.length = 0;
 
-    assert.deepEqual(await tunnel.setDnsResources(['*.corp.example']), { stubRunning: true });
+    const sentinels = ['100.100.111.1', 'fd00:2021:1111:8000:100:100:111:1'];
+    assert.deepEqual(await tunnel.setDnsResources(['*.corp.example']), {
+      patterns: ['*.corp.example'],
+      stubRunning: true,
+      stubAddresses: sentinels,
+      upstreams: ['10.9.0.1'],
+    });
+    assert.deepEqual(tunnel.status().dnsResources, {
+      patterns: ['*.corp.example'],
+      stubRunning: true,
+      stubAddresses: sentinels,
+      upstreams: ['10.9.0.1'],
+    });
     assert.deepEqual(h.calls, ['configureInterface', 'startResourceStub', 'dns.use']);
     assert.deepEqual(h.interfaces.at(-1)?.addresses, [
       '10.9.0.2/24',
@@ -331,10 +344,7 @@ void describe('EngineTunnel DNS resources', () => {
     assert.equal(stub?.mark, 0x4748);
     assert.equal(stub?.isTunnelled('10.9.0.1'), true);
     assert.equal(stub?.isTunnelled('192.168.1.1'), false);
-    assert.deepEqual(h.dnsUses.at(-1), {
-      servers: ['100.100.111.1', 'fd00:2021:1111:8000:100:100:111:1'],
-      searchDomains: ['corp.example'],
-    });
+    assert.deepEqual(h.dnsUses.at(-1), { servers: sentinels, searchDomains: ['corp.example'] });
     assert.ok(
       h.logs.some((line) => /warn: .*fd00:2021:1111:8000::\/107/.test(line)),
       'the IPv6 proxy range is outside AllowedIPs',
@@ -343,12 +353,17 @@ void describe('EngineTunnel DNS resources', () => {
 
     h.calls.length = 0;
     assert.deepEqual(await tunnel.setDnsResources(['a.example', '**.b.example']), {
+      patterns: ['a.example', '**.b.example'],
       stubRunning: true,
+      stubAddresses: sentinels,
+      upstreams: ['10.9.0.1'],
     });
+    assert.deepEqual(tunnel.status().dnsResources.patterns, ['a.example', '**.b.example']);
     assert.deepEqual(h.calls, ['stub.setResources a.example **.b.example']);
 
     h.calls.length = 0;
-    assert.deepEqual(await tunnel.setDnsResources([]), { stubRunning: false });
+    assert.deepEqual(await tunnel.setDnsResources([]), NO_DNS_RESOURCES);
+    assert.deepEqual(tunnel.status().dnsResources, NO_DNS_RESOURCES);
     assert.deepEqual(h.calls, ['dns.use', 'stub.close', 'configureInterface']);
     assert.deepEqual(h.dnsUses.at(-1), { servers: ['10.9.0.1'], searchDomains: ['corp.example'] });
     assert.deepEqual(h.interfaces.at(-1)?.addresses, ['10.9.0.2/24', 'fd00:9::2/64']);
@@ -371,6 +386,7 @@ void describe('EngineTunnel DNS resources', () => {
     await assert.rejects(tunnel.setDnsResources(['a.example']), /startResourceStub failed/);
     assert.deepEqual(h.calls, ['configureInterface', 'startResourceStub', 'configureInterface']);
     assert.equal(tunnel.status().state, 'running');
+    assert.deepEqual(tunnel.status().dnsResources, NO_DNS_RESOURCES);
   });
 
   void it('at stop closes the stub, then undoes the rest once', async () => {

@@ -1,7 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DROP_REASONS, type DropCounters, type TunnelStatus } from '@gatehouse/protocol';
-import { formatBytes, formatHandshakeAge, formatStatus } from '../src/status-format.ts';
+import {
+  formatBytes,
+  formatDnsResources,
+  formatHandshakeAge,
+  formatStatus,
+} from '../src/status-format.ts';
+import { NO_DNS_RESOURCES } from '../src/tunnel.ts';
 
 const NOW = 1_700_000_000_000;
 
@@ -52,17 +58,19 @@ void test('the status table lists each peer with its handshake, transfer and non
       },
     ],
     dns: { servers: [], searchDomains: [], applied: false, reason: 'not yet' },
+    dnsResources: NO_DNS_RESOURCES,
   };
   const lines = formatStatus(status, NOW).split('\n');
-  assert.deepEqual(lines.slice(0, 4), [
+  assert.deepEqual(lines.slice(0, 5), [
     'interface: wg0 (running)',
     '  listening port: none',
     '  crypto: openssl-native',
     '  dns: none (not applied: not yet)',
+    '  dns resources: none (DNS stub not running)',
   ]);
-  assert.match(lines[5] ?? '', /^PEER\s+ENDPOINT\s+HANDSHAKE\s+RECEIVED\s+SENT\s+DROPS$/);
+  assert.match(lines[6] ?? '', /^PEER\s+ENDPOINT\s+HANDSHAKE\s+RECEIVED\s+SENT\s+DROPS$/);
   assert.match(
-    lines[6] ?? '',
+    lines[7] ?? '',
     /^BwcH\S+=\s+\(none\)\s+1m 1s ago\s+2\.0 KiB \/ 2 pkts\s+10 B \/ 1 pkts\s+replay 3, decrypt-failed 1$/,
   );
   assert.equal(
@@ -70,5 +78,28 @@ void test('the status table lists each peer with its handshake, transfer and non
       .split('\n')
       .at(-1),
     'no peers',
+  );
+});
+
+void test('DNS resources: the patterns, then where the stub answers and forwards', () => {
+  const running = {
+    patterns: ['app.corp.example', '*.svc.corp.example'],
+    stubRunning: true,
+    stubAddresses: ['100.100.111.1', 'fd00:2021:1111:8000:100:100:111:1'],
+    upstreams: ['10.9.0.1'],
+  };
+  assert.equal(
+    formatDnsResources(running),
+    'app.corp.example, *.svc.corp.example (DNS stub on 100.100.111.1, ' +
+      'fd00:2021:1111:8000:100:100:111:1; upstreams: 10.9.0.1)',
+  );
+  assert.equal(
+    formatDnsResources({ ...running, upstreams: [] }),
+    'app.corp.example, *.svc.corp.example (DNS stub on 100.100.111.1, ' +
+      'fd00:2021:1111:8000:100:100:111:1; upstreams: none)',
+  );
+  assert.equal(
+    formatDnsResources({ ...NO_DNS_RESOURCES, patterns: ['app.corp.example'] }),
+    'app.corp.example (DNS stub not running)',
   );
 });

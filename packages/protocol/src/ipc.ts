@@ -15,10 +15,14 @@
  */
 
 import { z } from 'zod';
-import { TunnelStatusSchema } from './tunnel-status.ts';
+import { DnsResourcesStatusSchema, TunnelStatusSchema } from './tunnel-status.ts';
 
-/** 2: the engine's drop reasons; the set-dns-resources request. */
-export const PROTOCOL_VERSION = 2;
+/**
+ * 2: the engine's drop reasons; the set-dns-resources request.
+ * 3: the status carries the DNS resources and the stub's addresses and upstreams, which
+ * set-dns-resources also answers with.
+ */
+export const PROTOCOL_VERSION = 3;
 
 /** The largest frame the service accepts from a client, in bytes of UTF-8. */
 export const MAX_CLIENT_MESSAGE_BYTES = 64 * 1024;
@@ -54,10 +58,11 @@ export const requestSchemas = {
   /**
    * Replaces the DNS resources the stub answers with proxy addresses; an
    * empty list stops the stub and gives system DNS back to DNS= settings.
+   * Answers with the DNS resources' status after the change.
    */
   'set-dns-resources': {
     params: z.strictObject({ resources: z.array(DnsResourceSchema).max(MAX_DNS_RESOURCES) }),
-    result: z.object({ stubRunning: z.boolean() }),
+    result: DnsResourcesStatusSchema,
   },
 } as const;
 

@@ -80,6 +80,21 @@ export const DnsStatusSchema = z.discriminatedUnion('applied', [
 ]);
 export type DnsStatus = z.infer<typeof DnsStatusSchema>;
 
+/**
+ * The DNS resources and the DNS stub that answers for them: the
+ * `set-dns-resources` result and part of every status.
+ */
+export const DnsResourcesStatusSchema = z.object({
+  /** The patterns as last set; empty when there are none (then the stub does not run). */
+  patterns: z.array(z.string().max(253)),
+  stubRunning: z.boolean(),
+  /** The sentinel addresses the stub answers on and system DNS points at; empty when it does not run. */
+  stubAddresses: z.array(z.string().max(64)),
+  /** Where the stub forwards names that are no DNS resource; empty when it does not run. */
+  upstreams: z.array(z.string().max(64)),
+});
+export type DnsResourcesStatus = z.infer<typeof DnsResourcesStatusSchema>;
+
 export const TUNNEL_STATES = ['starting', 'running', 'stopping'] as const;
 export type TunnelState = (typeof TUNNEL_STATES)[number];
 
@@ -92,5 +107,6 @@ export const TunnelStatusSchema = z.object({
   cryptoProvider: z.string().max(100),
   peers: z.array(PeerStatusSchema),
   dns: DnsStatusSchema,
+  dnsResources: DnsResourcesStatusSchema,
 });
 export type TunnelStatus = z.infer<typeof TunnelStatusSchema>;

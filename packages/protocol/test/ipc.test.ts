@@ -31,6 +31,12 @@ const status: TunnelStatus = {
     },
   ],
   dns: { servers: ['10.0.0.53'], searchDomains: [], applied: false, reason: 'not yet supported' },
+  dnsResources: {
+    patterns: ['*.corp.example'],
+    stubRunning: true,
+    stubAddresses: ['100.100.111.1'],
+    upstreams: ['10.0.0.53'],
+  },
 };
 
 void test('client messages: accepted and refused', async (t) => {
@@ -199,8 +205,12 @@ void test('service messages: hello, both response shapes and events parse; other
 void test('request results are validated per kind', () => {
   assert.equal(parseRequestResult('status', status).ok, true);
   assert.equal(parseRequestResult('down', { stopping: true }).ok, true);
-  assert.equal(parseRequestResult('set-dns-resources', { stubRunning: true }).ok, true);
-  assert.equal(parseRequestResult('set-dns-resources', {}).ok, false);
+  assert.equal(parseRequestResult('set-dns-resources', status.dnsResources).ok, true);
+  assert.equal(parseRequestResult('set-dns-resources', { stubRunning: true }).ok, false);
+  const { dnsResources: _missing, ...withoutDnsResources } = status;
+  const old = parseRequestResult('status', withoutDnsResources);
+  assert.equal(old.ok, false, 'a status without DNS resources is from protocol 2');
+  assert.match(old.ok ? '' : old.message, /dnsResources/);
   const wrong = parseRequestResult('status', { ...status, listenPort: 70000 });
   assert.equal(wrong.ok, false);
   assert.match(wrong.ok ? '' : wrong.message, /listenPort/);

@@ -22,6 +22,8 @@ import {
   type RequestHandlers,
 } from '../src/index.ts';
 
+const NO_DNS_RESOURCES = { patterns: [], stubRunning: false, stubAddresses: [], upstreams: [] };
+
 const status: TunnelStatus = {
   state: 'running',
   interfaceName: 'gh-test',
@@ -44,6 +46,7 @@ const status: TunnelStatus = {
     },
   ],
   dns: { servers: [], searchDomains: [], applied: false, reason: 'not yet supported' },
+  dnsResources: NO_DNS_RESOURCES,
 };
 
 const allowEveryone: AuthorizationPolicy = () => ({ allowed: true });
@@ -70,7 +73,7 @@ async function startServer(
       return status;
     },
     down: () => ({ stopping: true }),
-    'set-dns-resources': () => ({ stubRunning: false }),
+    'set-dns-resources': () => NO_DNS_RESOURCES,
     ...overrides,
   };
   const server = await ServiceServer.start({
@@ -454,7 +457,7 @@ void test('a service speaking another protocol version is refused with a clear m
     await assert.rejects(ServiceClient.connect({ socketPath }), (error: unknown) => {
       assert.ok(error instanceof ServiceClientError);
       assert.equal(error.code, 'incompatible');
-      assert.match(error.message, /protocol 99.*speaks 2/);
+      assert.match(error.message, /protocol 99.*speaks 3/);
       return true;
     });
   } finally {
@@ -466,7 +469,7 @@ void test('a service speaking another protocol version is refused with a clear m
 const unusedHandlers: RequestHandlers = {
   status: () => status,
   down: () => ({ stopping: true }),
-  'set-dns-resources': () => ({ stubRunning: false }),
+  'set-dns-resources': () => NO_DNS_RESOURCES,
 };
 
 async function leaveStaleSocket(socketPath: string): Promise<void> {
