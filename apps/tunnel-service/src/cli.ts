@@ -1,21 +1,23 @@
 /**
  * gatehouse-tunnel: run a WireGuard tunnel from a wg-quick file in the
  * foreground (`up`), and talk to the running one through its control socket
- * (`down`, `status`). Exit codes: 0 done, 1 runtime error, 2 usage or
- * configuration error.
+ * (`down`, `status`, `dns-resources`). Exit codes: 0 done, 1 runtime error,
+ * 2 usage or configuration error.
  */
 
 import { readFileSync, statSync, existsSync } from 'node:fs';
 import { basename } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { resolveDnsControlSetting, type DnsControlSetting } from '@gatehouse/netconfig';
+import { requestSchemas, type DnsResource } from '@gatehouse/protocol';
 import { ServiceClient, ServiceClientError, type Logger } from '@gatehouse/service-ipc';
 import packageJson from '../package.json' with { type: 'json' };
+import { dnsResourcePatternProblem } from './dns-resource-patterns.ts';
 import { DryRunTunnel } from './dry-run-tunnel.ts';
 import { runTunnelService } from './service.ts';
 import { createStderrLogger } from './stderr-logger.ts';
 import { createSystemTunnel } from './system-tunnel.ts';
-import { formatStatus } from './status-format.ts';
+import { formatDnsResources, formatStatus } from './status-format.ts';
 import type { Tunnel } from './tunnel.ts';
 import { formatConfigProblems, parseWgQuickConfig, type WgQuickConfig } from './wg-quick-config.ts';
 
@@ -29,6 +31,7 @@ const USAGE = `usage:
                      [--dry-run] [--verbose]
   gatehouse-tunnel down [--socket PATH]
   gatehouse-tunnel status [--json] [--socket PATH]
+  gatehouse-tunnel dns-resources [--json] [--socket PATH] [PATTERN ...]
   gatehouse-tunnel --help | --version
 
 up        run the tunnel described by FILE (wg-quick format) in the foreground
@@ -40,7 +43,17 @@ up        run the tunnel described by FILE (wg-quick format) in the foreground
                         $GATEHOUSE_DNS_CONTROL
           --dry-run     check FILE and serve the control socket, configure nothing
 down      stop the running tunnel and wait until it is gone
-status    show the running tunnel's peers and counters (--json: machine-readable)
+status    show the running tunnel's peers, counters, DNS and DNS resources
+          (--json: machine-readable)
+dns-resources
+          replace the running tunnel's DNS resources: names and patterns
+          (app.example.com, us-east?.example.com, *.example.com, **.example.com)
+          that the DNS stub answers with proxy addresses, whose packets go to
+          the peer whose AllowedIPs cover 100.96.0.0/11 and
+          fd00:2021:1111:8000::/107; other names go to the upstream resolvers
+          (DNS=, else the system's). No PATTERN clears them and stops the stub.
+          Prints the DNS resources and where the stub answers (--json:
+          machine-readable)
 
 --socket PATH   control socket (default: $GATEHOUSE_SOCKET, else ${DEFAULT_SOCKET_PATH})`;
 
@@ -55,6 +68,8 @@ async function main(argv: string[]): Promise<number> {
       return down(rest);
     case 'status':
       return status(rest);
+    case 'dns-resources':
+      return dnsResources(rest);
     case '--help':
     case '-h':
     case 'help':
@@ -144,16 +159,56 @@ async function status(args: string[]): Promise<number> {
   }
 }
 
+async function dnsResources(args: string[]): Promise<number> {
+  const { values, positionals } = parseOptions(
+    args,
+    { json: { type: 'boolean' }, socket: { type: 'string' } },
+    true,
+  );
+  const resources = dnsResourcesFrom(positionals);
+  const client = await ServiceClient.connect({ socketPath: socketPathFrom(values.socket) });
+  try {
+    const result = await client.request('set-dns-resources', { resources });
+    const text =
+      values.json === true
+        ? JSON.stringify(result, null, 2)
+        : `dns resources: ${formatDnsResources(result)}`;
+    process.stdout.write(`${text}\n`);
+    return 0;
+  } finally {
+    client.close();
+  }
+}
+
+/** The request's resources, checked as the service will check them. */
+function dnsResourcesFrom(patterns: string[]): DnsResource[] {
+  const problem = dnsResourcePatternProblem(patterns);
+  if (problem !== undefined) throw new UsageError(problem);
+  const resources = patterns.map((address) => ({ address }));
+  const parsed = requestSchemas['set-dns-resources'].params.safeParse({ resources });
+  if (!parsed.success) {
+    const [issue] = parsed.error.issues;
+    const index = issue?.path[1];
+    const which =
+      typeof index === 'number'
+        ? `DNS resource ${JSON.stringify(patterns[index])}`
+        : 'DNS resources';
+    throw new UsageError(`${which}: ${issue?.message ?? 'refused'}`);
+  }
+  return parsed.data.resources;
+}
+
 function parseOptions<T extends NonNullable<ParseArgsConfig['options']>>(
   args: string[],
   options: T,
+  allowPositionals = false,
 ) {
   try {
-    return parseArgs<{ args: string[]; options: T; strict: true; allowPositionals: false }>({
+    return parseArgs<{ args: string[]; options: T; strict: true; allowPositionals: boolean }>({
       args,
       options,
       strict: true,
-      allowPositionals: false,
+      allowPositionals,
     });
   } catch (error) {
     throw new UsageError((error as Error).message);

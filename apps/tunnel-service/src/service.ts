@@ -4,9 +4,9 @@
  * way out — SIGINT, SIGTERM, `down`, a failed start or an unexpected error.
  */
 
-import { parseDomainPattern } from '@gatehouse/dns-stub';
 import type { TunnelStatus } from '@gatehouse/protocol';
 import { RequestError, ServiceServer, type Logger } from '@gatehouse/service-ipc';
+import { dnsResourcePatternProblem } from './dns-resource-patterns.ts';
 import type { Tunnel, TunnelConfig } from './tunnel.ts';
 
 export interface TunnelServiceOptions {
@@ -74,13 +74,8 @@ export async function runTunnelService(options: TunnelServiceOptions): Promise<n
           if (phase !== 'running')
             throw new RequestError('not-running', 'the tunnel is not running');
           const patterns = resources.map((resource) => resource.address);
-          for (const pattern of patterns) {
-            try {
-              parseDomainPattern(pattern);
-            } catch (error) {
-              throw new RequestError('bad-request', (error as Error).message);
-            }
-          }
+          const problem = dnsResourcePatternProblem(patterns);
+          if (problem !== undefined) throw new RequestError('bad-request', problem);
           const result = await tunnel.setDnsResources(patterns);
           server.broadcast({ event: 'status-changed', status: tunnel.status() });
           return result;

@@ -4,7 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TunnelStatusSchema } from '@gatehouse/protocol';
+import { DnsResourcesStatusSchema, TunnelStatusSchema } from '@gatehouse/protocol';
 
 const LAUNCHER = new URL('../bin/gatehouse-tunnel', import.meta.url).pathname;
 const key = (fill: number) => Buffer.alloc(32, fill).toString('base64');
@@ -103,6 +103,16 @@ void test('usage errors exit 2 with the usage text', async (t) => {
       args: ['up', '--config', '/tmp/this name is far too long.conf'],
       message: /cannot name the interface/,
     },
+    { args: ['dns-resources', '--jsn'], message: /Unknown option '--jsn'/ },
+    {
+      args: ['dns-resources', 'app.corp.example', 'app..corp.example'],
+      message: /empty label in DNS resource pattern "app\.\.corp\.example"/,
+    },
+    { args: ['dns-resources', ''], message: /empty DNS resource pattern/ },
+    {
+      args: ['dns-resources', `${'a'.repeat(250)}.example`],
+      message: /DNS resource "a{250}\.example": Too big: expected string to have <=253 characters/,
+    },
   ];
   for (const c of cases) {
     await t.test(c.args.join(' ') || '(nothing)', async () => {
@@ -118,6 +128,10 @@ void test('--help and --version exit 0 on stdout', async () => {
   const help = await run(['--help']);
   assert.equal(help.code, 0);
   assert.match(help.stdout, /gatehouse-tunnel up --config FILE/);
+  assert.match(
+    help.stdout,
+    /gatehouse-tunnel dns-resources \[--json\] \[--socket PATH\] \[PATTERN \.\.\.\]/,
+  );
   const version = await run(['--version']);
   assert.equal(version.code, 0);
   assert.match(version.stdout, /^gatehouse-tunnel \d+\.\d+\.\d+\n$/);
@@ -216,8 +230,8 @@ void test('--dns-control beats GATEHOUSE_DNS_CONTROL', async (t) => {
 void test('status and down without a running tunnel explain it and exit 1', async () => {
   const ws = workspace();
   try {
-    for (const command of ['status', 'down']) {
-      const outcome = await run([command], { GATEHOUSE_SOCKET: ws.socketPath });
+    for (const command of [['status'], ['down'], ['dns-resources', 'app.corp.example']]) {
+      const outcome = await run(command, { GATEHOUSE_SOCKET: ws.socketPath });
       assert.equal(outcome.code, 1);
       assert.match(
         outcome.stderr,
@@ -270,6 +284,49 @@ void test('up --dry-run serves status (table and JSON) and stops on down', async
     const up = await exited;
     assert.equal(up.code, 0, up.stderr);
     assert.equal(existsSync(ws.socketPath), false);
+  } finally {
+    ws.cleanup();
+  }
+});
+
+void test('dns-resources sets and clears the DNS resources; status shows them', async (t) => {
+  if (skipUnlessRoot(t)) return;
+  const ws = workspace();
+  try {
+    const { child, exited } = await startUp(ws);
+    const socket = ['--socket', ws.socketPath];
+
+    const set = await run(['dns-resources', ...socket, 'app.corp.example', '*.svc.corp.example']);
+    assert.equal(set.code, 0, set.stderr);
+    assert.equal(
+      set.stdout,
+      'dns resources: app.corp.example, *.svc.corp.example (DNS stub not running)\n',
+      'a dry run runs no stub',
+    );
+    const table = await run(['status', ...socket]);
+    assert.match(
+      table.stdout,
+      /^ {2}dns resources: app\.corp\.example, \*\.svc\.corp\.example \(DNS stub not running\)$/m,
+    );
+
+    const json = await run(['dns-resources', '--json', ...socket, '--', '**.lab.example']);
+    assert.equal(json.code, 0, json.stderr);
+    const expected = {
+      patterns: ['**.lab.example'],
+      stubRunning: false,
+      stubAddresses: [],
+      upstreams: [],
+    };
+    assert.deepEqual(DnsResourcesStatusSchema.parse(JSON.parse(json.stdout)), expected);
+    const status = await run(['status', '--json', ...socket]);
+    assert.deepEqual(TunnelStatusSchema.parse(JSON.parse(status.stdout)).dnsResources, expected);
+
+    const cleared = await run(['dns-resources', ...socket]);
+    assert.equal(cleared.code, 0, cleared.stderr);
+    assert.equal(cleared.stdout, 'dns resources: none (DNS stub not running)\n');
+
+    child.kill('SIGTERM');
+    assert.equal((await exited).code, 0);
   } finally {
     ws.cleanup();
   }
