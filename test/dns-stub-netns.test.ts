@@ -1,0 +1,223 @@
+/**
+ * DNS resources end to end. Namespace A runs `gatehouse-tunnel up` (in a
+ * private mount namespace with a copy of /etc) with DNS= pointing at B's
+ * tunnel address and a peer, B, whose AllowedIPs cover B and the proxy
+ * ranges; B runs wireguard-go and a small upstream resolver. After
+ * `gatehouse-tunnel dns-resources`, glibc in A resolves resource names to
+ * stable proxy addresses and back (PTR), other names through the upstream
+ * across the tunnel, and pings to a proxy address reach B through the
+ * tunnel. Clearing the resources stops the stub and points resolv.conf back
+ * at DNS=; down restores resolv.conf byte for byte.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+import { skipLoudly, systemTestSkipReason, TestNetwork } from './lib/netns.ts';
+import { describePing, ping } from './lib/ping.ts';
+import { gatehouseCli, startGatehouseUp, startPrivateEtc } from './lib/private-etc.ts';
+import { generateKeyPair, WireGuardGo } from './lib/wireguard-go.ts';
+
+const UPSTREAM_SERVER = fileURLToPath(
+  new URL('./fixtures/upstream-dns-server.ts', import.meta.url),
+);
+const INTERFACE = 'ghdns0';
+const A = { underlay: '10.200.0.1', tunnel: '10.201.0.1', listenPort: 51820 };
+const B = { underlay: '10.200.0.2', tunnel: '10.201.0.2', listenPort: 51821 };
+const IPV4_PROXY_RANGE = '100.96.0.0/11';
+const IPV6_PROXY_RANGE = 'fd00:2021:1111:8000::/107';
+const SENTINELS = ['100.100.111.1', 'fd00:2021:1111:8000:100:100:111:1'];
+const UPSTREAM_NAME = 'www.upstream.test';
+const UPSTREAM_ANSWER = '10.201.0.99';
+const ORIGINAL_RESOLV_CONF = Buffer.from('# the host of this namespace\nnameserver 192.0.2.53\n');
+
+/** The part of `gatehouse-tunnel status --json` this test reads. */
+interface Status {
+  dnsResources: unknown;
+  peers: { publicKey: string; txPackets: number }[];
+}
+
+function isIpv4ProxyAddress(address: string): boolean {
+  const [first, second] = address.split('.').map(Number);
+  return first === 100 && second !== undefined && second >= 96 && second < 128;
+}
+
+void it(
+  'dns-resources: proxy addresses and PTR from the stub, other names upstream through the tunnel, packets to the peer',
+  { timeout: 60_000 },
+  async (t) => {
+    const skip = systemTestSkipReason([
+      'ip',
+      'unshare',
+      'nsenter',
+      'mount',
+      'wireguard-go',
+      'wg',
+      'getent',
+      'ping',
+    ]);
+    if (skip !== undefined) return skipLoudly(t, skip);
+
+    const work = mkdtempSync(join(tmpdir(), 'gh-dns-stub-'));
+    const network = TestNetwork.create('dnsstub');
+    try {
+      const namespaceA = await network.addNamespace();
+      const namespaceB = await network.addNamespace();
+      await network.addVethPair(
+        { namespace: namespaceA, name: 'veth0', address: `${A.underlay}/24` },
+        { namespace: namespaceB, name: 'veth0', address: `${B.underlay}/24` },
+      );
+      const [keysA, keysB, decoyKeys] = await Promise.all([
+        generateKeyPair(),
+        generateKeyPair(),
+        generateKeyPair(),
+      ]);
+
+      const wireguardB = await WireGuardGo.start(network, {
+        namespace: namespaceB,
+        privateKey: keysB.privateKey,
+        listenPort: B.listenPort,
+        address: `${B.tunnel}/24`,
+      });
+      await wireguardB.setPeer({ publicKey: keysA.publicKey, allowedIps: [`${A.tunnel}/32`] });
+      // B stands in for a gateway: it answers for every proxy address.
+      await network.exec(namespaceB, [
+        'ip',
+        'route',
+        'add',
+        'local',
+        IPV4_PROXY_RANGE,
+        'dev',
+        'lo',
+      ]);
+      const upstream = network.spawn(namespaceB, [
+        process.execPath,
+        UPSTREAM_SERVER,
+        B.tunnel,
+        UPSTREAM_NAME,
+        UPSTREAM_ANSWER,
+      ]);
+
+      const privateEtc = await startPrivateEtc(network, namespaceA, work);
+      privateEtc.replaceResolvConf(ORIGINAL_RESOLV_CONF);
+      const configFile = join(work, `${INTERFACE}.conf`);
+      writeFileSync(
+        configFile,
+        `[Interface]
+PrivateKey = ${keysA.privateKey}
+Address = ${A.tunnel}/24
+ListenPort = ${A.listenPort}
+DNS = ${B.tunnel}
+
+[Peer]
+PublicKey = ${keysB.publicKey}
+Endpoint = ${B.underlay}:${B.listenPort}
+AllowedIPs = ${B.tunnel}/32, ${IPV4_PROXY_RANGE}, ${IPV6_PROXY_RANGE}
+
+[Peer]
+PublicKey = ${decoyKeys.publicKey}
+AllowedIPs = 10.202.0.0/24
+`,
+        { mode: 0o600 },
+      );
+      const socketPath = join(work, 'run', 'tunnel.sock');
+      const up = await startGatehouseUp(privateEtc, configFile, socketPath);
+      assert.ok(upstream.output().includes('ready'), `the upstream resolver: ${upstream.output()}`);
+      const cli = (command: string, args: string[] = []) =>
+        gatehouseCli(privateEtc, socketPath, command, args);
+      const resolvConf = () => readFileSync(privateEtc.resolvConf, 'utf8');
+      const nameservers = () => [...resolvConf().matchAll(/^nameserver (\S+)$/gm)].map((m) => m[1]);
+      const addressesOf = async (name: string) =>
+        [
+          ...new Set(
+            (await privateEtc.run(['getent', 'ahostsv4', name])).stdout
+              .trim()
+              .split('\n')
+              .map((line) => line.split(/\s+/)[0] ?? ''),
+          ),
+        ].sort();
+      assert.deepEqual(nameservers(), [B.tunnel]);
+
+      const set = await cli('dns-resources', ['app.corp.test', '*.svc.corp.test']);
+      assert.equal(
+        set.stdout,
+        `dns resources: app.corp.test, *.svc.corp.test (DNS stub on ${SENTINELS.join(', ')}; ` +
+          `upstreams: ${B.tunnel})\n`,
+      );
+      assert.deepEqual(nameservers(), SENTINELS);
+      const status = async () => JSON.parse((await cli('status', ['--json'])).stdout) as Status;
+      assert.deepEqual((await status()).dnsResources, {
+        patterns: ['app.corp.test', '*.svc.corp.test'],
+        stubRunning: true,
+        stubAddresses: SENTINELS,
+        upstreams: [B.tunnel],
+      });
+
+      const app = await addressesOf('app.corp.test');
+      assert.ok(app.length > 0 && app.every(isIpv4ProxyAddress), `app.corp.test: ${app}`);
+      assert.deepEqual(await addressesOf('app.corp.test'), app, 'stable across queries');
+      const service = await addressesOf('x.svc.corp.test');
+      assert.ok(service.length > 0 && service.every(isIpv4ProxyAddress), `x.svc: ${service}`);
+      assert.equal(
+        service.filter((address) => app.includes(address)).length,
+        0,
+        'each name its own proxy addresses',
+      );
+      const proxy = service[0] ?? '';
+      const reverse = (await privateEtc.run(['getent', 'hosts', proxy])).stdout;
+      assert.match(
+        reverse,
+        new RegExp(`^${proxy.replaceAll('.', '\\.')}\\s+x\\.svc\\.corp\\.test$`, 'm'),
+      );
+
+      assert.deepEqual(await addressesOf(UPSTREAM_NAME), [UPSTREAM_ANSWER]);
+      assert.match(
+        upstream.output(),
+        new RegExp(`^query ${UPSTREAM_NAME.replaceAll('.', '\\.')} A from ${A.tunnel}$`, 'm'),
+        'the stub forwarded through the tunnel',
+      );
+      assert.doesNotMatch(upstream.output(), /corp\.test/, 'resource names never go upstream');
+
+      const receivedBefore = (await wireguardB.peer(keysA.publicKey)).rxBytes;
+      const pinged = await ping(network, namespaceA, proxy, {
+        count: 3,
+        intervalSeconds: 0.2,
+        deadlineSeconds: 5,
+      });
+      assert.ok(pinged.received >= 3, describePing(pinged));
+      const receivedAfter = (await wireguardB.peer(keysA.publicKey)).rxBytes;
+      assert.ok(
+        receivedAfter - receivedBefore >= 3 * 84,
+        `B received ${receivedAfter - receivedBefore} bytes from A`,
+      );
+      assert.equal(
+        (await status()).peers.find((peer) => peer.publicKey === decoyKeys.publicKey)?.txPackets,
+        0,
+        'nothing went to the peer whose AllowedIPs do not cover the proxy range',
+      );
+
+      const cleared = await cli('dns-resources');
+      assert.equal(cleared.stdout, 'dns resources: none (DNS stub not running)\n');
+      assert.deepEqual(nameservers(), [B.tunnel]);
+      const addresses = (await privateEtc.run(['ip', 'address', 'show', 'dev', INTERFACE])).stdout;
+      assert.doesNotMatch(addresses, /100\.100\.111\.1/, 'the sentinel address is gone');
+      assert.deepEqual(await addressesOf(UPSTREAM_NAME), [UPSTREAM_ANSWER]);
+      await assert.rejects(
+        privateEtc.run(['getent', 'ahostsv4', 'app.corp.test']),
+        /exited with 2/,
+        'no longer a resource: NXDOMAIN upstream',
+      );
+
+      await cli('down');
+      const exit = await up.exited;
+      assert.equal(exit.code, 0, up.output());
+      assert.deepEqual(readFileSync(privateEtc.resolvConf), ORIGINAL_RESOLV_CONF);
+    } finally {
+      await network.destroy();
+      rmSync(work, { recursive: true, force: true });
+    }
+  },
+);
