@@ -106,12 +106,28 @@ void test('usage errors exit 2 with the usage text', async (t) => {
     { args: ['dns-resources', '--jsn'], message: /Unknown option '--jsn'/ },
     {
       args: ['dns-resources', 'app.corp.example', 'app..corp.example'],
-      message: /empty label in DNS resource pattern "app\.\.corp\.example"/,
+      message: /DNS resource pattern "app\.\.corp\.example": label 2 is empty/,
     },
-    { args: ['dns-resources', ''], message: /empty DNS resource pattern/ },
+    { args: ['dns-resources', ''], message: /DNS resource pattern "": it is empty/ },
     {
-      args: ['dns-resources', `${'a'.repeat(250)}.example`],
-      message: /DNS resource "a{250}\.example": Too big: expected string to have <=253 characters/,
+      args: ['dns-resources', 'http://app.corp.example'],
+      message:
+        /DNS resource pattern "http:\/\/app\.corp\.example": it has ":": a DNS resource is a bare name/,
+    },
+    {
+      args: ['dns-resources', '--', '**'],
+      message:
+        /DNS resource pattern "\*\*": it is only wildcards and would match nearly every name/,
+    },
+    {
+      args: ['dns-resources', `${'a'.repeat(70)}.example`],
+      message:
+        /DNS resource pattern "a{70}\.example": label 1 "a{70}" is 70 characters long; a label has at most 63/,
+    },
+    {
+      args: ['dns-resources', 'app.corp.example,'],
+      message:
+        /DNS resource pattern "app\.corp\.example,": label 3 "example," has ","; labels hold/,
     },
   ];
   for (const c of cases) {

@@ -29,8 +29,19 @@ void describe('parseDomainPattern', () => {
     ['foo.*.example.com', 'foo.bar.baz.example.com', false],
     ['foo.**.example.com', 'foo.bar.baz.example.com', true],
     ['foo.**.example.com', 'foo.example.com', true],
-    ['a+b.example.com', 'a+b.example.com', true],
-    ['a+b.example.com', 'aab.example.com', false],
+    ['_ldap._tcp.corp.example', '_ldap._tcp.corp.example', true],
+    ['app.example.com.', 'app.example.com', true],
+    ['APP.Example.COM', 'app.example.com', true],
+    ['xn--bcher-kva.example', 'xn--bcher-kva.example', true],
+    ['a-*.example.com', 'a-b.example.com', true],
+    ['ap?.example.com', 'ap-.example.com', true],
+    ['app.**', 'app.example.com', true],
+    [`${'a'.repeat(63)}.example`, `${'a'.repeat(63)}.example`, true],
+    [
+      `${'a'.repeat(63)}.${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(61)}.`,
+      `${'a'.repeat(63)}.${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(61)}`,
+      true,
+    ],
   ];
   for (const [pattern, name, matches] of cases) {
     void it(`${pattern} ${matches ? 'matches' : 'does not match'} ${name}`, () => {
@@ -38,10 +49,65 @@ void describe('parseDomainPattern', () => {
     });
   }
 
-  void it('rejects empty patterns and empty labels', () => {
-    assert.throws(() => parseDomainPattern(''), /empty/);
-    assert.throws(() => parseDomainPattern('a..example.com'), /empty label/);
-  });
+  const refused: Array<[pattern: string, message: string]> = [
+    ['', 'it is empty'],
+    ['.', 'it is empty'],
+    ['a..example.com', 'label 2 is empty (two dots in a row, or a leading dot)'],
+    ['.example.com', 'label 1 is empty (two dots in a row, or a leading dot)'],
+    ['app.example.com..', 'label 4 is empty (two dots in a row, or a leading dot)'],
+    [
+      'app.corp.test,',
+      'label 3 "test," has ","; labels hold letters, digits, hyphens, underscores and the wildcards * and ? (internationalized names in their xn-- form)',
+    ],
+    ['a b.test', 'label 1 "a b" has " "; labels hold'],
+    [' app.test', 'label 1 " app" has " "'],
+    ['bücher.example', 'label 1 "bücher" has "ü"'],
+    ['a+b.example.com', 'label 1 "a+b" has "+"'],
+    [
+      'http://app.corp.test',
+      'it has ":": a DNS resource is a bare name, without a scheme, port or path',
+    ],
+    ['app.corp.test/admin', 'it has "/"'],
+    ['app.corp.test:443', 'it has ":"'],
+    ['10.0.0.0/8', 'it has "/"'],
+    ['fd00::1', 'it has ":"'],
+    ['-app.test', 'label 1 "-app" starts with a hyphen'],
+    ['app-.test', 'label 1 "app-" ends with a hyphen'],
+    ['app.corp-.test', 'label 2 "corp-" ends with a hyphen'],
+    [
+      `${'a'.repeat(70)}.test`,
+      `label 1 "${'a'.repeat(70)}" is 70 characters long; a label has at most 63`,
+    ],
+    [
+      `${'a'.repeat(63)}.${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(62)}`,
+      'it is 254 characters long; a name has at most 253',
+    ],
+    [
+      'a**.example.com',
+      'label 1 "a**" has "**" inside it; "**" stands alone as a whole label (zero or more labels)',
+    ],
+    ['***.example.com', 'label 1 "***" has "**" inside it'],
+    [
+      '*',
+      'it is only wildcards and would match nearly every name; name the domain, e.g. *.example.com',
+    ],
+    ['**', 'it is only wildcards'],
+    ['**.', 'it is only wildcards'],
+    ['?', 'it is only wildcards'],
+    ['*.*', 'it is only wildcards'],
+    ['**.?*', 'it is only wildcards'],
+    ['10.0.0.1', 'its last label is all digits: an IP address is not a DNS resource'],
+    ['app.123', 'its last label is all digits'],
+  ];
+  for (const [pattern, message] of refused) {
+    void it(`refuses ${JSON.stringify(pattern)}: ${message}`, () => {
+      assert.throws(
+        () => parseDomainPattern(pattern),
+        (error: Error) =>
+          error.message.startsWith(`DNS resource pattern ${JSON.stringify(pattern)}: ${message}`),
+      );
+    });
+  }
 });
 
 void describe('mostSpecificMatch', () => {
