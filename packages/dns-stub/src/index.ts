@@ -16,6 +16,7 @@ export type {
   DnsStubOptions,
   ForwardEvent,
   ForwardRequest,
+  ProxyAddressFamilies,
   QueryOutcome,
   Upstream,
 } from './stub.ts';

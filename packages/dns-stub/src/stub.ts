@@ -48,7 +48,21 @@ export interface DnsResource {
   pattern: string;
 }
 
+/** The address families the tunnel interface has an address of. */
+export interface ProxyAddressFamilies {
+  ipv4: boolean;
+  ipv6: boolean;
+}
+
 export interface DnsStubOptions {
+  /**
+   * Which proxy addresses resource names get (both by default): A only with
+   * `ipv4`, AAAA only with `ipv6`, else NOERROR without records (NODATA).
+   * A proxy address of a family the tunnel has no address of would leave
+   * with a source address the peer refuses; NODATA makes applications use
+   * the family that works.
+   */
+  proxyFamilies?: ProxyAddressFamilies;
   ipv4ProxyRange?: string;
   ipv6ProxyRange?: string;
   addressesPerName?: number;
@@ -103,6 +117,7 @@ const OPCODE_MASK = 0x7800;
 
 export class DnsStub {
   readonly #pool: ProxyAddressPool;
+  readonly #families: ProxyAddressFamilies;
   readonly #ttl: number;
   readonly #attemptTimeoutMs: number;
   readonly #forwardTimeoutMs: number;
@@ -119,6 +134,7 @@ export class DnsStub {
       addressesPerName: options.addressesPerName ?? DEFAULT_ADDRESSES_PER_NAME,
       reservedRanges: [SENTINEL_IPV4_RANGE, SENTINEL_IPV6_RANGE],
     });
+    this.#families = options.proxyFamilies ?? { ipv4: true, ipv6: true };
     this.#ttl = options.ttlSeconds ?? DEFAULT_TTL_SECONDS;
     this.#attemptTimeoutMs =
       options.upstreamAttemptTimeoutMs ?? DEFAULT_UPSTREAM_ATTEMPT_TIMEOUT_MS;
@@ -293,9 +309,9 @@ export class DnsStub {
       return this.#reply(id, recursionDesired, question, RCODE_SERVFAIL, []);
     const ttl = this.#ttl;
     let answers: Answer[] = [];
-    if (question.type === 'A')
+    if (question.type === 'A' && this.#families.ipv4)
       answers = assignment.ipv4.map((data) => ({ type: 'A', name: question.name, ttl, data }));
-    if (question.type === 'AAAA') {
+    if (question.type === 'AAAA' && this.#families.ipv6) {
       answers = assignment.ipv6.map((data) => ({ type: 'AAAA', name: question.name, ttl, data }));
     }
     return this.#reply(id, recursionDesired, question, RCODE_NOERROR, answers);

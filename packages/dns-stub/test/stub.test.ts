@@ -76,6 +76,26 @@ void describe('DnsStub: resource names', () => {
     assert.equal(stub.lookupProxyAddress(first[0] ?? '')?.resourceId, 'r-db');
   });
 
+  void describe('answers only the families the tunnel has an address of, else NODATA', () => {
+    const cases: Array<{ ipv4: boolean; ipv6: boolean; type: 'A' | 'AAAA'; answers: number }> = [
+      { ipv4: true, ipv6: true, type: 'A', answers: 4 },
+      { ipv4: true, ipv6: true, type: 'AAAA', answers: 4 },
+      { ipv4: true, ipv6: false, type: 'A', answers: 4 },
+      { ipv4: true, ipv6: false, type: 'AAAA', answers: 0 },
+      { ipv4: false, ipv6: true, type: 'A', answers: 0 },
+      { ipv4: false, ipv6: true, type: 'AAAA', answers: 4 },
+    ];
+    for (const { ipv4, ipv6, type, answers } of cases) {
+      void it(`ipv4 ${ipv4}, ipv6 ${ipv6}: ${type} gets ${answers} records`, () => {
+        const stub = new DnsStub({ proxyFamilies: { ipv4, ipv6 } });
+        stub.setResources([{ id: 'r-app', pattern: 'app.corp.example' }]);
+        const reply = replyOf(stub.handleQuery(encodeQuery('app.corp.example', type), 0));
+        assert.equal(reply.rcode, 'NOERROR');
+        assert.equal(answerData(reply).length, answers);
+      });
+    }
+  });
+
   void it('answers other types for a resource name with NOERROR and no records', () => {
     const stub = stubWithResources();
     const txt = replyOf(stub.handleQuery(encodeQuery('app.corp.example', 'TXT'), 0));
