@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import type { FamilyState, RoutingIdentity } from '../src/routes/routing-plan.ts';
+import type { AddressJson, FamilyState, RoutingIdentity } from '../src/routes/routing-plan.ts';
 import {
   normalizePrefix,
   planAddresses,
@@ -163,6 +163,56 @@ void describe('planAddresses', () => {
       'address add fd00:a::2/64 dev tun-gatehouse nodad',
     ]);
   });
+
+  const listenOnlyCases: Array<{
+    name: string;
+    family: 4 | 6;
+    current: AddressJson[];
+    lines: string[];
+  }> = [
+    {
+      name: 'IPv4 listen-only addresses get scope host',
+      family: 4,
+      current: [],
+      lines: [
+        'address add 10.8.0.2/24 dev tun-gatehouse',
+        'address add 100.100.111.1/32 dev tun-gatehouse scope host',
+      ],
+    },
+    {
+      name: 'IPv6 listen-only addresses are deprecated, without DAD',
+      family: 6,
+      current: [],
+      lines: [
+        'address add fd00:a::2/64 dev tun-gatehouse nodad',
+        'address add fd00:2021:1111:8000:100:100:111:1/128 dev tun-gatehouse nodad preferred_lft 0',
+      ],
+    },
+    {
+      name: 'a listen-only address already there stays; one no longer wanted goes',
+      family: 4,
+      current: [
+        { family: 'inet', local: '10.8.0.2', prefixlen: 24, scope: 'global' },
+        { family: 'inet', local: '100.100.111.1', prefixlen: 32, scope: 'host' },
+        { family: 'inet', local: '100.100.111.2', prefixlen: 32, scope: 'host' },
+      ],
+      lines: ['address del 100.100.111.2/32 dev tun-gatehouse'],
+    },
+  ];
+  for (const c of listenOnlyCases) {
+    void it(c.name, () => {
+      assert.deepEqual(
+        planAddresses(
+          IDENTITY,
+          c.family,
+          c.current,
+          ['10.8.0.2/24', 'fd00:a::2/64'],
+          ['100.100.111.1', 'fd00:2021:1111:8000:100:100:111:1'],
+        ),
+        c.lines,
+      );
+    });
+  }
 });
 
 void describe('normalizePrefix', () => {

@@ -34,9 +34,11 @@ export interface InterfaceSettings {
   /**
    * Addresses with their prefixes as written (`10.8.0.2/24` also gives the
    * kernel's connected route for 10.8.0.0/24, as wg-quick does; a bare
-   * address means /32 or /128), e.g. the tunnel addresses and the DNS sentinels.
+   * address means /32 or /128), e.g. the tunnel addresses.
    */
   addresses: readonly string[];
+  /** Addresses to listen on, added so that source selection avoids them, e.g. the DNS sentinels (see planAddresses). */
+  listenOnlyAddresses?: readonly string[];
   mtu: number;
 }
 
@@ -85,7 +87,13 @@ export class GatehouseRouting {
       ]);
       await this.#batch(
         family,
-        planAddresses(this.identity, family, link?.addr_info ?? [], settings.addresses),
+        planAddresses(
+          this.identity,
+          family,
+          link?.addr_info ?? [],
+          settings.addresses,
+          settings.listenOnlyAddresses,
+        ),
       );
     }
   }

@@ -233,12 +233,21 @@ export function planFlush(
   return lines;
 }
 
-/** The address lines (one family) that make the interface carry exactly `addresses` (global scope). */
+/**
+ * The address lines (one family) that make the interface carry exactly
+ * `addresses` and `listenOnly` (global scope). Listen-only addresses are
+ * delivered locally but never picked as a source address: IPv4 ones get
+ * `scope host`, which source selection skips for every non-local
+ * destination; IPv6 ignores that scope, so they are deprecated
+ * (`preferred_lft 0`), which loses to any preferred address (RFC 6724 rule
+ * 3) but is still picked when no other global address is left.
+ */
 export function planAddresses(
   identity: RoutingIdentity,
   family: Family,
   current: readonly AddressJson[],
   addresses: readonly string[],
+  listenOnly: readonly string[] = [],
 ): string[] {
   const familyName = family === 4 ? 'inet' : 'inet6';
   const have = current
@@ -246,16 +255,23 @@ export function planAddresses(
       (entry) => entry.family === familyName && entry.scope !== 'link' && entry.local !== undefined,
     )
     .map((entry) => normalizePrefix(`${entry.local}/${entry.prefixlen}`));
-  const wanted = addresses
-    .filter((address) => familyOf(address) === family)
-    .map((address) => normalizePrefix(address));
+  const ofFamily = (list: readonly string[]) =>
+    list
+      .filter((address) => familyOf(address) === family)
+      .map((address) => normalizePrefix(address));
   const noDad = family === 6 ? ' nodad' : '';
+  const flags = new Map([
+    ...ofFamily(addresses).map((address) => [address, noDad] as const),
+    ...ofFamily(listenOnly).map(
+      (address) => [address, family === 4 ? ' scope host' : ' nodad preferred_lft 0'] as const,
+    ),
+  ]);
   return [
-    ...wanted
-      .filter((address) => !have.includes(address))
-      .map((address) => `address add ${address} dev ${identity.interfaceName}${noDad}`),
+    ...[...flags]
+      .filter(([address]) => !have.includes(address))
+      .map(([address, flag]) => `address add ${address} dev ${identity.interfaceName}${flag}`),
     ...have
-      .filter((address) => !wanted.includes(address))
+      .filter((address) => !flags.has(address))
       .map((address) => `address del ${address} dev ${identity.interfaceName}`),
   ];
 }
