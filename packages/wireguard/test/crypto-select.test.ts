@@ -70,8 +70,8 @@ const missingOpenssl: ProviderCandidate = {
 // Loads, but seals with a different key: must fail the known-answer self-test.
 const brokenLibsodium: ProviderCandidate = {
   ...libsodium,
-  load: () => {
-    const real = libsodium.load();
+  load: async () => {
+    const real = await libsodium.load();
     return {
       nonceAead: real.nonceAead,
       provider: {
@@ -82,8 +82,8 @@ const brokenLibsodium: ProviderCandidate = {
   },
 };
 
-void test('auto skips unavailable and self-test-failing candidates and reports both', () => {
-  const { provider, reason } = selectFromCandidates(
+void test('auto skips unavailable and self-test-failing candidates and reports both', async () => {
+  const { provider, reason } = await selectFromCandidates(
     [missingOpenssl, brokenLibsodium, wasm],
     'auto',
     undefined,
@@ -96,21 +96,22 @@ void test('auto skips unavailable and self-test-failing candidates and reports b
   assert.match(reason, /libsodium-native skipped: self-test failed: transport ciphertext mismatch/);
 });
 
-void test('an explicitly requested provider that is unavailable is an error saying why', () => {
-  assert.throws(
-    () => selectFromCandidates([missingOpenssl, libsodium, wasm], 'openssl-native', undefined),
+void test('an explicitly requested provider that is unavailable is an error saying why', async () => {
+  await assert.rejects(
+    selectFromCandidates([missingOpenssl, libsodium, wasm], 'openssl-native', undefined),
     /crypto provider 'openssl-native' was requested but is unavailable: failed to load \(symbol EVP_chacha20_poly1305 not found\)/,
   );
-  assert.throws(
-    () => selectFromCandidates([openssl, brokenLibsodium, wasm], 'libsodium-native', undefined),
+  await assert.rejects(
+    selectFromCandidates([openssl, brokenLibsodium, wasm], 'libsodium-native', undefined),
     /'libsodium-native' was requested but is unavailable: self-test failed/,
   );
 });
 
-void test('auto with no usable candidate is an error listing every reason', () => {
-  assert.throws(
-    () => selectFromCandidates([missingOpenssl, brokenLibsodium], 'auto', undefined),
+void test('auto with no usable candidate is an error listing every reason', async () => {
+  await assert.rejects(
+    selectFromCandidates([missingOpenssl, brokenLibsodium], 'auto', undefined),
     /no usable crypto provider: openssl-native skipped: .*; libsodium-native skipped: /,
   );
-  assert.equal(selectFromCandidates([wasm], 'auto', undefined).provider, libsodiumWasmProvider);
+  const { provider } = await selectFromCandidates([wasm], 'auto', undefined);
+  assert.equal(provider, libsodiumWasmProvider);
 });

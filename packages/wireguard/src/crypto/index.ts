@@ -22,6 +22,5 @@ export {
   xaeadOpen,
   xaeadSeal,
 } from './primitives.ts';
-export { libsodiumWasmProvider } from './libsodium-wasm.ts';
 export { loadLibsodiumNative } from './libsodium-native.ts';
 export { loadOpensslNative } from './openssl-native.ts';

@@ -2,9 +2,6 @@
  * Handshake-path primitives shared by every crypto provider: BLAKE2s hashing,
  * HMAC and WireGuard's HKDF, keyed BLAKE2s-128 (MAC1/MAC2), X25519 and
  * XChaCha20-Poly1305 (cookie replies).
- *
- * All exports are synchronous: the module awaits libsodium's initialisation
- * once, at import time.
  */
 
 import {
@@ -16,11 +13,9 @@ import {
   getRandomValues,
   timingSafeEqual,
 } from 'node:crypto';
+import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { blake2s } from '@noble/hashes/blake2.js';
-import sodium from 'libsodium-wrappers';
 import { AEAD_TAG_LENGTH } from './chacha20poly1305.ts';
-
-await sodium.ready;
 
 export const HASH_LENGTH = 32;
 export const MAC_LENGTH = 16;
@@ -118,7 +113,7 @@ export function xaeadSeal(
 ): Uint8Array {
   checkLength('key', key, KEY_LENGTH);
   checkLength('nonce', nonce24, XAEAD_NONCE_LENGTH);
-  return sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, aad, null, nonce24, key);
+  return xchacha20poly1305(key, nonce24, aad).encrypt(plaintext);
 }
 
 /** XChaCha20-Poly1305 open of ciphertext || tag; null when authentication fails. */
@@ -132,7 +127,7 @@ export function xaeadOpen(
   checkLength('nonce', nonce24, XAEAD_NONCE_LENGTH);
   if (ciphertext.length < AEAD_TAG_LENGTH) return null;
   try {
-    return sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(null, ciphertext, aad, nonce24, key);
+    return xchacha20poly1305(key, nonce24, aad).decrypt(ciphertext);
   } catch {
     return null;
   }

@@ -5,7 +5,8 @@
  * binary), then libsodium-native (system libsodium), then libsodium-wasm,
  * which always works. A candidate is only chosen after it reproduces known
  * ciphertexts through both its nonce API and its transport path and rejects
- * a forged tag.
+ * a forged tag. The WebAssembly build is imported only when selection gets
+ * to it: instantiating it costs every thread tens of megabytes.
  *
  * When no preference is passed, the environment variable
  * GATEHOUSE_CRYPTO_PROVIDER (`auto` or a provider name) supplies one, so an
@@ -14,7 +15,6 @@
  */
 
 import type { NonceAead } from './chacha20poly1305.ts';
-import { libsodiumWasmNonceAead, libsodiumWasmProvider } from './libsodium-wasm.ts';
 import { LIBSODIUM_SONAME, loadLibsodiumNative } from './libsodium-native.ts';
 import { loadOpensslNative } from './openssl-native.ts';
 import { constantTimeEqual } from './primitives.ts';
@@ -36,20 +36,25 @@ export async function selectCryptoProvider(
   return selectFromCandidates(PROVIDER_CANDIDATES, preference, process.env[CRYPTO_PROVIDER_ENV]);
 }
 
+export interface LoadedProvider {
+  provider: CryptoProvider;
+  nonceAead: NonceAead;
+}
+
 /** A provider that selection may pick, with how to load it. */
 export interface ProviderCandidate {
   name: CryptoProviderName;
   description: string;
-  /** Throws when the provider cannot be used on this machine. */
-  load: () => { provider: CryptoProvider; nonceAead: NonceAead };
+  /** Throws (or rejects) when the provider cannot be used on this machine. */
+  load: () => LoadedProvider | Promise<LoadedProvider>;
 }
 
 /** The selection logic over an explicit candidate list, fastest first (tests substitute failing ones). */
-export function selectFromCandidates(
+export async function selectFromCandidates(
   candidates: readonly ProviderCandidate[],
   preference: CryptoProviderPreference | undefined,
   environmentPreference: string | undefined,
-): CryptoProviderSelection {
+): Promise<CryptoProviderSelection> {
   const fromEnvironment = preference === undefined ? environmentPreference : undefined;
   const wanted = preference ?? (fromEnvironment || 'auto');
   const source = fromEnvironment ? ` (from ${CRYPTO_PROVIDER_ENV})` : '';
@@ -63,7 +68,7 @@ export function selectFromCandidates(
       `unknown crypto provider '${String(wanted)}'${source}; expected one of: ${known}`,
     );
   }
-  const outcome = tryCandidate(candidate);
+  const outcome = await tryCandidate(candidate);
   if (typeof outcome === 'string') {
     throw new Error(
       `crypto provider '${candidate.name}' was requested${source} but is unavailable: ${outcome}`,
@@ -89,17 +94,20 @@ export const PROVIDER_CANDIDATES: readonly ProviderCandidate[] = [
   {
     name: 'libsodium-wasm',
     description: 'portable libsodium WebAssembly build',
-    load: () => ({ provider: libsodiumWasmProvider, nonceAead: libsodiumWasmNonceAead }),
+    load: async () => {
+      const wasm = await import('./libsodium-wasm.ts');
+      return { provider: wasm.libsodiumWasmProvider, nonceAead: wasm.libsodiumWasmNonceAead };
+    },
   },
 ];
 
-function selectAutomatically(
+async function selectAutomatically(
   candidates: readonly ProviderCandidate[],
   source: string,
-): CryptoProviderSelection {
+): Promise<CryptoProviderSelection> {
   const skipped: string[] = [];
   for (const candidate of candidates) {
-    const outcome = tryCandidate(candidate);
+    const outcome = await tryCandidate(candidate);
     if (typeof outcome === 'string') {
       skipped.push(`${candidate.name} skipped: ${outcome}`);
       continue;
@@ -114,10 +122,10 @@ function selectAutomatically(
 }
 
 /** The provider, or why it cannot be used. */
-function tryCandidate(candidate: ProviderCandidate): CryptoProvider | string {
-  let loaded: { provider: CryptoProvider; nonceAead: NonceAead };
+async function tryCandidate(candidate: ProviderCandidate): Promise<CryptoProvider | string> {
+  let loaded: LoadedProvider;
   try {
-    loaded = candidate.load();
+    loaded = await candidate.load();
   } catch (error) {
     return `failed to load (${error instanceof Error ? error.message : String(error)})`;
   }
