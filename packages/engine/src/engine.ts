@@ -22,8 +22,8 @@
  * awaits with Atomics.waitAsync next to a timer for device.pollTimeout().
  */
 import { availableParallelism } from 'node:os';
-import { MessageChannel, Worker } from 'node:worker_threads';
-import type { MessagePort } from 'node:worker_threads';
+import { MessageChannel } from 'node:worker_threads';
+import type { MessagePort, Worker } from 'node:worker_threads';
 
 import { closeTunQueueFds, openTunQueues } from '@gatehouse/tun';
 import type { MemoryTunQueues, OpenedTunQueues } from '@gatehouse/tun';
@@ -45,6 +45,8 @@ import type { AllowedIpsTable } from './allowed-ips.ts';
 import { monotonicMs } from './data-path.ts';
 import { DROP_REASONS, DropCounters, UNATTRIBUTED } from './drop-counters.ts';
 import { HandshakeRing } from './handshake-ring.ts';
+import { limitMallocArenas } from './malloc-arenas.ts';
+import { startStrippedWorker } from './stripped-worker.ts';
 import { CONTROL_CONFIG_EPOCH, CONTROL_STOP, CONTROL_WORDS } from './worker-protocol.ts';
 import type { WorkerIo, WorkerReport, WorkerSetup } from './worker-protocol.ts';
 
@@ -175,6 +177,7 @@ export class Engine {
   /** Opens the TUN device (exclusively), the sockets and the workers, then adds `peers`. */
   static async start(options: EngineOptions, peers: EnginePeer[]): Promise<Engine> {
     const queues = options.queues ?? Math.min(4, availableParallelism());
+    limitMallocArenas();
     const tun = openTunQueues({
       name: options.interfaceName,
       queues,
@@ -264,7 +267,7 @@ export class Engine {
           control: control.buffer as SharedArrayBuffer,
           port: channel.port2,
         };
-        const worker = new Worker(new URL('./engine-worker.ts', import.meta.url), {
+        const worker = startStrippedWorker(new URL('./engine-worker.ts', import.meta.url), {
           workerData: setup,
           transferList: [channel.port2],
           // The data path allocates nothing per packet: a small nursery keeps RSS down.
