@@ -6,8 +6,10 @@
  * `gatehouse-tunnel dns-resources`, glibc in A resolves resource names to
  * stable proxy addresses and back (PTR), other names through the upstream
  * across the tunnel, and pings to a proxy address reach B through the
- * tunnel. Clearing the resources stops the stub and points resolv.conf back
- * at DNS=; down restores resolv.conf byte for byte.
+ * tunnel. A's configuration has no IPv6 Address, so resource names get no
+ * IPv6 proxy addresses (NODATA for AAAA) and the kernel never picks a
+ * sentinel as a source. Clearing the resources stops the stub and points
+ * resolv.conf back at DNS=; down restores resolv.conf byte for byte.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -29,7 +31,9 @@ const A = { underlay: '10.200.0.1', tunnel: '10.201.0.1', listenPort: 51820 };
 const B = { underlay: '10.200.0.2', tunnel: '10.201.0.2', listenPort: 51821 };
 const IPV4_PROXY_RANGE = '100.96.0.0/11';
 const IPV6_PROXY_RANGE = 'fd00:2021:1111:8000::/107';
-const SENTINELS = ['100.100.111.1', 'fd00:2021:1111:8000:100:100:111:1'];
+/** A has no IPv6 tunnel address, so the stub listens on the IPv4 sentinel only. */
+const SENTINELS = ['100.100.111.1'];
+const IPV6_SENTINEL = 'fd00:2021:1111:8000:100:100:111:1';
 const UPSTREAM_NAME = 'www.upstream.test';
 const UPSTREAM_ANSWER = '10.201.0.99';
 const ORIGINAL_RESOLV_CONF = Buffer.from('# the host of this namespace\nnameserver 192.0.2.53\n');
@@ -155,6 +159,39 @@ AllowedIPs = 10.202.0.0/24
         stubAddresses: SENTINELS,
         upstreams: [B.tunnel],
       });
+
+      const routeGet = async (family: '-4' | '-6', destination: string) =>
+        (await privateEtc.run(['ip', family, 'route', 'get', destination])).stdout;
+      assert.match(
+        await routeGet('-4', '100.96.0.1'),
+        new RegExp(`dev ${INTERFACE} .*src ${A.tunnel.replaceAll('.', '\\.')} `),
+        'the configured Address is the source, not the sentinel',
+      );
+      const ipv6Route = await routeGet('-6', 'fd00:2021:1111:8000::1');
+      assert.doesNotMatch(ipv6Route, /100:100:111/, `no sentinel as the source: ${ipv6Route}`);
+      assert.doesNotMatch(
+        (await privateEtc.run(['ip', 'address', 'show', 'dev', INTERFACE])).stdout,
+        new RegExp(IPV6_SENTINEL),
+        'no IPv6 sentinel without an IPv6 tunnel address',
+      );
+      // getent ahostsv6 asks with AI_V4MAPPED: without AAAA records glibc maps the A records.
+      const ahostsv6 = (await privateEtc.run(['getent', 'ahostsv6', 'app.corp.test'])).stdout;
+      assert.ok(
+        ahostsv6
+          .trim()
+          .split('\n')
+          .every((line) => line.startsWith('::ffff:100.')),
+        `only IPv4-mapped addresses: ${ahostsv6}`,
+      );
+      const lookupV6 = await privateEtc.run([
+        process.execPath,
+        '-e',
+        "require('node:dns').lookup('app.corp.test', { family: 6, all: true }, " +
+          '(error, addresses) => console.log(error?.code ?? JSON.stringify(addresses)))',
+      ]);
+      assert.equal(lookupV6.stdout.trim(), 'ENOTFOUND', 'getaddrinfo(AF_INET6) finds nothing');
+      const anyFamily = (await privateEtc.run(['getent', 'ahosts', 'app.corp.test'])).stdout;
+      assert.doesNotMatch(anyFamily, /:/, `IPv4 proxy addresses only: ${anyFamily}`);
 
       const app = await addressesOf('app.corp.test');
       assert.ok(app.length > 0 && app.every(isIpv4ProxyAddress), `app.corp.test: ${app}`);

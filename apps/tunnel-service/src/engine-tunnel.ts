@@ -10,6 +10,7 @@ import {
   DEFAULT_IPV4_PROXY_RANGE,
   DEFAULT_IPV6_PROXY_RANGE,
   DEFAULT_SENTINEL_ADDRESSES,
+  type ProxyAddressFamilies,
 } from '@gatehouse/dns-stub';
 import type { EngineOptions, EnginePeer } from '@gatehouse/engine';
 import { DEFAULT_FWMARK, type DnsSettings, type InterfaceSettings } from '@gatehouse/netconfig';
@@ -44,6 +45,9 @@ export interface TunnelSystemDns {
 }
 
 export interface ResourceStubOptions {
+  /** The sentinel addresses to listen on. */
+  listen: readonly string[];
+  proxyFamilies: ProxyAddressFamilies;
   resources: readonly string[];
   upstreams: readonly string[];
   mark: number;
@@ -66,10 +70,24 @@ export interface EngineTunnelDependencies {
   logger: Logger;
 }
 
-/** The sentinels as interface addresses: local, so the kernel delivers queries to the stub. */
-export const SENTINEL_INTERFACE_ADDRESSES = DEFAULT_SENTINEL_ADDRESSES.map((address) =>
-  address.includes(':') ? `${address}/128` : `${address}/32`,
-);
+/** The families the tunnel has an address of: the stub hands out proxy addresses of those only. */
+export function proxyFamiliesOf(config: TunnelConfig): ProxyAddressFamilies {
+  const { addresses } = config.interface;
+  return {
+    ipv4: addresses.some((address) => address.family === 4),
+    ipv6: addresses.some((address) => address.family === 6),
+  };
+}
+
+/**
+ * Where the stub listens, as listen-only interface addresses so that the
+ * kernel delivers queries to it. The IPv4 sentinel always: it is never a
+ * source address. The IPv6 one only with an IPv6 tunnel address, as a
+ * deprecated address is still the source when no other global one is left.
+ */
+export function sentinelAddresses(families: ProxyAddressFamilies): string[] {
+  return DEFAULT_SENTINEL_ADDRESSES.filter((address) => families.ipv6 || !address.includes(':'));
+}
 
 /** resolved's own stubs: as upstreams they would send the stub's queries straight back to it. */
 const LOOPING_UPSTREAMS = new Set(['127.0.0.53', '127.0.0.54', ...DEFAULT_SENTINEL_ADDRESSES]);
@@ -77,6 +95,7 @@ const LOOPING_UPSTREAMS = new Set(['127.0.0.53', '127.0.0.54', ...DEFAULT_SENTIN
 interface RunningStub {
   server: ResourceStub;
   undo: UndoStack;
+  addresses: readonly string[];
   patterns: readonly string[];
   upstreams: readonly string[];
 }
@@ -141,7 +160,7 @@ export class EngineTunnel implements Tunnel {
       logger.info(`data plane: ${engine.cryptoProvider} ChaCha20-Poly1305`);
 
       undo.push("remove Gatehouse's rules and routes", () => routing.flush());
-      await routing.configureInterface(interfaceSettings(config, []));
+      await routing.configureInterface(interfaceSettings(config));
       await routing.setRoutes(config.peers.flatMap((peer) => peer.allowedIps.map(prefixText)));
 
       undo.push('give system DNS back', () => dns.restore());
@@ -223,13 +242,17 @@ export class EngineTunnel implements Tunnel {
     const upstreams = (fileServers.length > 0 ? fileServers : dns.previousServers).filter(
       (server) => !LOOPING_UPSTREAMS.has(server),
     );
+    const proxyFamilies = proxyFamiliesOf(config);
+    const addresses = sentinelAddresses(proxyFamilies);
     const undo = new UndoStack();
     try {
       undo.push('remove the DNS sentinel addresses', () =>
-        routing.configureInterface(interfaceSettings(config, [])),
+        routing.configureInterface(interfaceSettings(config)),
       );
-      await routing.configureInterface(interfaceSettings(config, SENTINEL_INTERFACE_ADDRESSES));
+      await routing.configureInterface(interfaceSettings(config, addresses));
       const server = await this.#deps.startResourceStub({
+        listen: addresses,
+        proxyFamilies,
         resources: patterns,
         upstreams,
         mark: running.mark,
@@ -238,13 +261,13 @@ export class EngineTunnel implements Tunnel {
       undo.push('stop the DNS stub', () => server.close());
       undo.push('point system DNS back at DNS=', () => dns.use(config.interface.dns));
       await dns.use({
-        servers: [...DEFAULT_SENTINEL_ADDRESSES],
+        servers: addresses,
         searchDomains: config.interface.dns.searchDomains,
       });
       logger.info(
         `DNS stub for ${patterns.length} DNS resource(s); upstreams: ${upstreams.join(', ') || 'none'}`,
       );
-      return { server, undo, patterns, upstreams };
+      return { server, undo, addresses, patterns, upstreams };
     } catch (error) {
       await this.#unwind(undo, 'after the DNS stub failed to start');
       throw error;
@@ -283,7 +306,7 @@ function dnsResourcesStatus(stub: RunningStub | undefined): DnsResourcesStatus {
   return {
     patterns: [...stub.patterns],
     stubRunning: true,
-    stubAddresses: [...DEFAULT_SENTINEL_ADDRESSES],
+    stubAddresses: [...stub.addresses],
     upstreams: [...stub.upstreams],
   };
 }
@@ -292,9 +315,13 @@ function prefixText(network: { address: string; prefixLength: number }): string 
   return `${network.address}/${network.prefixLength}`;
 }
 
-function interfaceSettings(config: TunnelConfig, extra: readonly string[]): InterfaceSettings {
+function interfaceSettings(
+  config: TunnelConfig,
+  listenOnlyAddresses: readonly string[] = [],
+): InterfaceSettings {
   return {
-    addresses: [...config.interface.addresses.map(prefixText), ...extra],
+    addresses: config.interface.addresses.map(prefixText),
+    listenOnlyAddresses,
     mtu: config.interface.mtu,
   };
 }

@@ -1,6 +1,6 @@
 /** EngineTunnel on the real system: the engine, iproute2, system DNS, the DNS stub on port 53. */
 
-import { DEFAULT_SENTINEL_ADDRESSES, DnsStub, startDnsStubServer } from '@gatehouse/dns-stub';
+import { DnsStub, startDnsStubServer } from '@gatehouse/dns-stub';
 import { Engine } from '@gatehouse/engine';
 import {
   createSystemDnsControl,
@@ -38,14 +38,14 @@ export function createSystemTunnel(options: {
 }
 
 async function startResourceStub(options: ResourceStubOptions): Promise<ResourceStub> {
-  const stub = new DnsStub();
+  const stub = new DnsStub({ proxyFamilies: options.proxyFamilies });
   const toResources = (patterns: readonly string[]) =>
     patterns.map((pattern) => ({ id: pattern, pattern }));
   stub.setResources(toResources(options.resources));
   stub.setUpstreams(options.upstreams.map((address) => ({ address, port: DNS_PORT })));
   const server = await startDnsStubServer({
     stub,
-    listen: DEFAULT_SENTINEL_ADDRESSES.map((address) => ({ address, port: DNS_PORT })),
+    listen: options.listen.map((address) => ({ address, port: DNS_PORT })),
     upstreamSockets: upstreamSockets(options.mark, options.isTunnelled),
   });
   return {

@@ -6,7 +6,6 @@ import type { DnsStatus } from '@gatehouse/protocol';
 import { silentLogger, type Logger } from '@gatehouse/service-ipc';
 import {
   EngineTunnel,
-  SENTINEL_INTERFACE_ADDRESSES,
   type EngineTunnelDependencies,
   type ResourceStubOptions,
 } from '../src/engine-tunnel.ts';
@@ -208,7 +207,9 @@ void describe('EngineTunnel start', () => {
         ],
       ],
     );
-    assert.deepEqual(h.interfaces, [{ addresses: ['10.9.0.2/24', 'fd00:9::2/64'], mtu: 1420 }]);
+    assert.deepEqual(h.interfaces, [
+      { addresses: ['10.9.0.2/24', 'fd00:9::2/64'], listenOnlyAddresses: [], mtu: 1420 },
+    ]);
     assert.deepEqual(h.routes, [['10.9.0.0/24', '100.64.0.0/10', 'fd00:9::/64']]);
     assert.deepEqual(h.dnsUses, [{ servers: ['10.9.0.1'], searchDomains: ['corp.example'] }]);
     assert.ok(
@@ -333,11 +334,11 @@ void describe('EngineTunnel DNS resources', () => {
       upstreams: ['10.9.0.1'],
     });
     assert.deepEqual(h.calls, ['configureInterface', 'startResourceStub', 'dns.use']);
-    assert.deepEqual(h.interfaces.at(-1)?.addresses, [
-      '10.9.0.2/24',
-      'fd00:9::2/64',
-      ...SENTINEL_INTERFACE_ADDRESSES,
-    ]);
+    assert.deepEqual(h.interfaces.at(-1), {
+      addresses: ['10.9.0.2/24', 'fd00:9::2/64'],
+      listenOnlyAddresses: sentinels,
+      mtu: 1420,
+    });
     const [stub] = h.stubStarts;
     assert.deepEqual(stub?.resources, ['*.corp.example']);
     assert.deepEqual(stub?.upstreams, ['10.9.0.1']);
@@ -366,7 +367,57 @@ void describe('EngineTunnel DNS resources', () => {
     assert.deepEqual(tunnel.status().dnsResources, NO_DNS_RESOURCES);
     assert.deepEqual(h.calls, ['dns.use', 'stub.close', 'configureInterface']);
     assert.deepEqual(h.dnsUses.at(-1), { servers: ['10.9.0.1'], searchDomains: ['corp.example'] });
-    assert.deepEqual(h.interfaces.at(-1)?.addresses, ['10.9.0.2/24', 'fd00:9::2/64']);
+    assert.deepEqual(h.interfaces.at(-1), {
+      addresses: ['10.9.0.2/24', 'fd00:9::2/64'],
+      listenOnlyAddresses: [],
+      mtu: 1420,
+    });
+  });
+
+  void describe("listens and hands out proxy addresses only in the tunnel's address families", () => {
+    const cases: Array<{
+      addresses: string;
+      sentinels: string[];
+      families: { ipv4: boolean; ipv6: boolean };
+    }> = [
+      {
+        addresses: '10.9.0.2/24, fd00:9::2/64',
+        sentinels: ['100.100.111.1', 'fd00:2021:1111:8000:100:100:111:1'],
+        families: { ipv4: true, ipv6: true },
+      },
+      {
+        addresses: '10.9.0.2/24',
+        sentinels: ['100.100.111.1'],
+        families: { ipv4: true, ipv6: false },
+      },
+      {
+        addresses: 'fd00:9::2/64',
+        sentinels: ['100.100.111.1', 'fd00:2021:1111:8000:100:100:111:1'],
+        families: { ipv4: false, ipv6: true },
+      },
+    ];
+    for (const c of cases) {
+      void it(`Address = ${c.addresses}`, async () => {
+        const h = harness();
+        const tunnel = new EngineTunnel(h.deps);
+        await tunnel.start(
+          config(`[Interface]
+PrivateKey = ${key(1)}
+Address = ${c.addresses}
+
+[Peer]
+PublicKey = ${key(3)}
+AllowedIPs = 100.96.0.0/11, fd00:2021:1111:8000::/107
+`),
+        );
+        const status = await tunnel.setDnsResources(['app.example']);
+        assert.deepEqual(status.stubAddresses, c.sentinels);
+        assert.deepEqual(h.stubStarts[0]?.listen, c.sentinels);
+        assert.deepEqual(h.stubStarts[0]?.proxyFamilies, c.families);
+        assert.deepEqual(h.interfaces.at(-1)?.listenOnlyAddresses, c.sentinels);
+        assert.deepEqual(h.dnsUses.at(-1)?.servers, c.sentinels);
+      });
+    }
   });
 
   void it("falls back to the system's previous resolvers, never resolved's own stub", async () => {

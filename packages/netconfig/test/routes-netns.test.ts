@@ -268,4 +268,43 @@ void describe('Gatehouse routing in a network namespace', () => {
     ip('rule', 'del', 'priority', '18245');
     ip('-6', 'rule', 'del', 'priority', '18240');
   });
+
+  void it('listen-only addresses (the DNS sentinels) are never the source, older or not', async (t) => {
+    if (skipReason !== undefined) return skipLoudly(t, skipReason);
+    const routing = new GatehouseRouting({ interfaceName: TUN, ip: ipIn() });
+    const sentinels = ['100.100.111.1', 'fd00:2021:1111:8000:100:100:111:1'];
+    await routing.flush();
+    await routing.setRoutes(['100.96.0.0/11', 'fd00:2021:1111:8000::/107']);
+    const steps: Array<{ addresses: string[]; ipv4: string; ipv6: string }> = [
+      // No tunnel address yet: the LAN's addresses are the only candidates besides the sentinels.
+      { addresses: [], ipv4: '192.168.50.2', ipv6: 'fd99::2' },
+      // Added after the sentinels, so older addresses are not what decides.
+      {
+        addresses: ['100.64.0.2/32', 'fd00:2021:1111::2/128'],
+        ipv4: '100.64.0.2',
+        ipv6: 'fd00:2021:1111::2',
+      },
+    ];
+    for (const step of steps) {
+      await routing.configureInterface({
+        addresses: step.addresses,
+        listenOnlyAddresses: sentinels,
+        mtu: 1280,
+      });
+      assert.match(
+        ip('-4', 'route', 'get', '100.96.0.1'),
+        new RegExp(`dev ${TUN} .*src ${step.ipv4} `),
+      );
+      assert.match(
+        ip('-6', 'route', 'get', 'fd00:2021:1111:8000::1'),
+        new RegExp(`dev ${TUN} .*src ${step.ipv6} `),
+      );
+      assert.match(
+        ip('-4', 'route', 'get', sentinels[0] ?? ''),
+        /^local /,
+        'still delivered locally',
+      );
+    }
+    await routing.flush();
+  });
 });
