@@ -32,8 +32,8 @@ export type PatternSpecificity = 0 | 1 | 2 | 3;
 type LabelMatcher = { kind: 'any-labels' } | { kind: 'label'; test: (label: string) => boolean };
 
 /** RFC 1035: 255 octets on the wire, i.e. 253 characters written out without the trailing dot. */
-export const MAX_NAME_LENGTH = 253;
-export const MAX_LABEL_LENGTH = 63;
+const MAX_NAME_LENGTH = 253;
+const MAX_LABEL_LENGTH = 63;
 
 /** Throws an error that names the pattern and what is wrong with it. */
 export function parseDomainPattern(pattern: string): DomainPattern {
