@@ -160,7 +160,6 @@ export class WireGuardDevice {
       slot,
       presharedKey: new Uint8Array(config.presharedKey ?? new Uint8Array(32)),
       persistentKeepaliveMs: keepalive * 1000,
-      endpoint: undefined,
       newHandshakeJitterMs: this.#jitter(),
     });
     this.#peersByName.set(name, peer);
@@ -206,7 +205,7 @@ export class WireGuardDevice {
     this.#lastNowMs = now.monotonicMs;
     const peer = this.#peer(publicKey);
     if (packet.length > MAX_CONTENT_SIZE) return this.#drop(peer, 'too-large');
-    if (peer.endpoint === undefined) return this.#drop(peer, 'no-endpoint');
+    if (this.#endpoint(peer) === undefined) return this.#drop(peer, 'no-endpoint');
     if (peer.staged.length > 0 || !this.#seal(peer, packet, now)) {
       this.#stage(peer, packet);
       this.#startHandshake(peer, now);
@@ -259,7 +258,8 @@ export class WireGuardDevice {
       drops: { ...peer.drops },
     };
     if (peer.lastHandshakeMs !== undefined) stats.lastHandshakeMonotonicMs = peer.lastHandshakeMs;
-    if (peer.endpoint !== undefined) stats.endpoint = { ...peer.endpoint };
+    const endpoint = this.#endpoint(peer);
+    if (endpoint !== undefined) stats.endpoint = { ...endpoint };
     return stats;
   }
 
@@ -415,7 +415,7 @@ export class WireGuardDevice {
 
   /** Seals and queues one transport message; false when there is no usable session. */
   #seal(peer: PeerState, packet: Uint8Array, now: Instant): boolean {
-    const endpoint = peer.endpoint;
+    const endpoint = this.#endpoint(peer);
     if (endpoint === undefined) return false;
     const datagram = new Uint8Array(sealedLength(packet.length));
     const result = this.#transport.seal(
@@ -452,7 +452,7 @@ export class WireGuardDevice {
   }
 
   #startHandshake(peer: PeerState, now: Instant): void {
-    if (peer.initiation !== undefined || peer.endpoint === undefined) return;
+    if (peer.initiation !== undefined || this.#endpoint(peer) === undefined) return;
     this.#sendInitiation(peer, now, now.monotonicMs);
   }
 
@@ -482,10 +482,11 @@ export class WireGuardDevice {
   }
 
   #transmitHandshake(peer: PeerState, message: Uint8Array, now: Instant): void {
-    if (peer.endpoint === undefined) return;
+    const endpoint = this.#endpoint(peer);
+    if (endpoint === undefined) return;
     peer.handshakeTxBytes += message.length;
     this.#table.noteAuthenticatedSent(peer.slot, now.monotonicMs);
-    this.#transmits.push({ to: peer.endpoint, datagram: message });
+    this.#transmits.push({ to: endpoint, datagram: message });
   }
 
   // Timers.
@@ -510,7 +511,7 @@ export class WireGuardDevice {
   }
 
   #persistentKeepaliveDeadline(peer: PeerState, nowMs: number): number | undefined {
-    if (peer.persistentKeepaliveMs === 0 || peer.endpoint === undefined) return undefined;
+    if (peer.persistentKeepaliveMs === 0 || this.#endpoint(peer) === undefined) return undefined;
     if (peer.initiation !== undefined) return undefined;
     const sent = this.#table.lastSentMs(peer.slot, nowMs);
     const received = this.#table.lastReceivedMs(peer.slot, nowMs);
@@ -601,11 +602,23 @@ export class WireGuardDevice {
 
   /** The endpoint follows the source of the latest authenticated packet. */
   #roam(peer: PeerState, from: Endpoint): void {
-    if (sameEndpoint(peer.endpoint, from)) return;
+    if (sameEndpoint(this.#endpoint(peer), from)) return;
     const address = addressBytes(from.address);
     if (address === undefined) return;
-    peer.endpoint = { address: from.address, port: from.port };
     this.#table.writeEndpoint(peer.slot, address, from.port);
+  }
+
+  /**
+   * Where to send: the endpoint in shared memory, where data workers record
+   * roams too. Re-read only when its sequence has moved.
+   */
+  #endpoint(peer: PeerState): Endpoint | undefined {
+    const sequence = this.#table.endpointSequence(peer.slot);
+    if (sequence !== peer.endpointSequence) {
+      peer.endpoint = this.#table.readEndpoint(peer.slot);
+      peer.endpointSequence = sequence;
+    }
+    return peer.endpoint;
   }
 
   #drop(peer: PeerState | undefined, reason: DropReason): void {

@@ -47,6 +47,14 @@ export function addressBytes(address: string): Uint8Array | undefined {
   return ipv6Bytes(zoneless);
 }
 
+/** Text form of 4 or 16 address bytes (IPv6 compressed as RFC 5952, by the URL serializer). */
+export function formatAddressBytes(bytes: Uint8Array): string {
+  if (bytes.length === 4) return bytes.join('.');
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(((bytes[i]! << 8) | bytes[i + 1]!).toString(16));
+  return new URL(`http://[${groups.join(':')}]`).hostname.slice(1, -1);
+}
+
 function ipv6Bytes(address: string): Uint8Array {
   let text = address;
   const groups: number[] = [];

@@ -9,6 +9,8 @@
  * remaining bits are random.
  */
 
+import { formatAddressBytes } from './endpoint.ts';
+import type { Endpoint } from './endpoint.ts';
 import type { TransportKeys } from './handshake.ts';
 import {
   K_COUNTER_BLOCK,
@@ -37,6 +39,7 @@ import {
   P_NEXT,
   P_PREVIOUS,
   P_RX_BYTES,
+  P_ENDPOINT_SEQUENCE,
   P_RX_PACKETS,
   P_SEQUENCE,
   P_SIGNALS,
@@ -50,6 +53,7 @@ import {
   peerBase,
   readCounter,
   toStamp,
+  readEndpointWords,
   writeEndpointWords,
 } from './worker-contract.ts';
 import type { SharedTransportMemory } from './worker-contract.ts';
@@ -93,9 +97,12 @@ export class KeypairTable {
     for (const slot of [current, previous, next]) if (slot !== NO_SLOT) this.releaseKeypair(slot);
     const base = peerBase(this.memory.keypairSlots, peer);
     const sequence = Atomics.load(this.#words, base + P_SEQUENCE);
+    const endpointSequence = Atomics.load(this.#words, base + P_ENDPOINT_SEQUENCE);
     for (let i = 0; i < PEER_SLOT_WORDS; i++) Atomics.store(this.#words, base + i, 0);
-    // Keep the sequences moving forward so no reader mistakes old values for new.
+    // Keep the sequences moving forward so no reader mistakes old values (or a cached
+    // endpoint of the slot's previous peer) for new.
     Atomics.store(this.#words, base + P_SEQUENCE, (sequence + 2) & ~1);
+    Atomics.store(this.#words, base + P_ENDPOINT_SEQUENCE, (endpointSequence + 2) & ~1);
     this.publish(peer, { current: NO_SLOT, previous: NO_SLOT, next: NO_SLOT });
     this.#freePeers.push(peer);
   }
@@ -249,6 +256,24 @@ export class KeypairTable {
 
   writeEndpoint(peer: number, address: Uint8Array, port: number): void {
     writeEndpointWords(this.#words, peerBase(this.memory.keypairSlots, peer), address, port);
+  }
+
+  /** Moves whenever any thread writes the peer's endpoint. */
+  endpointSequence(peer: number): number {
+    return Atomics.load(
+      this.#words,
+      peerBase(this.memory.keypairSlots, peer) + P_ENDPOINT_SEQUENCE,
+    );
+  }
+
+  readEndpoint(peer: number): Endpoint | undefined {
+    const address = new Uint8Array(16);
+    const read = readEndpointWords(this.#words, peerBase(this.memory.keypairSlots, peer), address);
+    if (read === undefined) return undefined;
+    return {
+      address: formatAddressBytes(address.subarray(0, read.addressLength)),
+      port: read.port,
+    };
   }
 
   #stamp(peer: number, at: number, nowMs: number): number | undefined {

@@ -55,7 +55,9 @@ export class PeerState {
   readonly presharedKey: Uint8Array;
   readonly persistentKeepaliveMs: number;
   readonly cookies: CookieGenerator;
+  /** The shared endpoint as last read, valid while its sequence stays `endpointSequence`. */
   endpoint: Endpoint | undefined;
+  endpointSequence = 0;
 
   initiation: InitiationInFlight | undefined;
   /** TAI64N of the latest initiation accepted from this peer. */
@@ -79,7 +81,6 @@ export class PeerState {
     slot: number;
     presharedKey: Uint8Array;
     persistentKeepaliveMs: number;
-    endpoint: Endpoint | undefined;
     newHandshakeJitterMs: number;
   }) {
     this.publicKey = options.publicKey;
@@ -87,7 +88,6 @@ export class PeerState {
     this.slot = options.slot;
     this.presharedKey = options.presharedKey;
     this.persistentKeepaliveMs = options.persistentKeepaliveMs;
-    this.endpoint = options.endpoint;
     this.newHandshakeJitterMs = options.newHandshakeJitterMs;
     this.cookies = new CookieGenerator(options.publicKey);
   }

@@ -203,7 +203,7 @@ export function writeEndpointWords(
   Atomics.add(words, sequenceAt, 1);
 }
 
-/** Reads a peer's endpoint into `address` (16 bytes); undefined when none was written. */
+/** Reads a peer's endpoint into `address` (16 bytes); undefined when it has none. */
 export function readEndpointWords(
   words: Int32Array,
   peerWordBase: number,
@@ -223,7 +223,8 @@ export function readEndpointWords(
       address[i * 4 + 3] = (word >>> 24) & 0xff;
     }
     if (Atomics.load(words, sequenceAt) === before) {
-      return { port: portAndLength & 0xffff, addressLength: portAndLength >>> 16 };
+      const addressLength = portAndLength >>> 16;
+      return addressLength === 0 ? undefined : { port: portAndLength & 0xffff, addressLength };
     }
   }
 }

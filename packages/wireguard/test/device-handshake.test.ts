@@ -12,9 +12,19 @@ import {
   REKEY_ATTEMPT_TIME,
   REKEY_TIMEOUT,
 } from '../src/constants.ts';
+import { libsodiumWasmProvider } from '../src/crypto/libsodium-wasm.ts';
 import type { Transmit } from '../src/device.ts';
+import { addressBytes } from '../src/endpoint.ts';
+import type { Endpoint } from '../src/endpoint.ts';
 import { encodeKey } from '../src/keys.ts';
-import { K_RECEIVE_KEY, K_SEND_KEY, keypairBase } from '../src/worker-contract.ts';
+import { TransportPath } from '../src/transport.ts';
+import {
+  K_RECEIVE_KEY,
+  K_SEND_KEY,
+  keypairBase,
+  peerBase,
+  writeEndpointWords,
+} from '../src/worker-contract.ts';
 import { TwoPeers, ipv4Packet } from './two-peers.ts';
 import type { Side } from './two-peers.ts';
 
@@ -392,6 +402,49 @@ void describe('WireGuardDevice key lifetime and roaming', () => {
 
     assert.deepEqual(net.bob.device.peerStats(net.alice.keys.publicKey).endpoint, roamed);
     assert.deepEqual(net.bob.device.pollTransmit()?.to, roamed);
+  });
+
+  void it('sends keepalives and handshakes to where a data worker saw the peer roam', () => {
+    const net = established();
+    const bob = net.bob.device;
+    const worker = new TransportPath(bob.sharedMemory, libsodiumWasmProvider);
+    const words = new Int32Array(bob.sharedMemory.buffer);
+    // What a data worker does with an authenticated packet from a new source.
+    const receiveInWorker = (from: Endpoint): void => {
+      net.send(net.alice, ipv4Packet(40));
+      const datagram = net.alice.device.pollTransmit()!.datagram;
+      const plaintext = new Uint8Array(datagram.length);
+      const opened = worker.open(datagram, 0, datagram.length, plaintext, 0, net.clock.monotonicMs);
+      assert.equal(opened, 40);
+      const base = peerBase(bob.sharedMemory.keypairSlots, worker.lastPeer);
+      writeEndpointWords(words, base, addressBytes(from.address)!, from.port);
+    };
+
+    const roamed = { address: '203.0.113.9', port: 4000 };
+    receiveInWorker(roamed);
+    net.clock.advance(KEEPALIVE_TIMEOUT);
+    bob.handleTimeout(net.clock.now());
+    const keepalive = bob.pollTransmit()!;
+    assert.equal(keepalive.datagram.length, 32);
+    assert.deepEqual(keepalive.to, roamed);
+
+    const roamedAgain = { address: '2001:db8::9', port: 4001 };
+    receiveInWorker(roamedAgain);
+    bob.initiateHandshake(net.alice.keys.publicKey, net.clock.now());
+    const initiation = bob.pollTransmit()!;
+    assert.equal(initiation.datagram[0], MESSAGE_HANDSHAKE_INITIATION);
+    assert.deepEqual(initiation.to, roamedAgain);
+    assert.deepEqual(bob.peerStats(net.alice.keys.publicKey).endpoint, roamedAgain);
+  });
+
+  void it('a peer re-added without an endpoint does not inherit its slot’s old one', () => {
+    const net = established();
+    const bob = net.bob.device;
+    const slot = bob.peerSlot(net.alice.keys.publicKey);
+    bob.removePeer(net.alice.keys.publicKey);
+    bob.addPeer({ publicKey: net.alice.keys.publicKey });
+    assert.equal(bob.peerSlot(net.alice.keys.publicKey), slot);
+    assert.equal(bob.peerStats(net.alice.keys.publicKey).endpoint, undefined);
   });
 
   void it('does not move the endpoint for a packet that fails authentication', () => {
