@@ -361,8 +361,6 @@ export class Engine {
   }
 
   status(): EngineStatus {
-    const nowMonotonic = monotonicMs();
-    const nowWall = Date.now();
     const words = new Int32Array(this.#device.sharedMemory.buffer);
     const address = new Uint8Array(16);
     const peers = [...this.#peers.values()].map(({ config, slot }): EnginePeerStatus => {
@@ -390,10 +388,7 @@ export class Engine {
         txBytes: stats.txBytes,
         rxPackets: stats.rxPackets,
         txPackets: stats.txPackets,
-        lastHandshake:
-          stats.lastHandshakeMonotonicMs === undefined
-            ? null
-            : Math.round(nowWall - (nowMonotonic - stats.lastHandshakeMonotonicMs)),
+        lastHandshake: stats.lastHandshakeWallClockMs ?? null,
         persistentKeepalive: config.persistentKeepaliveSeconds || null,
         drops,
       };

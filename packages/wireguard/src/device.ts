@@ -88,6 +88,8 @@ export interface PeerStats {
   rxPackets: number;
   handshakes: number;
   lastHandshakeMonotonicMs?: number;
+  /** The same moment by the wall clock the device was given then (for display). */
+  lastHandshakeWallClockMs?: number;
   drops: Record<DropReason, number>;
   endpoint?: Endpoint;
 }
@@ -258,6 +260,9 @@ export class WireGuardDevice {
       drops: { ...peer.drops },
     };
     if (peer.lastHandshakeMs !== undefined) stats.lastHandshakeMonotonicMs = peer.lastHandshakeMs;
+    if (peer.lastHandshakeWallClockMs !== undefined) {
+      stats.lastHandshakeWallClockMs = peer.lastHandshakeWallClockMs;
+    }
     const endpoint = this.#endpoint(peer);
     if (endpoint !== undefined) stats.endpoint = { ...endpoint };
     return stats;
@@ -578,6 +583,7 @@ export class WireGuardDevice {
   #completeHandshake(peer: PeerState, initiator: boolean, now: Instant): void {
     peer.handshakes++;
     peer.lastHandshakeMs = now.monotonicMs;
+    peer.lastHandshakeWallClockMs = now.wallClockMs;
     this.#events.push({
       type: 'handshake-complete',
       peer: peer.name,

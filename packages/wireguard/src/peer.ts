@@ -66,6 +66,7 @@ export class PeerState {
   /** When keys were last derived; all key material is wiped 3 × REJECT_AFTER_TIME later. */
   lastSessionDerivedMs: number | undefined;
   lastHandshakeMs: number | undefined;
+  lastHandshakeWallClockMs: number | undefined;
   /** Added to the "sent but nothing heard back" deadline; drawn anew each time it fires. */
   newHandshakeJitterMs: number;
 
