@@ -7,7 +7,7 @@
  * A worker started here loads its .ts modules through a synchronous load
  * hook that hands the source to the parent thread, which strips it with
  * its own instance (it runs one anyway) while the worker waits on a shared
- * word. Stripping only blanks out types, so line and column numbers in
+ * counter of replies. Stripping only blanks out types, so line and column numbers in
  * stack traces stay those of the .ts files.
  */
 import { stripTypeScriptTypes } from 'node:module';
@@ -20,18 +20,27 @@ const LOADER = '__strippedWorkerLoader';
 const BOOTSTRAP = `
 const { registerHooks } = require('node:module');
 const { receiveMessageOnPort, workerData } = require('node:worker_threads');
-const { port, done, entry } = workerData.${LOADER};
-const word = new Int32Array(done);
+const { port, replies, entry } = workerData.${LOADER};
+const word = new Int32Array(replies);
 const formats = { 'module-typescript': 'module', 'commonjs-typescript': 'commonjs' };
+// The parent posts the reply, then counts it in the shared word. Reading the
+// word before looking for the message means no reply can slip by unnoticed,
+// however the wait returns.
+function reply() {
+  for (;;) {
+    const seen = Atomics.load(word, 0);
+    const received = receiveMessageOnPort(port);
+    if (received !== undefined) return received.message;
+    Atomics.wait(word, 0, seen);
+  }
+}
 registerHooks({
   load(url, context, nextLoad) {
     const loaded = nextLoad(url, context);
     const format = formats[loaded.format];
     if (format === undefined) return loaded;
-    Atomics.store(word, 0, 0);
     port.postMessage(String(loaded.source));
-    Atomics.wait(word, 0, 0);
-    const { source, error } = receiveMessageOnPort(port).message;
+    const { source, error } = reply();
     if (error !== undefined) throw new Error(url + ': ' + error);
     return { format, source, shortCircuit: true };
   },
@@ -45,8 +54,8 @@ export function startStrippedWorker(
   options: WorkerOptions & { workerData: object },
 ): Worker {
   const channel = new MessageChannel();
-  const done = new SharedArrayBuffer(4);
-  const word = new Int32Array(done);
+  const replies = new SharedArrayBuffer(4);
+  const word = new Int32Array(replies);
   channel.port1.on('message', (source: string) => {
     let reply: { source: string } | { error: string };
     try {
@@ -55,7 +64,7 @@ export function startStrippedWorker(
       reply = { error: error instanceof Error ? error.message : String(error) };
     }
     channel.port1.postMessage(reply);
-    Atomics.store(word, 0, 1);
+    Atomics.add(word, 0, 1);
     Atomics.notify(word, 0);
   });
   channel.port1.unref();
@@ -64,7 +73,7 @@ export function startStrippedWorker(
     eval: true,
     workerData: {
       ...options.workerData,
-      [LOADER]: { port: channel.port2, done, entry: entry.href },
+      [LOADER]: { port: channel.port2, replies, entry: entry.href },
     },
     transferList: [...(options.transferList ?? []), channel.port2],
   });
