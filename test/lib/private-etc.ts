@@ -8,6 +8,7 @@
  */
 import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { runCommand } from './netns.ts';
@@ -67,11 +68,15 @@ export async function startPrivateEtc(
   };
 }
 
-/** `gatehouse-tunnel up --config FILE` inside the private namespaces, once it says the tunnel is up. */
+/**
+ * `gatehouse-tunnel up --config FILE` inside the private namespaces, once it
+ * says the tunnel is up; `onOutputLine` sees each line it prints, from the first.
+ */
 export async function startGatehouseUp(
   privateEtc: PrivateEtc,
   configFile: string,
   socketPath: string,
+  onOutputLine?: (line: string) => void,
 ): Promise<NamespaceProcess> {
   const up = privateEtc.spawn([
     process.execPath,
@@ -82,6 +87,11 @@ export async function startGatehouseUp(
     '--socket',
     socketPath,
   ]);
+  if (onOutputLine !== undefined) {
+    for (const output of [up.child.stdout, up.child.stderr]) {
+      if (output !== null) createInterface({ input: output }).on('line', onOutputLine);
+    }
+  }
   const deadline = performance.now() + UP_TIMEOUT_MS;
   while (!up.output().includes(' is up')) {
     if (performance.now() > deadline || !up.running)
