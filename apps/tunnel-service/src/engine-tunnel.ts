@@ -231,7 +231,12 @@ export class EngineTunnel implements Tunnel {
   async #startStub(running: Running, patterns: readonly string[]): Promise<RunningStub> {
     const { config, routing, dns } = running;
     const { logger } = this.#deps;
-    for (const range of [DEFAULT_IPV4_PROXY_RANGE, DEFAULT_IPV6_PROXY_RANGE]) {
+    const proxyFamilies = proxyFamiliesOf(config);
+    const proxyRanges = [
+      ...(proxyFamilies.ipv4 ? [DEFAULT_IPV4_PROXY_RANGE] : []),
+      ...(proxyFamilies.ipv6 ? [DEFAULT_IPV6_PROXY_RANGE] : []),
+    ];
+    for (const range of proxyRanges) {
       if (!running.isTunnelled(range.split('/')[0] ?? '')) {
         logger.warn(
           `no peer's AllowedIPs cover the DNS resources' proxy range ${range}: their traffic has nowhere to go`,
@@ -242,7 +247,6 @@ export class EngineTunnel implements Tunnel {
     const upstreams = (fileServers.length > 0 ? fileServers : dns.previousServers).filter(
       (server) => !LOOPING_UPSTREAMS.has(server),
     );
-    const proxyFamilies = proxyFamiliesOf(config);
     const addresses = sentinelAddresses(proxyFamilies);
     const undo = new UndoStack();
     try {

@@ -140,7 +140,11 @@ export class ServiceServer {
     server.on(FRAME_ERROR_EVENT, (data, socket) =>
       this.#guard(() => this.#onFrameError(data as FrameError, socket)),
     );
-    server.on('error', (error: Error) => this.#logger.warn(`control socket: ${error.message}`));
+    server.on('error', (error: NodeJS.ErrnoException) => {
+      // A client that exits right after its answer resets the connection: routine, not a fault.
+      const routine = error.code === 'ECONNRESET' || error.code === 'EPIPE';
+      this.#logger[routine ? 'debug' : 'warn'](`control socket: ${error.message}`);
+    });
   }
 
   get connectionCount(): number {
