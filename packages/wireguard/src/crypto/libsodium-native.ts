@@ -12,11 +12,16 @@ import {
   AEAD_NONCE_LENGTH,
   AEAD_TAG_LENGTH,
   checkAeadKeyAndNonce,
-  counterNonce,
 } from './chacha20poly1305.ts';
 import type { NonceAead } from './chacha20poly1305.ts';
 import { addressInView } from './native-address.ts';
 import type { CryptoProvider, TransportAead } from './provider.ts';
+import {
+  checkTransportKey,
+  cryptoProviderFromNonceAead,
+  setCounterNonce,
+  transportPlaintextLength,
+} from './provider-support.ts';
 
 export const LIBSODIUM_SONAME = 'libsodium.so.23';
 
@@ -79,18 +84,15 @@ function bind(): LibsodiumNative {
     ),
   };
 
-  const provider: CryptoProvider = {
-    name: 'libsodium-native',
-    transportAead: (key) => new LibsodiumTransportAead(sodium, key),
-    seal: (key, counter, plaintext, aad) =>
-      sealWithNonce(sodium, key, counterNonce(counter), plaintext, aad),
-    open: (key, counter, ciphertext, aad) =>
-      openWithNonce(sodium, key, counterNonce(counter), ciphertext, aad),
-  };
   const nonceAead: NonceAead = {
     seal: (key, nonce, plaintext, aad) => sealWithNonce(sodium, key, nonce, plaintext, aad),
     open: (key, nonce, ciphertext, aad) => openWithNonce(sodium, key, nonce, ciphertext, aad),
   };
+  const provider = cryptoProviderFromNonceAead(
+    'libsodium-native',
+    nonceAead,
+    (key) => new LibsodiumTransportAead(sodium, key),
+  );
   return { provider, nonceAead };
 }
 
@@ -102,8 +104,7 @@ class LibsodiumTransportAead implements TransportAead {
   readonly #nonceAddress: number;
 
   constructor(sodium: Sodium, key: Uint8Array) {
-    if (key.length !== AEAD_KEY_LENGTH)
-      throw new RangeError(`transport key must be ${AEAD_KEY_LENGTH} bytes`);
+    checkTransportKey(key);
     this.#sodium = sodium;
     this.#nonceAddress = addressInView(this.#nonce, 0, AEAD_NONCE_LENGTH);
     this.#keyAddress = sodium.malloc(AEAD_KEY_LENGTH);
@@ -123,7 +124,7 @@ class LibsodiumTransportAead implements TransportAead {
     const key = this.#liveKey();
     const input = addressInView(src, srcOffset, length);
     const output = addressInView(dst, dstOffset, length + AEAD_TAG_LENGTH);
-    this.#setNonce(counterLow, counterHigh);
+    setCounterNonce(this.#nonceView, counterLow, counterHigh);
     this.#sodium.encryptDetached(
       output,
       output + length,
@@ -149,11 +150,11 @@ class LibsodiumTransportAead implements TransportAead {
     dstOffset: number,
   ): number {
     const key = this.#liveKey();
-    if (length < AEAD_TAG_LENGTH) return -1;
-    const plaintextLength = length - AEAD_TAG_LENGTH;
+    const plaintextLength = transportPlaintextLength(length);
+    if (plaintextLength < 0) return -1;
     const input = addressInView(src, srcOffset, length);
     const output = addressInView(dst, dstOffset, plaintextLength);
-    this.#setNonce(counterLow, counterHigh);
+    setCounterNonce(this.#nonceView, counterLow, counterHigh);
     const result = this.#sodium.decryptDetached(
       output,
       0,
@@ -176,11 +177,6 @@ class LibsodiumTransportAead implements TransportAead {
   #liveKey(): number {
     if (this.#keyAddress === 0) throw new Error('transport AEAD used after destroy()');
     return this.#keyAddress;
-  }
-
-  #setNonce(counterLow: number, counterHigh: number): void {
-    this.#nonceView.setUint32(4, counterLow, true);
-    this.#nonceView.setUint32(8, counterHigh, true);
   }
 }
 

@@ -5,26 +5,17 @@
  */
 
 import sodium from 'libsodium-wrappers';
-import {
-  AEAD_KEY_LENGTH,
-  AEAD_NONCE_LENGTH,
-  AEAD_TAG_LENGTH,
-  checkAeadKeyAndNonce,
-  counterNonce,
-} from './chacha20poly1305.ts';
+import { AEAD_NONCE_LENGTH, AEAD_TAG_LENGTH, checkAeadKeyAndNonce } from './chacha20poly1305.ts';
 import type { NonceAead } from './chacha20poly1305.ts';
 import type { CryptoProvider, TransportAead } from './provider.ts';
+import {
+  checkTransportKey,
+  cryptoProviderFromNonceAead,
+  setCounterNonce,
+  transportPlaintextLength,
+} from './provider-support.ts';
 
 await sodium.ready;
-
-export const libsodiumWasmProvider: CryptoProvider = {
-  name: 'libsodium-wasm',
-  transportAead: (key) => new LibsodiumWasmTransportAead(key),
-  seal: (key, counter, plaintext, aad) =>
-    libsodiumWasmNonceAead.seal(key, counterNonce(counter), plaintext, aad),
-  open: (key, counter, ciphertext, aad) =>
-    libsodiumWasmNonceAead.open(key, counterNonce(counter), ciphertext, aad),
-};
 
 export const libsodiumWasmNonceAead: NonceAead = {
   seal(key, nonce, plaintext, aad) {
@@ -42,6 +33,12 @@ export const libsodiumWasmNonceAead: NonceAead = {
   },
 };
 
+export const libsodiumWasmProvider: CryptoProvider = cryptoProviderFromNonceAead(
+  'libsodium-wasm',
+  libsodiumWasmNonceAead,
+  (key) => new LibsodiumWasmTransportAead(key),
+);
+
 class LibsodiumWasmTransportAead implements TransportAead {
   #key: Uint8Array;
   #nonce = new Uint8Array(AEAD_NONCE_LENGTH);
@@ -49,8 +46,7 @@ class LibsodiumWasmTransportAead implements TransportAead {
   #destroyed = false;
 
   constructor(key: Uint8Array) {
-    if (key.length !== AEAD_KEY_LENGTH)
-      throw new RangeError(`transport key must be ${AEAD_KEY_LENGTH} bytes`);
+    checkTransportKey(key);
     this.#key = Uint8Array.from(key);
   }
 
@@ -86,8 +82,8 @@ class LibsodiumWasmTransportAead implements TransportAead {
     dstOffset: number,
   ): number {
     const nonce = this.#prepareNonce(counterLow, counterHigh);
-    if (length < AEAD_TAG_LENGTH) return -1;
-    const plaintextLength = length - AEAD_TAG_LENGTH;
+    const plaintextLength = transportPlaintextLength(length);
+    if (plaintextLength < 0) return -1;
     let plaintext: Uint8Array;
     try {
       plaintext = sodium.crypto_aead_chacha20poly1305_ietf_decrypt_detached(
@@ -113,8 +109,7 @@ class LibsodiumWasmTransportAead implements TransportAead {
   #prepareNonce(counterLow: number, counterHigh: number): Uint8Array {
     // A destroyed context holds a zeroed key: refuse rather than encrypt with it.
     if (this.#destroyed) throw new Error('transport AEAD used after destroy()');
-    this.#nonceView.setUint32(4, counterLow, true);
-    this.#nonceView.setUint32(8, counterHigh, true);
+    setCounterNonce(this.#nonceView, counterLow, counterHigh);
     return this.#nonce;
   }
 }

@@ -14,11 +14,16 @@ import {
   AEAD_NONCE_LENGTH,
   AEAD_TAG_LENGTH,
   checkAeadKeyAndNonce,
-  counterNonce,
 } from './chacha20poly1305.ts';
 import type { NonceAead } from './chacha20poly1305.ts';
 import { addressInView } from './native-address.ts';
 import type { CryptoProvider, TransportAead } from './provider.ts';
+import {
+  checkTransportKey,
+  cryptoProviderFromNonceAead,
+  setCounterNonce,
+  transportPlaintextLength,
+} from './provider-support.ts';
 
 export interface OpensslNative {
   provider: CryptoProvider;
@@ -94,18 +99,15 @@ function bind(): OpensslNative {
   };
   if (evp.cipher === 0) throw new Error('EVP_chacha20_poly1305() returned NULL');
 
-  const provider: CryptoProvider = {
-    name: 'openssl-native',
-    transportAead: (key) => new OpensslTransportAead(evp, key),
-    seal: (key, counter, plaintext, aad) =>
-      sealWithNonce(evp, key, counterNonce(counter), plaintext, aad),
-    open: (key, counter, ciphertext, aad) =>
-      openWithNonce(evp, key, counterNonce(counter), ciphertext, aad),
-  };
   const nonceAead: NonceAead = {
     seal: (key, nonce, plaintext, aad) => sealWithNonce(evp, key, nonce, plaintext, aad),
     open: (key, nonce, ciphertext, aad) => openWithNonce(evp, key, nonce, ciphertext, aad),
   };
+  const provider = cryptoProviderFromNonceAead(
+    'openssl-native',
+    nonceAead,
+    (key) => new OpensslTransportAead(evp, key),
+  );
   return { provider, nonceAead };
 }
 
@@ -121,8 +123,7 @@ class OpensslTransportAead implements TransportAead {
   readonly #outLengthAddress: number;
 
   constructor(evp: Evp, key: Uint8Array) {
-    if (key.length !== AEAD_KEY_LENGTH)
-      throw new RangeError(`transport key must be ${AEAD_KEY_LENGTH} bytes`);
+    checkTransportKey(key);
     this.#evp = evp;
     this.#nonceAddress = addressInView(this.#scratch, 0, AEAD_NONCE_LENGTH);
     this.#outLengthAddress = this.#nonceAddress + AEAD_NONCE_LENGTH;
@@ -148,7 +149,7 @@ class OpensslTransportAead implements TransportAead {
     const ctx = this.#liveContext(this.#sealContext);
     const input = addressInView(src, srcOffset, length);
     const output = addressInView(dst, dstOffset, length + AEAD_TAG_LENGTH);
-    this.#setNonce(counterLow, counterHigh);
+    setCounterNonce(this.#scratchView, counterLow, counterHigh);
     const outLength = this.#outLengthAddress;
     const ok =
       evp.encryptInit(ctx, 0, 0, 0, this.#nonceAddress) === 1 &&
@@ -170,11 +171,11 @@ class OpensslTransportAead implements TransportAead {
   ): number {
     const evp = this.#evp;
     const ctx = this.#liveContext(this.#openContext);
-    if (length < AEAD_TAG_LENGTH) return -1;
-    const plaintextLength = length - AEAD_TAG_LENGTH;
+    const plaintextLength = transportPlaintextLength(length);
+    if (plaintextLength < 0) return -1;
     const input = addressInView(src, srcOffset, length);
     const output = addressInView(dst, dstOffset, plaintextLength);
-    this.#setNonce(counterLow, counterHigh);
+    setCounterNonce(this.#scratchView, counterLow, counterHigh);
     const outLength = this.#outLengthAddress;
     if (
       evp.decryptInit(ctx, 0, 0, 0, this.#nonceAddress) !== 1 ||
@@ -203,11 +204,6 @@ class OpensslTransportAead implements TransportAead {
   #liveContext(ctx: number): number {
     if (ctx === 0) throw new Error('transport AEAD used after destroy()');
     return ctx;
-  }
-
-  #setNonce(counterLow: number, counterHigh: number): void {
-    this.#scratchView.setUint32(4, counterLow, true);
-    this.#scratchView.setUint32(8, counterHigh, true);
   }
 }
 
