@@ -6,7 +6,8 @@ import type { TunOffloads } from './open-device.ts';
 import { STOP_WORD, createQueueLayout, queueControlBase } from './queue-layout.ts';
 import { QueueRings } from './queue-rings.ts';
 import type { QueueWorkerData, QueueWorkerMessage } from './queue-worker.ts';
-import type { PacketBatch, TunDevice, TunStats } from './tun-device.ts';
+import { RingTunDevice } from './ring-tun-device.ts';
+import type { TunDevice } from './tun-device.ts';
 
 export interface TunOptions {
   /** Interface name; must not exist yet. */
@@ -93,14 +94,13 @@ export async function openTun(options: TunOptions): Promise<TunDevice> {
   }
 }
 
-class LinuxTun implements TunDevice {
+class LinuxTun extends RingTunDevice {
   readonly name: string;
   readonly mtu: number;
   readonly queueCount: number;
   readonly offloads: TunOffloads;
   /** The first failure a worker reported; the device is closed after one. */
   failure: string | undefined;
-  private readonly rings: QueueRings;
   private readonly fds: readonly number[];
   private readonly wakeFds: readonly number[];
   private readonly workers: readonly Worker[];
@@ -118,6 +118,7 @@ class LinuxTun implements TunDevice {
     wakeFds: readonly number[],
     workers: readonly Worker[],
   ) {
+    super(new QueueRings(layout, (queue) => this.wake(queue)));
     this.name = name;
     this.mtu = mtu;
     this.queueCount = fds.length;
@@ -126,7 +127,6 @@ class LinuxTun implements TunDevice {
     this.wakeFds = wakeFds;
     this.workers = workers;
     this.wakeValueAddress = addressOf(this.wakeValue.buffer);
-    this.rings = new QueueRings(layout, (queue) => this.wake(queue));
     this.exited = workers.map(
       (worker) =>
         new Promise<void>((resolve) => {
@@ -138,42 +138,6 @@ class LinuxTun implements TunDevice {
           });
         }),
     );
-  }
-
-  get closed(): boolean {
-    return this.rings.closed;
-  }
-
-  receive(batch: PacketBatch): number {
-    return this.rings.receive(batch);
-  }
-
-  release(batch: PacketBatch): void {
-    this.rings.release(batch);
-  }
-
-  readable(): Promise<void> {
-    return this.rings.readable();
-  }
-
-  send(packet: Uint8Array, offset: number, length: number): boolean {
-    return this.rings.send(packet, offset, length);
-  }
-
-  sendBatch(batch: PacketBatch, from: number): number {
-    return this.rings.sendBatch(batch, from);
-  }
-
-  writable(): Promise<void> {
-    return this.rings.writable();
-  }
-
-  queueOf(packet: Uint8Array, offset: number, length: number): number {
-    return this.rings.queueOf(packet, offset, length);
-  }
-
-  stats(): TunStats {
-    return this.rings.stats();
   }
 
   close(): Promise<void> {

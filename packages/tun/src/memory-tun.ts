@@ -18,7 +18,7 @@ import {
   txPacketBase,
 } from './queue-layout.ts';
 import { QueueRings } from './queue-rings.ts';
-import type { PacketBatch, TunDevice, TunStats } from './tun-device.ts';
+import { RingTunDevice } from './ring-tun-device.ts';
 
 export interface MemoryTunOptions {
   readonly name?: string;
@@ -36,14 +36,13 @@ export interface MemoryTunOptions {
  * flow, else by a hash unlike ours; `takeWritten` hands over what the device wrote to the kernel,
  * queue by queue, each queue in order, and frees that room.
  */
-export class MemoryTun implements TunDevice {
+export class MemoryTun extends RingTunDevice {
   readonly name: string;
   readonly mtu: number;
   readonly queueCount: number;
   readonly offloads = NO_OFFLOADS;
   /** Packets inject() could not place because the consumer held every rx slot of their queue. */
   injectDropped = 0;
-  private readonly rings: QueueRings;
   private readonly control: Int32Array;
   private readonly lengths: Int32Array;
   private readonly memory: Uint8Array;
@@ -52,11 +51,13 @@ export class MemoryTun implements TunDevice {
   private readonly lastWriter = new Map<number, number>();
 
   constructor(options: MemoryTunOptions = {}) {
+    const mtu = options.mtu ?? 1280;
+    const queueCount = options.queues ?? 2;
+    const layout = createQueueLayout(queueCount, options.ringSlots ?? 256, mtu, false);
+    super(new QueueRings(layout, () => undefined));
     this.name = options.name ?? 'memory-tun';
-    this.mtu = options.mtu ?? 1280;
-    this.queueCount = options.queues ?? 2;
-    const layout = createQueueLayout(this.queueCount, options.ringSlots ?? 256, this.mtu, false);
-    this.rings = new QueueRings(layout, () => undefined);
+    this.mtu = mtu;
+    this.queueCount = queueCount;
     this.control = new Int32Array(layout.control);
     this.lengths = new Int32Array(layout.lengths);
     this.memory = this.rings.memory;
@@ -118,42 +119,6 @@ export class MemoryTun implements TunDevice {
       }
     }
     return written;
-  }
-
-  get closed(): boolean {
-    return this.rings.closed;
-  }
-
-  receive(batch: PacketBatch): number {
-    return this.rings.receive(batch);
-  }
-
-  release(batch: PacketBatch): void {
-    this.rings.release(batch);
-  }
-
-  readable(): Promise<void> {
-    return this.rings.readable();
-  }
-
-  send(packet: Uint8Array, offset: number, length: number): boolean {
-    return this.rings.send(packet, offset, length);
-  }
-
-  sendBatch(batch: PacketBatch, from: number): number {
-    return this.rings.sendBatch(batch, from);
-  }
-
-  writable(): Promise<void> {
-    return this.rings.writable();
-  }
-
-  queueOf(packet: Uint8Array, offset: number, length: number): number {
-    return this.rings.queueOf(packet, offset, length);
-  }
-
-  stats(): TunStats {
-    return this.rings.stats();
   }
 
   close(): Promise<void> {
