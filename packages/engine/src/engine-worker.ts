@@ -1,7 +1,8 @@
 /**
- * A data worker: owns TUN queue i and UDP socket i and runs a DataPath
- * over them until the control thread sets the stop word. It sleeps only in
- * poll() on both fds plus the socket's eventfd (Linux), so a stop request
+ * A data worker: owns TUN queue i and UDP socket i (IPv4, plus IPv6 when
+ * the host has it) and runs a DataPath over them until the control thread
+ * sets the stop word. It sleeps only in poll() on the TUN and UDP fds plus
+ * the IPv4 socket's eventfd (Linux), so a stop request
  * always gets through; configuration changes arrive on a MessagePort that
  * the loop reads synchronously when the control word's epoch moves.
  */
@@ -10,7 +11,7 @@ import type { MessagePort } from 'node:worker_threads';
 
 import { MemoryTunQueues, TunQueue } from '@gatehouse/tun';
 import type { TunQueueIo } from '@gatehouse/tun';
-import { FdPoller, LinuxUdpSocket, MemoryUdpNetwork, Waker } from '@gatehouse/udp';
+import { DualStackSocket, FdPoller, LinuxUdpSocket, MemoryUdpNetwork, Waker } from '@gatehouse/udp';
 import type { DatagramSocket } from '@gatehouse/udp';
 import { selectCryptoProvider } from '@gatehouse/wireguard';
 
@@ -87,8 +88,11 @@ function run(
 function openIo(io: WorkerIo): { tun: TunQueueIo; udp: DatagramSocket; readiness: Readiness } {
   if (io.kind === 'linux') {
     const tun = new TunQueue(io.tunFd, io.mtu, io.offloads);
-    const udp = LinuxUdpSocket.adopt(io.udp);
-    const poller = new FdPoller([io.tunFd, io.udp.fd], Waker.fromFd(io.udp.wakeFd));
+    const udp = new DualStackSocket(
+      LinuxUdpSocket.adopt(io.udp),
+      io.udp6 === undefined ? undefined : LinuxUdpSocket.adopt(io.udp6),
+    );
+    const poller = new FdPoller([io.tunFd, ...udp.fds], Waker.fromFd(udp.wakeFd));
     return {
       tun,
       udp,

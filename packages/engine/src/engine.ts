@@ -2,8 +2,10 @@
  * The engine's control thread: a WireGuardDevice (handshakes, timers, peer
  * configuration) and one data worker per TUN queue.
  *
- * Threads and flows. Worker i owns TUN queue i and UDP socket i; the
- * sockets share the listen port in one SO_REUSEPORT group. Invariant: no
+ * Threads and flows. Worker i owns TUN queue i and UDP socket i (an IPv4
+ * socket plus, when the host has IPv6, a v6-only one); the IPv4 sockets
+ * share the listen port in one SO_REUSEPORT group, the IPv6 sockets in
+ * another on the same port (udp-sockets.ts). Invariant: no
  * flow is handled by two workers at once in one direction.
  * - Network → TUN: the kernel hashes a datagram's 4-tuple to one socket of
  *   the group, so all traffic from a peer's endpoint reaches one worker,
@@ -15,9 +17,9 @@
  *   flow that starts on our side goes to the kernel's hash queue until the
  *   first reply is written, then stays with the replying worker.
  * The control thread never touches transport packets except keepalives
- * and handshakes, which it sends through socket 0 (sending on one socket
- * from two threads is safe in the kernel). Workers hand it handshake
- * messages through rings and "handshake needed" bits through the device's
+ * and handshakes, which it sends through socket 0 of the endpoint's family
+ * (sending on one socket from two threads is safe in the kernel). Workers
+ * hand it handshake messages through rings and "handshake needed" bits through the device's
  * signal words; both ring the device's doorbell, which the control thread
  * awaits with Atomics.waitAsync next to a timer for device.pollTimeout().
  */
@@ -27,8 +29,13 @@ import type { MessagePort, Worker } from 'node:worker_threads';
 
 import { closeTunQueueFds, openTunQueues } from '@gatehouse/tun';
 import type { MemoryTunQueues, OpenedTunQueues } from '@gatehouse/tun';
-import { DatagramBatch, formatEndpoint, LinuxUdpSocket, parseAddress } from '@gatehouse/udp';
-import type { DatagramSocket, MemoryUdpNetwork, MemoryUdpSocket } from '@gatehouse/udp';
+import { DatagramBatch, DualStackSocket, formatEndpoint, parseAddress } from '@gatehouse/udp';
+import type {
+  AddressFamily,
+  DatagramSocket,
+  MemoryUdpNetwork,
+  MemoryUdpSocket,
+} from '@gatehouse/udp';
 import {
   DROP_REASONS as WIREGUARD_DROP_REASONS,
   H_DOORBELL,
@@ -47,6 +54,7 @@ import { DROP_REASONS, DropCounters, UNATTRIBUTED } from './drop-counters.ts';
 import { HandshakeRing } from './handshake-ring.ts';
 import { limitMallocArenas } from './malloc-arenas.ts';
 import { startStrippedWorker } from './stripped-worker.ts';
+import { openEngineSockets } from './udp-sockets.ts';
 import { CONTROL_CONFIG_EPOCH, CONTROL_STOP, CONTROL_WORDS } from './worker-protocol.ts';
 import type { WorkerIo, WorkerReport, WorkerSetup } from './worker-protocol.ts';
 
@@ -65,7 +73,7 @@ export interface EngineOptions {
   privateKey: Uint8Array;
   /** 0 or absent: a random port. */
   listenPort?: number;
-  /** SO_MARK on every socket, so policy routing keeps tunnel traffic out of the tunnel. */
+  /** SO_MARK on every socket (IPv4 and IPv6), so policy routing keeps tunnel traffic out of the tunnel. */
   fwmark?: number;
   mtu: number;
   /** TUN queues and data workers; default: one per CPU, at most 4. */
@@ -184,30 +192,31 @@ export class Engine {
       mtu: options.mtu,
       offload: options.offloads ?? true,
     });
-    const sockets: LinuxUdpSocket[] = [];
+    let sockets: DualStackSocket[];
     try {
-      for (let queue = 0; queue < queues; queue++) {
-        sockets.push(
-          LinuxUdpSocket.open({
-            family: 4,
-            port: queue === 0 ? (options.listenPort ?? 0) : sockets[0]!.localPort,
-            reusePort: true,
-            ...(options.fwmark === undefined ? {} : { fwmark: options.fwmark }),
-          }),
-        );
-      }
+      sockets = openEngineSockets(
+        {
+          queues,
+          ...(options.listenPort === undefined ? {} : { listenPort: options.listenPort }),
+          ...(options.fwmark === undefined ? {} : { fwmark: options.fwmark }),
+        },
+        (level, message) => options.log?.(level, `${options.interfaceName}: ${message}`),
+      );
     } catch (error) {
-      for (const socket of sockets) socket.close();
       closeTunQueueFds(tun.fds);
       throw error;
     }
-    return Engine.#start(options, peers, sockets, tun, (queue, socket) => ({
-      kind: 'linux',
-      tunFd: tun.fds[queue]!,
-      mtu: tun.mtu,
-      offloads: tun.offloads,
-      udp: (socket as LinuxUdpSocket).share(),
-    }));
+    return Engine.#start(options, peers, sockets, tun, (queue, socket) => {
+      const { v4, v6 } = socket as DualStackSocket;
+      return {
+        kind: 'linux',
+        tunFd: tun.fds[queue]!,
+        mtu: tun.mtu,
+        offloads: tun.offloads,
+        udp: v4.share(),
+        ...(v6 === undefined ? {} : { udp6: v6.share() }),
+      };
+    });
   }
 
   /** As `start`, over in-memory devices (tests). */
@@ -293,9 +302,11 @@ export class Engine {
         listenPort: sockets[0]!.localPort,
         closeDevices,
       });
+      const families =
+        sockets[0] instanceof DualStackSocket && sockets[0].v6 ? 'IPv4+IPv6' : 'IPv4';
       log(
         'info',
-        `${options.interfaceName}: ${workers.length} data worker(s), port ${engine.listenPort}` +
+        `${options.interfaceName}: ${workers.length} data worker(s), port ${engine.listenPort} (${families})` +
           (tun === undefined ? '' : `, offloads ${JSON.stringify(tun.offloads)}`),
       );
       engine.setPeers(peers);
@@ -487,7 +498,7 @@ export class Engine {
     const socket = this.#workers[0]!.socket;
     for (let t = this.#device.pollTransmit(); t; t = this.#device.pollTransmit()) {
       const { family, address } = parseAddress(t.to.address);
-      if (family !== socket.family) {
+      if (!canSend(socket, family)) {
         this.#log('warn', `no IPv${family} socket for ${t.to.address}`);
         continue;
       }
@@ -547,6 +558,11 @@ async function stopWorker(data: DataWorker): Promise<void> {
   });
   if ((await Promise.race([exited, late])) === 'late') await data.worker.terminate();
   clearTimeout(timer);
+}
+
+/** Whether `socket` reaches endpoints of `family` (a dual-stack socket routes each datagram by it). */
+function canSend(socket: DatagramSocket, family: AddressFamily): boolean {
+  return socket instanceof DualStackSocket ? socket.has(family) : socket.family === family;
 }
 
 /** Whether an updated peer keeps its session: only its AllowedIPs changed. */

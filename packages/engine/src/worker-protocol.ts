@@ -11,7 +11,15 @@ import type { CryptoProviderName, SharedTransportMemory } from '@gatehouse/wireg
 import type { SharedAllowedIpsTable } from './allowed-ips.ts';
 
 export type WorkerIo =
-  | { kind: 'linux'; tunFd: number; mtu: number; offloads: TunOffloads; udp: SharedLinuxUdpSocket }
+  | {
+      kind: 'linux';
+      tunFd: number;
+      mtu: number;
+      offloads: TunOffloads;
+      udp: SharedLinuxUdpSocket;
+      /** The worker's IPv6 socket, absent when the host has no IPv6. */
+      udp6?: SharedLinuxUdpSocket;
+    }
   | {
       kind: 'memory';
       tun: SharedMemoryTunQueues;

@@ -2,6 +2,7 @@ export { DatagramBatch, DEFAULT_BATCH_SIZE, MAX_DATAGRAM_BYTES } from './datagra
 export type { DatagramSocket } from './datagram-socket.ts';
 export { formatAddress, formatEndpoint, parseAddress, parseEndpoint } from './endpoint.ts';
 export type { AddressFamily, Endpoint } from './endpoint.ts';
+export { DualStackSocket } from './linux/dual-stack-socket.ts';
 export { FdPoller, Waker } from './linux/fd-poller.ts';
 export { openMarkedSocket } from './linux/marked-socket.ts';
 export { LinuxUdpSocket } from './linux/linux-udp-socket.ts';

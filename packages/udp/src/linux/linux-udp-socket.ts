@@ -219,6 +219,11 @@ export class LinuxUdpSocket implements DatagramSocket {
     return this.#sendRange(batch, 0, count);
   }
 
+  /** As `sendBatch`, for slots `from`..`to`-1 only; returns how many were handed to the network. */
+  sendRange(batch: DatagramBatch, from: number, to: number): number {
+    return this.#sendRange(batch, from, to);
+  }
+
   #sendRange(batch: DatagramBatch, from: number, to: number): number {
     let sent = 0;
     let slot = from;
