@@ -177,19 +177,39 @@ export class WireGuardGo {
       if (removed.length > 0)
         console.error(`removed stale wireguard sockets: ${removed.join(' ')}`);
     }
-    const name = `gw${process.pid}x${interfaceCounter++}`;
-    network.onDestroy(() => rmSync(`${SOCKET_DIRECTORY}/${name}.sock`, { force: true }));
-    const started = network.spawn(options.namespace, ['wireguard-go', '-f', name], {
-      env: { WG_PROCESS_FOREGROUND: '1', LOG_LEVEL: options.logLevel ?? 'error' },
-    });
-    const device = new WireGuardGo(network, options.namespace, name, started);
-    await device.#waitUntilReady();
+    const device = await WireGuardGo.#launch(network, options);
+    const { name } = device;
     await withKeyFile(options.privateKey, (path) =>
       device.#wg(['set', name, 'private-key', path, 'listen-port', `${options.listenPort}`]),
     );
     await network.exec(options.namespace, ['ip', 'addr', 'add', options.address, 'dev', name]);
     await network.exec(options.namespace, ['ip', 'link', 'set', name, 'up']);
     return device;
+  }
+
+  /**
+   * Spawns wireguard-go and waits for its control socket. Debian's
+   * wireguard-go (0.0.20220316) now and then exits at once with "Failed to
+   * listen on uapi socket: no such file or directory" (its retry path removes
+   * a socket file that was never there); that start is retried once, loudly.
+   */
+  static async #launch(network: TestNetwork, options: WireGuardGoOptions): Promise<WireGuardGo> {
+    for (let attempt = 1; ; attempt++) {
+      const name = `gw${process.pid}x${interfaceCounter++}`;
+      network.onDestroy(() => rmSync(`${SOCKET_DIRECTORY}/${name}.sock`, { force: true }));
+      const started = network.spawn(options.namespace, ['wireguard-go', '-f', name], {
+        env: { WG_PROCESS_FOREGROUND: '1', LOG_LEVEL: options.logLevel ?? 'error' },
+      });
+      const device = new WireGuardGo(network, options.namespace, name, started);
+      try {
+        await device.#waitUntilReady();
+        return device;
+      } catch (error) {
+        const message = (error as Error).message;
+        if (attempt > 1 || !message.includes('Failed to listen on uapi socket')) throw error;
+        console.error(`wireguard-go start failed, retrying once: ${message.trim()}`);
+      }
+    }
   }
 
   async #waitUntilReady(): Promise<void> {
