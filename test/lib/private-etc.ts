@@ -14,8 +14,9 @@ import { fileURLToPath } from 'node:url';
 import { runCommand } from './netns.ts';
 import type { CommandOptions, CommandResult, NamespaceProcess, TestNetwork } from './netns.ts';
 
-const GATEHOUSE_CLI = fileURLToPath(
-  new URL('../../apps/tunnel-service/src/cli.ts', import.meta.url),
+// The launcher, as users run it: it also sets the service's memory options.
+const GATEHOUSE_TUNNEL = fileURLToPath(
+  new URL('../../apps/tunnel-service/bin/gatehouse-tunnel', import.meta.url),
 );
 const HOLDER_READY_TIMEOUT_MS = 10_000;
 const UP_TIMEOUT_MS = 30_000;
@@ -79,8 +80,7 @@ export async function startGatehouseUp(
   onOutputLine?: (line: string) => void,
 ): Promise<NamespaceProcess> {
   const up = privateEtc.spawn([
-    process.execPath,
-    GATEHOUSE_CLI,
+    GATEHOUSE_TUNNEL,
     'up',
     '--config',
     configFile,
@@ -108,8 +108,7 @@ export function gatehouseCli(
   command: string,
   args: readonly string[] = [],
 ): Promise<CommandResult> {
-  return privateEtc.run(
-    [process.execPath, GATEHOUSE_CLI, command, '--socket', socketPath, ...args],
-    { timeoutMs: 20_000 },
-  );
+  return privateEtc.run([GATEHOUSE_TUNNEL, command, '--socket', socketPath, ...args], {
+    timeoutMs: 20_000,
+  });
 }

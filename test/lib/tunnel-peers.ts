@@ -17,7 +17,9 @@ import type { KeyPair } from './wireguard-go.ts';
 
 export type PeerKind = 'gatehouse' | 'wireguard-go';
 
-const GATEHOUSE_CLI = new URL('../../apps/tunnel-service/src/cli.ts', import.meta.url).pathname;
+// The launcher, as users run it: it also sets the service's memory options.
+const GATEHOUSE_TUNNEL = new URL('../../apps/tunnel-service/bin/gatehouse-tunnel', import.meta.url)
+  .pathname;
 const READY_TIMEOUT_MS = 15_000;
 const STOP_GRACE_MS = 10_000;
 const STATUS_TIMEOUT_MS = 5_000;
@@ -146,8 +148,7 @@ class GatehousePeer implements TunnelPeer {
 
   #spawn(): NamespaceProcess {
     return this.#network.spawn(this.options.namespace, [
-      process.execPath,
-      GATEHOUSE_CLI,
+      GATEHOUSE_TUNNEL,
       'up',
       '--config',
       this.#configFile,
@@ -158,7 +159,7 @@ class GatehousePeer implements TunnelPeer {
 
   async #status(): Promise<GatehouseStatus> {
     const { stdout } = await runCommand(
-      [process.execPath, GATEHOUSE_CLI, 'status', '--json', '--socket', this.#socketPath],
+      [GATEHOUSE_TUNNEL, 'status', '--json', '--socket', this.#socketPath],
       { timeoutMs: STATUS_TIMEOUT_MS },
     );
     return JSON.parse(stdout) as GatehouseStatus;
