@@ -21,8 +21,10 @@ import { DnsResourcesStatusSchema, TunnelStatusSchema } from './tunnel-status.ts
  * 2: the engine's drop reasons; the set-dns-resources request.
  * 3: the status carries the DNS resources and the stub's addresses and upstreams, which
  * set-dns-resources also answers with.
+ * 4: hardening — every drop and refusal counted in the status (no-route, unattributed,
+ * malformed datagrams, handshake load, DNS stub refusals, handler errors); a failed tunnel state.
  */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 /** The largest frame the service accepts from a client, in bytes of UTF-8. */
 export const MAX_CLIENT_MESSAGE_BYTES = 64 * 1024;
