@@ -3,7 +3,7 @@
  * datagram, field views (subarrays, no copies) and builders.
  *
  * All integers are little-endian. Every message starts with a type byte and
- * three reserved bytes that must be zero.
+ * three reserved bytes that must be zero, read together as one 32-bit type.
  */
 
 import {
@@ -34,14 +34,17 @@ export type MessageClass =
   | 'unknown-type'
   | 'too-large';
 
-/** What a datagram claims to be, after checking its type, reserved bytes and size. */
+/**
+ * What a datagram claims to be, after checking its type and size. The type
+ * is the whole first little-endian word, as wireguard-go reads it: a known
+ * type byte with a non-zero reserved byte is an unknown type.
+ */
 export function classifyMessage(datagram: Uint8Array): MessageClass {
   if (datagram.length > MESSAGE_MAX_SIZE) return 'too-large';
   if (datagram.length < 4) return 'malformed';
-  const type = datagram[0]!;
+  const type = messageType(datagram, 0);
   const expected = EXACT_SIZES[type];
   if (expected === undefined && type !== MESSAGE_TRANSPORT_DATA) return 'unknown-type';
-  if ((datagram[1]! | datagram[2]! | datagram[3]!) !== 0) return 'malformed';
   if (type === MESSAGE_TRANSPORT_DATA) {
     return datagram.length >= MESSAGE_TRANSPORT_MIN_SIZE ? 'transport' : 'malformed';
   }
@@ -49,6 +52,11 @@ export function classifyMessage(datagram: Uint8Array): MessageClass {
   if (type === MESSAGE_HANDSHAKE_INITIATION) return 'initiation';
   if (type === MESSAGE_HANDSHAKE_RESPONSE) return 'response';
   return 'cookie-reply';
+}
+
+/** The message type: the first little-endian 32-bit word (type byte and three reserved zero bytes). */
+export function messageType(bytes: Uint8Array, offset: number): number {
+  return readUint32(bytes, offset);
 }
 
 export interface Initiation {

@@ -91,19 +91,28 @@ void describe('WireGuardDevice drops bad input with a counted reason', () => {
     assert.equal(net.bob.device.deviceDrops().malformed, 4);
   });
 
-  void it('drops oversized datagrams, unknown types and non-zero reserved bytes', () => {
+  void it('drops oversized datagrams, unknown types and non-zero reserved bytes (the type is the whole LE word)', () => {
     const net = established();
     const reservedSet = new Uint8Array(sealedByAlice(net));
     reservedSet[2] = 1;
+    const reservedInitiation = new Uint8Array(net.alice.sent[0]!.datagram);
+    reservedInitiation[3] = 0x80;
 
     const reasons = [
       ...deliverToBob(net, new Uint8Array(70_000).fill(MESSAGE_TRANSPORT_DATA, 0, 1)),
       ...deliverToBob(net, new Uint8Array([5, 0, 0, 0, ...new Uint8Array(60)])),
       ...deliverToBob(net, new Uint8Array([0, 0, 0, 0, ...new Uint8Array(60)])),
       ...deliverToBob(net, reservedSet),
+      ...deliverToBob(net, reservedInitiation),
     ];
 
-    assert.deepEqual(reasons, ['too-large', 'unknown-type', 'unknown-type', 'malformed']);
+    assert.deepEqual(reasons, [
+      'too-large',
+      'unknown-type',
+      'unknown-type',
+      'unknown-type',
+      'unknown-type',
+    ]);
   });
 
   void it('refuses to send a packet that cannot fit one message', () => {
