@@ -23,6 +23,8 @@ import type { IcmpEcho } from '../lib/icmp-echo.ts';
 import type { PeerCommand, PeerConfiguration, PeerEvent } from './peer-protocol.ts';
 
 const ECHO_PAYLOAD_LENGTH = 56;
+/** wg-quick's default MTU, as the other side's interface has it. */
+const TUNNEL_MTU = 1420;
 
 function now(): Instant {
   return { monotonicMs: performance.now(), wallClockMs: Date.now() };
@@ -283,6 +285,7 @@ async function main(): Promise<void> {
         const device = new WireGuardDevice({
           privateKey: decodeKey(command.configuration.privateKey),
           crypto: provider,
+          mtu: TUNNEL_MTU,
         });
         peer = new Peer(device, command.configuration);
         const port = await peer.listen(command.configuration.listenPort);

@@ -135,7 +135,7 @@ export class DataPath {
     this.#endpointAddress = new Uint8Array(peers * 16);
 
     const outSlots = Math.max(TUN_BATCH_SIZE, 2 * tun.readBudget);
-    const outSlot = roundUp(sealedLength(tun.mtu), 64);
+    const outSlot = roundUp(sealedLength(tun.mtu, tun.mtu), 64);
     // The worker's own batches never leave its thread: plain ArrayBuffer memory, which V8 copies
     // into several times faster than SharedArrayBuffer memory (DatagramBatch's default).
     this.#out = threadLocalBatch(outSlots, outSlot);

@@ -259,6 +259,7 @@ export class Engine {
       const device = new WireGuardDevice({
         privateKey: options.privateKey,
         crypto: selection.provider,
+        mtu: options.mtu,
       });
       const drops = new DropCounters(device.sharedMemory.peerSlots);
       const table = new AllowedIps().compile();

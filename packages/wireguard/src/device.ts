@@ -97,6 +97,8 @@ export interface PeerStats {
 export interface DeviceOptions {
   privateKey: Uint8Array;
   crypto: CryptoProvider;
+  /** The tunnel's MTU, which transport padding never exceeds. */
+  mtu: number;
   /** Source of randomness for indices, ephemeral keys, jitter and cookie secrets. */
   randomBytes?: (n: number) => Uint8Array;
   /** Send-side rekey threshold; REKEY_AFTER_MESSAGES unless a test needs it reachable. */
@@ -115,6 +117,7 @@ export class WireGuardDevice {
   readonly #randomBytes: (n: number) => Uint8Array;
   readonly #table: KeypairTable;
   readonly #transport: TransportPath;
+  readonly #mtu: number;
   readonly #peersByName = new Map<string, PeerState>();
   readonly #peersBySlot = new Map<number, PeerState>();
   readonly #transmits: Transmit[] = [];
@@ -129,9 +132,14 @@ export class WireGuardDevice {
     this.#randomBytes = options.randomBytes ?? systemRandomBytes;
     this.#noise = new NoiseHandshake(this.#identity, options.crypto);
     this.#cookieChecker = new CookieChecker(this.#identity.publicKey, this.#randomBytes);
-    this.sharedMemory = createSharedTransportMemory(options.capacity, options.rekeyAfterMessages);
+    this.sharedMemory = createSharedTransportMemory({
+      mtu: options.mtu,
+      capacity: options.capacity,
+      rekeyAfterMessages: options.rekeyAfterMessages,
+    });
     this.#table = new KeypairTable(this.sharedMemory);
     this.#transport = new TransportPath(this.sharedMemory, options.crypto);
+    this.#mtu = options.mtu;
   }
 
   addPeer(config: PeerConfig): void {
@@ -422,7 +430,7 @@ export class WireGuardDevice {
   #seal(peer: PeerState, packet: Uint8Array, now: Instant): boolean {
     const endpoint = this.#endpoint(peer);
     if (endpoint === undefined) return false;
-    const datagram = new Uint8Array(sealedLength(packet.length));
+    const datagram = new Uint8Array(sealedLength(packet.length, this.#mtu));
     const result = this.#transport.seal(
       peer.slot,
       packet,

@@ -26,6 +26,7 @@ import {
   COUNTER_BLOCK_SIZE,
   H_REKEY_AFTER_MESSAGES_HIGH,
   H_REKEY_AFTER_MESSAGES_LOW,
+  H_MTU,
   K_COUNTER_BLOCK,
   K_CREATED_MS,
   K_FLAGS,
@@ -73,9 +74,20 @@ export const TRANSPORT_REPLAY = -5;
 export const TRANSPORT_INVALID_INNER_PACKET = -6;
 export const TRANSPORT_TOO_LARGE = -7;
 
-/** Bytes of the transport message that carries `packetLength` bytes. */
-export function sealedLength(packetLength: number): number {
-  return MESSAGE_TRANSPORT_MIN_SIZE + paddedLength(packetLength);
+/** Bytes of the transport message that carries `packetLength` bytes in a tunnel of `mtu`. */
+export function sealedLength(packetLength: number, mtu: number): number {
+  return MESSAGE_TRANSPORT_MIN_SIZE + paddedLength(packetLength, mtu);
+}
+
+/**
+ * The plaintext length of a packet once padded: a multiple of 16, but never
+ * beyond the MTU (a full-size packet stays full-size, so its datagram still
+ * fits the underlay) nor beyond the largest content; never shorter than the
+ * packet itself.
+ */
+export function paddedLength(length: number, mtu: number): number {
+  const padded = Math.ceil(length / MESSAGE_PADDING_MULTIPLE) * MESSAGE_PADDING_MULTIPLE;
+  return Math.max(length, Math.min(padded, mtu, MAX_CONTENT_SIZE));
 }
 
 export class TransportPath {
@@ -88,6 +100,7 @@ export class TransportPath {
   readonly #crypto: CryptoProvider;
   readonly #keypairSlots: number;
   readonly #rekeyAfterMessages: number;
+  readonly #mtu: number;
   readonly #cachedSequence: Int32Array;
   readonly #sendAead: (TransportAead | undefined)[];
   readonly #receiveAead: (TransportAead | undefined)[];
@@ -104,6 +117,7 @@ export class TransportPath {
     this.#rekeyAfterMessages =
       (this.#words[H_REKEY_AFTER_MESSAGES_HIGH]! >>> 0) * 2 ** 32 +
       (this.#words[H_REKEY_AFTER_MESSAGES_LOW]! >>> 0);
+    this.#mtu = this.#words[H_MTU]!;
     // Odd: never equal to a published (even) sequence.
     this.#cachedSequence = new Int32Array(memory.keypairSlots).fill(1);
     this.#sendAead = new Array<TransportAead | undefined>(memory.keypairSlots);
@@ -116,7 +130,7 @@ export class TransportPath {
   /**
    * Seals `length` bytes of `src` (an empty packet is a keepalive) for the
    * peer's current keypair into `dst` at `dstOffset`, which needs
-   * sealedLength(length) bytes. Returns the message length or a code.
+   * sealedLength(length, mtu) bytes. Returns the message length or a code.
    */
   seal(
     peer: number,
@@ -155,7 +169,7 @@ export class TransportPath {
       raiseSignal(words, peerWords, SIGNAL_HANDSHAKE_NEEDED);
     }
 
-    const padded = paddedLength(length);
+    const padded = paddedLength(length, this.#mtu);
     const payloadOffset = dstOffset + MESSAGE_TRANSPORT_HEADER_SIZE;
     if (src !== dst || srcOffset !== payloadOffset) {
       dst.set(src.subarray(srcOffset, srcOffset + length), payloadOffset);
@@ -367,11 +381,6 @@ export class TransportPath {
 
 /** Half the replay window: a sender this far behind the newest block takes a new one. */
 const MAX_COUNTER_LAG = REPLAY_WINDOW_SIZE / 2;
-
-function paddedLength(length: number): number {
-  const padded = Math.ceil(length / MESSAGE_PADDING_MULTIPLE) * MESSAGE_PADDING_MULTIPLE;
-  return Math.min(padded, Math.max(length, MAX_CONTENT_SIZE));
-}
 
 /** REJECT_AFTER_MESSAGES is 2^64 − 2^13 − 1: high word all ones, low word 0xffffdfff. */
 function isAtOrPastRejectAfterMessages(counterLow: number, counterHigh: number): boolean {

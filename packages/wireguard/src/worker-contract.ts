@@ -18,12 +18,21 @@
  *   source, under the endpoint seqlock taken with compareExchange.
  */
 
+import { MAX_CONTENT_SIZE } from './constants.ts';
 import { REPLAY_WINDOW_WORDS } from './replay-window.ts';
 
 export interface SharedTransportMemory {
   buffer: SharedArrayBuffer;
   keypairSlots: number;
   peerSlots: number;
+}
+
+export interface SharedTransportOptions {
+  /** The tunnel MTU: transport padding never takes a packet beyond it. */
+  mtu: number;
+  capacity?: SharedTransportCapacity;
+  /** Send-side rekey threshold (default REKEY_AFTER_MESSAGES, 2^60). */
+  rekeyAfterMessages?: number;
 }
 
 export interface SharedTransportCapacity {
@@ -35,9 +44,12 @@ export interface SharedTransportCapacity {
 
 /** Creates the memory for one device; post `memory` to workers as is. */
 export function createSharedTransportMemory(
-  capacity: SharedTransportCapacity = {},
-  rekeyAfterMessages = 2 ** 60,
+  options: SharedTransportOptions,
 ): SharedTransportMemory {
+  const { capacity = {}, rekeyAfterMessages = 2 ** 60, mtu } = options;
+  if (!Number.isInteger(mtu) || mtu < 1 || mtu > MAX_CONTENT_SIZE) {
+    throw new RangeError(`MTU must be an integer 1-${MAX_CONTENT_SIZE}, got ${mtu}`);
+  }
   const peerSlots = powerOfTwoAtLeast(capacity.peers ?? DEFAULT_PEERS);
   const keypairSlots = powerOfTwoAtLeast(capacity.keypairs ?? peerSlots * 4);
   if (keypairSlots > MAX_KEYPAIR_SLOTS) {
@@ -50,6 +62,7 @@ export function createSharedTransportMemory(
   view[H_PEER_SLOTS] = peerSlots;
   view[H_REKEY_AFTER_MESSAGES_HIGH] = Math.floor(rekeyAfterMessages / 2 ** 32);
   view[H_REKEY_AFTER_MESSAGES_LOW] = rekeyAfterMessages >>> 0;
+  view[H_MTU] = mtu;
   for (let peer = 0; peer < peerSlots; peer++) {
     const base = peerBase(keypairSlots, peer);
     view[base + P_CURRENT] = NO_SLOT;
@@ -66,6 +79,7 @@ export const H_KEYPAIR_SLOTS = 1;
 export const H_PEER_SLOTS = 2;
 export const H_REKEY_AFTER_MESSAGES_HIGH = 3;
 export const H_REKEY_AFTER_MESSAGES_LOW = 4;
+export const H_MTU = 5;
 export const HEADER_WORDS = 16;
 
 // Keypair slot words.

@@ -14,6 +14,7 @@ export interface SealWorkerData {
   peer: number;
   count: number;
   packetLength: number;
+  mtu: number;
   nowMs: number;
   output: SharedArrayBuffer;
 }
@@ -25,7 +26,7 @@ if (parentPort !== null) {
   const packet = new Uint8Array(data.packetLength);
   packet[0] = 0x45;
   packet[3] = data.packetLength;
-  const stride = sealedLength(data.packetLength);
+  const stride = sealedLength(data.packetLength, data.mtu);
   let sealed = 0;
   for (let i = 0; i < data.count; i++) {
     const written = transport.seal(

@@ -16,6 +16,9 @@ import type {
 import { generateKeyPair } from '../src/keys.ts';
 import type { KeyPair } from '../src/keys.ts';
 
+/** The tunnel MTU of both sides: wg-quick's default. */
+export const TWO_PEERS_MTU = 1420;
+
 export class FakeClock {
   monotonicMs = 5_000_000;
   wallClockMs = 1_700_000_000_000;
@@ -169,6 +172,7 @@ function side(endpoint: Endpoint, options: Partial<DeviceOptions>): Side {
   const device = new WireGuardDevice({
     privateKey: keys.privateKey,
     crypto: libsodiumWasmProvider,
+    mtu: TWO_PEERS_MTU,
     ...options,
   });
   return { device, keys, endpoint, sent: [], events: [] };

@@ -14,7 +14,7 @@ import {
   peerBase,
 } from '../src/worker-contract.ts';
 import type { SealWorkerData } from './seal-worker.ts';
-import { TwoPeers } from './two-peers.ts';
+import { TWO_PEERS_MTU, TwoPeers } from './two-peers.ts';
 
 function established(): TwoPeers {
   const net = new TwoPeers();
@@ -33,7 +33,7 @@ void describe('worker contract', () => {
     const alice = net.alice.device;
     const count = 3000;
     const packetLength = 64;
-    const stride = sealedLength(packetLength);
+    const stride = sealedLength(packetLength, TWO_PEERS_MTU);
     const outputs = [0, 1].map(() => new SharedArrayBuffer(count * stride));
 
     const workers = outputs.map((output) => {
@@ -42,6 +42,7 @@ void describe('worker contract', () => {
         peer: alice.peerSlot(net.bob.keys.publicKey),
         count,
         packetLength,
+        mtu: TWO_PEERS_MTU,
         nowMs: net.clock.monotonicMs,
         output,
       };
@@ -73,7 +74,7 @@ void describe('worker contract', () => {
     const peer = net.alice.device.peerSlot(net.bob.keys.publicKey);
     const [quiet, busy] = [0, 1].map(() => new TransportPath(memory, libsodiumWasmProvider));
     const packet = Uint8Array.of(0x45, 0, 0, 20, ...new Array<number>(16).fill(0));
-    const out = new Uint8Array(sealedLength(packet.length));
+    const out = new Uint8Array(sealedLength(packet.length, TWO_PEERS_MTU));
     const seal = (path: TransportPath): Uint8Array => {
       const length = path.seal(peer, packet, 0, packet.length, out, 0, net.clock.monotonicMs);
       return out.slice(0, length);
