@@ -42,6 +42,22 @@ void describe('parseDomainPattern', () => {
       `${'a'.repeat(63)}.${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(61)}`,
       true,
     ],
+    ['**.a.**.b.example', 'a.b.example', true],
+    ['**.a.**.b.example', 'x.a.y.z.b.example', true],
+    ['**.a.**.b.example', 'x.b.a.example', false],
+    ['**.a.**.**.b.example', 'a.a.a.b.b.example', true],
+    ['a.**.**.b', 'a.b', true],
+    ['a.**.**.b', 'a.c', false],
+    ['**.x.**', 'x', true],
+    ['*a*b*.example', 'ab.example', true],
+    ['*a*b*.example', 'xxaxxbxx.example', true],
+    ['*a*b*.example', 'ba.example', false],
+    ['a*a*a*b.example', 'aaaaaab.example', true],
+    ['a*a*a*b.example', 'aaaaaa.example', false],
+    ['*?.example', 'a.example', true],
+    ['*?.example', 'example', false],
+    ['?*?.example', 'a.example', false],
+    ['a*b.example', 'ab.example', true],
   ];
   for (const [pattern, name, matches] of cases) {
     void it(`${pattern} ${matches ? 'matches' : 'does not match'} ${name}`, () => {
@@ -130,4 +146,33 @@ void describe('mostSpecificMatch', () => {
       assert.equal(mostSpecificMatch(resources, name)?.id, winner);
     });
   }
+});
+
+void describe('matching takes time linear in labels × pattern parts', () => {
+  void it('100 labels against six ** labels: at most labels × parts + parts label steps', () => {
+    const pattern = parseDomainPattern('**.a.**.a.**.a.**.a.**.a.**.b.example');
+    const labels = Array<string>(100).fill('a');
+    const { matches, labelSteps, characterSteps } = pattern.matchWithSteps(
+      `${labels.join('.')}.example`,
+    );
+    assert.equal(matches, false);
+    const parts = 13;
+    const nameLabels = 101;
+    assert.ok(
+      labelSteps <= (nameLabels + 1) * parts,
+      `${labelSteps} label steps for ${nameLabels} labels × ${parts} parts`,
+    );
+    assert.ok(characterSteps <= nameLabels * parts * 3, `${characterSteps} character steps`);
+  });
+
+  void it('a label with many * against a 63-character label: at most (63 + 1) × (pattern + 1) character steps', () => {
+    const label = `${'*a'.repeat(30)}b`;
+    const pattern = parseDomainPattern(`${label}.example`);
+    const { matches, characterSteps } = pattern.matchWithSteps(`${'a'.repeat(63)}.example`);
+    assert.equal(matches, false);
+    assert.ok(
+      characterSteps <= 64 * (label.length + 1) + 'example'.length + 1,
+      `${characterSteps} character steps`,
+    );
+  });
 });
