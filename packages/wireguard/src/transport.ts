@@ -67,6 +67,7 @@ import type { SharedTransportMemory } from './worker-contract.ts';
 export const TRANSPORT_NO_SESSION = -1;
 /** The keypair is past REJECT_AFTER_TIME or its counters ran out. */
 export const TRANSPORT_EXPIRED = -2;
+/** No live keypair has the receiver index, or its slot was recycled while the packet was opened. */
 export const TRANSPORT_UNKNOWN_RECEIVER = -3;
 export const TRANSPORT_DECRYPT_FAILED = -4;
 export const TRANSPORT_REPLAY = -5;
@@ -251,6 +252,12 @@ export class TransportPath {
     );
     if (plaintextLength < 0) return TRANSPORT_DECRYPT_FAILED;
     if (!this.#acceptCounter(slot, keypairWords, counterLow, counterHigh)) return TRANSPORT_REPLAY;
+    // The control thread may have recycled the slot (for another peer) since `sequence` was
+    // read: the peer read then and the keys that opened the packet need not belong together.
+    if (Atomics.load(words, keypairWords + K_SEQUENCE) !== sequence) {
+      this.lastPeer = -1;
+      return TRANSPORT_UNKNOWN_RECEIVER;
+    }
 
     const peerWords = peerBase(this.#keypairSlots, peer);
     addToCounter(words, peerWords + P_RX_BYTES, length);
