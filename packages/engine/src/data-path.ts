@@ -42,6 +42,8 @@ import {
 } from '@gatehouse/wireguard';
 import type { CryptoProvider, SharedTransportMemory } from '@gatehouse/wireguard';
 
+import { AddressActivity } from './address-activity.ts';
+import type { SharedAddressActivity } from './address-activity.ts';
 import { AllowedIpsTable, NO_PEER } from './allowed-ips.ts';
 import type { SharedAllowedIpsTable } from './allowed-ips.ts';
 import {
@@ -65,6 +67,8 @@ export interface DataPathOptions {
   crypto: CryptoProvider;
   allowedIps: SharedAllowedIpsTable;
   dropCounters: SharedArrayBuffer;
+  /** Where packets to and from the watched ranges (the DNS stub's proxy ranges) are stamped. */
+  activity: SharedAddressActivity;
   tun: TunQueueIo;
   udp: DatagramSocket;
   /** Where handshake messages (types 1–3) go: the control thread. */
@@ -89,6 +93,7 @@ export class DataPath {
   readonly #keypairSlots: number;
   #allowedIps: AllowedIpsTable;
   readonly #drops: DropCounters;
+  readonly #activity: AddressActivity;
   readonly #tun: TunQueueIo;
   readonly #udp: DatagramSocket;
   readonly #handshakes: HandshakeRing;
@@ -124,6 +129,7 @@ export class DataPath {
     this.#keypairSlots = options.transport.keypairSlots;
     this.#allowedIps = new AllowedIpsTable(options.allowedIps);
     this.#drops = new DropCounters(options.dropCounters);
+    this.#activity = new AddressActivity(options.activity);
     this.#tun = tun;
     this.#udp = udp;
     this.#handshakes = options.handshakes;
@@ -193,6 +199,7 @@ export class DataPath {
         this.#drops.addNoRoute();
         continue;
       }
+      this.#activity.noteDestination(data, packet, now);
       if (!this.#loadEndpoint(peer, queued)) {
         this.#hold(peer, data, packet, length);
         continue;
@@ -347,6 +354,7 @@ export class DataPath {
       this.#drops.add(peer, DROP_SOURCE_NOT_ALLOWED);
       return;
     }
+    this.#activity.noteSource(view, HEADROOM, now);
     if (!applyDecapsulationEcn(view, HEADROOM, (batch.tos[slot]! & 3) as Ecn)) {
       this.#drops.add(peer, DROP_ECN_NOT_ECT);
       return;

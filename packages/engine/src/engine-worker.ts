@@ -42,6 +42,7 @@ if (parentPort !== null) {
       crypto: provider,
       allowedIps: setup.allowedIps,
       dropCounters: setup.dropCounters,
+      activity: setup.activity,
       tun: io.tun,
       udp: io.udp,
       handshakes: new HandshakeRing(setup.transport.buffer, setup.handshakes),

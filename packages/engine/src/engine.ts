@@ -47,6 +47,7 @@ import {
 } from '@gatehouse/wireguard';
 import type { CryptoProviderName, Instant } from '@gatehouse/wireguard';
 
+import { AddressActivity } from './address-activity.ts';
 import { AllowedIps, parsePrefix } from './allowed-ips.ts';
 import type { AllowedIpsTable } from './allowed-ips.ts';
 import { monotonicMs } from './data-path.ts';
@@ -82,6 +83,8 @@ export interface EngineOptions {
   offloads?: boolean;
   crypto?: 'auto' | CryptoProviderName;
   log?: (level: EngineLogLevel, message: string) => void;
+  /** At most one prefix per family whose addresses' last packets `idleMs` answers for (the DNS stub's proxy ranges). */
+  watchedRanges?: readonly string[];
 }
 
 export type EngineDropReason =
@@ -154,6 +157,7 @@ export class Engine {
   readonly #control: Int32Array;
   readonly #doorbell: Int32Array;
   readonly #drops: DropCounters;
+  readonly #activity: AddressActivity;
   readonly #peers = new Map<string, PeerEntry>();
   readonly #send = new DatagramBatch(1, 2048);
   readonly #closeDevices: () => void;
@@ -167,6 +171,7 @@ export class Engine {
     workers: DataWorker[];
     control: Int32Array;
     drops: DropCounters;
+    activity: AddressActivity;
     listenPort: number;
     closeDevices: () => void;
   }) {
@@ -179,6 +184,7 @@ export class Engine {
     this.#control = init.control;
     this.#doorbell = new Int32Array(init.device.sharedMemory.buffer);
     this.#drops = init.drops;
+    this.#activity = init.activity;
     this.#closeDevices = init.closeDevices;
   }
 
@@ -264,6 +270,7 @@ export class Engine {
       const drops = new DropCounters(device.sharedMemory.peerSlots);
       const table = new AllowedIps().compile();
       const control = new Int32Array(new SharedArrayBuffer(CONTROL_WORDS * 4));
+      const activity = AddressActivity.create(options.watchedRanges ?? [], monotonicMs());
       for (let queue = 0; queue < sockets.length; queue++) {
         const channel = new MessageChannel();
         const ring = new HandshakeRing(device.sharedMemory.buffer);
@@ -273,6 +280,7 @@ export class Engine {
           crypto: selection.provider.name,
           allowedIps: table.shared,
           dropCounters: drops.buffer,
+          activity: activity.shared,
           handshakes: ring.buffer,
           control: control.buffer as SharedArrayBuffer,
           port: channel.port2,
@@ -300,6 +308,7 @@ export class Engine {
         workers,
         control,
         drops,
+        activity,
         listenPort: sockets[0]!.localPort,
         closeDevices,
       });
@@ -370,6 +379,11 @@ export class Engine {
       if (peer.endpoint !== undefined) this.#device.initiateHandshake(peer.publicKey, now);
     }
     this.#flushTransmits();
+  }
+
+  /** Milliseconds since a packet to or from `address` (in a watched range) passed the data path; Infinity for never. */
+  idleMs(address: string): number {
+    return this.#activity.idleMs(address, monotonicMs());
   }
 
   status(): EngineStatus {

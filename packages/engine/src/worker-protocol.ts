@@ -8,6 +8,7 @@ import type { SharedMemoryTunQueues, TunOffloads } from '@gatehouse/tun';
 import type { SharedLinuxUdpSocket, SharedMemoryUdpNetwork } from '@gatehouse/udp';
 import type { CryptoProviderName, SharedTransportMemory } from '@gatehouse/wireguard';
 
+import type { SharedAddressActivity } from './address-activity.ts';
 import type { SharedAllowedIpsTable } from './allowed-ips.ts';
 
 export type WorkerIo =
@@ -34,6 +35,7 @@ export interface WorkerSetup {
   crypto: CryptoProviderName;
   allowedIps: SharedAllowedIpsTable;
   dropCounters: SharedArrayBuffer;
+  activity: SharedAddressActivity;
   handshakes: SharedArrayBuffer;
   control: SharedArrayBuffer;
   port: MessagePort;

@@ -13,6 +13,8 @@ import type { EnginePeerStatus } from '../src/engine.ts';
 
 const MTU = 1280;
 const RELAY = { address: '10.0.0.9', port: 7000 };
+/** Stands in for the DNS stub's proxy range on the left side. */
+const WATCHED_RANGE = '10.9.0.0/30';
 
 interface Side {
   keys: KeyPair;
@@ -134,13 +136,14 @@ async function startSide(
   remote: KeyPair,
   queues: number,
   peer: { allowedIps: string[]; endpoint?: { address: string; port: number } },
+  watchedRanges: string[] = [],
 ): Promise<Side> {
   const tun = new MemoryTunQueues({ queues, mtu: MTU });
   const sockets = Array.from({ length: queues }, (_, queue) =>
     network.bind(`10.0.0.${last}`, 51820 + queue),
   );
   const engine = await Engine.startWithMemoryDevices(
-    { interfaceName: `side${last}`, privateKey: keys.privateKey, mtu: MTU },
+    { interfaceName: `side${last}`, privateKey: keys.privateKey, mtu: MTU, watchedRanges },
     [{ publicKey: remote.publicKey, ...peer }],
     { tun, network, sockets },
   );
@@ -167,10 +170,15 @@ void describe('two engines over in-memory TUN queues and UDP, data in worker thr
     relay = new Relay(network);
     const leftKeys = generateKeyPair();
     const rightKeys = generateKeyPair();
-    left = await startSide(network, 1, leftKeys, rightKeys, 1, {
-      allowedIps: ['10.9.0.2/32'],
-      endpoint: RELAY,
-    });
+    left = await startSide(
+      network,
+      1,
+      leftKeys,
+      rightKeys,
+      1,
+      { allowedIps: ['10.9.0.2/32'], endpoint: RELAY },
+      [WATCHED_RANGE],
+    );
     right = await startSide(network, 2, rightKeys, leftKeys, rightQueues, {
       allowedIps: ['10.9.0.1/32'],
     });
@@ -183,6 +191,20 @@ void describe('two engines over in-memory TUN queues and UDP, data in worker thr
   afterEach(async () => {
     await Promise.all([left?.engine.stop(), right?.engine.stop()]);
     relay?.close();
+  });
+
+  void it('tells when an address of a watched range last carried a packet, either way', async () => {
+    await startPair();
+    assert.equal(left.engine.idleMs('10.9.0.2'), Infinity);
+    left.tun.inject(numbered('10.9.0.1', '10.9.0.2', 0));
+    await until('the packet on the right', () => collect(right).length >= 1);
+    assert.ok(left.engine.idleMs('10.9.0.2') < 1000, `${left.engine.idleMs('10.9.0.2')} ms`);
+    assert.equal(left.engine.idleMs('10.9.0.1'), Infinity, 'a source going out is not stamped');
+    assert.equal(right.engine.idleMs('10.9.0.2'), Infinity, 'nothing watched on the right');
+    right.tun.inject(numbered('10.9.0.3', '10.9.0.1', 1));
+    right.tun.inject(numbered('10.9.0.2', '10.9.0.1', 2));
+    await until('a packet on the left', () => collect(left).length >= 1);
+    assert.equal(left.engine.idleMs('10.9.0.3'), Infinity, 'refused source: no stamp');
   });
 
   void it('handshakes at start and carries data both ways, with per-peer counters', async () => {
