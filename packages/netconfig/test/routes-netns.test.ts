@@ -4,10 +4,13 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { after, before, describe, it } from 'node:test';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it, test } from 'node:test';
 
 import type { IpCommand } from '../src/routes/gatehouse-routing.ts';
-import { GatehouseRouting } from '../src/routes/gatehouse-routing.ts';
+import { findIpExecutable, GatehouseRouting } from '../src/routes/gatehouse-routing.ts';
 import { rootSkipReason, run, runOrThrow, skipLoudly } from './process-helpers.ts';
 
 const NAMESPACE = `gh-routes-${process.pid}`;
@@ -307,4 +310,40 @@ void describe('Gatehouse routing in a network namespace', () => {
     }
     await routing.flush();
   });
+
+  void it('runs ip by its absolute path: an ip first on PATH is never run', async (t) => {
+    if (skipReason !== undefined) return skipLoudly(t, skipReason);
+    const dir = mkdtempSync(join(tmpdir(), 'gatehouse-path-'));
+    try {
+      const marker = join(dir, 'ran');
+      writeFileSync(join(dir, 'ip'), `#!/bin/sh\ntouch ${marker}\nexit 1\n`, { mode: 0o755 });
+      const module = new URL('../src/routes/gatehouse-routing.ts', import.meta.url).pathname;
+      const script = `import { GatehouseRouting } from ${JSON.stringify(module)};
+await new GatehouseRouting({ interfaceName: ${JSON.stringify(TUN)} }).flush();`;
+      const child = run([
+        'ip',
+        'netns',
+        'exec',
+        NAMESPACE,
+        'env',
+        `PATH=${dir}`,
+        process.execPath,
+        '--disable-warning=ExperimentalWarning',
+        '--input-type=module',
+        '-e',
+        script,
+      ]);
+      assert.equal(child.status, 0, child.stderr);
+      assert.equal(existsSync(marker), false, 'the ip on PATH ran');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+void test('without iproute2 the error names where ip was looked for', () => {
+  assert.throws(
+    () => findIpExecutable(['/nonexistent/sbin/ip', '/nonexistent/bin/ip']),
+    /iproute2's ip is not installed \(looked for \/nonexistent\/sbin\/ip, \/nonexistent\/bin\/ip\): apt-get install iproute2/,
+  );
 });

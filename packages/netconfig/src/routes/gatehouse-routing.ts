@@ -5,6 +5,7 @@
  * the error).
  */
 import { execFile } from 'node:child_process';
+import { accessSync, constants } from 'node:fs';
 
 import type { AddressJson, Family, RouteJson, RoutingIdentity, RuleJson } from './routing-plan.ts';
 import {
@@ -129,10 +130,50 @@ export class GatehouseRouting {
   }
 }
 
+/**
+ * Where distributions install iproute2's ip. It runs as root, so it is never
+ * looked up on PATH, which whoever starts the service chooses.
+ */
+export const IP_EXECUTABLE_PATHS: readonly string[] = [
+  '/usr/sbin/ip',
+  '/sbin/ip',
+  '/usr/bin/ip',
+  '/bin/ip',
+];
+
+let ipExecutable: string | undefined;
+
+/** The first of `candidates` that is executable; throws naming them all when none is. */
+export function findIpExecutable(candidates: readonly string[] = IP_EXECUTABLE_PATHS): string {
+  const found = candidates.find(isExecutable);
+  if (found === undefined) {
+    throw new Error(
+      `iproute2's ip is not installed (looked for ${candidates.join(', ')}): apt-get install iproute2`,
+    );
+  }
+  return found;
+}
+
+function isExecutable(path: string): boolean {
+  try {
+    accessSync(path, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function runIp(args: readonly string[], input?: string): Promise<string> {
+  let executable: string;
+  try {
+    ipExecutable ??= findIpExecutable();
+    executable = ipExecutable;
+  } catch (error) {
+    return Promise.reject(error as Error);
+  }
   return new Promise((resolve, reject) => {
     const child = execFile(
-      'ip',
+      executable,
       args,
       { timeout: 30_000, maxBuffer: 64 * 1024 * 1024 },
       (error, stdout, stderr) => {
