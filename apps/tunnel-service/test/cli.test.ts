@@ -1,7 +1,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DnsResourcesStatusSchema, TunnelStatusSchema } from '@gatehouse/protocol';
@@ -165,6 +165,27 @@ void test('npx gatehouse-tunnel works from the repository root (a workspace bin)
   });
   assert.equal(outcome.code, 0);
   assert.match(outcome.stdout, /^gatehouse-tunnel \d+\.\d+\.\d+\n$/);
+});
+
+void test('the launcher drops environment that changes how Node runs code as root', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'gatehouse-env-'));
+  try {
+    const marker = join(dir, 'ran');
+    const evil = join(dir, 'evil.cjs');
+    writeFileSync(evil, `require('node:fs').writeFileSync(${JSON.stringify(marker)}, 'x');\n`);
+    const coverage = join(dir, 'coverage');
+    mkdirSync(coverage);
+    const outcome = await run(['--version'], {
+      NODE_OPTIONS: `--require=${evil}`,
+      NODE_V8_COVERAGE: coverage,
+    });
+    assert.equal(outcome.code, 0, outcome.stderr);
+    assert.match(outcome.stdout, /^gatehouse-tunnel \d+\.\d+\.\d+\n$/);
+    assert.equal(existsSync(marker), false, 'NODE_OPTIONS --require ran its module');
+    assert.deepEqual(readdirSync(coverage), [], 'NODE_V8_COVERAGE wrote coverage');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 void test('configuration errors are printed with file and line numbers and exit 2', async () => {
