@@ -6,9 +6,11 @@
 
 import {
   DROP_REASONS,
+  UNATTRIBUTED_DROP_REASONS,
   type DnsResourcesStatus,
   type DropCounters,
   type TunnelStatus,
+  type UnattributedDropCounters,
 } from '@gatehouse/protocol';
 import { encodeKey } from '@gatehouse/wireguard';
 import { NO_DNS_RESOURCES, type Tunnel, type TunnelConfig } from './tunnel.ts';
@@ -53,6 +55,10 @@ export class DryRunTunnel implements Tunnel {
         lastHandshakeAt: null,
         persistentKeepalive: peer.persistentKeepalive ?? null,
       })),
+      noRoute: 0,
+      unattributedDrops: Object.fromEntries(
+        UNATTRIBUTED_DROP_REASONS.map((reason) => [reason, 0]),
+      ) as UnattributedDropCounters,
       dns: {
         servers: config.interface.dns.servers,
         searchDomains: config.interface.dns.searchDomains,

@@ -1,20 +1,23 @@
 /**
  * The engine's status in the control protocol's shape. The protocol carries
- * exactly the engine's drop reasons (see its DROP_REASONS).
+ * exactly the engine's drop reasons (see its DROP_REASONS and
+ * UNATTRIBUTED_DROP_REASONS).
  */
 
 import type { EngineDropReason, EngineStatus } from '@gatehouse/engine';
 import {
   DROP_REASONS,
+  UNATTRIBUTED_DROP_REASONS,
   type DnsResourcesStatus,
   type DnsStatus,
   type DropCounters,
   type TunnelStatus,
+  type UnattributedDropCounters,
 } from '@gatehouse/protocol';
 
 export type EngineStatusView = Pick<
   EngineStatus,
-  'interfaceName' | 'listenPort' | 'cryptoProvider' | 'peers'
+  'interfaceName' | 'listenPort' | 'cryptoProvider' | 'peers' | 'noRoute' | 'unattributedDrops'
 >;
 
 export function tunnelStatusFromEngine(
@@ -39,6 +42,8 @@ export function tunnelStatusFromEngine(
       lastHandshakeAt: peer.lastHandshake,
       persistentKeepalive: peer.persistentKeepalive,
     })),
+    noRoute: engine.noRoute,
+    unattributedDrops: unattributedDropsFromEngine(engine.unattributedDrops),
     dns,
     dnsResources,
   };
@@ -47,5 +52,13 @@ export function tunnelStatusFromEngine(
 export function dropCountersFromEngine(drops: Record<EngineDropReason, number>): DropCounters {
   const counters = {} as DropCounters;
   for (const reason of DROP_REASONS) counters[reason] = drops[reason];
+  return counters;
+}
+
+export function unattributedDropsFromEngine(
+  drops: EngineStatus['unattributedDrops'],
+): UnattributedDropCounters {
+  const counters = {} as UnattributedDropCounters;
+  for (const reason of UNATTRIBUTED_DROP_REASONS) counters[reason] = drops[reason];
   return counters;
 }

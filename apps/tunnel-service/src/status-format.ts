@@ -3,12 +3,7 @@
  * per peer.
  */
 
-import type {
-  DnsResourcesStatus,
-  DropCounters,
-  PeerStatus,
-  TunnelStatus,
-} from '@gatehouse/protocol';
+import type { DnsResourcesStatus, PeerStatus, TunnelStatus } from '@gatehouse/protocol';
 
 export function formatStatus(status: TunnelStatus, now: number): string {
   const lines = [
@@ -17,6 +12,7 @@ export function formatStatus(status: TunnelStatus, now: number): string {
     `  crypto: ${status.cryptoProvider}`,
     `  dns: ${formatDns(status.dns)}`,
     `  dns resources: ${formatDnsResources(status.dnsResources)}`,
+    `  drops without a peer: ${formatDrops({ 'no-route': status.noRoute, ...status.unattributedDrops })}`,
     '',
   ];
   if (status.peers.length === 0) return [...lines, 'no peers'].join('\n');
@@ -58,7 +54,7 @@ function peerRow(peer: PeerStatus, now: number): string[] {
   ];
 }
 
-function formatDrops(drops: DropCounters): string {
+function formatDrops(drops: Readonly<Record<string, number>>): string {
   const nonZero = Object.entries(drops).filter(([, count]) => count > 0);
   if (nonZero.length === 0) return 'none';
   return nonZero.map(([reason, count]) => `${reason} ${count}`).join(', ');

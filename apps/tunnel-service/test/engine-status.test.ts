@@ -1,10 +1,43 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import { DROP_REASONS as ENGINE_DATA_PATH_REASONS } from '@gatehouse/engine';
-import { DROP_REASONS } from '@gatehouse/protocol';
+import type { EngineStatus } from '@gatehouse/engine';
+import { DROP_REASONS, TunnelStatusSchema, UNATTRIBUTED_DROP_REASONS } from '@gatehouse/protocol';
 import { DROP_REASONS as WIREGUARD_REASONS } from '@gatehouse/wireguard';
+
+import { tunnelStatusFromEngine } from '../src/engine-status.ts';
 
 void it("the protocol carries exactly the engine's drop reasons", () => {
   const engine = new Set<string>([...WIREGUARD_REASONS, ...ENGINE_DATA_PATH_REASONS]);
   assert.deepEqual([...engine].sort(), [...DROP_REASONS].sort());
+});
+
+void it("the protocol's unattributed reasons are the engine's and the handshake ring's", () => {
+  const engine = new Set<string>([
+    ...WIREGUARD_REASONS,
+    ...ENGINE_DATA_PATH_REASONS,
+    'handshake-ring-full',
+  ]);
+  assert.deepEqual([...engine].sort(), [...UNATTRIBUTED_DROP_REASONS].sort());
+});
+
+void it('noRoute and every unattributed drop counter reach the protocol status', () => {
+  const unattributedDrops = Object.fromEntries(
+    UNATTRIBUTED_DROP_REASONS.map((reason, index) => [reason, index + 1]),
+  ) as EngineStatus['unattributedDrops'];
+  const status = tunnelStatusFromEngine(
+    {
+      interfaceName: 'gh0',
+      listenPort: 51820,
+      cryptoProvider: 'test',
+      peers: [],
+      noRoute: 7,
+      unattributedDrops,
+    },
+    { servers: [], searchDomains: [], applied: false, reason: 'test' },
+    { patterns: [], stubRunning: false, stubAddresses: [], upstreams: [] },
+  );
+  assert.equal(status.noRoute, 7);
+  assert.deepEqual(status.unattributedDrops, unattributedDrops);
+  assert.deepEqual(TunnelStatusSchema.parse(status).unattributedDrops, unattributedDrops);
 });

@@ -1,6 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DROP_REASONS, type DropCounters, type TunnelStatus } from '@gatehouse/protocol';
+import {
+  DROP_REASONS,
+  UNATTRIBUTED_DROP_REASONS,
+  type DropCounters,
+  type TunnelStatus,
+  type UnattributedDropCounters,
+} from '@gatehouse/protocol';
 import {
   formatBytes,
   formatDnsResources,
@@ -38,6 +44,9 @@ void test('byte counts', () => {
 
 void test('the status table lists each peer with its handshake, transfer and non-zero drops', () => {
   const drops = Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as DropCounters;
+  const unattributed = Object.fromEntries(
+    UNATTRIBUTED_DROP_REASONS.map((r) => [r, 0]),
+  ) as UnattributedDropCounters;
   const status: TunnelStatus = {
     state: 'running',
     interfaceName: 'wg0',
@@ -57,20 +66,23 @@ void test('the status table lists each peer with its handshake, transfer and non
         persistentKeepalive: null,
       },
     ],
+    noRoute: 0,
+    unattributedDrops: { ...unattributed },
     dns: { servers: [], searchDomains: [], applied: false, reason: 'not yet' },
     dnsResources: NO_DNS_RESOURCES,
   };
   const lines = formatStatus(status, NOW).split('\n');
-  assert.deepEqual(lines.slice(0, 5), [
+  assert.deepEqual(lines.slice(0, 6), [
     'interface: wg0 (running)',
     '  listening port: none',
     '  crypto: openssl-native',
     '  dns: none (not applied: not yet)',
     '  dns resources: none (DNS stub not running)',
+    '  drops without a peer: none',
   ]);
-  assert.match(lines[6] ?? '', /^PEER\s+ENDPOINT\s+HANDSHAKE\s+RECEIVED\s+SENT\s+DROPS$/);
+  assert.match(lines[7] ?? '', /^PEER\s+ENDPOINT\s+HANDSHAKE\s+RECEIVED\s+SENT\s+DROPS$/);
   assert.match(
-    lines[7] ?? '',
+    lines[8] ?? '',
     /^BwcH\S+=\s+\(none\)\s+1m 1s ago\s+2\.0 KiB \/ 2 pkts\s+10 B \/ 1 pkts\s+replay 3, decrypt-failed 1$/,
   );
   assert.equal(
@@ -78,6 +90,15 @@ void test('the status table lists each peer with its handshake, transfer and non
       .split('\n')
       .at(-1),
     'no peers',
+  );
+  const withoutPeer = {
+    ...status,
+    noRoute: 4,
+    unattributedDrops: { ...unattributed, 'unknown-type': 2, 'handshake-ring-full': 1 },
+  };
+  assert.equal(
+    formatStatus(withoutPeer, NOW).split('\n')[5],
+    '  drops without a peer: no-route 4, unknown-type 2, handshake-ring-full 1',
   );
 });
 

@@ -23,7 +23,12 @@ import type { Ecn, TunQueueIo } from '@gatehouse/tun';
 import { DatagramBatch, MAX_DATAGRAM_BYTES } from '@gatehouse/udp';
 import type { DatagramSocket } from '@gatehouse/udp';
 import {
+  MESSAGE_HANDSHAKE_COOKIE,
+  MESSAGE_HANDSHAKE_INITIATION,
+  MESSAGE_TRANSPORT_DATA,
   MESSAGE_TRANSPORT_HEADER_SIZE,
+  MESSAGE_TRANSPORT_MIN_SIZE,
+  messageType,
   NO_SLOT,
   P_CURRENT,
   P_ENDPOINT_SEQUENCE,
@@ -52,11 +57,15 @@ import {
   DROP_EXPIRED,
   DROP_HOLD_OVERFLOW,
   DROP_INVALID_INNER_PACKET,
+  DROP_MALFORMED,
   DROP_REPLAY,
   DROP_SOURCE_NOT_ALLOWED,
   DROP_TUN_FULL,
+  DROP_TUN_READ_DROPPED,
+  DROP_TUN_WRITE_REJECTED,
   DROP_UDP_SEND_FAILED,
   DROP_UNKNOWN_RECEIVER,
+  DROP_UNKNOWN_TYPE,
   DropCounters,
   UNATTRIBUTED,
 } from './drop-counters.ts';
@@ -78,7 +87,6 @@ export interface DataPathOptions {
 }
 
 const HEADROOM = MESSAGE_TRANSPORT_HEADER_SIZE;
-const MESSAGE_TRANSPORT_DATA = 4;
 const POLY1305_TAG = 16;
 /**
  * Receive slots when the socket coalesces (UDP_GRO): each must take a whole
@@ -112,6 +120,9 @@ export class DataPath {
   /** Bytes a write slot holds after the headroom: the most one datagram may decrypt to. */
   readonly #writeRoom: number;
   #pendingWrites = 0;
+  /** The TUN queue's own drop totals as last counted. */
+  #tunRxDropped = 0;
+  #tunTxRejected = 0;
 
   /** Per peer: the endpoint as last read from shared memory, keyed by its seqlock value. */
   readonly #endpointSequence: Int32Array;
@@ -185,6 +196,7 @@ export class DataPath {
       this.#readLengths,
       out.capacity,
     );
+    this.#countTunReadDrops();
     if (count === 0) return 0;
     const now = monotonicMs();
     const data = out.data;
@@ -328,13 +340,23 @@ export class DataPath {
   #receiveDatagram(slot: number, offset: number, length: number, now: number): void {
     const batch = this.#in;
     const data = batch.data;
-    if (length < 4) return;
-    const type = data[offset]!;
-    if (type !== MESSAGE_TRANSPORT_DATA) {
-      if (type >= 1 && type <= 3) this.#handshakes.push(data, offset, length, batch, slot);
+    if (length < 4) {
+      this.#drops.add(UNATTRIBUTED, DROP_MALFORMED);
       return;
     }
-    if (length < HEADROOM + POLY1305_TAG) return;
+    const type = messageType(data, offset);
+    if (type !== MESSAGE_TRANSPORT_DATA) {
+      if (type >= MESSAGE_HANDSHAKE_INITIATION && type <= MESSAGE_HANDSHAKE_COOKIE) {
+        this.#handshakes.push(data, offset, length, batch, slot);
+      } else {
+        this.#drops.add(UNATTRIBUTED, DROP_UNKNOWN_TYPE);
+      }
+      return;
+    }
+    if (length < MESSAGE_TRANSPORT_MIN_SIZE) {
+      this.#drops.add(UNATTRIBUTED, DROP_MALFORMED);
+      return;
+    }
     if (length - HEADROOM - POLY1305_TAG > this.#writeRoom) {
       this.#drops.add(UNATTRIBUTED, DROP_INVALID_INNER_PACKET);
       return;
@@ -374,7 +396,20 @@ export class DataPath {
       this.#writeLengths,
       count,
     );
-    if (written < count) this.#drops.add(UNATTRIBUTED, DROP_TUN_FULL, count - written);
+    if (written === count) return;
+    const rejected = this.#tun.txRejected - this.#tunTxRejected;
+    this.#tunTxRejected += rejected;
+    if (rejected > 0) this.#drops.add(UNATTRIBUTED, DROP_TUN_WRITE_REJECTED, rejected);
+    if (count - written > rejected) {
+      this.#drops.add(UNATTRIBUTED, DROP_TUN_FULL, count - written - rejected);
+    }
+  }
+
+  #countTunReadDrops(): void {
+    const dropped = this.#tun.rxDropped - this.#tunRxDropped;
+    if (dropped === 0) return;
+    this.#tunRxDropped += dropped;
+    this.#drops.add(UNATTRIBUTED, DROP_TUN_READ_DROPPED, dropped);
   }
 
   /** Roaming: an authenticated packet from a new source becomes the peer's endpoint. */

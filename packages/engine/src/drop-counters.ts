@@ -21,6 +21,16 @@ export const DROP_REASONS = [
   /** The TUN queue refused the packet. */
   'tun-full',
   'udp-send-failed',
+  /** Shorter than a message type, or a transport message shorter than its header and tag. */
+  'malformed',
+  /** The first little-endian word is no WireGuard message type. */
+  'unknown-type',
+  /** A handshake message whose MAC1 is not for our public key, refused before the control thread. */
+  'bad-mac1',
+  /** TUN reads dropped: super-packets that could not be split, oversize packets. */
+  'tun-read-dropped',
+  /** TUN writes the kernel refused as malformed (EINVAL, EIO, EMSGSIZE). */
+  'tun-write-rejected',
 ] as const;
 
 export type DropReason = (typeof DROP_REASONS)[number];
@@ -36,8 +46,13 @@ export const DROP_ECN_NOT_ECT = 6;
 export const DROP_HOLD_OVERFLOW = 7;
 export const DROP_TUN_FULL = 8;
 export const DROP_UDP_SEND_FAILED = 9;
+export const DROP_MALFORMED = 10;
+export const DROP_UNKNOWN_TYPE = 11;
+export const DROP_BAD_MAC1 = 12;
+export const DROP_TUN_READ_DROPPED = 13;
+export const DROP_TUN_WRITE_REJECTED = 14;
 
-/** Drops not attributable to a peer (no route, unknown receiver index) are counted on this row. */
+/** Drops not attributable to a peer (unknown receiver index, bad input, TUN queue drops) are counted on this row. */
 export const UNATTRIBUTED = -1;
 
 export class DropCounters {

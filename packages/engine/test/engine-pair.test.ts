@@ -137,13 +137,14 @@ async function startSide(
   queues: number,
   peer: { allowedIps: string[]; endpoint?: { address: string; port: number } },
   watchedRanges: string[] = [],
+  mtu = MTU,
 ): Promise<Side> {
-  const tun = new MemoryTunQueues({ queues, mtu: MTU });
+  const tun = new MemoryTunQueues({ queues, mtu });
   const sockets = Array.from({ length: queues }, (_, queue) =>
     network.bind(`10.0.0.${last}`, 51820 + queue),
   );
   const engine = await Engine.startWithMemoryDevices(
-    { interfaceName: `side${last}`, privateKey: keys.privateKey, mtu: MTU, watchedRanges },
+    { interfaceName: `side${last}`, privateKey: keys.privateKey, mtu, watchedRanges },
     [{ publicKey: remote.publicKey, ...peer }],
     { tun, network, sockets },
   );
@@ -165,7 +166,7 @@ void describe('two engines over in-memory TUN queues and UDP, data in worker thr
   let left: Side;
   let right: Side;
 
-  async function startPair(rightQueues = 1): Promise<void> {
+  async function startPair(rightQueues = 1, leftMtu = MTU): Promise<void> {
     network = new MemoryUdpNetwork({ maxSockets: 8, queueDepth: 1024 });
     relay = new Relay(network);
     const leftKeys = generateKeyPair();
@@ -178,6 +179,7 @@ void describe('two engines over in-memory TUN queues and UDP, data in worker thr
       1,
       { allowedIps: ['10.9.0.2/32'], endpoint: RELAY },
       [WATCHED_RANGE],
+      leftMtu,
     );
     right = await startSide(network, 2, rightKeys, leftKeys, rightQueues, {
       allowedIps: ['10.9.0.1/32'],
@@ -236,6 +238,39 @@ void describe('two engines over in-memory TUN queues and UDP, data in worker thr
     await until('the drop', () => peerStatus(right).drops['source-not-allowed'] === 1);
     assert.equal(right.written.length, 1);
     assert.equal(new DataView(right.written[0]!.buffer).getUint32(28), 2);
+  });
+
+  void it('counts and reports what it drops without a peer: no route, short, unknown-type and truncated datagrams', async () => {
+    await startPair();
+    left.tun.inject(numbered('10.9.0.1', '10.9.0.99', 1));
+    relay.inject(Uint8Array.of(4, 0, 0));
+    relay.inject(Uint8Array.of(4, 0, 0, 0, ...new Uint8Array(27)));
+    relay.inject(Uint8Array.of(4, 0, 1, 0, ...new Uint8Array(60)));
+    relay.inject(Uint8Array.of(9, 0, 0, 0, ...new Uint8Array(60)));
+    await until('the no-route drop', () => left.engine.status().noRoute === 1);
+    await until('four drops', () => {
+      const drops = right.engine.status().unattributedDrops;
+      return drops.malformed + drops['unknown-type'] === 4;
+    });
+    const drops = right.engine.status().unattributedDrops;
+    assert.equal(
+      drops.malformed,
+      2,
+      'shorter than a type; a transport message without room for its tag',
+    );
+    assert.equal(drops['unknown-type'], 2, 'a non-zero reserved byte makes the type unknown');
+  });
+
+  void it('counts a decrypted packet the TUN queue refuses (longer than its MTU)', async () => {
+    await startPair(1, 1420);
+    left.tun.inject(ipv4Udp('10.9.0.1', '10.9.0.2', new Uint8Array(1300 - 28)));
+    left.tun.inject(numbered('10.9.0.1', '10.9.0.2', 2));
+    await until('the small packet', () => collect(right).length >= 1);
+    await until(
+      'the refused write',
+      () => right.engine.status().unattributedDrops['tun-write-rejected'] === 1,
+    );
+    assert.equal(right.engine.status().unattributedDrops['tun-full'], 0);
   });
 
   void it('drops and counts a replayed datagram', async () => {

@@ -43,13 +43,27 @@ export const DROP_REASONS = [
   /** The TUN device refused the packet (backpressure). */
   'tun-full',
   'udp-send-failed',
+  /** TUN reads dropped: super-packets that could not be split, oversize packets. */
+  'tun-read-dropped',
+  /** TUN writes the kernel refused as malformed. */
+  'tun-write-rejected',
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
+
+/** Drops no peer can be blamed for: the same reasons, and handshake messages a full ring refused. */
+export const UNATTRIBUTED_DROP_REASONS = [...DROP_REASONS, 'handshake-ring-full'] as const;
+export type UnattributedDropReason = (typeof UNATTRIBUTED_DROP_REASONS)[number];
 
 const CounterSchema = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 
 export const DropCountersSchema = z.record(z.enum(DROP_REASONS), CounterSchema);
 export type DropCounters = z.infer<typeof DropCountersSchema>;
+
+export const UnattributedDropCountersSchema = z.record(
+  z.enum(UNATTRIBUTED_DROP_REASONS),
+  CounterSchema,
+);
+export type UnattributedDropCounters = z.infer<typeof UnattributedDropCountersSchema>;
 
 export const PeerStatusSchema = z.object({
   /** Base64, as `wg` prints it. */
@@ -106,6 +120,9 @@ export const TunnelStatusSchema = z.object({
   /** Which ChaCha20-Poly1305 implementation the data plane runs on. */
   cryptoProvider: z.string().max(100),
   peers: z.array(PeerStatusSchema),
+  /** Packets to destinations no peer's AllowedIPs cover. */
+  noRoute: CounterSchema,
+  unattributedDrops: UnattributedDropCountersSchema,
   dns: DnsStatusSchema,
   dnsResources: DnsResourcesStatusSchema,
 });

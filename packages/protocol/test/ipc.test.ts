@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   DROP_REASONS,
+  UNATTRIBUTED_DROP_REASONS,
   parseClientMessage,
   parseRequestResult,
   parseServiceMessage,
@@ -30,6 +31,10 @@ const status: TunnelStatus = {
       persistentKeepalive: 25,
     },
   ],
+  noRoute: 2,
+  unattributedDrops: Object.fromEntries(
+    UNATTRIBUTED_DROP_REASONS.map((r) => [r, r === 'handshake-ring-full' ? 1 : 0]),
+  ) as TunnelStatus['unattributedDrops'],
   dns: { servers: ['10.0.0.53'], searchDomains: [], applied: false, reason: 'not yet supported' },
   dnsResources: {
     patterns: ['*.corp.example'],

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   DROP_REASONS,
+  UNATTRIBUTED_DROP_REASONS,
   MAX_CLIENT_MESSAGE_BYTES,
   PROTOCOL_VERSION,
   type TunnelStatus,
@@ -45,6 +46,10 @@ const status: TunnelStatus = {
       persistentKeepalive: null,
     },
   ],
+  noRoute: 0,
+  unattributedDrops: Object.fromEntries(
+    UNATTRIBUTED_DROP_REASONS.map((r) => [r, 0]),
+  ) as TunnelStatus['unattributedDrops'],
   dns: { servers: [], searchDomains: [], applied: false, reason: 'not yet supported' },
   dnsResources: NO_DNS_RESOURCES,
 };

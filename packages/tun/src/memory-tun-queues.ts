@@ -114,6 +114,9 @@ class MemoryTunQueue implements TunQueueIo {
   readonly mtu: number;
   readonly readBudget = 1;
   readonly writeRoom: number;
+  readonly rxDropped = 0;
+  /** Packets longer than the MTU. */
+  txRejected = 0;
   readonly #shared: SharedMemoryTunQueues;
   readonly #queue: number;
   readonly #words: Int32Array;
@@ -164,7 +167,10 @@ class MemoryTunQueue implements TunQueueIo {
     for (let i = 0; i < count; i++) {
       if (head - Atomics.load(words, this.#base + TX_TAIL) >= slots) break;
       const length = lengths[i]!;
-      if (length > mtu) continue;
+      if (length > mtu) {
+        this.txRejected++;
+        continue;
+      }
       const slot = head & (slots - 1);
       const at = packetAt(this.#shared, this.#queue, 1, slot);
       const offset = offsets[i]!;

@@ -25,6 +25,10 @@ export interface TunQueueIo {
   readonly readBudget: number;
   /** Bytes a write slot needs after its packet's offset: writes may coalesce later packets into it. */
   readonly writeRoom: number;
+  /** Reads dropped so far: super-packets that could not be split, or oversize packets. */
+  readonly rxDropped: number;
+  /** Writes refused so far as malformed (counted in what `write` did not take). */
+  readonly txRejected: number;
   /**
    * Reads waiting packets without blocking into packets[i] at offsets[i]
    * for i < count, their lengths into lengths[i]. Returns how many (0: none).
