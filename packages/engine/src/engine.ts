@@ -71,6 +71,7 @@ export type EngineLogLevel = 'debug' | 'info' | 'warn' | 'error';
 
 export interface EngineOptions {
   interfaceName: string;
+  /** The engine's from start on (not copied): wiped when it stops or fails to start. */
   privateKey: Uint8Array;
   /** 0 or absent: a random port. */
   listenPort?: number;
@@ -190,38 +191,40 @@ export class Engine {
 
   /** Opens the TUN device (exclusively), the sockets and the workers, then adds `peers`. */
   static async start(options: EngineOptions, peers: EnginePeer[]): Promise<Engine> {
-    const queues = options.queues ?? Math.min(4, availableParallelism());
-    limitMallocArenas();
-    const tun = openTunQueues({
-      name: options.interfaceName,
-      queues,
-      mtu: options.mtu,
-      offload: options.offloads ?? true,
-    });
-    let sockets: DualStackSocket[];
-    try {
-      sockets = openEngineSockets(
-        {
-          queues,
-          ...(options.listenPort === undefined ? {} : { listenPort: options.listenPort }),
-          ...(options.fwmark === undefined ? {} : { fwmark: options.fwmark }),
-        },
-        (level, message) => options.log?.(level, `${options.interfaceName}: ${message}`),
-      );
-    } catch (error) {
-      closeTunQueueFds(tun.fds);
-      throw error;
-    }
-    return Engine.#start(options, peers, sockets, tun, (queue, socket) => {
-      const { v4, v6 } = socket as DualStackSocket;
-      return {
-        kind: 'linux',
-        tunFd: tun.fds[queue]!,
-        mtu: tun.mtu,
-        offloads: tun.offloads,
-        udp: v4.share(),
-        ...(v6 === undefined ? {} : { udp6: v6.share() }),
-      };
+    return wipingKeyOnFailure(options, () => {
+      const queues = options.queues ?? Math.min(4, availableParallelism());
+      limitMallocArenas();
+      const tun = openTunQueues({
+        name: options.interfaceName,
+        queues,
+        mtu: options.mtu,
+        offload: options.offloads ?? true,
+      });
+      let sockets: DualStackSocket[];
+      try {
+        sockets = openEngineSockets(
+          {
+            queues,
+            ...(options.listenPort === undefined ? {} : { listenPort: options.listenPort }),
+            ...(options.fwmark === undefined ? {} : { fwmark: options.fwmark }),
+          },
+          (level, message) => options.log?.(level, `${options.interfaceName}: ${message}`),
+        );
+      } catch (error) {
+        closeTunQueueFds(tun.fds);
+        throw error;
+      }
+      return Engine.#start(options, peers, sockets, tun, (queue, socket) => {
+        const { v4, v6 } = socket as DualStackSocket;
+        return {
+          kind: 'linux',
+          tunFd: tun.fds[queue]!,
+          mtu: tun.mtu,
+          offloads: tun.offloads,
+          udp: v4.share(),
+          ...(v6 === undefined ? {} : { udp6: v6.share() }),
+        };
+      });
     });
   }
 
@@ -231,16 +234,18 @@ export class Engine {
     peers: EnginePeer[],
     devices: EngineMemoryDevices,
   ): Promise<Engine> {
-    if (devices.sockets.length !== devices.tun.queueCount) {
-      throw new RangeError('one socket per TUN queue');
-    }
-    return Engine.#start(options, peers, devices.sockets, undefined, (queue, socket) => ({
-      kind: 'memory',
-      tun: devices.tun.shared,
-      queue,
-      network: devices.network.shared,
-      socket: (socket as MemoryUdpSocket).index,
-    }));
+    return wipingKeyOnFailure(options, () => {
+      if (devices.sockets.length !== devices.tun.queueCount) {
+        throw new RangeError('one socket per TUN queue');
+      }
+      return Engine.#start(options, peers, devices.sockets, undefined, (queue, socket) => ({
+        kind: 'memory',
+        tun: devices.tun.shared,
+        queue,
+        network: devices.network.shared,
+        socket: (socket as MemoryUdpSocket).index,
+      }));
+    });
   }
 
   static async #start(
@@ -452,7 +457,7 @@ export class Engine {
     await Promise.all(this.#workers.map((worker) => stopWorker(worker)));
     for (const worker of this.#workers) worker.port.close();
     this.#closeDevices();
-    for (const { config } of this.#peers.values()) this.#device.removePeer(config.publicKey);
+    this.#device.close();
     this.#peers.clear();
   }
 
@@ -527,6 +532,19 @@ export class Engine {
 
   #now(): Instant {
     return { monotonicMs: monotonicMs(), wallClockMs: Date.now() };
+  }
+}
+
+/** Runs a start: the private key is the engine's from the call on, so a failed start wipes it. */
+async function wipingKeyOnFailure(
+  options: EngineOptions,
+  start: () => Promise<Engine>,
+): Promise<Engine> {
+  try {
+    return await start();
+  } catch (error) {
+    options.privateKey.fill(0);
+    throw error;
   }
 }
 

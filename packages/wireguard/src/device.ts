@@ -26,7 +26,7 @@ import { addressBytes, isValidEndpoint, sameEndpoint } from './endpoint.ts';
 import type { Endpoint } from './endpoint.ts';
 import { NoiseHandshake, wipeConsumedInitiation, wipeInitiatorState } from './handshake.ts';
 import { KeypairTable } from './keypair-table.ts';
-import { KeyFormatError, checkKeyLength, encodeKey, keyPairFromPrivateKey } from './keys.ts';
+import { KeyFormatError, checkKeyLength, encodeKey, publicKeyFromPrivateKey } from './keys.ts';
 import type { KeyPair } from './keys.ts';
 import { classifyMessage, readCookieReply, readUint32 } from './messages.ts';
 import { PeerState, emptyDropCounts } from './peer.ts';
@@ -95,6 +95,7 @@ export interface PeerStats {
 }
 
 export interface DeviceOptions {
+  /** Kept as is, not copied, and wiped by close(). */
   privateKey: Uint8Array;
   crypto: CryptoProvider;
   /** The tunnel's MTU, which transport padding never exceeds. */
@@ -124,10 +125,14 @@ export class WireGuardDevice {
   readonly #events: DeviceEvent[] = [];
   readonly #deviceDrops = emptyDropCounts();
   #underLoad = false;
+  #closed = false;
   #lastNowMs = 0;
 
   constructor(options: DeviceOptions) {
-    this.#identity = keyPairFromPrivateKey(options.privateKey);
+    this.#identity = {
+      privateKey: options.privateKey,
+      publicKey: publicKeyFromPrivateKey(options.privateKey),
+    };
     this.publicKey = this.#identity.publicKey;
     this.#randomBytes = options.randomBytes ?? systemRandomBytes;
     this.#noise = new NoiseHandshake(this.#identity, options.crypto);
@@ -143,6 +148,7 @@ export class WireGuardDevice {
   }
 
   addPeer(config: PeerConfig): void {
+    if (this.#closed) throw new Error('the device is closed');
     checkKeyLength(config.publicKey, 'peer public key');
     const name = encodeKey(config.publicKey);
     if (this.#peersByName.has(name)) throw new Error(`peer ${name} already exists`);
@@ -187,6 +193,14 @@ export class WireGuardDevice {
     peer.staged = [];
     this.#peersByName.delete(peer.name);
     this.#peersBySlot.delete(peer.slot);
+  }
+
+  /** Forgets every peer (wiping their keys) and wipes the static private key; the device takes no new peers. */
+  close(): void {
+    for (const peer of [...this.#peersByName.values()]) this.removePeer(peer.publicKey);
+    this.#transport.destroy();
+    this.#identity.privateKey.fill(0);
+    this.#closed = true;
   }
 
   setUnderLoad(underLoad: boolean): void {

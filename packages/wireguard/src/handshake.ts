@@ -55,96 +55,119 @@ export class NoiseHandshake {
     this.#responderHash = hash(INITIAL_HASH, local.publicKey);
   }
 
-  /** An initiation with zero MACs, or undefined if the remote key is unusable. */
+  /**
+   * An initiation with zero MACs, or undefined if the remote key is unusable.
+   * `ephemeralPrivateKey` is wiped; the state keeps its own copy.
+   */
   createInitiation(
     remote: RemoteKeys,
     localIndex: number,
     wallClockMs: number,
     ephemeralPrivateKey: Uint8Array,
   ): { message: Uint8Array; state: InitiatorState } | undefined {
-    let h = hash(INITIAL_HASH, remote.publicKey);
-    const ephemeral = publicKey(ephemeralPrivateKey);
-    let c = kdf1(INITIAL_CHAIN_KEY, ephemeral);
-    h = hash(h, ephemeral);
-    const ephemeralStatic = dh(ephemeralPrivateKey, remote.publicKey);
-    if (ephemeralStatic === null) return undefined;
-    let k: Uint8Array;
-    [c, k] = kdf2(c, ephemeralStatic);
-    const encryptedStatic = this.#crypto.seal(k, 0, this.#local.publicKey, h);
-    h = hash(h, encryptedStatic);
-    const staticStatic = dh(this.#local.privateKey, remote.publicKey);
-    if (staticStatic === null) return undefined;
-    [c, k] = kdf2(c, staticStatic);
-    const encryptedTimestamp = this.#crypto.seal(k, 0, tai64n(wallClockMs), h);
-    h = hash(h, encryptedTimestamp);
-    wipe(ephemeralStatic, staticStatic, k);
-    const message = writeInitiation({
-      senderIndex: localIndex,
-      ephemeral,
-      encryptedStatic,
-      encryptedTimestamp,
-    });
-    return { message, state: { localIndex, ephemeralPrivateKey, chainKey: c, hash: h } };
+    const scratch = new Scratch(ephemeralPrivateKey);
+    try {
+      let h = scratch.keep(hash(INITIAL_HASH, remote.publicKey));
+      const ephemeral = publicKey(ephemeralPrivateKey);
+      let c = scratch.keep(kdf1(INITIAL_CHAIN_KEY, ephemeral));
+      h = scratch.keep(hash(h, ephemeral));
+      const ephemeralStatic = scratch.keep(dh(ephemeralPrivateKey, remote.publicKey));
+      if (ephemeralStatic === null) return undefined;
+      let k: Uint8Array;
+      [c, k] = scratch.keepAll(kdf2(c, ephemeralStatic));
+      const encryptedStatic = this.#crypto.seal(k, 0, this.#local.publicKey, h);
+      h = scratch.keep(hash(h, encryptedStatic));
+      const staticStatic = scratch.keep(dh(this.#local.privateKey, remote.publicKey));
+      if (staticStatic === null) return undefined;
+      [c, k] = scratch.keepAll(kdf2(c, staticStatic));
+      const encryptedTimestamp = this.#crypto.seal(k, 0, tai64n(wallClockMs), h);
+      h = scratch.keep(hash(h, encryptedTimestamp));
+      const message = writeInitiation({
+        senderIndex: localIndex,
+        ephemeral,
+        encryptedStatic,
+        encryptedTimestamp,
+      });
+      const state = {
+        localIndex,
+        ephemeralPrivateKey: ephemeralPrivateKey.slice(),
+        chainKey: c.slice(),
+        hash: h.slice(),
+      };
+      return { message, state };
+    } finally {
+      scratch.wipe();
+    }
   }
 
   /** Decrypts an initiation addressed to us; undefined if it does not authenticate. */
   consumeInitiation(message: Uint8Array): ConsumedInitiation | undefined {
     const fields = readInitiation(message);
     const remoteEphemeral = new Uint8Array(fields.ephemeral);
-    let h = this.#responderHash;
-    let c = kdf1(INITIAL_CHAIN_KEY, remoteEphemeral);
-    h = hash(h, remoteEphemeral);
-    const ephemeralStatic = dh(this.#local.privateKey, remoteEphemeral);
-    if (ephemeralStatic === null) return undefined;
-    let k: Uint8Array;
-    [c, k] = kdf2(c, ephemeralStatic);
-    const remoteStatic = this.#crypto.open(k, 0, fields.encryptedStatic, h);
-    if (remoteStatic === null || remoteStatic.length !== KEY_LENGTH) return undefined;
-    h = hash(h, fields.encryptedStatic);
-    const staticStatic = dh(this.#local.privateKey, remoteStatic);
-    if (staticStatic === null) return undefined;
-    [c, k] = kdf2(c, staticStatic);
-    const timestamp = this.#crypto.open(k, 0, fields.encryptedTimestamp, h);
-    if (timestamp === null) return undefined;
-    h = hash(h, fields.encryptedTimestamp);
-    wipe(ephemeralStatic, staticStatic, k);
-    return {
-      remoteIndex: fields.senderIndex,
-      remoteStatic,
-      remoteEphemeral,
-      timestamp,
-      chainKey: c,
-      hash: h,
-    };
+    const scratch = new Scratch();
+    try {
+      let c = scratch.keep(kdf1(INITIAL_CHAIN_KEY, remoteEphemeral));
+      let h = scratch.keep(hash(this.#responderHash, remoteEphemeral));
+      const ephemeralStatic = scratch.keep(dh(this.#local.privateKey, remoteEphemeral));
+      if (ephemeralStatic === null) return undefined;
+      let k: Uint8Array;
+      [c, k] = scratch.keepAll(kdf2(c, ephemeralStatic));
+      const remoteStatic = this.#crypto.open(k, 0, fields.encryptedStatic, h);
+      if (remoteStatic === null || remoteStatic.length !== KEY_LENGTH) return undefined;
+      h = scratch.keep(hash(h, fields.encryptedStatic));
+      const staticStatic = scratch.keep(dh(this.#local.privateKey, remoteStatic));
+      if (staticStatic === null) return undefined;
+      [c, k] = scratch.keepAll(kdf2(c, staticStatic));
+      const timestamp = this.#crypto.open(k, 0, fields.encryptedTimestamp, h);
+      if (timestamp === null) return undefined;
+      h = scratch.keep(hash(h, fields.encryptedTimestamp));
+      return {
+        remoteIndex: fields.senderIndex,
+        remoteStatic,
+        remoteEphemeral,
+        timestamp,
+        chainKey: c.slice(),
+        hash: h.slice(),
+      };
+    } finally {
+      scratch.wipe();
+    }
   }
 
-  /** The response to an accepted initiation (zero MACs) and the responder's transport keys. */
+  /**
+   * The response to an accepted initiation (zero MACs) and the responder's
+   * transport keys. `ephemeralPrivateKey` is wiped.
+   */
   createResponse(
     initiation: ConsumedInitiation,
     presharedKey: Uint8Array,
     localIndex: number,
     ephemeralPrivateKey: Uint8Array,
   ): { message: Uint8Array; keys: TransportKeys } | undefined {
-    const ephemeral = publicKey(ephemeralPrivateKey);
-    let c = kdf1(initiation.chainKey, ephemeral);
-    let h = hash(initiation.hash, ephemeral);
-    const ephemeralEphemeral = dh(ephemeralPrivateKey, initiation.remoteEphemeral);
-    const ephemeralStatic = dh(ephemeralPrivateKey, initiation.remoteStatic);
-    if (ephemeralEphemeral === null || ephemeralStatic === null) return undefined;
-    c = kdf1(c, ephemeralEphemeral);
-    c = kdf1(c, ephemeralStatic);
-    const [c2, tau, k] = kdf3(c, presharedKey);
-    h = hash(h, tau);
-    const encryptedNothing = this.#crypto.seal(k, 0, EMPTY, h);
-    const [receiveKey, sendKey] = kdf2(c2, EMPTY);
-    wipe(ephemeralEphemeral, ephemeralStatic, c, c2, tau, k, ephemeralPrivateKey);
-    const message = writeResponse({
-      senderIndex: localIndex,
-      receiverIndex: initiation.remoteIndex,
-      ephemeral,
-      encryptedNothing,
-    });
-    return { message, keys: { sendKey, receiveKey } };
+    const scratch = new Scratch(ephemeralPrivateKey);
+    try {
+      const ephemeral = publicKey(ephemeralPrivateKey);
+      let c = scratch.keep(kdf1(initiation.chainKey, ephemeral));
+      let h = scratch.keep(hash(initiation.hash, ephemeral));
+      const ephemeralEphemeral = scratch.keep(dh(ephemeralPrivateKey, initiation.remoteEphemeral));
+      const ephemeralStatic = scratch.keep(dh(ephemeralPrivateKey, initiation.remoteStatic));
+      if (ephemeralEphemeral === null || ephemeralStatic === null) return undefined;
+      c = scratch.keep(kdf1(c, ephemeralEphemeral));
+      c = scratch.keep(kdf1(c, ephemeralStatic));
+      const [c2, tau, k] = scratch.keepAll(kdf3(c, presharedKey));
+      h = scratch.keep(hash(h, tau));
+      const encryptedNothing = this.#crypto.seal(k, 0, EMPTY, h);
+      const [receiveKey, sendKey] = kdf2(c2, EMPTY);
+      const message = writeResponse({
+        senderIndex: localIndex,
+        receiverIndex: initiation.remoteIndex,
+        ephemeral,
+        encryptedNothing,
+      });
+      return { message, keys: { sendKey, receiveKey } };
+    } finally {
+      scratch.wipe();
+    }
   }
 
   /** The initiator's transport keys, or undefined if the response does not authenticate. */
@@ -154,24 +177,51 @@ export class NoiseHandshake {
     message: Uint8Array,
   ): TransportKeys | undefined {
     const fields = readResponse(message);
-    let c = kdf1(state.chainKey, fields.ephemeral);
-    let h = hash(state.hash, fields.ephemeral);
-    const ephemeralEphemeral = dh(state.ephemeralPrivateKey, fields.ephemeral);
-    const staticEphemeral = dh(this.#local.privateKey, fields.ephemeral);
-    if (ephemeralEphemeral === null || staticEphemeral === null) return undefined;
-    c = kdf1(c, ephemeralEphemeral);
-    c = kdf1(c, staticEphemeral);
-    const [c2, tau, k] = kdf3(c, remote.presharedKey);
-    h = hash(h, tau);
-    const nothing = this.#crypto.open(k, 0, fields.encryptedNothing, h);
-    wipe(ephemeralEphemeral, staticEphemeral, c, tau, k);
-    if (nothing === null) {
-      wipe(c2);
-      return undefined;
+    const scratch = new Scratch();
+    try {
+      let c = scratch.keep(kdf1(state.chainKey, fields.ephemeral));
+      let h = scratch.keep(hash(state.hash, fields.ephemeral));
+      const ephemeralEphemeral = scratch.keep(dh(state.ephemeralPrivateKey, fields.ephemeral));
+      const staticEphemeral = scratch.keep(dh(this.#local.privateKey, fields.ephemeral));
+      if (ephemeralEphemeral === null || staticEphemeral === null) return undefined;
+      c = scratch.keep(kdf1(c, ephemeralEphemeral));
+      c = scratch.keep(kdf1(c, staticEphemeral));
+      const [c2, tau, k] = scratch.keepAll(kdf3(c, remote.presharedKey));
+      h = scratch.keep(hash(h, tau));
+      const nothing = this.#crypto.open(k, 0, fields.encryptedNothing, h);
+      if (nothing === null) return undefined;
+      const [sendKey, receiveKey] = kdf2(c2, EMPTY);
+      return { sendKey, receiveKey };
+    } finally {
+      scratch.wipe();
     }
-    const [sendKey, receiveKey] = kdf2(c2, EMPTY);
-    wipe(c2);
-    return { sendKey, receiveKey };
+  }
+}
+
+/**
+ * The secrets one handshake step derives on its way (chaining keys, keys,
+ * hashes, DH results): wiped however the step returns. What a step hands
+ * back is a copy.
+ */
+class Scratch {
+  readonly #secrets: Uint8Array[];
+
+  constructor(...secrets: Uint8Array[]) {
+    this.#secrets = secrets;
+  }
+
+  keep<T extends Uint8Array | null>(secret: T): T {
+    if (secret !== null) this.#secrets.push(secret);
+    return secret;
+  }
+
+  keepAll<T extends Uint8Array[]>(secrets: T): T {
+    this.#secrets.push(...secrets);
+    return secrets;
+  }
+
+  wipe(): void {
+    wipe(...this.#secrets);
   }
 }
 

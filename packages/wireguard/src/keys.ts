@@ -20,11 +20,6 @@ export function generateKeyPair(): KeyPair {
   return { privateKey, publicKey: derivePublicKey(privateKey) };
 }
 
-export function keyPairFromPrivateKey(privateKey: Uint8Array): KeyPair {
-  checkKeyLength(privateKey, 'private key');
-  return { privateKey: new Uint8Array(privateKey), publicKey: derivePublicKey(privateKey) };
-}
-
 export function publicKeyFromPrivateKey(privateKey: Uint8Array): Uint8Array {
   checkKeyLength(privateKey, 'private key');
   return derivePublicKey(privateKey);
