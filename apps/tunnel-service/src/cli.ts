@@ -5,7 +5,7 @@
  * 2 usage or configuration error.
  */
 
-import { readFileSync, statSync, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { basename } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { resolveDnsControlSetting, type DnsControlSetting } from '@gatehouse/netconfig';
@@ -13,6 +13,7 @@ import { requestSchemas, type DnsResource } from '@gatehouse/protocol';
 import { ServiceClient, ServiceClientError, type Logger } from '@gatehouse/service-ipc';
 import packageJson from '../package.json' with { type: 'json' };
 import { dnsResourcePatternProblem } from './dns-resource-patterns.ts';
+import { readConfigFile } from './config-file.ts';
 import { DryRunTunnel } from './dry-run-tunnel.ts';
 import { runTunnelService } from './service.ts';
 import { createStderrLogger } from './stderr-logger.ts';
@@ -22,7 +23,6 @@ import type { Tunnel } from './tunnel.ts';
 import { formatConfigProblems, parseWgQuickConfig, type WgQuickConfig } from './wg-quick-config.ts';
 
 const DEFAULT_SOCKET_PATH = '/run/gatehouse/tunnel.sock';
-const MAX_CONFIG_BYTES = 1024 * 1024;
 const DOWN_WAIT_MS = 15_000;
 const VERSION: string = packageJson.version;
 
@@ -235,10 +235,10 @@ function interfaceNameFor(file: string): string {
 function readConfig(file: string): WgQuickConfig | undefined {
   let text: string;
   try {
-    const size = statSync(file).size;
-    if (size > MAX_CONFIG_BYTES)
-      throw new Error(`the file is larger than ${MAX_CONFIG_BYTES} bytes`);
-    text = readFileSync(file, 'utf8');
+    const read = readConfigFile(file);
+    for (const warning of read.warnings)
+      process.stderr.write(`gatehouse-tunnel: warning: ${warning}\n`);
+    text = read.text;
   } catch (error) {
     process.stderr.write(`gatehouse-tunnel: cannot read ${file}: ${(error as Error).message}\n`);
     return undefined;

@@ -90,6 +90,23 @@ export function formatConfigProblems(fileName: string, problems: ConfigProblem[]
 const MAX_PROBLEMS_SHOWN = 50;
 const MAX_LINE_LENGTH = 4096;
 
+const INTERFACE_KEYS: Record<string, string> = {
+  privatekey: 'PrivateKey',
+  address: 'Address',
+  listenport: 'ListenPort',
+  mtu: 'MTU',
+  dns: 'DNS',
+  fwmark: 'FwMark',
+};
+
+const PEER_KEYS: Record<string, string> = {
+  publickey: 'PublicKey',
+  presharedkey: 'PresharedKey',
+  endpoint: 'Endpoint',
+  allowedips: 'AllowedIPs',
+  persistentkeepalive: 'PersistentKeepalive',
+};
+
 const REFUSED_KEYS: Record<string, string> = {
   preup:
     'gatehouse-tunnel never runs shell commands from a configuration file (they would run as root)',
@@ -102,6 +119,24 @@ const REFUSED_KEYS: Record<string, string> = {
   table: 'gatehouse-tunnel manages its own routing table',
   saveconfig: 'gatehouse-tunnel never writes the configuration file back',
 };
+
+/**
+ * Problems name a key only by its canonical name: the text of a line whose
+ * role is unknown (no "=", an unknown key or section, before any section)
+ * is never quoted, since it may be a private key written in the wrong place.
+ */
+const KNOWN_KEY_NAMES = new Map<string, string>(
+  Object.entries({
+    ...INTERFACE_KEYS,
+    ...PEER_KEYS,
+    preup: 'PreUp',
+    postup: 'PostUp',
+    predown: 'PreDown',
+    postdown: 'PostDown',
+    table: 'Table',
+    saveconfig: 'SaveConfig',
+  }),
+);
 
 type SectionKind = 'interface' | 'peer';
 
@@ -141,14 +176,16 @@ class ConfigParser {
     }
     const equals = text.indexOf('=');
     if (equals === -1) {
-      this.#problem(number, `expected "Key = Value" or a section header, got "${excerpt(text)}"`);
+      this.#problem(number, 'expected "Key = Value" or a section header');
       return;
     }
     const key = text.slice(0, equals).trim();
     const value = text.slice(equals + 1).trim();
     if (this.#current === undefined) {
       if (!this.#sawUnknownSection) {
-        this.#problem(number, `"${excerpt(key)}" appears before any [Interface] or [Peer] section`);
+        const known = KNOWN_KEY_NAMES.get(key.toLowerCase());
+        const what = known === undefined ? 'a key' : `"${known}"`;
+        this.#problem(number, `${what} appears before any [Interface] or [Peer] section`);
       }
       return;
     }
@@ -213,20 +250,13 @@ class ConfigParser {
       this.#sawUnknownSection = false;
       return;
     }
-    this.#problem(number, `unknown section "${excerpt(text)}" (expected [Interface] or [Peer])`);
+    this.#problem(number, 'unknown section (expected [Interface] or [Peer])');
     this.#current = undefined;
     this.#sawUnknownSection = true;
   }
 
   #interfaceSection(section: Section): InterfaceSection | undefined {
-    const fields = this.#fields(section, {
-      privatekey: 'PrivateKey',
-      address: 'Address',
-      listenport: 'ListenPort',
-      mtu: 'MTU',
-      dns: 'DNS',
-      fwmark: 'FwMark',
-    });
+    const fields = this.#fields(section, INTERFACE_KEYS);
     const privateKey = this.#single(fields, 'privatekey', (v) => decodeKey(v));
     if (!fields.has('privatekey')) this.#problem(section.line, '[Interface] has no PrivateKey');
     const addresses = this.#list(fields, 'address', parseInterfaceAddress);
@@ -251,13 +281,7 @@ class ConfigParser {
   }
 
   #peerSection(section: Section): PeerSection | undefined {
-    const fields = this.#fields(section, {
-      publickey: 'PublicKey',
-      presharedkey: 'PresharedKey',
-      endpoint: 'Endpoint',
-      allowedips: 'AllowedIPs',
-      persistentkeepalive: 'PersistentKeepalive',
-    });
+    const fields = this.#fields(section, PEER_KEYS);
     const publicKey = this.#single(fields, 'publickey', (v) => decodeKey(v));
     if (!fields.has('publickey')) this.#problem(section.line, '[Peer] has no PublicKey');
     const presharedKey = this.#single(fields, 'presharedkey', (v) => decodeKey(v));
@@ -291,10 +315,7 @@ class ConfigParser {
         fields.set(lower, list);
       } else {
         const allowed = Object.values(known).join(', ');
-        this.#problem(
-          entry.line,
-          `unknown key "${excerpt(entry.key)}" in ${where} (allowed: ${allowed})`,
-        );
+        this.#problem(entry.line, `unknown key in ${where} (allowed: ${allowed})`);
       }
     }
     return fields;
@@ -359,7 +380,7 @@ const MAX_MTU = 65535;
 const IPV6_MIN_MTU = 1280;
 
 function parseInteger(text: string, min: number, max: number, what: string): number {
-  if (!/^[0-9]{1,10}$/.test(text)) throw new Error(`"${excerpt(text)}" is not a whole number`);
+  if (!/^[0-9]{1,10}$/.test(text)) throw new Error(`${quoted(text)} is not a whole number`);
   const value = Number(text);
   if (value < min || value > max)
     throw new Error(`${what} must be between ${min} and ${max}, got ${value}`);
@@ -388,14 +409,14 @@ function parseAddressAndPrefix(text: string): IpNetwork {
   const [address = '', prefix, ...rest] = text.split('/');
   const family = isIP(address);
   if (address.includes('%'))
-    throw new Error(`"${excerpt(address)}": zone indexes are not allowed here`);
-  if (family !== 4 && family !== 6) throw new Error(`"${excerpt(address)}" is not an IP address`);
-  if (rest.length > 0) throw new Error(`"${excerpt(text)}" has more than one "/"`);
+    throw new Error(`${quoted(address)}: zone indexes are not allowed here`);
+  if (family !== 4 && family !== 6) throw new Error(`${quoted(address)} is not an IP address`);
+  if (rest.length > 0) throw new Error(`${quoted(text)} has more than one "/"`);
   const maxPrefix = family === 4 ? 32 : 128;
   if (prefix === undefined) return { family, address, prefixLength: maxPrefix };
   if (!/^[0-9]{1,3}$/.test(prefix) || Number(prefix) > maxPrefix) {
     throw new Error(
-      `"/${excerpt(prefix)}" is not a prefix length for IPv${family} (0–${maxPrefix})`,
+      `${quoted(`/${prefix}`)} is not a prefix length for IPv${family} (0–${maxPrefix})`,
     );
   }
   return { family, address, prefixLength: Number(prefix) };
@@ -465,20 +486,18 @@ function parseEndpoint(text: string): PeerEndpoint {
   const bracketed = /^\[([^\]]*)\]:([^:]*)$/.exec(text);
   if (bracketed !== null) {
     const host = bracketed[1] ?? '';
-    if (isIP(host) !== 6) throw new Error(`"[${excerpt(host)}]" is not an IPv6 address`);
+    if (isIP(host) !== 6) throw new Error(`${quoted(`[${host}]`)} is not an IPv6 address`);
     return { host, port: parseEndpointPort(bracketed[2] ?? '') };
   }
   const colon = text.lastIndexOf(':');
   if (colon === -1)
-    throw new Error(`"${excerpt(text)}" has no port (expected host:port or [IPv6]:port)`);
+    throw new Error(`${quoted(text)} has no port (expected host:port or [IPv6]:port)`);
   const host = text.slice(0, colon);
   if (host.includes(':')) {
-    throw new Error(
-      `"${excerpt(text)}": an IPv6 endpoint needs brackets, as in [2001:db8::1]:51820`,
-    );
+    throw new Error(`${quoted(text)}: an IPv6 endpoint needs brackets, as in [2001:db8::1]:51820`);
   }
   if (isIP(host) !== 4 && !isHostname(host)) {
-    throw new Error(`"${excerpt(host)}" is neither an IPv4 address nor a hostname`);
+    throw new Error(`${quoted(host)} is neither an IPv4 address nor a hostname`);
   }
   return { host, port: parseEndpointPort(text.slice(colon + 1)) };
 }
@@ -504,7 +523,7 @@ interface DnsEntry {
 function parseDnsEntry(text: string): DnsEntry {
   if (isIP(text) !== 0) return { kind: 'server', value: text };
   if (isHostname(text)) return { kind: 'search', value: text };
-  throw new Error(`"${excerpt(text)}" is neither an IP address nor a search domain`);
+  throw new Error(`${quoted(text)} is neither an IP address nor a search domain`);
 }
 
 /** Tabs are whitespace; every other C0 control and DEL is refused. */
@@ -516,7 +535,15 @@ function hasControlCharacters(text: string): boolean {
   return false;
 }
 
-/** Quoted input in messages is shortened so a hostile line cannot flood them. */
-function excerpt(text: string): string {
-  return text.length > 40 ? `${text.slice(0, 40)}…` : text;
+/**
+ * A value from the file, quoted for a message: shortened so a hostile line
+ * cannot flood it, and withheld when it holds a run of base64 characters as
+ * long as a good part of a key (a key pasted into the wrong field, or two
+ * lines run together), since messages reach terminals and logs.
+ */
+function quoted(text: string): string {
+  if (KEY_MATERIAL.test(text)) return 'the value (not shown: it may hold key material)';
+  return `"${text.length > 40 ? `${text.slice(0, 40)}…` : text}"`;
 }
+
+const KEY_MATERIAL = /[A-Za-z0-9+/]{16,}/;

@@ -1,7 +1,16 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DnsResourcesStatusSchema, TunnelStatusSchema } from '@gatehouse/protocol';
@@ -206,8 +215,29 @@ void test('configuration errors are printed with file and line numbers and exit 
     assert.equal(lines.length, 3, outcome.stderr);
     assert.match(lines[0] ?? '', /gh-test0\.conf:3: PostUp is not supported/);
     assert.match(lines[1] ?? '', /gh-test0\.conf:4: MTU: "huge" is not a whole number/);
-    assert.match(lines[2] ?? '', /gh-test0\.conf:7: unknown key "Foo" in \[Peer\]/);
+    assert.match(lines[2] ?? '', /gh-test0\.conf:7: unknown key in \[Peer\]/);
     assert.equal(existsSync(ws.socketPath), false, 'nothing is started for a bad file');
+  } finally {
+    ws.cleanup();
+  }
+});
+
+void test('up warns about a configuration file others may read and refuses a symbolic link', async () => {
+  const ws = workspace(`${GOOD_CONFIG}Bogus = 1\n`);
+  try {
+    chmodSync(ws.configFile, 0o644);
+    const args = ['up', '--socket', ws.socketPath, '--dry-run', '--config'];
+    const open = await run([...args, ws.configFile]);
+    assert.equal(open.code, 2);
+    assert.match(
+      open.stderr,
+      /^gatehouse-tunnel: warning: .*gh-test0\.conf holds the private key but its group or others may access it \(mode 0644\): chmod 600 .*gh-test0\.conf\n.*gh-test0\.conf:\d+: unknown key/,
+    );
+    const link = join(ws.dir, 'gh-test1.conf');
+    symlinkSync(ws.configFile, link);
+    const linked = await run([...args, link]);
+    assert.equal(linked.code, 2);
+    assert.match(linked.stderr, /cannot read .*gh-test1\.conf: it is a symbolic link/);
   } finally {
     ws.cleanup();
   }

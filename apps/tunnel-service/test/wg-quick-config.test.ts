@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import {
   formatConfigProblems,
   parseWgQuickConfig,
@@ -131,8 +132,8 @@ void test('problems are reported with their line numbers, all of them, and nothi
       name: 'unknown keys in either section',
       text: `[Interface]\nPrivateKey = ${PRIVATE}\nFoo = 1\n[Peer]\nPublicKey = ${PEER_A}\nEndpiont = 1.2.3.4:5`,
       expected: [
-        [3, /unknown key "Foo" in \[Interface\]/],
-        [6, /unknown key "Endpiont" in \[Peer\]/],
+        [3, /unknown key in \[Interface\] \(allowed: PrivateKey, Address/],
+        [6, /unknown key in \[Peer\] \(allowed: PublicKey, PresharedKey/],
       ],
     },
     {
@@ -181,7 +182,7 @@ void test('problems are reported with their line numbers, all of them, and nothi
       text: `Address = 10.0.0.1\n[Interfaces]\nPrivateKey = ${PRIVATE}\n[Interface]\nMTU = 1400\nMTU = 1500\njust words\n[Peer]\nEndpoint = 1.2.3.4:5\n[Interface]\nPrivateKey = ${PRIVATE}`,
       expected: [
         [1, /"Address" appears before any \[Interface\] or \[Peer\] section/],
-        [2, /unknown section "\[Interfaces\]"/],
+        [2, /unknown section \(expected \[Interface\] or \[Peer\]\)/],
         [4, /\[Interface\] has no PrivateKey/],
         [6, /MTU is set twice \(first on line 5\)/],
         [7, /expected "Key = Value" or a section header/],
@@ -236,12 +237,103 @@ void test('keys never appear in problem messages', () => {
   assert.ok(!result.problems[0]?.message.includes(PRIVATE.slice(0, 20)));
 });
 
+void test('a private key in the wrong place is never quoted, whatever the shape of its line', async (t) => {
+  const secret = randomBytes(32).toString('base64');
+  const bare = secret.slice(0, 43);
+  const shapes: { name: string; text: string; line: number; message: RegExp }[] = [
+    {
+      name: 'alone on its line, with its "="',
+      text: `[Interface]\nPrivateKey = ${PRIVATE}\n${secret}`,
+      line: 3,
+      message: /unknown key in \[Interface\]/,
+    },
+    {
+      name: 'alone on its line, without "="',
+      text: `[Interface]\nPrivateKey = ${PRIVATE}\n${bare}`,
+      line: 3,
+      message: /expected "Key = Value"/,
+    },
+    {
+      name: 'after its key name without "="',
+      text: `[Interface]\nPrivateKey ${secret}`,
+      line: 2,
+      message: /unknown key in \[Interface\]/,
+    },
+    {
+      name: 'after "PrivateKey:", without its own "="',
+      text: `[Interface]\nPrivateKey: ${bare}`,
+      line: 2,
+      message: /expected "Key = Value"/,
+    },
+    {
+      name: 'before any section, with "="',
+      text: `${secret}\n[Interface]\nPrivateKey = ${PRIVATE}`,
+      line: 1,
+      message: /a key appears before any \[Interface\]/,
+    },
+    {
+      name: 'before any section, as a PrivateKey line',
+      text: `PrivateKey = ${secret}\n[Interface]\nPrivateKey = ${PRIVATE}`,
+      line: 1,
+      message: /"PrivateKey" appears before any \[Interface\]/,
+    },
+    {
+      name: 'before any section, without "="',
+      text: `${bare}\n[Interface]\nPrivateKey = ${PRIVATE}`,
+      line: 1,
+      message: /expected "Key = Value"/,
+    },
+    {
+      name: 'as a section header',
+      text: `[${bare}]\n[Interface]\nPrivateKey = ${PRIVATE}`,
+      line: 1,
+      message: /unknown section/,
+    },
+    {
+      name: 'run into the value of another key',
+      text: `[Interface]\nPrivateKey = ${PRIVATE}\nAddress = 10.0.0.2/24 PrivateKey = ${secret}`,
+      line: 3,
+      message: /Address: the value \(not shown: it may hold key material\) is not a prefix length/,
+    },
+    {
+      name: 'pasted into a field that holds no key',
+      text: `[Interface]\nPrivateKey = ${PRIVATE}\nDNS = ${secret}\n[Peer]\nPublicKey = ${PEER_A}\nEndpoint = ${secret}`,
+      line: 3,
+      message: /DNS: the value \(not shown: it may hold key material\) is neither/,
+    },
+    {
+      name: 'a PrivateKey value that is almost a key',
+      text: `[Interface]\nPrivateKey = ${bare}`,
+      line: 2,
+      message: /PrivateKey: key must be 44 base64 characters, got 43/,
+    },
+  ];
+  for (const shape of shapes) {
+    await t.test(shape.name, () => {
+      const result = parseWgQuickConfig(shape.text);
+      assert.ok(!result.ok);
+      const printed = formatConfigProblems('wg0.conf', result.problems);
+      assert.ok(
+        result.problems.some((p) => p.line === shape.line && shape.message.test(p.message)),
+        printed,
+      );
+      for (let start = 0; start + 8 <= bare.length; start++) {
+        const piece = bare.slice(start, start + 8);
+        assert.ok(
+          !printed.includes(piece),
+          `the problems quote "${piece}" of the key:\n${printed}`,
+        );
+      }
+    });
+  }
+});
+
 void test('problems are formatted as file:line and capped', () => {
   const text = `[Interface]\nPrivateKey = ${PRIVATE}\n` + 'Bogus = 1\n'.repeat(60);
   const result = parseWgQuickConfig(text);
   assert.ok(!result.ok);
   const lines = formatConfigProblems('wg0.conf', result.problems).split('\n');
   assert.equal(lines.length, 51);
-  assert.match(lines[0] ?? '', /^wg0\.conf:3: unknown key "Bogus"/);
+  assert.match(lines[0] ?? '', /^wg0\.conf:3: unknown key in \[Interface\]/);
   assert.equal(lines[50], 'wg0.conf: … and 10 more problems');
 });
