@@ -1,9 +1,17 @@
 /**
- * Stable proxy addresses for names that match DNS resources. Each name gets
+ * Proxy addresses for names that match DNS resources. Each name gets
  * `addressesPerName` IPv4 and IPv6 addresses, handed out in order from the
- * proxy ranges the first time the name is asked for, and kept for the whole
- * session so that connections already opened to a proxy address survive a
- * changed resource list.
+ * proxy ranges the first time the name is asked for, and kept while they
+ * are used, even when the resource list changes, so that open connections
+ * survive.
+ *
+ * A name's addresses are taken back (reclaimed) once its last answer's TTL
+ * has passed and neither the name was asked for nor its addresses carried a
+ * packet (the data path's activity probe) for `idleMs`; junk names under a
+ * wildcard would otherwise use up the ranges and the memory. A reclaimed
+ * address stays unused (quarantined) for `quarantineMs`, longer than a
+ * gateway keeps its mapping, before another name may get it. Each resource
+ * has at most `maxAssignmentsPerResource` names with addresses at a time.
  */
 import type { IpAddress, IpRange } from './ip-address.ts';
 import { formatIpAddress, parseIpRange, rangeContains, rangeSize } from './ip-address.ts';
@@ -14,6 +22,9 @@ export interface ProxyAddressConfig {
   addressesPerName: number;
   /** Ranges inside the proxy ranges that are never handed out (the sentinel resolvers). */
   reservedRanges: readonly string[];
+  maxAssignmentsPerResource: number;
+  idleMs: number;
+  quarantineMs: number;
 }
 
 export interface ProxyAssignment {
@@ -23,15 +34,44 @@ export interface ProxyAssignment {
   ipv6: string[];
 }
 
+export type AssignResult =
+  | { kind: 'assigned'; assignment: ProxyAssignment }
+  | { kind: 'range-exhausted' }
+  | { kind: 'assignment-cap' };
+
+/** Milliseconds since an address last carried a packet; Infinity for never. */
+export type AddressIdleProbe = (address: string) => number;
+
+interface LiveAssignment extends ProxyAssignment {
+  /** When reclaiming looks at it: `idleMs` after its last answer or its last look. */
+  checkAt: number;
+  ttlEndsAt: number;
+}
+
+interface QuarantinedAddresses {
+  ipv4: string[];
+  ipv6: string[];
+  freeAt: number;
+}
+
 export class ProxyAddressPool {
   readonly ipv4Range: IpRange;
   readonly ipv6Range: IpRange;
   readonly #addressesPerName: number;
   readonly #reservedRanges: IpRange[];
-  readonly #byName = new Map<string, ProxyAssignment>();
-  readonly #byAddress = new Map<string, ProxyAssignment>();
+  readonly #maxPerResource: number;
+  readonly #idleMs: number;
+  readonly #quarantineMs: number;
+  /** In order of `checkAt`: a touched assignment moves to the end. */
+  readonly #byName = new Map<string, LiveAssignment>();
+  readonly #byAddress = new Map<string, LiveAssignment>();
+  readonly #perResource = new Map<string, number>();
+  /** In order of `freeAt`, from `#quarantineHead` on. */
+  #quarantine: QuarantinedAddresses[] = [];
+  #quarantineHead = 0;
   #nextIpv4Offset = 1n;
   #nextIpv6Offset = 1n;
+  #reclaimed = 0;
 
   constructor(config: ProxyAddressConfig) {
     this.ipv4Range = parseIpRange(config.ipv4Range);
@@ -39,31 +79,50 @@ export class ProxyAddressPool {
     if (this.ipv4Range.family !== 4 || this.ipv6Range.family !== 6) {
       throw new Error('the proxy ranges must be one IPv4 and one IPv6 range');
     }
-    if (!Number.isInteger(config.addressesPerName) || config.addressesPerName < 1) {
-      throw new Error('addressesPerName must be a positive integer');
+    for (const [name, value] of Object.entries({
+      addressesPerName: config.addressesPerName,
+      maxAssignmentsPerResource: config.maxAssignmentsPerResource,
+    })) {
+      if (!Number.isInteger(value) || value < 1)
+        throw new Error(`${name} must be a positive integer`);
     }
     this.#addressesPerName = config.addressesPerName;
     this.#reservedRanges = config.reservedRanges.map(parseIpRange);
+    this.#maxPerResource = config.maxAssignmentsPerResource;
+    this.#idleMs = config.idleMs;
+    this.#quarantineMs = config.quarantineMs;
   }
 
-  /** The name's addresses, assigned now if it has none; undefined when a range is exhausted. */
-  assign(name: string, resourceId: string): ProxyAssignment | undefined {
+  has(name: string): boolean {
+    return this.#byName.has(name);
+  }
+
+  /** The name's addresses, assigned now if it has none; `ttlMs`: how long the answer may be cached. */
+  assign(name: string, resourceId: string, now: number, ttlMs: number): AssignResult {
     const existing = this.#byName.get(name);
     if (existing !== undefined) {
+      this.#count(existing.resourceId, -1);
       existing.resourceId = resourceId;
-      return existing;
+      this.#count(resourceId, 1);
+      this.#touch(existing, now, ttlMs);
+      return { kind: 'assigned', assignment: existing };
     }
-    const ipv4Taken = this.#take(this.ipv4Range, this.#nextIpv4Offset);
-    const ipv6Taken = this.#take(this.ipv6Range, this.#nextIpv6Offset);
-    if (ipv4Taken === undefined || ipv6Taken === undefined) return undefined;
-    const { addresses: ipv4 } = ipv4Taken;
-    const { addresses: ipv6 } = ipv6Taken;
-    this.#nextIpv4Offset = ipv4Taken.nextOffset;
-    this.#nextIpv6Offset = ipv6Taken.nextOffset;
-    const assignment: ProxyAssignment = { name, resourceId, ipv4, ipv6 };
-    this.#byName.set(name, assignment);
-    for (const address of [...ipv4, ...ipv6]) this.#byAddress.set(address, assignment);
-    return assignment;
+    if ((this.#perResource.get(resourceId) ?? 0) >= this.#maxPerResource)
+      return { kind: 'assignment-cap' };
+    const addresses = this.#takeFresh() ?? this.#takeQuarantined(now);
+    if (addresses === undefined) return { kind: 'range-exhausted' };
+    const assignment: LiveAssignment = {
+      name,
+      resourceId,
+      ...addresses,
+      checkAt: 0,
+      ttlEndsAt: 0,
+    };
+    this.#count(resourceId, 1);
+    this.#touch(assignment, now, ttlMs);
+    for (const address of [...assignment.ipv4, ...assignment.ipv6])
+      this.#byAddress.set(address, assignment);
+    return { kind: 'assigned', assignment };
   }
 
   /** The name a proxy address stands for (canonical address text). */
@@ -73,6 +132,86 @@ export class ProxyAddressPool {
 
   isProxyAddress(address: IpAddress): boolean {
     return rangeContains(this.ipv4Range, address) || rangeContains(this.ipv6Range, address);
+  }
+
+  /**
+   * Takes back assignments that are due and idle, looking at no more than
+   * `budget` of them (the caller comes back at `nextReclaimAt()`). One still
+   * in use is looked at again `idleMs` later.
+   */
+  reclaim(now: number, idleOf: AddressIdleProbe, budget: number): number {
+    let reclaimed = 0;
+    let looked = 0;
+    for (const assignment of this.#byName.values()) {
+      if (assignment.checkAt > now || looked >= budget) break;
+      looked++;
+      const addresses = [...assignment.ipv4, ...assignment.ipv6];
+      if (
+        now < assignment.ttlEndsAt ||
+        addresses.some((address) => idleOf(address) < this.#idleMs)
+      ) {
+        this.#touch(assignment, now, 0, assignment.ttlEndsAt);
+        continue;
+      }
+      this.#byName.delete(assignment.name);
+      for (const address of addresses) this.#byAddress.delete(address);
+      this.#count(assignment.resourceId, -1);
+      this.#quarantine.push({
+        ipv4: assignment.ipv4,
+        ipv6: assignment.ipv6,
+        freeAt: now + this.#quarantineMs,
+      });
+      reclaimed++;
+    }
+    this.#reclaimed += reclaimed;
+    return reclaimed;
+  }
+
+  /** When `reclaim` has something to look at; undefined while nothing is assigned. */
+  nextReclaimAt(): number | undefined {
+    for (const assignment of this.#byName.values()) return assignment.checkAt;
+    return undefined;
+  }
+
+  get stats(): { assignments: number; quarantined: number; reclaimed: number } {
+    return {
+      assignments: this.#byName.size,
+      quarantined: this.#quarantine.length - this.#quarantineHead,
+      reclaimed: this.#reclaimed,
+    };
+  }
+
+  #touch(assignment: LiveAssignment, now: number, ttlMs: number, ttlEndsAt = now + ttlMs): void {
+    assignment.checkAt = now + this.#idleMs;
+    assignment.ttlEndsAt = Math.max(assignment.ttlEndsAt, ttlEndsAt);
+    this.#byName.delete(assignment.name);
+    this.#byName.set(assignment.name, assignment);
+  }
+
+  #count(resourceId: string, change: number): void {
+    const count = (this.#perResource.get(resourceId) ?? 0) + change;
+    if (count === 0) this.#perResource.delete(resourceId);
+    else this.#perResource.set(resourceId, count);
+  }
+
+  #takeFresh(): { ipv4: string[]; ipv6: string[] } | undefined {
+    const ipv4Taken = this.#take(this.ipv4Range, this.#nextIpv4Offset);
+    const ipv6Taken = this.#take(this.ipv6Range, this.#nextIpv6Offset);
+    if (ipv4Taken === undefined || ipv6Taken === undefined) return undefined;
+    this.#nextIpv4Offset = ipv4Taken.nextOffset;
+    this.#nextIpv6Offset = ipv6Taken.nextOffset;
+    return { ipv4: ipv4Taken.addresses, ipv6: ipv6Taken.addresses };
+  }
+
+  #takeQuarantined(now: number): { ipv4: string[]; ipv6: string[] } | undefined {
+    const oldest = this.#quarantine[this.#quarantineHead];
+    if (oldest === undefined || oldest.freeAt > now) return undefined;
+    this.#quarantineHead++;
+    if (this.#quarantineHead * 2 > this.#quarantine.length) {
+      this.#quarantine = this.#quarantine.slice(this.#quarantineHead);
+      this.#quarantineHead = 0;
+    }
+    return { ipv4: oldest.ipv4, ipv6: oldest.ipv6 };
   }
 
   #take(

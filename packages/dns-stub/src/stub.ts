@@ -13,7 +13,8 @@ import type { Answer, DecodedPacket, Question } from 'dns-packet';
 import type { DomainPattern } from './domain-pattern.ts';
 import { mostSpecificMatch, normalizeDomainName, parseDomainPattern } from './domain-pattern.ts';
 import { formatIpAddress, parseIpAddress } from './ip-address.ts';
-import type { ProxyAssignment } from './proxy-addresses.ts';
+import { ClientRateLimit } from './client-rate-limit.ts';
+import type { AddressIdleProbe, ProxyAssignment } from './proxy-addresses.ts';
 import { ProxyAddressPool } from './proxy-addresses.ts';
 import { addressFromReverseName } from './reverse-name.ts';
 
@@ -34,6 +35,68 @@ export const DEFAULT_TTL_SECONDS = 1;
 export const DEFAULT_UPSTREAM_ATTEMPT_TIMEOUT_MS = 1000;
 export const DEFAULT_FORWARD_TIMEOUT_MS = 4000;
 export const DEFAULT_MAX_PENDING_FORWARDS = 4096;
+/** A name's proxy addresses are taken back after this long without a query or a packet. */
+export const DEFAULT_PROXY_ADDRESS_IDLE_MS = 10 * 60_000;
+/**
+ * A reclaimed proxy address is handed out again only after this long:
+ * longer than a gateway keeps the mapping of an idle proxy address to its
+ * name, so packets meant for the old name never reach the new one.
+ */
+export const DEFAULT_PROXY_ADDRESS_QUARANTINE_MS = 30 * 60_000;
+/** Names with proxy addresses per DNS resource at a time; new names of a resource at the cap get SERVFAIL. */
+export const DEFAULT_MAX_ASSIGNMENTS_PER_RESOURCE = 16_384;
+/** Per client: queries that cost the stub state (a name's first proxy addresses, PTR of a proxy address). */
+export const DEFAULT_CLIENT_QUERIES_PER_SECOND = 20;
+export const DEFAULT_CLIENT_QUERY_BURST = 100;
+export const MAX_RATE_LIMITED_CLIENTS = 1024;
+/** Assignments reclaiming looks at per call, so that one call never holds the thread long. */
+export const RECLAIM_BUDGET = 4096;
+
+/**
+ * Why the stub (or its IO shell) refused a query or dropped a message; each
+ * has its own counter.
+ */
+export const DNS_STUB_REFUSALS = [
+  /** The query came from an address that is not the host's own (a tunnel peer, a LAN neighbour). */
+  'not-local',
+  /** The client's budget for new proxy addresses and PTR lookups is used up: REFUSED. */
+  'rate-limited',
+  /** A DNS resource has the most names with proxy addresses it may have: SERVFAIL. */
+  'assignment-cap',
+  /** Every proxy address is in use or quarantined: SERVFAIL. */
+  'range-exhausted',
+  /** FORMERR, NOTIMP, or dropped (too short, a response). */
+  'malformed',
+  /** Too many forwards pending: SERVFAIL. */
+  'forward-limit',
+  /** No upstream resolver: SERVFAIL. */
+  'no-upstream',
+  /** No upstream answered in time: SERVFAIL. */
+  'upstream-timeout',
+  /** An upstream message that matches no pending forward (late, spoofed, wrong question): dropped. */
+  'unexpected-reply',
+  /** An upstream answer pointing into the proxy ranges, or into the tunnel from outside it: SERVFAIL. */
+  'rebinding',
+  /** Too many TCP clients at once: the connection is closed. */
+  'tcp-client-cap',
+  /** A TCP client too slow to send a whole message: the connection is closed. */
+  'tcp-deadline',
+  /** A socket error (accept, send, EMFILE): counted and logged. */
+  'socket-error',
+  /** An exception while handling one message: that message is lost, the stub keeps serving. */
+  'handler-error',
+] as const;
+export type DnsStubRefusal = (typeof DNS_STUB_REFUSALS)[number];
+
+export interface DnsStubStats {
+  /** Names with proxy addresses now. */
+  assignments: number;
+  /** Proxy addresses waiting before they may be handed out again (in names' worth). */
+  quarantined: number;
+  /** Names whose proxy addresses were taken back, since the stub started. */
+  reclaimed: number;
+  refused: Record<DnsStubRefusal, number>;
+}
 /** The canary domain (Mozilla): NXDOMAIN tells Firefox not to switch to its own DNS-over-HTTPS. */
 export const APPLICATION_DNS_CANARY = 'use-application-dns.net';
 
@@ -72,6 +135,22 @@ export interface DnsStubOptions {
   maxPendingForwards?: number;
   /** Source of forward ids; random by default so that off-path replies are hard to spoof. */
   randomForwardId?: () => number;
+  /**
+   * How long ago a proxy address last carried a packet (the data path's
+   * activity table). Without one, only queries keep a name's addresses.
+   */
+  addressIdleMs?: AddressIdleProbe;
+  proxyAddressIdleMs?: number;
+  proxyAddressQuarantineMs?: number;
+  maxAssignmentsPerResource?: number;
+  clientQueriesPerSecond?: number;
+  clientQueryBurst?: number;
+  /**
+   * Whether the tunnel carries an address (some peer's AllowedIPs). An
+   * upstream outside the tunnel may not answer with such addresses (DNS
+   * rebinding); one inside may.
+   */
+  isTunnelled?: (address: string) => boolean;
 }
 
 export interface ForwardRequest {
@@ -110,6 +189,7 @@ const RCODE_FORMERR = 1;
 const RCODE_SERVFAIL = 2;
 const RCODE_NXDOMAIN = 3;
 const RCODE_NOTIMP = 4;
+const RCODE_REFUSED = 5;
 const HEADER_LENGTH = 12;
 const FLAG_RESPONSE = 0x8000;
 const FLAG_RECURSION_DESIRED = 0x0100;
@@ -123,6 +203,13 @@ export class DnsStub {
   readonly #forwardTimeoutMs: number;
   readonly #maxPending: number;
   readonly #randomForwardId: () => number;
+  readonly #addressIdleMs: AddressIdleProbe;
+  readonly #isTunnelled: (address: string) => boolean;
+  readonly #clientRate: ClientRateLimit;
+  readonly #refused = Object.fromEntries(DNS_STUB_REFUSALS.map((reason) => [reason, 0])) as Record<
+    DnsStubRefusal,
+    number
+  >;
   readonly #pending = new Map<number, PendingForward>();
   #resources: MatchableResource[] = [];
   #upstreams: Upstream[] = [];
@@ -133,6 +220,17 @@ export class DnsStub {
       ipv6Range: options.ipv6ProxyRange ?? DEFAULT_IPV6_PROXY_RANGE,
       addressesPerName: options.addressesPerName ?? DEFAULT_ADDRESSES_PER_NAME,
       reservedRanges: [SENTINEL_IPV4_RANGE, SENTINEL_IPV6_RANGE],
+      maxAssignmentsPerResource:
+        options.maxAssignmentsPerResource ?? DEFAULT_MAX_ASSIGNMENTS_PER_RESOURCE,
+      idleMs: options.proxyAddressIdleMs ?? DEFAULT_PROXY_ADDRESS_IDLE_MS,
+      quarantineMs: options.proxyAddressQuarantineMs ?? DEFAULT_PROXY_ADDRESS_QUARANTINE_MS,
+    });
+    this.#addressIdleMs = options.addressIdleMs ?? (() => Infinity);
+    this.#isTunnelled = options.isTunnelled ?? (() => false);
+    this.#clientRate = new ClientRateLimit({
+      perSecond: options.clientQueriesPerSecond ?? DEFAULT_CLIENT_QUERIES_PER_SECOND,
+      burst: options.clientQueryBurst ?? DEFAULT_CLIENT_QUERY_BURST,
+      maxClients: MAX_RATE_LIMITED_CLIENTS,
     });
     this.#families = options.proxyFamilies ?? { ipv4: true, ipv6: true };
     this.#ttl = options.ttlSeconds ?? DEFAULT_TTL_SECONDS;
@@ -164,25 +262,27 @@ export class DnsStub {
     return this.#pool.lookup(formatIpAddress(parseIpAddress(address)));
   }
 
-  handleQuery(message: Uint8Array, now: number): QueryOutcome {
-    if (message.length < 2) return { kind: 'drop', reason: 'shorter than a message id' };
+  /**
+   * `client`: the query's source address, for the per-client rate limit
+   * (queries without one share a budget).
+   */
+  handleQuery(message: Uint8Array, now: number, client = ''): QueryOutcome {
+    if (message.length < 2) return this.#drop('malformed', 'shorter than a message id');
     const bytes = Buffer.from(message.buffer, message.byteOffset, message.byteLength);
-    if (bytes.length < HEADER_LENGTH)
-      return { kind: 'reply', message: headerOnlyReply(bytes, RCODE_FORMERR) };
+    if (bytes.length < HEADER_LENGTH) return this.#headerOnly(bytes, RCODE_FORMERR);
     const flags = bytes.readUInt16BE(2);
-    if ((flags & FLAG_RESPONSE) !== 0) return { kind: 'drop', reason: 'a response, not a query' };
-    if ((flags & OPCODE_MASK) !== 0)
-      return { kind: 'reply', message: headerOnlyReply(bytes, RCODE_NOTIMP) };
+    if ((flags & FLAG_RESPONSE) !== 0) return this.#drop('malformed', 'a response, not a query');
+    if ((flags & OPCODE_MASK) !== 0) return this.#headerOnly(bytes, RCODE_NOTIMP);
 
     let query: DecodedPacket;
     try {
       query = dnsPacket.decode(bytes);
     } catch {
-      return { kind: 'reply', message: headerOnlyReply(bytes, RCODE_FORMERR) };
+      return this.#headerOnly(bytes, RCODE_FORMERR);
     }
     const question = query.questions?.[0];
     if (question === undefined || query.questions?.length !== 1) {
-      return { kind: 'reply', message: headerOnlyReply(bytes, RCODE_FORMERR) };
+      return this.#headerOnly(bytes, RCODE_FORMERR);
     }
     const id = query.id ?? 0;
     const recursionDesired = query.flag_rd;
@@ -194,6 +294,10 @@ export class DnsStub {
     if (question.type === 'PTR') {
       const address = addressFromReverseName(name);
       if (address !== undefined && this.#pool.isProxyAddress(address)) {
+        if (!this.#clientRate.take(client, now)) {
+          this.#refused['rate-limited']++;
+          return this.#reply(id, recursionDesired, question, RCODE_REFUSED, []);
+        }
         const assignment = this.#pool.lookup(formatIpAddress(address));
         if (assignment === undefined)
           return this.#reply(id, recursionDesired, question, RCODE_NXDOMAIN, []);
@@ -207,15 +311,22 @@ export class DnsStub {
       }
     }
     const resource = mostSpecificMatch(this.#resources, name);
-    if (resource !== undefined)
-      return this.#answerResource(id, recursionDesired, question, name, resource.id);
+    if (resource !== undefined) {
+      if (!this.#pool.has(name) && !this.#clientRate.take(client, now)) {
+        this.#refused['rate-limited']++;
+        return this.#reply(id, recursionDesired, question, RCODE_REFUSED, []);
+      }
+      return this.#answerResource(id, recursionDesired, question, name, resource.id, now);
+    }
     return this.#forward(bytes, id, recursionDesired, question, now);
   }
 
   /**
    * The reply to send to the client for an upstream's reply to `forwardId`,
    * or undefined when it is unexpected (late, from elsewhere, not matching
-   * the question), in which case the forward keeps waiting.
+   * the question), in which case the forward keeps waiting. An answer that
+   * points into the proxy ranges, or from an upstream outside the tunnel
+   * into the tunnel's addresses, becomes SERVFAIL (DNS rebinding).
    */
   handleUpstreamReply(
     forwardId: number,
@@ -223,20 +334,20 @@ export class DnsStub {
     message: Uint8Array,
   ): Uint8Array | undefined {
     const pending = this.#pending.get(forwardId);
-    if (pending === undefined) return undefined;
+    if (pending === undefined) return this.#unexpected();
     const source = formatIpAddress(parseIpAddress(from.address));
     if (
       !pending.attempted.some((upstream) =>
         sameUpstream(upstream, { address: source, port: from.port }),
       )
     ) {
-      return undefined;
+      return this.#unexpected();
     }
     let reply: DecodedPacket;
     try {
       reply = dnsPacket.decode(Buffer.from(message.buffer, message.byteOffset, message.byteLength));
     } catch {
-      return undefined;
+      return this.#unexpected();
     }
     const answered = reply.questions?.[0];
     if (
@@ -246,16 +357,30 @@ export class DnsStub {
       normalizeDomainName(answered.name) !== normalizeDomainName(pending.question.name) ||
       answered.type !== pending.question.type
     ) {
-      return undefined;
+      return this.#unexpected();
     }
     this.#pending.delete(forwardId);
+    if (this.#rebinds(reply, source)) {
+      this.#refused.rebinding++;
+      return encodeReply(
+        pending.clientId,
+        pending.recursionDesired,
+        pending.question,
+        RCODE_SERVFAIL,
+        [],
+      );
+    }
     const toClient = Buffer.from(message);
     toClient.writeUInt16BE(pending.clientId, 0);
     return toClient;
   }
 
-  /** Retries on the next upstream, or SERVFAIL once every upstream or the overall time is used up. */
+  /**
+   * Retries on the next upstream, or SERVFAIL once every upstream or the
+   * overall time is used up; takes back idle proxy addresses.
+   */
   handleTimeouts(now: number): ForwardEvent[] {
+    this.#pool.reclaim(now, this.#addressIdleMs, RECLAIM_BUDGET);
     const events: ForwardEvent[] = [];
     for (const [forwardId, pending] of this.#pending) {
       if (pending.attemptDeadline > now) continue;
@@ -272,6 +397,7 @@ export class DnsStub {
         continue;
       }
       this.#pending.delete(forwardId);
+      this.#refused['upstream-timeout']++;
       const reply = encodeReply(
         pending.clientId,
         pending.recursionDesired,
@@ -285,7 +411,7 @@ export class DnsStub {
   }
 
   nextDeadline(): number | undefined {
-    let earliest: number | undefined;
+    let earliest = this.#pool.nextReclaimAt();
     for (const pending of this.#pending.values()) {
       if (earliest === undefined || pending.attemptDeadline < earliest)
         earliest = pending.attemptDeadline;
@@ -297,16 +423,56 @@ export class DnsStub {
     return this.#pending.size;
   }
 
+  get stats(): DnsStubStats {
+    return { ...this.#pool.stats, refused: { ...this.#refused } };
+  }
+
+  /** Counts what the IO shell refused or dropped (sources, TCP limits, socket and handler errors). */
+  countRefusal(reason: DnsStubRefusal): void {
+    this.#refused[reason]++;
+  }
+
+  #rebinds(reply: DecodedPacket, upstream: string): boolean {
+    const outsideTunnel = !this.#isTunnelled(upstream);
+    return [...(reply.answers ?? []), ...(reply.additionals ?? [])].some((record) => {
+      if (record.type !== 'A' && record.type !== 'AAAA') return false;
+      const address = parseIpAddress(String(record.data));
+      return (
+        this.#pool.isProxyAddress(address) ||
+        (outsideTunnel && this.#isTunnelled(formatIpAddress(address)))
+      );
+    });
+  }
+
+  #unexpected(): undefined {
+    this.#refused['unexpected-reply']++;
+    return undefined;
+  }
+
+  #drop(reason: DnsStubRefusal, detail: string): QueryOutcome {
+    this.#refused[reason]++;
+    return { kind: 'drop', reason: detail };
+  }
+
+  #headerOnly(query: Buffer, rcode: number): QueryOutcome {
+    this.#refused.malformed++;
+    return { kind: 'reply', message: headerOnlyReply(query, rcode) };
+  }
+
   #answerResource(
     id: number,
     recursionDesired: boolean,
     question: Question,
     name: string,
     resourceId: string,
+    now: number,
   ): QueryOutcome {
-    const assignment = this.#pool.assign(name, resourceId);
-    if (assignment === undefined)
+    const result = this.#pool.assign(name, resourceId, now, this.#ttl * 1000);
+    if (result.kind !== 'assigned') {
+      this.#refused[result.kind]++;
       return this.#reply(id, recursionDesired, question, RCODE_SERVFAIL, []);
+    }
+    const { assignment } = result;
     const ttl = this.#ttl;
     let answers: Answer[] = [];
     if (question.type === 'A' && this.#families.ipv4)
@@ -326,6 +492,7 @@ export class DnsStub {
   ): QueryOutcome {
     const upstream = this.#upstreams[0];
     if (upstream === undefined || this.#pending.size >= this.#maxPending) {
+      this.#refused[upstream === undefined ? 'no-upstream' : 'forward-limit']++;
       return this.#reply(id, recursionDesired, question, RCODE_SERVFAIL, []);
     }
     let forwardId = this.#randomForwardId() & 0xffff;
