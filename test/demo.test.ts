@@ -3,7 +3,10 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
-import { skipLoudly, systemTestSkipReason } from './lib/netns.ts';
+
+import { skipLoudly } from '@gatehouse/test-support';
+
+import { systemTestSkipReason } from './lib/netns.ts';
 
 const demo = fileURLToPath(new URL('./demo/demo.ts', import.meta.url));
 

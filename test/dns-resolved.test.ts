@@ -18,12 +18,13 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
+import { skipLoudly } from '@gatehouse/test-support';
+
 import type { LongRunning } from '../packages/netconfig/test/process-helpers.ts';
 import {
   rootSkipReason,
   run,
   runOrThrow,
-  skipLoudly,
   startLongRunning,
 } from '../packages/netconfig/test/process-helpers.ts';
 

@@ -18,7 +18,9 @@ import { join } from 'node:path';
 import { it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
-import { skipLoudly, systemTestSkipReason, TestNetwork } from './lib/netns.ts';
+import { skipLoudly } from '@gatehouse/test-support';
+
+import { systemTestSkipReason, TestNetwork } from './lib/netns.ts';
 import { describePing, ping } from './lib/ping.ts';
 import { gatehouseCli, startGatehouseUp, startPrivateEtc } from './lib/private-etc.ts';
 import { generateKeyPair, WireGuardGo } from './lib/wireguard-go.ts';

@@ -6,7 +6,10 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { skipLoudly, systemTestSkipReason, withTestNetwork } from './lib/netns.ts';
+
+import { skipLoudly } from '@gatehouse/test-support';
+
+import { systemTestSkipReason, withTestNetwork } from './lib/netns.ts';
 import type { TestNetwork } from './lib/netns.ts';
 import { describePing, ping } from './lib/ping.ts';
 import { PAIR_ADDRESSES, UNDERLAY_INTERFACE, createTunnelPair } from './lib/tunnel-peers.ts';

@@ -9,8 +9,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
+import { skipLoudly } from '@gatehouse/test-support';
+
 import { checkPingAndTransfer, startEnginePair } from './lib/engine-pair.ts';
-import { systemTestSkipReason, skipLoudly, withTestNetwork } from './lib/netns.ts';
+import { systemTestSkipReason, withTestNetwork } from './lib/netns.ts';
 
 const SIDES = [
   { underlay: 'fd00:210::1', tunnel: '10.213.0.1', port: 51830 },

@@ -6,8 +6,10 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
+import { skipLoudly } from '@gatehouse/test-support';
+
 import { checkPingAndTransfer, startEnginePair } from './lib/engine-pair.ts';
-import { systemTestSkipReason, skipLoudly, withTestNetwork } from './lib/netns.ts';
+import { systemTestSkipReason, withTestNetwork } from './lib/netns.ts';
 
 const SIDES = [
   { underlay: '10.210.0.1', tunnel: '10.211.0.1', port: 51820 },

@@ -3,7 +3,10 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
-import { skipLoudly, systemTestSkipReason } from './lib/netns.ts';
+
+import { skipLoudly } from '@gatehouse/test-support';
+
+import { systemTestSkipReason } from './lib/netns.ts';
 
 const orchestrator = fileURLToPath(new URL('./interop/wireguard-go.ts', import.meta.url));
 const CONTRACT = /^interop: wireguard-go ok handshakes=\d+ echo=(\d+)\/\1 rekeys=[1-9]\d*$/;

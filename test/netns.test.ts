@@ -4,12 +4,14 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
+
+import { skipLoudly } from '@gatehouse/test-support';
+
 import {
   TestNetwork,
   isProcessAlive,
   listNamespaces,
   runCommand,
-  skipLoudly,
   sweepStaleNamespaces,
   systemTestSkipReason,
   withTestNetwork,

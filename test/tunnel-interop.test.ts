@@ -8,7 +8,10 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { TestContext } from 'node:test';
-import { skipLoudly, systemTestSkipReason, withTestNetwork } from './lib/netns.ts';
+
+import { skipLoudly } from '@gatehouse/test-support';
+
+import { systemTestSkipReason, withTestNetwork } from './lib/netns.ts';
 import type { TestNetwork } from './lib/netns.ts';
 import { describePing, ping } from './lib/ping.ts';
 import { transferOverTcp } from './lib/tcp-transfer.ts';

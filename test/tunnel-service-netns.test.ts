@@ -13,7 +13,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { it } from 'node:test';
 
-import { skipLoudly, systemTestSkipReason, TestNetwork } from './lib/netns.ts';
+import { skipLoudly } from '@gatehouse/test-support';
+
+import { systemTestSkipReason, TestNetwork } from './lib/netns.ts';
 import { gatehouseCli, startGatehouseUp, startPrivateEtc } from './lib/private-etc.ts';
 
 const INTERFACE = 'ghsvc0';

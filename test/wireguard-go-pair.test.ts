@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { describe, test } from 'node:test';
-import { skipLoudly, systemTestSkipReason, withTestNetwork } from './lib/netns.ts';
+
+import { skipLoudly } from '@gatehouse/test-support';
+
+import { systemTestSkipReason, withTestNetwork } from './lib/netns.ts';
 import {
   WireGuardGo,
   generateKeyPair,

@@ -11,7 +11,6 @@ import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
-import type { TestContext } from 'node:test';
 
 export const NAMESPACE_PREFIX = 'gh-';
 const STALE_NAMESPACE = /^gh-[a-z0-9]+-(\d+)-\d+$/;
@@ -47,12 +46,6 @@ export function systemTestSkipReason(tools: readonly string[]): string | undefin
   const missing = missingTools(tools);
   if (missing.length > 0) return `missing tools: ${missing.join(', ')}`;
   return undefined;
-}
-
-/** Skips so that nobody mistakes the skip for a pass: reported by the runner and on stderr. */
-export function skipLoudly(t: TestContext, reason: string): void {
-  console.error(`SKIPPED ${t.fullName}: ${reason}`);
-  t.skip(reason);
 }
 
 export interface CommandResult {

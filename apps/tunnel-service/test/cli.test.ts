@@ -14,6 +14,7 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DnsResourcesStatusSchema, TunnelStatusSchema } from '@gatehouse/protocol';
+import { skipLoudly } from '@gatehouse/test-support';
 
 const LAUNCHER = new URL('../bin/gatehouse-tunnel', import.meta.url).pathname;
 const key = (fill: number) => Buffer.alloc(32, fill).toString('base64');
@@ -94,9 +95,7 @@ async function startUp(
 
 function skipUnlessRoot(t: TestContext): boolean {
   if (process.getuid?.() === 0) return false;
-  const reason = 'needs root: the control socket only admits root (SO_PEERCRED uid 0)';
-  console.error(`SKIPPED ${t.name}: ${reason}`);
-  t.skip(reason);
+  skipLoudly(t, 'needs root: the control socket only admits root (SO_PEERCRED uid 0)');
   return true;
 }
 

@@ -1,12 +1,6 @@
 /** Child processes for root tests: bounded waits for output, and cleanup by process group. */
 import type { ChildProcess } from 'node:child_process';
 import { spawn, spawnSync } from 'node:child_process';
-import type { TestContext } from 'node:test';
-
-export function skipLoudly(t: TestContext, reason: string): void {
-  console.error(`SKIPPED ${t.fullName}: ${reason}`);
-  t.skip(reason);
-}
 
 export function rootSkipReason(tools: readonly string[]): string | undefined {
   if (process.getuid?.() !== 0) return 'needs root: network and mount namespaces';

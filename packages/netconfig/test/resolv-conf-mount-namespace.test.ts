@@ -11,9 +11,11 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
+import { skipLoudly } from '@gatehouse/test-support';
+
 import { GATEHOUSE_MARKER } from '../src/dns/resolv-conf.ts';
 import type { LongRunning } from './process-helpers.ts';
-import { rootSkipReason, runOrThrow, skipLoudly, startLongRunning } from './process-helpers.ts';
+import { rootSkipReason, runOrThrow, startLongRunning } from './process-helpers.ts';
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/dns-control-process.ts', import.meta.url));
 const ORIGINAL = Buffer.from(

@@ -14,9 +14,11 @@ import { describe, it } from 'node:test';
 
 import { Message, Variant, sessionBus } from 'dbus-next';
 
+import { skipLoudly } from '@gatehouse/test-support';
+
 import { DbusResolvedManager, busNameHasOwner } from '../src/dns/resolved-dbus.ts';
 import type { LongRunning } from './process-helpers.ts';
-import { skipLoudly, startLongRunning } from './process-helpers.ts';
+import { startLongRunning } from './process-helpers.ts';
 
 const RESOLVE1 = 'org.freedesktop.resolve1';
 // dbus-next's typings declare the call being answered as a string; it is the Message.

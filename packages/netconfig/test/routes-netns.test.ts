@@ -9,9 +9,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it, test } from 'node:test';
 
+import { skipLoudly } from '@gatehouse/test-support';
+
 import type { IpCommand } from '../src/routes/gatehouse-routing.ts';
 import { findIpExecutable, GatehouseRouting } from '../src/routes/gatehouse-routing.ts';
-import { rootSkipReason, run, runOrThrow, skipLoudly } from './process-helpers.ts';
+import { rootSkipReason, run, runOrThrow } from './process-helpers.ts';
 
 const NAMESPACE = `gh-routes-${process.pid}`;
 const TUN = 'gh-tun';

@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+
+import { skipLoudly } from '@gatehouse/test-support';
+
 import type { TunStats } from '../src/index.ts';
-import { runScenario, skipLoudly, systemSkipReason } from './netns-harness.ts';
+import { runScenario, systemSkipReason } from './netns-harness.ts';
 
 interface EchoResult {
   stalled?: unknown;

@@ -6,7 +6,6 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import type { TestContext } from 'node:test';
 
 const NODE = process.execPath;
 const SCENARIOS = fileURLToPath(new URL('./netns-scenarios.ts', import.meta.url));
@@ -26,11 +25,6 @@ export function systemSkipReason(): string | undefined {
     return 'needs iproute2 (ip)';
   }
   return undefined;
-}
-
-export function skipLoudly(t: TestContext, reason: string): void {
-  console.error(`SKIPPED ${t.fullName}: ${reason}`);
-  t.skip(reason);
 }
 
 /** Runs `scenario` in a fresh namespace; resolves with the JSON it printed last. */

@@ -4,6 +4,8 @@ import { once } from 'node:events';
 import net from 'node:net';
 import { describe, it } from 'node:test';
 
+import { skipLoudly } from '@gatehouse/test-support';
+
 import { openMarkedSocket } from '../src/index.ts';
 import { getIntOption } from '../src/linux/linux-udp-socket.ts';
 import { SOL_SOCKET, SO_MARK } from '../src/linux/libc.ts';
@@ -12,11 +14,7 @@ const MARK = 0x4748;
 
 void describe('openMarkedSocket', () => {
   void it('hands Node a marked UDP socket that sends and receives', async (t) => {
-    if (process.getuid?.() !== 0) {
-      console.error(`SKIPPED ${t.fullName}: needs root: SO_MARK needs CAP_NET_ADMIN`);
-      t.skip('needs root: SO_MARK needs CAP_NET_ADMIN');
-      return;
-    }
+    if (process.getuid?.() !== 0) return skipLoudly(t, 'needs root: SO_MARK needs CAP_NET_ADMIN');
     const echo = dgram.createSocket('udp4');
     const fd = openMarkedSocket(4, 'udp', MARK);
     const socket = dgram.createSocket('udp4');
@@ -39,11 +37,7 @@ void describe('openMarkedSocket', () => {
   });
 
   void it('hands Node a marked TCP socket that connects', async (t) => {
-    if (process.getuid?.() !== 0) {
-      console.error(`SKIPPED ${t.fullName}: needs root: SO_MARK needs CAP_NET_ADMIN`);
-      t.skip('needs root: SO_MARK needs CAP_NET_ADMIN');
-      return;
-    }
+    if (process.getuid?.() !== 0) return skipLoudly(t, 'needs root: SO_MARK needs CAP_NET_ADMIN');
     const server = net.createServer((peer) => peer.end('hello'));
     server.listen(0, '::1');
     await once(server, 'listening');

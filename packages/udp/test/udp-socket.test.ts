@@ -3,6 +3,8 @@ import { once } from 'node:events';
 import { describe, it } from 'node:test';
 import { Worker } from 'node:worker_threads';
 
+import { skipLoudly } from '@gatehouse/test-support';
+
 import {
   DatagramBatch,
   LinuxUdpSocket,
@@ -235,11 +237,7 @@ void describe('linux UDP GSO and GRO', () => {
 
 void describe('linux UDP socket options', () => {
   void it('sets SO_MARK', (t) => {
-    if (process.getuid?.() !== 0) {
-      console.error(`SKIPPED ${t.fullName}: needs root: SO_MARK needs CAP_NET_ADMIN`);
-      t.skip('needs root: SO_MARK needs CAP_NET_ADMIN');
-      return;
-    }
+    if (process.getuid?.() !== 0) return skipLoudly(t, 'needs root: SO_MARK needs CAP_NET_ADMIN');
     const socket = LinuxUdpSocket.open({ family: 4, address: '127.0.0.1', fwmark: 0x51820 });
     try {
       assert.equal(getIntOption(socket.fd, SOL_SOCKET, SO_MARK), 0x51820);
