@@ -4,7 +4,8 @@
  * shared-memory keypairs → one batched UDP send; a batch of UDP datagrams →
  * opened (replay-checked) straight into TUN write slots → source address
  * checked against the peer's AllowedIPs → RFC 6040 ECN → one batched TUN
- * write. Handshake messages go to the control thread through a ring.
+ * write. Handshake messages of the right size (and MAC1, which only needs
+ * our public key) go to the control thread through a ring.
  *
  * Nothing is allocated per packet: packets are read into the slots they
  * are sealed and sent from, decrypted into the slots they are written
@@ -23,8 +24,13 @@ import type { Ecn, TunQueueIo } from '@gatehouse/tun';
 import { DatagramBatch, MAX_DATAGRAM_BYTES } from '@gatehouse/udp';
 import type { DatagramSocket } from '@gatehouse/udp';
 import {
+  hasValidMac1,
   MESSAGE_HANDSHAKE_COOKIE,
+  MESSAGE_HANDSHAKE_COOKIE_SIZE,
   MESSAGE_HANDSHAKE_INITIATION,
+  MESSAGE_HANDSHAKE_INITIATION_SIZE,
+  MESSAGE_HANDSHAKE_RESPONSE,
+  MESSAGE_HANDSHAKE_RESPONSE_SIZE,
   MESSAGE_TRANSPORT_DATA,
   MESSAGE_TRANSPORT_HEADER_SIZE,
   MESSAGE_TRANSPORT_MIN_SIZE,
@@ -52,6 +58,7 @@ import type { SharedAddressActivity } from './address-activity.ts';
 import { AllowedIpsTable, NO_PEER } from './allowed-ips.ts';
 import type { SharedAllowedIpsTable } from './allowed-ips.ts';
 import {
+  DROP_BAD_MAC1,
   DROP_DECRYPT_FAILED,
   DROP_ECN_NOT_ECT,
   DROP_EXPIRED,
@@ -82,6 +89,8 @@ export interface DataPathOptions {
   udp: DatagramSocket;
   /** Where handshake messages (types 1–3) go: the control thread. */
   handshakes: HandshakeRing;
+  /** The MAC1 key for our public key: initiations and responses without a valid MAC1 stay out of the ring. */
+  mac1Key: Uint8Array;
   /** Packets held per peer while a handshake is under way (default 128). */
   holdPerPeer?: number;
 }
@@ -95,6 +104,12 @@ const POLY1305_TAG = 16;
  */
 const GRO_RECEIVE_SLOTS = 16;
 
+const HANDSHAKE_SIZES: Record<number, number | undefined> = {
+  [MESSAGE_HANDSHAKE_INITIATION]: MESSAGE_HANDSHAKE_INITIATION_SIZE,
+  [MESSAGE_HANDSHAKE_RESPONSE]: MESSAGE_HANDSHAKE_RESPONSE_SIZE,
+  [MESSAGE_HANDSHAKE_COOKIE]: MESSAGE_HANDSHAKE_COOKIE_SIZE,
+};
+
 export class DataPath {
   readonly #transport: TransportPath;
   readonly #transportWords: Int32Array;
@@ -105,6 +120,7 @@ export class DataPath {
   readonly #tun: TunQueueIo;
   readonly #udp: DatagramSocket;
   readonly #handshakes: HandshakeRing;
+  readonly #mac1Key: Uint8Array;
   readonly #holdPerPeer: number;
 
   /** Outbound: TUN packets are read HEADROOM bytes into these slots and sealed where they lie. */
@@ -144,6 +160,7 @@ export class DataPath {
     this.#tun = tun;
     this.#udp = udp;
     this.#handshakes = options.handshakes;
+    this.#mac1Key = options.mac1Key;
     this.#holdPerPeer = options.holdPerPeer ?? 128;
     const peers = options.transport.peerSlots;
     this.#endpointSequence = new Int32Array(peers).fill(-1);
@@ -346,11 +363,7 @@ export class DataPath {
     }
     const type = messageType(data, offset);
     if (type !== MESSAGE_TRANSPORT_DATA) {
-      if (type >= MESSAGE_HANDSHAKE_INITIATION && type <= MESSAGE_HANDSHAKE_COOKIE) {
-        this.#handshakes.push(data, offset, length, batch, slot);
-      } else {
-        this.#drops.add(UNATTRIBUTED, DROP_UNKNOWN_TYPE);
-      }
+      this.#receiveHandshake(type, slot, offset, length);
       return;
     }
     if (length < MESSAGE_TRANSPORT_MIN_SIZE) {
@@ -384,6 +397,24 @@ export class DataPath {
     this.#writeLengths[write] = opened;
     this.#pendingWrites = write + 1;
     if (this.#pendingWrites === this.#writeViews.length) this.#flushWrites();
+  }
+
+  /** Screens a handshake message as the control thread would, before it takes a ring entry. */
+  #receiveHandshake(type: number, slot: number, offset: number, length: number): void {
+    const batch = this.#in;
+    const size = HANDSHAKE_SIZES[type];
+    if (size === undefined) {
+      this.#drops.add(UNATTRIBUTED, DROP_UNKNOWN_TYPE);
+    } else if (length !== size) {
+      this.#drops.add(UNATTRIBUTED, DROP_MALFORMED);
+    } else if (
+      type !== MESSAGE_HANDSHAKE_COOKIE &&
+      !hasValidMac1(this.#mac1Key, batch.data, offset, length)
+    ) {
+      this.#drops.add(UNATTRIBUTED, DROP_BAD_MAC1);
+    } else {
+      this.#handshakes.push(batch.data, offset, length, batch, slot);
+    }
   }
 
   #flushWrites(): void {

@@ -46,6 +46,7 @@ if (parentPort !== null) {
       tun: io.tun,
       udp: io.udp,
       handshakes: new HandshakeRing(setup.transport.buffer, setup.handshakes),
+      mac1Key: setup.mac1Key,
     });
     report({ ready: true });
     run(dataPath, io.readiness, new Int32Array(setup.control), setup.port);

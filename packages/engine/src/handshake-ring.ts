@@ -15,7 +15,14 @@ const HEAD = 0;
 const TAIL = 1;
 const DROPPED = 2;
 const HEADER_WORDS = 4;
-const ENTRIES = 64;
+export const HANDSHAKE_RING_ENTRIES = 64;
+const ENTRIES = HANDSHAKE_RING_ENTRIES;
+/**
+ * Messages waiting in one ring that put the device under load (cookie
+ * replies instead of handshakes, see WireGuardDevice.noteHandshakeQueueDepth):
+ * an eighth of the ring, as wireguard-go's QueueHandshakeSize / 8.
+ */
+export const UNDER_LOAD_RING_DEPTH = HANDSHAKE_RING_ENTRIES / 8;
 // Per entry: length, family, port (3 words), address (16 bytes), message.
 const ENTRY_BYTES = 256;
 const MESSAGE_AT = 28;
@@ -39,6 +46,11 @@ export class HandshakeRing {
   /** Messages dropped because the ring was full or they were too long. */
   get dropped(): number {
     return Atomics.load(this.#words, DROPPED);
+  }
+
+  /** Messages pushed and not yet drained. */
+  get waiting(): number {
+    return Atomics.load(this.#words, HEAD) - Atomics.load(this.#words, TAIL);
   }
 
   /** Producer: copies a datagram and the endpoint of `slot` in `from`. */

@@ -19,6 +19,8 @@ export const DROP_REASONS = [
   'bad-mac1',
   'bad-mac2-under-load',
   'cookie-sent',
+  'source-rate-limited',
+  'source-table-full',
   'bad-cookie',
   'unknown-receiver',
   'unknown-peer',

@@ -53,3 +53,15 @@ export const TIMESTAMP_LENGTH = 12;
 
 /** Packets held per peer while a handshake is under way (wireguard-go stages as many). */
 export const MAX_STAGED_PACKETS = 128;
+
+/** Handshake messages waiting that put a device under load (wireguard-go: QueueHandshakeSize / 8). */
+export const UNDER_LOAD_QUEUE_DEPTH = 128;
+/** A loaded handshake queue keeps the device under load this long (wireguard-go's UnderLoadAfterTime). */
+export const UNDER_LOAD_AFTER_TIME = 1_000;
+/** Under load, handshake messages handled per second per source address, after a burst (wireguard-go's ratelimiter). */
+export const HANDSHAKE_RATE_PER_SECOND = 20;
+export const HANDSHAKE_RATE_BURST = 5;
+/** Source addresses the rate limiter tracks at most; a new source beyond them is refused. */
+export const MAX_RATE_LIMITED_SOURCES = 4096;
+/** A source's bucket is forgotten after this long without a message (it is full again by then). */
+export const RATE_LIMITER_IDLE_TIME = 1_000;

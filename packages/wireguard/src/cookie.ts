@@ -8,7 +8,14 @@
  */
 
 import { COOKIE_NONCE_LENGTH, COOKIE_REFRESH_TIME, LABEL_COOKIE, LABEL_MAC1 } from './constants.ts';
-import { constantTimeEqual, hash, mac, xaeadOpen, xaeadSeal } from './crypto/primitives.ts';
+import {
+  MAC_LENGTH,
+  constantTimeEqual,
+  hash,
+  mac,
+  xaeadOpen,
+  xaeadSeal,
+} from './crypto/primitives.ts';
 import { endpointBytes } from './endpoint.ts';
 import type { Endpoint } from './endpoint.ts';
 import { mac1Offset, mac2Offset, writeCookieReply } from './messages.ts';
@@ -31,9 +38,7 @@ export class CookieChecker {
   }
 
   isMac1Valid(message: Uint8Array): boolean {
-    const offset = mac1Offset(message);
-    const expected = mac(this.#mac1Key, message.subarray(0, offset));
-    return constantTimeEqual(expected, message.subarray(offset, offset + expected.length));
+    return hasValidMac1(this.#mac1Key, message, 0, message.length);
   }
 
   /** False when the secret the cookie would have come from has expired. */
@@ -116,8 +121,27 @@ export class CookieGenerator {
   }
 }
 
-function mac1Key(publicKey: Uint8Array): Uint8Array {
+/**
+ * The key of MAC1 on handshake messages to `publicKey`. Anyone who knows
+ * the public key can compute it: it only screens out senders who do not.
+ */
+export function mac1Key(publicKey: Uint8Array): Uint8Array {
   return hash(new TextEncoder().encode(LABEL_MAC1), publicKey);
+}
+
+/** Whether the handshake message at `offset` in `bytes` carries a valid MAC1 under `key`. */
+export function hasValidMac1(
+  key: Uint8Array,
+  bytes: Uint8Array,
+  offset: number,
+  length: number,
+): boolean {
+  const message = bytes.subarray(offset, offset + length);
+  const at = mac1Offset(message);
+  return constantTimeEqual(
+    mac(key, message.subarray(0, at)),
+    message.subarray(at, at + MAC_LENGTH),
+  );
 }
 
 function cookieKey(publicKey: Uint8Array): Uint8Array {

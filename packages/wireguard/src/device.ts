@@ -18,8 +18,10 @@ import {
   REKEY_ATTEMPT_TIME,
   REKEY_TIMEOUT,
   REKEY_TIMEOUT_JITTER_MAX,
+  UNDER_LOAD_QUEUE_DEPTH,
 } from './constants.ts';
 import { CookieChecker } from './cookie.ts';
+import { HandshakeAdmission } from './handshake-admission.ts';
 import { dh, randomBytes as systemRandomBytes } from './crypto/primitives.ts';
 import type { CryptoProvider } from './crypto/provider.ts';
 import { addressBytes, isValidEndpoint, sameEndpoint } from './endpoint.ts';
@@ -105,6 +107,11 @@ export interface DeviceOptions {
   /** Send-side rekey threshold; REKEY_AFTER_MESSAGES unless a test needs it reachable. */
   rekeyAfterMessages?: number;
   capacity?: SharedTransportCapacity;
+  /**
+   * Handshake messages waiting (see noteHandshakeQueueDepth) that put the
+   * device under load; default UNDER_LOAD_QUEUE_DEPTH.
+   */
+  underLoadQueueDepth?: number;
 }
 
 export class WireGuardDevice {
@@ -124,7 +131,7 @@ export class WireGuardDevice {
   readonly #transmits: Transmit[] = [];
   readonly #events: DeviceEvent[] = [];
   readonly #deviceDrops = emptyDropCounts();
-  #underLoad = false;
+  readonly #admission: HandshakeAdmission;
   #closed = false;
   #lastNowMs = 0;
 
@@ -137,6 +144,9 @@ export class WireGuardDevice {
     this.#randomBytes = options.randomBytes ?? systemRandomBytes;
     this.#noise = new NoiseHandshake(this.#identity, options.crypto);
     this.#cookieChecker = new CookieChecker(this.#identity.publicKey, this.#randomBytes);
+    this.#admission = new HandshakeAdmission({
+      underLoadQueueDepth: options.underLoadQueueDepth ?? UNDER_LOAD_QUEUE_DEPTH,
+    });
     this.sharedMemory = createSharedTransportMemory({
       mtu: options.mtu,
       capacity: options.capacity,
@@ -203,8 +213,14 @@ export class WireGuardDevice {
     this.#closed = true;
   }
 
-  setUnderLoad(underLoad: boolean): void {
-    this.#underLoad = underLoad;
+  /**
+   * How many handshake messages wait to be handled, as the caller's queue
+   * holds them now. A deep queue puts the device under load for
+   * UNDER_LOAD_AFTER_TIME: then only handshake messages with a valid MAC2
+   * are handled (the rest get cookie replies), within a rate per source.
+   */
+  noteHandshakeQueueDepth(depth: number, now: Instant): void {
+    this.#admission.noteQueueDepth(depth, now.monotonicMs);
   }
 
   handleDatagram(datagram: Uint8Array, from: Endpoint, now: Instant): void {
@@ -419,14 +435,24 @@ export class WireGuardDevice {
     }
   }
 
-  /** MAC1 always; MAC2 when under load, answering a missing or stale one with a cookie. */
+  /**
+   * MAC1 always; under load MAC2 too, answering a missing or stale one with
+   * a cookie, and the source's rate.
+   */
   #checkMacs(message: Uint8Array, senderIndex: number, from: Endpoint, now: Instant): boolean {
     if (!this.#cookieChecker.isMac1Valid(message)) {
       this.#drop(undefined, 'bad-mac1');
       return false;
     }
-    if (!this.#underLoad || this.#cookieChecker.isMac2Valid(message, from, now.monotonicMs)) {
-      return true;
+    if (!this.#admission.isUnderLoad(now.monotonicMs)) return true;
+    if (this.#cookieChecker.isMac2Valid(message, from, now.monotonicMs)) {
+      const admission = this.#admission.admit(addressBytes(from.address)!, now.monotonicMs);
+      if (admission === 'admit') return true;
+      this.#drop(
+        undefined,
+        admission === 'rate-limited' ? 'source-rate-limited' : 'source-table-full',
+      );
+      return false;
     }
     const reply = this.#cookieChecker.createReply(message, senderIndex, from, now.monotonicMs);
     if (reply === undefined) {

@@ -7,3 +7,4 @@ export * from './transport.ts';
 export { ReplayWindow, REPLAY_WINDOW_SIZE, REPLAY_WINDOW_WORDS } from './replay-window.ts';
 export { tai64n, isLaterTimestamp } from './tai64n.ts';
 export { messageType } from './messages.ts';
+export { hasValidMac1, mac1Key } from './cookie.ts';

@@ -15,6 +15,10 @@ export const DROP_REASONS = [
   'bad-mac1',
   'bad-mac2-under-load',
   'cookie-sent',
+  /** Under load, a source address beyond its rate of handshake messages. */
+  'source-rate-limited',
+  /** Under load, a new source while the rate limiter's table was full. */
+  'source-table-full',
   'bad-cookie',
   'unknown-receiver',
   'unknown-peer',

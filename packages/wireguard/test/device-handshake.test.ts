@@ -11,6 +11,8 @@ import {
   REKEY_AFTER_TIME,
   REKEY_ATTEMPT_TIME,
   REKEY_TIMEOUT,
+  UNDER_LOAD_AFTER_TIME,
+  UNDER_LOAD_QUEUE_DEPTH,
 } from '../src/constants.ts';
 import { libsodiumWasmProvider } from '../src/crypto/libsodium-wasm.ts';
 import type { Transmit } from '../src/device.ts';
@@ -305,10 +307,22 @@ void describe('WireGuardDevice keepalives', () => {
   });
 });
 
+/** Bob's handshake queue is deep whenever something reaches him, as during a flood. */
+function floodBob(net: TwoPeers): void {
+  net.deliverIf = (from) => {
+    if (from === net.alice) loadBob(net);
+    return true;
+  };
+}
+
+function loadBob(net: TwoPeers): void {
+  net.bob.device.noteHandshakeQueueDepth(UNDER_LOAD_QUEUE_DEPTH, net.clock.now());
+}
+
 void describe('WireGuardDevice cookies under load', () => {
   void it('answers an initiation without MAC2 with a cookie, then accepts the retry that carries it', () => {
     const net = new TwoPeers();
-    net.bob.device.setUnderLoad(true);
+    floodBob(net);
 
     net.handshake();
 
@@ -332,7 +346,7 @@ void describe('WireGuardDevice cookies under load', () => {
 
   void it('refuses a cookie reply it did not ask for', () => {
     const net = new TwoPeers();
-    net.bob.device.setUnderLoad(true);
+    floodBob(net);
     net.handshake();
     const cookie = ofType(net.bob.sent, MESSAGE_HANDSHAKE_COOKIE)[0]!.datagram;
 
@@ -344,11 +358,12 @@ void describe('WireGuardDevice cookies under load', () => {
 
   void it('binds the cookie to the source address', () => {
     const net = new TwoPeers();
-    net.bob.device.setUnderLoad(true);
+    floodBob(net);
     net.handshake();
     net.clock.advance(REKEY_TIMEOUT + 400);
     net.alice.device.handleTimeout(net.clock.now());
     const retry = net.alice.device.pollTransmit()!;
+    loadBob(net);
 
     net.bob.device.handleDatagram(
       retry.datagram,
@@ -359,6 +374,46 @@ void describe('WireGuardDevice cookies under load', () => {
     const reply = net.bob.device.pollTransmit();
     assert.equal(reply?.datagram[0], MESSAGE_HANDSHAKE_COOKIE);
     assert.deepEqual(reply?.to, { address: '203.0.113.9', port: 1 });
+  });
+
+  void it('under load, limits each source address to its rate even with a valid MAC2', () => {
+    const net = new TwoPeers();
+    floodBob(net);
+    net.handshake();
+    net.runFor(REKEY_TIMEOUT + 400);
+    assert.equal(net.take(net.bob, 'handshake-complete').length, 1);
+    const withMac2 = initiations(net.alice)[1]!.datagram;
+    net.take(net.bob, 'drop');
+    net.clock.advance(1000);
+
+    for (let n = 0; n < 8; n++) {
+      loadBob(net);
+      net.bob.device.handleDatagram(withMac2, net.alice.endpoint, net.clock.now());
+    }
+
+    const drops = net.take(net.bob, 'drop').map((event) => event.reason);
+    assert.deepEqual(drops, [
+      ...Array<string>(5).fill('stale-timestamp'),
+      ...Array<string>(3).fill('source-rate-limited'),
+    ]);
+    assert.equal(net.bob.device.deviceDrops()['source-rate-limited'], 3);
+  });
+
+  void it('leaves load UNDER_LOAD_AFTER_TIME after the queue was last deep', () => {
+    const net = new TwoPeers();
+    loadBob(net);
+    net.clock.advance(UNDER_LOAD_AFTER_TIME - 1);
+    net.handshake();
+    assert.deepEqual(
+      net.take(net.bob, 'drop').map((event) => event.reason),
+      ['cookie-sent'],
+    );
+
+    net.clock.advance(1);
+    net.runFor(REKEY_TIMEOUT + 400);
+
+    assert.equal(net.take(net.bob, 'handshake-complete').length, 1);
+    assert.equal(net.bob.device.deviceDrops()['cookie-sent'], 1);
   });
 });
 
