@@ -50,14 +50,13 @@ import type { CryptoProviderName, Instant } from '@gatehouse/wireguard';
 
 import { AddressActivity } from './address-activity.ts';
 import { AllowedIps, parsePrefix } from './allowed-ips.ts';
-import type { AllowedIpsTable, SharedAllowedIpsTable } from './allowed-ips.ts';
+import type { AllowedIpsTable } from './allowed-ips.ts';
 import { monotonicMs } from './data-path.ts';
 import { DROP_REASONS, DropCounters, UNATTRIBUTED } from './drop-counters.ts';
 import { HandshakeRing, UNDER_LOAD_RING_DEPTH } from './handshake-ring.ts';
 import { limitMallocArenas } from './malloc-arenas.ts';
 import { startStrippedWorker } from './stripped-worker.ts';
 import { openEngineSockets } from './udp-sockets.ts';
-import { judgeWorkerDeath, WORKER_RESTART_WINDOW_MS } from './worker-restarts.ts';
 import { CONTROL_CONFIG_EPOCH, CONTROL_STOP, CONTROL_WORDS } from './worker-protocol.ts';
 import type { WorkerIo, WorkerReport, WorkerSetup } from './worker-protocol.ts';
 
@@ -86,11 +85,6 @@ export interface EngineOptions {
   offloads?: boolean;
   crypto?: 'auto' | CryptoProviderName;
   log?: (level: EngineLogLevel, message: string) => void;
-  /**
-   * The engine failed for good after start: a data worker died more often
-   * than it may be restarted. Its status then carries the error; stop it.
-   */
-  onFailed?: (error: Error) => void;
   /** At most one prefix per family whose addresses' last packets `idleMs` answers for (the DNS stub's proxy ranges). */
   watchedRanges?: readonly string[];
 }
@@ -122,10 +116,6 @@ export interface EngineStatus {
   peers: EnginePeerStatus[];
   /** Packets to destinations no peer's AllowedIPs cover. */
   noRoute: number;
-  /** Data workers started again after they died. */
-  workerRestarts: number;
-  /** Why the engine failed (see EngineOptions.onFailed); null while it works. */
-  failure: string | null;
   /** Drops no peer can be blamed for (unknown receiver index, failed sends, handshake ring full). */
   unattributedDrops: Record<EngineDropReason | 'handshake-ring-full', number>;
 }
@@ -135,28 +125,16 @@ export interface EngineMemoryDevices {
   tun: MemoryTunQueues;
   network: MemoryUdpNetwork;
   sockets: MemoryUdpSocket[];
-  /** Sees every data worker as it is started (restarts too), e.g. to make one die. */
-  observeWorker?: (queue: number, worker: Worker) => void;
 }
 
-/** What every data worker starts with but its own IO, ring and port and the current AllowedIPs table. */
-type WorkerTemplate = Omit<WorkerSetup, 'io' | 'allowedIps' | 'handshakes' | 'port'>;
-
-/**
- * One TUN queue's data worker. The control thread owns the queue's fd and
- * sockets (workers never close them), so a worker that died can be started
- * again over the same ones.
- */
 interface DataWorker {
-  queue: number;
-  io: WorkerIo;
-  socket: DatagramSocket;
-  ring: HandshakeRing;
   worker: Worker;
   port: MessagePort;
-  exited: boolean;
-  /** The last failure the worker reported, for the log and the engine's error. */
-  lastError: string | undefined;
+  socket: DatagramSocket;
+  ring: HandshakeRing;
+  /** The TUN fd to close if the worker never got to close it (Linux). */
+  tunFd: number | undefined;
+  closed: boolean;
 }
 
 interface PeerEntry {
@@ -185,14 +163,6 @@ export class Engine {
   readonly #peers = new Map<string, PeerEntry>();
   readonly #send = new DatagramBatch(1, 2048);
   readonly #closeDevices: () => void;
-  readonly #template: WorkerTemplate;
-  readonly #observeWorker: ((queue: number, worker: Worker) => void) | undefined;
-  readonly #onFailed: (error: Error) => void;
-  /** The table workers have (a restarted worker starts with it). */
-  #allowedIps: SharedAllowedIpsTable;
-  #workerDeathsMs: number[] = [];
-  #workerRestarts = 0;
-  #failure: string | undefined;
   #timer: NodeJS.Timeout | undefined;
   #stopping: Promise<void> | undefined;
 
@@ -206,9 +176,6 @@ export class Engine {
     activity: AddressActivity;
     listenPort: number;
     closeDevices: () => void;
-    template: WorkerTemplate;
-    allowedIps: SharedAllowedIpsTable;
-    observeWorker: ((queue: number, worker: Worker) => void) | undefined;
   }) {
     this.interfaceName = init.options.interfaceName;
     this.listenPort = init.listenPort;
@@ -221,11 +188,6 @@ export class Engine {
     this.#drops = init.drops;
     this.#activity = init.activity;
     this.#closeDevices = init.closeDevices;
-    this.#template = init.template;
-    this.#allowedIps = init.allowedIps;
-    this.#observeWorker = init.observeWorker;
-    this.#onFailed = init.options.onFailed ?? (() => {});
-    for (const worker of this.#workers) this.#supervise(worker);
   }
 
   /** Opens the TUN device (exclusively), the sockets and the workers, then adds `peers`. */
@@ -277,20 +239,13 @@ export class Engine {
       if (devices.sockets.length !== devices.tun.queueCount) {
         throw new RangeError('one socket per TUN queue');
       }
-      return Engine.#start(
-        options,
-        peers,
-        devices.sockets,
-        undefined,
-        (queue, socket) => ({
-          kind: 'memory',
-          tun: devices.tun.shared,
-          queue,
-          network: devices.network.shared,
-          socket: (socket as MemoryUdpSocket).index,
-        }),
-        devices.observeWorker,
-      );
+      return Engine.#start(options, peers, devices.sockets, undefined, (queue, socket) => ({
+        kind: 'memory',
+        tun: devices.tun.shared,
+        queue,
+        network: devices.network.shared,
+        socket: (socket as MemoryUdpSocket).index,
+      }));
     });
   }
 
@@ -300,13 +255,15 @@ export class Engine {
     sockets: DatagramSocket[],
     tun: OpenedTunQueues | undefined,
     workerIo: (queue: number, socket: DatagramSocket) => WorkerIo,
-    observeWorker?: (queue: number, worker: Worker) => void,
   ): Promise<Engine> {
     const log = options.log ?? (() => {});
     const workers: DataWorker[] = [];
     const closeDevices = (): void => {
       for (const socket of sockets) socket.close();
-      if (tun !== undefined) closeTunQueueFds(tun.fds);
+      const open = workers.filter((w) => !w.closed && w.tunFd !== undefined);
+      if (tun !== undefined) {
+        closeTunQueueFds(workers.length === 0 ? tun.fds : open.map((w) => w.tunFd!));
+      }
     };
     try {
       const selection = await selectCryptoProvider(options.crypto ?? 'auto');
@@ -321,29 +278,37 @@ export class Engine {
       const table = new AllowedIps().compile();
       const control = new Int32Array(new SharedArrayBuffer(CONTROL_WORDS * 4));
       const activity = AddressActivity.create(options.watchedRanges ?? [], monotonicMs());
-      const template: WorkerTemplate = {
-        transport: device.sharedMemory,
-        crypto: selection.provider.name,
-        dropCounters: drops.buffer,
-        activity: activity.shared,
-        mac1Key: mac1Key(device.publicKey),
-        control: control.buffer as SharedArrayBuffer,
-      };
       for (let queue = 0; queue < sockets.length; queue++) {
-        const io = workerIo(queue, sockets[queue]!);
+        const channel = new MessageChannel();
         const ring = new HandshakeRing(device.sharedMemory.buffer);
-        const started = spawnWorker(template, queue, io, ring, table.shared, observeWorker);
+        const setup: WorkerSetup = {
+          io: workerIo(queue, sockets[queue]!),
+          transport: device.sharedMemory,
+          crypto: selection.provider.name,
+          allowedIps: table.shared,
+          dropCounters: drops.buffer,
+          activity: activity.shared,
+          handshakes: ring.buffer,
+          mac1Key: mac1Key(device.publicKey),
+          control: control.buffer as SharedArrayBuffer,
+          port: channel.port2,
+        };
+        const worker = startStrippedWorker(new URL('./engine-worker.ts', import.meta.url), {
+          workerData: setup,
+          transferList: [channel.port2],
+          // The data path allocates nothing per packet: a small nursery keeps RSS down.
+          resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB },
+        });
         workers.push({
-          queue,
-          io,
+          worker,
+          port: channel.port1,
           socket: sockets[queue]!,
           ring,
-          ...started,
-          exited: false,
-          lastError: undefined,
+          tunFd: tun?.fds[queue],
+          closed: false,
         });
       }
-      await Promise.all(workers.map((w) => watchWorker(w, log)));
+      await Promise.all(workers.map((w, queue) => watchWorker(w, queue, log)));
       const engine = new Engine({
         options,
         device,
@@ -354,9 +319,6 @@ export class Engine {
         activity,
         listenPort: sockets[0]!.localPort,
         closeDevices,
-        template,
-        allowedIps: table.shared,
-        observeWorker,
       });
       const families =
         sockets[0] instanceof DualStackSocket && sockets[0].v6 ? 'IPv4+IPv6' : 'IPv4';
@@ -479,8 +441,6 @@ export class Engine {
       cryptoProvider: this.cryptoProvider,
       peers,
       noRoute: this.#drops.noRoute(),
-      workerRestarts: this.#workerRestarts,
-      failure: this.#failure ?? null,
       unattributedDrops: unattributed,
     };
   }
@@ -504,57 +464,6 @@ export class Engine {
     this.#peers.clear();
   }
 
-  /** A worker that exits while the engine runs has died: start it again, or fail the engine. */
-  #supervise(data: DataWorker): void {
-    data.worker.once('exit', (code) => {
-      data.exited = true;
-      if (this.#stopping !== undefined || this.#failure !== undefined) return;
-      const cause = data.lastError ?? `exited with code ${code}`;
-      const verdict = judgeWorkerDeath(this.#workerDeathsMs, monotonicMs());
-      this.#workerDeathsMs = verdict.recentDeathsMs;
-      if (!verdict.restart) {
-        this.#fail(
-          `data worker ${data.queue} died ${verdict.recentDeathsMs.length} times within ` +
-            `${WORKER_RESTART_WINDOW_MS / 1000} s (last: ${cause})`,
-        );
-        return;
-      }
-      this.#workerRestarts++;
-      this.#log(
-        'error',
-        `${this.interfaceName}: data worker ${data.queue} died (${cause}); restarting it`,
-      );
-      void this.#restart(data);
-    });
-  }
-
-  async #restart(data: DataWorker): Promise<void> {
-    data.port.close();
-    const started = spawnWorker(
-      this.#template,
-      data.queue,
-      data.io,
-      data.ring,
-      this.#allowedIps,
-      this.#observeWorker,
-    );
-    Object.assign(data, started, { exited: false, lastError: undefined });
-    this.#supervise(data);
-    try {
-      await watchWorker(data, this.#log);
-      this.#log('info', `${this.interfaceName}: data worker ${data.queue} restarted`);
-    } catch {
-      // A worker that never got ready is ended; its exit counts as another death.
-      await data.worker.terminate();
-    }
-  }
-
-  #fail(message: string): void {
-    this.#failure = message;
-    this.#log('error', `${this.interfaceName}: the engine failed: ${message}`);
-    this.#onFailed(new Error(message));
-  }
-
   #compileTable(): AllowedIpsTable {
     const allowed = new AllowedIps();
     for (const entry of this.#peers.values()) {
@@ -564,7 +473,6 @@ export class Engine {
   }
 
   #publish(table: AllowedIpsTable): void {
-    this.#allowedIps = table.shared;
     for (const worker of this.#workers) worker.port.postMessage({ allowedIps: table.shared });
     Atomics.add(this.#control, CONTROL_CONFIG_EPOCH, 1);
     for (const worker of this.#workers) worker.socket.wake();
@@ -644,65 +552,35 @@ async function wipingKeyOnFailure(
   }
 }
 
-/** Starts queue `queue`'s data worker over `io` (the same fds and sockets on every start). */
-function spawnWorker(
-  template: WorkerTemplate,
-  queue: number,
-  io: WorkerIo,
-  ring: HandshakeRing,
-  allowedIps: SharedAllowedIpsTable,
-  observe: ((queue: number, worker: Worker) => void) | undefined,
-): { worker: Worker; port: MessagePort } {
-  const channel = new MessageChannel();
-  const setup: WorkerSetup = {
-    ...template,
-    io,
-    allowedIps,
-    handshakes: ring.buffer,
-    port: channel.port2,
-  };
-  const worker = startStrippedWorker(new URL('./engine-worker.ts', import.meta.url), {
-    workerData: setup,
-    transferList: [channel.port2],
-    // The data path allocates nothing per packet: a small nursery keeps RSS down.
-    resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB },
-  });
-  observe?.(queue, worker);
-  return { worker, port: channel.port1 };
-}
-
-/**
- * Resolves when the worker reports ready; rejects when it fails or exits
- * first. What it reports failing (then or later) is kept as its last error.
- */
+/** Resolves when the worker reports ready; rejects when it fails or exits first. */
 function watchWorker(
   data: DataWorker,
+  queue: number,
   log: (level: EngineLogLevel, message: string) => void,
 ): Promise<void> {
-  const { worker, queue } = data;
   return new Promise((resolve, reject) => {
     const timer = setTimeout(
       () => reject(new Error(`data worker ${queue} did not start`)),
       WORKER_START_TIMEOUT_MS,
     );
-    worker.on('message', (message: WorkerReport) => {
+    data.worker.on('message', (message: WorkerReport) => {
       if ('ready' in message) {
         clearTimeout(timer);
         resolve();
+      } else if ('closed' in message) {
+        data.closed = true;
       } else {
-        data.lastError = message.failed;
         log('error', `data worker ${queue} failed: ${message.failed}`);
         clearTimeout(timer);
         reject(new Error(`data worker ${queue} failed: ${message.failed}`));
       }
     });
-    worker.on('error', (error) => {
-      data.lastError = error.message;
+    data.worker.on('error', (error) => {
       log('error', `data worker ${queue}: ${error.message}`);
       clearTimeout(timer);
       reject(error);
     });
-    worker.on('exit', () => {
+    data.worker.on('exit', () => {
       clearTimeout(timer);
       reject(new Error(`data worker ${queue} exited`));
     });
@@ -710,7 +588,6 @@ function watchWorker(
 }
 
 async function stopWorker(data: DataWorker): Promise<void> {
-  if (data.exited) return;
   const exited = new Promise<void>((resolve) => data.worker.once('exit', () => resolve()));
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<'late'>((resolve) => {
