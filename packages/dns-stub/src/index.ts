@@ -28,12 +28,13 @@ export type {
   QueryOutcome,
   Upstream,
 } from './stub.ts';
-export { plainUpstreamSockets, startDnsStubServer } from './server.ts';
+export { plainUpstreamSockets, startDnsStubServer, systemLocalAddresses } from './server.ts';
 export type {
   BoundAddress,
   DnsStubServer,
   DnsStubServerOptions,
   ListenAddress,
+  LocalAddressTest,
   UpstreamSocketFactory,
 } from './server.ts';
 export { frameTcpMessage, TcpMessageReader } from './tcp-framing.ts';

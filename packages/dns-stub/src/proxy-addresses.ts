@@ -145,14 +145,11 @@ export class ProxyAddressPool {
     for (const assignment of this.#byName.values()) {
       if (assignment.checkAt > now || looked >= budget) break;
       looked++;
+      // Looked at again later even if the probe throws, so that a failing probe never spins.
+      this.#touch(assignment, now, 0, assignment.ttlEndsAt);
       const addresses = [...assignment.ipv4, ...assignment.ipv6];
-      if (
-        now < assignment.ttlEndsAt ||
-        addresses.some((address) => idleOf(address) < this.#idleMs)
-      ) {
-        this.#touch(assignment, now, 0, assignment.ttlEndsAt);
+      if (now < assignment.ttlEndsAt || addresses.some((address) => idleOf(address) < this.#idleMs))
         continue;
-      }
       this.#byName.delete(assignment.name);
       for (const address of addresses) this.#byAddress.delete(address);
       this.#count(assignment.resourceId, -1);

@@ -11,6 +11,7 @@
 import dgram from 'node:dgram';
 import type { RemoteInfo } from 'node:dgram';
 import net from 'node:net';
+import { networkInterfaces } from 'node:os';
 
 import type { DnsStub, ForwardRequest, Upstream } from './stub.ts';
 import { TcpMessageReader, frameTcpMessage } from './tcp-framing.ts';
@@ -23,21 +24,31 @@ export interface ListenAddress {
 
 export interface UpstreamSocketFactory {
   /**
-   * A UDP socket for talking to `upstream`; the server keeps one per
-   * upstream address, so the factory may treat upstreams differently (e.g.
-   * mark only those that must bypass the tunnel).
+   * A fresh UDP socket for one forwarded query to `upstream` (a random
+   * source port per query, RFC 5452); the factory may treat upstreams
+   * differently (e.g. mark only those that must bypass the tunnel).
    */
   udp(upstream: Upstream): dgram.Socket;
   /** A TCP connection being opened to `upstream`. */
   tcp(upstream: Upstream): net.Socket;
 }
 
+/** Whether an address is one of this host's own (loopback, or assigned to a local interface). */
+export type LocalAddressTest = (address: string) => boolean;
+
 export interface DnsStubServerOptions {
   stub: DnsStub;
   listen: readonly ListenAddress[];
   upstreamSockets?: UpstreamSocketFactory;
+  /** Queries from other sources (tunnel peers, LAN neighbours) are dropped; default: the host's interfaces. */
+  isLocalAddress?: LocalAddressTest;
   now?: () => number;
-  /** A TCP client that sends nothing for this long is disconnected. */
+  log?: (level: 'warn' | 'error', message: string) => void;
+  /** TCP clients at once; more are disconnected at once. */
+  maxTcpClients?: number;
+  /** A TCP client gets this long from connecting, or from a message's first byte, to send the whole message. */
+  tcpMessageDeadlineMs?: number;
+  /** A TCP connection with no traffic for this long is closed. */
   tcpIdleTimeoutMs?: number;
 }
 
@@ -57,6 +68,40 @@ export const plainUpstreamSockets: UpstreamSocketFactory = {
   tcp: (upstream) => net.connect({ host: upstream.address, port: upstream.port }),
 };
 
+export const DEFAULT_MAX_TCP_CLIENTS = 64;
+export const DEFAULT_TCP_MESSAGE_DEADLINE_MS = 5_000;
+export const DEFAULT_TCP_IDLE_TIMEOUT_MS = 10_000;
+/** How stale the host's address list may be when a query comes from an address not in it. */
+const LOCAL_ADDRESSES_REFRESH_MS = 1_000;
+
+/** The host's own addresses from its interfaces, looked up again when an unknown one asks. */
+export function systemLocalAddresses(
+  now: () => number = () => performance.now(),
+): LocalAddressTest {
+  let known = new Set<string>();
+  let refreshedAt = -Infinity;
+  return (address) => {
+    const plain = unmappedAddress(address);
+    if (net.isIPv4(plain) && plain.startsWith('127.')) return true;
+    if (known.has(plain)) return true;
+    if (now() - refreshedAt < LOCAL_ADDRESSES_REFRESH_MS) return false;
+    refreshedAt = now();
+    known = new Set(
+      Object.values(networkInterfaces()).flatMap((entries) =>
+        (entries ?? []).map((entry) => entry.address.replace(/%.*$/, '')),
+      ),
+    );
+    return known.has(plain);
+  };
+}
+
+/** `::ffff:192.0.2.1` as a dual-stack socket reports an IPv4 peer: `192.0.2.1`. */
+function unmappedAddress(address: string): string {
+  return address.toLowerCase().startsWith('::ffff:') && net.isIPv4(address.slice(7))
+    ? address.slice(7)
+    : address;
+}
+
 export async function startDnsStubServer(options: DnsStubServerOptions): Promise<DnsStubServer> {
   const server = new StubServer(options);
   try {
@@ -69,22 +114,23 @@ export async function startDnsStubServer(options: DnsStubServerOptions): Promise
 }
 
 type Client =
-  | { transport: 'udp'; socket: dgram.Socket; remote: RemoteInfo }
+  | { transport: 'udp'; socket: dgram.Socket; remote: RemoteInfo; upstreamSockets: dgram.Socket[] }
   | { transport: 'tcp'; socket: net.Socket; upstreamConnection?: net.Socket };
-
-const DEFAULT_TCP_IDLE_TIMEOUT_MS = 10_000;
 
 class StubServer implements DnsStubServer {
   readonly addresses: BoundAddress[] = [];
   readonly #stub: DnsStub;
   readonly #factory: UpstreamSocketFactory;
+  readonly #isLocal: LocalAddressTest;
   readonly #now: () => number;
+  readonly #log: (level: 'warn' | 'error', message: string) => void;
+  readonly #maxTcpClients: number;
+  readonly #tcpMessageDeadlineMs: number;
   readonly #tcpIdleTimeoutMs: number;
   readonly #udpListeners: dgram.Socket[] = [];
   readonly #tcpListeners: net.Server[] = [];
   readonly #tcpClients = new Set<net.Socket>();
   readonly #clients = new Map<number, Client>();
-  readonly #upstreamUdp = new Map<string, dgram.Socket>();
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
 
@@ -92,6 +138,10 @@ class StubServer implements DnsStubServer {
     this.#stub = options.stub;
     this.#factory = options.upstreamSockets ?? plainUpstreamSockets;
     this.#now = options.now ?? (() => performance.now());
+    this.#isLocal = options.isLocalAddress ?? systemLocalAddresses(this.#now);
+    this.#log = options.log ?? (() => undefined);
+    this.#maxTcpClients = options.maxTcpClients ?? DEFAULT_MAX_TCP_CLIENTS;
+    this.#tcpMessageDeadlineMs = options.tcpMessageDeadlineMs ?? DEFAULT_TCP_MESSAGE_DEADLINE_MS;
     this.#tcpIdleTimeoutMs = options.tcpIdleTimeoutMs ?? DEFAULT_TCP_IDLE_TIMEOUT_MS;
   }
 
@@ -99,8 +149,10 @@ class StubServer implements DnsStubServer {
     for (const { address, port } of addresses) {
       const udp = dgram.createSocket(net.isIPv6(address) ? 'udp6' : 'udp4');
       this.#udpListeners.push(udp);
-      udp.on('error', () => undefined);
-      udp.on('message', (message, remote) => this.#onUdpQuery(udp, message, remote));
+      udp.on('error', (error) => this.#socketError('a listening UDP socket', error));
+      udp.on('message', (message, remote) =>
+        this.#guard('a UDP query', () => this.#onUdpQuery(udp, message, remote)),
+      );
       await new Promise<void>((resolve, reject) => {
         udp.once('error', reject);
         udp.bind(port, address, () => {
@@ -110,7 +162,11 @@ class StubServer implements DnsStubServer {
       });
       this.addresses.push({ transport: 'udp', address, port: udp.address().port });
 
-      const tcp = net.createServer((socket) => this.#onTcpClient(socket));
+      const tcp = net.createServer((socket) =>
+        this.#guard('a TCP connection', () => this.#onTcpClient(socket)),
+      );
+      tcp.maxConnections = this.#maxTcpClients;
+      tcp.on('drop', () => this.#stub.countRefusal('tcp-client-cap'));
       this.#tcpListeners.push(tcp);
       await new Promise<void>((resolve, reject) => {
         tcp.once('error', reject);
@@ -119,7 +175,8 @@ class StubServer implements DnsStubServer {
           resolve();
         });
       });
-      tcp.on('error', () => undefined);
+      // Accept failures (EMFILE) arrive here; the server keeps listening.
+      tcp.on('error', (error) => this.#socketError('a TCP listener', error));
       const bound = tcp.address();
       this.addresses.push({
         transport: 'tcp',
@@ -132,13 +189,21 @@ class StubServer implements DnsStubServer {
   async close(): Promise<void> {
     this.#closed = true;
     clearTimeout(this.#timer);
+    const upstreamUdp: dgram.Socket[] = [];
     for (const client of this.#clients.values()) {
       if (client.transport === 'tcp') client.upstreamConnection?.destroy();
+      else upstreamUdp.push(...client.upstreamSockets);
     }
     this.#clients.clear();
     for (const socket of this.#tcpClients) socket.destroy();
-    for (const socket of [...this.#udpListeners, ...this.#upstreamUdp.values()]) {
-      await new Promise<void>((resolve) => socket.close(() => resolve()));
+    for (const socket of [...this.#udpListeners, ...upstreamUdp]) {
+      await new Promise<void>((resolve) => {
+        try {
+          socket.close(() => resolve());
+        } catch {
+          resolve(); // closed already
+        }
+      });
     }
     for (const server of this.#tcpListeners) {
       await new Promise<void>((resolve) =>
@@ -147,71 +212,124 @@ class StubServer implements DnsStubServer {
     }
   }
 
-  #onUdpQuery(socket: dgram.Socket, message: Buffer, remote: RemoteInfo): void {
-    this.#handleQuery(message, { transport: 'udp', socket, remote });
+  /** One bad input costs one message, never the stub (nor the tunnel service it runs in). */
+  #guard(what: string, handle: () => void): void {
+    try {
+      handle();
+    } catch (error) {
+      this.#stub.countRefusal('handler-error');
+      this.#log(
+        'error',
+        `DNS stub: handling ${what} failed: ${(error as Error)?.message ?? error}`,
+      );
+    }
   }
 
-  #onTcpClient(socket: net.Socket): void {
-    this.#tcpClients.add(socket);
-    const reader = new TcpMessageReader();
-    socket.setTimeout(this.#tcpIdleTimeoutMs, () => socket.destroy());
-    socket.on('error', () => undefined);
-    socket.on('close', () => this.#tcpClients.delete(socket));
-    socket.on('data', (chunk) => {
-      for (const message of reader.push(chunk))
-        this.#handleQuery(message, { transport: 'tcp', socket });
+  #socketError(what: string, error: Error): void {
+    this.#stub.countRefusal('socket-error');
+    this.#log('warn', `DNS stub: ${what}: ${error.message}`);
+  }
+
+  #onUdpQuery(socket: dgram.Socket, message: Buffer, remote: RemoteInfo): void {
+    if (!this.#isLocal(remote.address)) {
+      this.#stub.countRefusal('not-local');
+      return;
+    }
+    this.#handleQuery(message, remote.address, {
+      transport: 'udp',
+      socket,
+      remote,
+      upstreamSockets: [],
     });
   }
 
-  #handleQuery(message: Buffer, client: Client): void {
-    if (this.#closed) return;
-    const outcome = this.#stub.handleQuery(message, this.#now());
-    if (outcome.kind === 'reply') this.#deliver(client, outcome.message);
-    if (outcome.kind === 'forward') {
-      this.#clients.set(outcome.forward.forwardId, client);
-      this.#send(outcome.forward, client);
+  #onTcpClient(socket: net.Socket): void {
+    socket.on('error', (error) => this.#socketError('a TCP client', error));
+    const remote = socket.remoteAddress;
+    if (remote === undefined || !this.#isLocal(remote)) {
+      this.#stub.countRefusal('not-local');
+      socket.destroy();
+      return;
     }
-    this.#schedule();
+    this.#tcpClients.add(socket);
+    const reader = new TcpMessageReader();
+    let deadline: NodeJS.Timeout | undefined;
+    const armDeadline = () => {
+      deadline = setTimeout(() => {
+        this.#stub.countRefusal('tcp-deadline');
+        socket.destroy();
+      }, this.#tcpMessageDeadlineMs);
+    };
+    armDeadline();
+    socket.setTimeout(this.#tcpIdleTimeoutMs, () => socket.destroy());
+    socket.on('close', () => {
+      clearTimeout(deadline);
+      this.#tcpClients.delete(socket);
+    });
+    socket.on('data', (chunk) =>
+      this.#guard('a TCP query', () => {
+        const hadPartial = reader.bufferedBytes > 0;
+        const messages = reader.push(chunk);
+        if (messages.length > 0 || !hadPartial) {
+          clearTimeout(deadline);
+          deadline = undefined;
+          if (reader.bufferedBytes > 0) armDeadline();
+        }
+        for (const message of messages)
+          this.#handleQuery(message, remote, { transport: 'tcp', socket });
+      }),
+    );
+  }
+
+  #handleQuery(message: Buffer, source: string, client: Client): void {
+    if (this.#closed) return;
+    try {
+      const outcome = this.#stub.handleQuery(message, this.#now(), unmappedAddress(source));
+      if (outcome.kind === 'reply') this.#deliver(client, outcome.message);
+      if (outcome.kind === 'forward') {
+        this.#clients.set(outcome.forward.forwardId, client);
+        this.#send(outcome.forward, client);
+      }
+    } finally {
+      // A forward whose socket could not be opened still times out into SERVFAIL.
+      this.#schedule();
+    }
   }
 
   #send(forward: ForwardRequest, client: Client): void {
     if (client.transport === 'udp') {
-      this.#upstreamSocket(forward.upstream).send(
-        forward.message,
-        forward.upstream.port,
-        forward.upstream.address,
+      const socket = this.#factory.udp(forward.upstream);
+      client.upstreamSockets.push(socket);
+      socket.on('error', (error) => this.#socketError('an upstream UDP socket', error));
+      socket.on('message', (message, remote) =>
+        this.#guard('an upstream reply', () =>
+          this.#onUpstreamReply(
+            forward.forwardId,
+            { address: remote.address, port: remote.port },
+            message,
+          ),
+        ),
       );
+      socket.send(forward.message, forward.upstream.port, forward.upstream.address);
       return;
     }
     client.upstreamConnection?.destroy();
     const connection = this.#factory.tcp(forward.upstream);
     client.upstreamConnection = connection;
     const reader = new TcpMessageReader();
-    connection.on('error', () => connection.destroy());
+    connection.on('error', (error) => {
+      this.#socketError('an upstream TCP connection', error);
+      connection.destroy();
+    });
     connection.setTimeout(this.#tcpIdleTimeoutMs, () => connection.destroy());
-    connection.on('data', (chunk) => {
-      for (const reply of reader.push(chunk)) {
-        this.#onUpstreamReply(forward.forwardId, forward.upstream, reply);
-      }
-    });
+    connection.on('data', (chunk) =>
+      this.#guard('an upstream TCP reply', () => {
+        for (const reply of reader.push(chunk)) {
+          this.#onUpstreamReply(forward.forwardId, forward.upstream, reply);
+        }
+      }),
+    );
     connection.write(frameTcpMessage(forward.message));
-  }
-
-  #upstreamSocket(upstream: Upstream): dgram.Socket {
-    const existing = this.#upstreamUdp.get(upstream.address);
-    if (existing !== undefined) return existing;
-    const socket = this.#factory.udp(upstream);
-    socket.on('error', () => undefined);
-    socket.on('message', (message, remote) => {
-      if (message.length < 2) return;
-      this.#onUpstreamReply(
-        message.readUInt16BE(0),
-        { address: remote.address, port: remote.port },
-        message,
-      );
-    });
-    this.#upstreamUdp.set(upstream.address, socket);
-    return socket;
   }
 
   #onUpstreamReply(forwardId: number, from: Upstream, message: Buffer): void {
@@ -227,6 +345,7 @@ class StubServer implements DnsStubServer {
     this.#clients.delete(forwardId);
     if (client === undefined) return;
     if (client.transport === 'tcp') client.upstreamConnection?.destroy();
+    else for (const socket of client.upstreamSockets) socket.close();
     this.#deliver(client, reply);
   }
 
@@ -242,18 +361,26 @@ class StubServer implements DnsStubServer {
     clearTimeout(this.#timer);
     const deadline = this.#stub.nextDeadline();
     if (deadline === undefined || this.#closed) return;
-    this.#timer = setTimeout(() => this.#onTimer(), Math.max(0, deadline - this.#now()));
+    this.#timer = setTimeout(
+      () => this.#guard('the DNS stub timer', () => this.#onTimer()),
+      Math.max(0, deadline - this.#now()),
+    );
+    // The reclaim deadline is minutes away: it must not keep a process alive on its own.
+    this.#timer.unref();
   }
 
   #onTimer(): void {
-    for (const event of this.#stub.handleTimeouts(this.#now())) {
-      if (event.kind === 'reply') {
-        this.#finish(event.forwardId, event.message);
-        continue;
+    try {
+      for (const event of this.#stub.handleTimeouts(this.#now())) {
+        if (event.kind === 'reply') {
+          this.#finish(event.forwardId, event.message);
+          continue;
+        }
+        const client = this.#clients.get(event.forward.forwardId);
+        if (client !== undefined) this.#send(event.forward, client);
       }
-      const client = this.#clients.get(event.forward.forwardId);
-      if (client !== undefined) this.#send(event.forward, client);
+    } finally {
+      this.#schedule();
     }
-    this.#schedule();
   }
 }

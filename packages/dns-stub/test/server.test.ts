@@ -8,6 +8,7 @@ import type { BoundAddress, DnsStubServer } from '../src/server.ts';
 import { startDnsStubServer } from '../src/server.ts';
 import { DnsStub } from '../src/stub.ts';
 import { frameTcpMessage } from '../src/tcp-framing.ts';
+import { startFakeUpstream, UPSTREAM_ADDRESS } from './fake-upstream.ts';
 import {
   answerData,
   encodeQuery,
@@ -19,40 +20,6 @@ import {
 } from './dns-client.ts';
 
 const STUB_ADDRESS = '127.0.0.41';
-const UPSTREAM_ADDRESS = '127.0.0.42';
-
-/** A fake upstream on loopback (UDP only) answering every A query with 203.0.113.10 and counting queries. */
-async function startFakeUpstream(): Promise<{
-  port: number;
-  queries: string[];
-  close(): Promise<void>;
-}> {
-  const socket = dgram.createSocket('udp4');
-  const queries: string[] = [];
-  socket.on('message', (message, remote) => {
-    const query = dnsPacket.decode(message);
-    const question = query.questions?.[0];
-    if (question === undefined) return;
-    queries.push(`${question.type} ${question.name}`);
-    const reply = dnsPacket.encode({
-      type: 'response',
-      id: query.id,
-      flags: dnsPacket.RECURSION_AVAILABLE,
-      questions: [question],
-      answers:
-        question.type === 'A'
-          ? [{ type: 'A', name: question.name, ttl: 300, data: '203.0.113.10' }]
-          : [],
-    });
-    socket.send(reply, remote.port, remote.address);
-  });
-  await new Promise<void>((resolve) => socket.bind(0, UPSTREAM_ADDRESS, resolve));
-  return {
-    port: socket.address().port,
-    queries,
-    close: () => new Promise((resolve) => socket.close(() => resolve())),
-  };
-}
 
 /** A fake upstream for TCP forwards. */
 async function startFakeTcpUpstream(port: number): Promise<{ close(): Promise<void> }> {
