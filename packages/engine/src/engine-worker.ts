@@ -1,10 +1,11 @@
 /**
- * A data worker: owns TUN queue i and UDP socket i (IPv4, plus IPv6 when
- * the host has it) and runs a DataPath over them until the control thread
- * sets the stop word. It sleeps only in poll() on the TUN and UDP fds plus
- * the IPv4 socket's eventfd (Linux), so a stop request
- * always gets through; configuration changes arrive on a MessagePort that
- * the loop reads synchronously when the control word's epoch moves.
+ * A data worker: serves TUN queue i and UDP socket i (IPv4, plus IPv6 when
+ * the host has it; the control thread owns and closes their fds) and runs a
+ * DataPath over them until the control thread sets the stop word. It sleeps
+ * only in poll() on the TUN and UDP fds plus the IPv4 socket's eventfd
+ * (Linux), so a stop request always gets through; configuration changes
+ * arrive on a MessagePort that the loop reads synchronously when the control
+ * word's epoch moves.
  */
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import type { MessagePort } from 'node:worker_threads';
@@ -32,11 +33,9 @@ interface Readiness {
 if (parentPort !== null) {
   const report = (message: WorkerReport): void => parentPort!.postMessage(message);
   const setup = workerData as WorkerSetup;
-  let tun: TunQueueIo | undefined;
   try {
     const { provider } = await selectCryptoProvider(setup.crypto);
     const io = openIo(setup.io);
-    tun = io.tun;
     const dataPath = new DataPath({
       transport: setup.transport,
       crypto: provider,
@@ -54,10 +53,9 @@ if (parentPort !== null) {
   } catch (error) {
     report({ failed: error instanceof Error ? (error.stack ?? error.message) : String(error) });
   } finally {
-    tun?.close();
+    // The TUN fd and the sockets stay open: the control thread owns them (a restarted worker uses them).
     setup.port.close();
   }
-  report({ closed: true });
 }
 
 function run(

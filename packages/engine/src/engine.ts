@@ -5,7 +5,9 @@
  * Threads and flows. Worker i owns TUN queue i and UDP socket i (an IPv4
  * socket plus, when the host has IPv6, a v6-only one); the IPv4 sockets
  * share the listen port in one SO_REUSEPORT group, the IPv6 sockets in
- * another on the same port (udp-sockets.ts). Invariant: no
+ * another on the same port (udp-sockets.ts). The control thread owns
+ * those fds, so a worker that dies is started again over the same ones
+ * (worker-restarts.ts says how often). Invariant: no
  * flow is handled by two workers at once in one direction.
  * - Network → TUN: the kernel hashes a datagram's 4-tuple to one socket of
  *   the group, so all traffic from a peer's endpoint reaches one worker,
@@ -50,13 +52,14 @@ import type { CryptoProviderName, Instant } from '@gatehouse/wireguard';
 
 import { AddressActivity } from './address-activity.ts';
 import { AllowedIps, parsePrefix } from './allowed-ips.ts';
-import type { AllowedIpsTable } from './allowed-ips.ts';
+import type { AllowedIpsTable, SharedAllowedIpsTable } from './allowed-ips.ts';
 import { monotonicMs } from './data-path.ts';
 import { DROP_REASONS, DropCounters, UNATTRIBUTED } from './drop-counters.ts';
 import { HandshakeRing, UNDER_LOAD_RING_DEPTH } from './handshake-ring.ts';
 import { limitMallocArenas } from './malloc-arenas.ts';
 import { startStrippedWorker } from './stripped-worker.ts';
 import { openEngineSockets } from './udp-sockets.ts';
+import { judgeWorkerDeath, WORKER_RESTART_WINDOW_MS } from './worker-restarts.ts';
 import { CONTROL_CONFIG_EPOCH, CONTROL_STOP, CONTROL_WORDS } from './worker-protocol.ts';
 import type { WorkerIo, WorkerReport, WorkerSetup } from './worker-protocol.ts';
 
@@ -85,6 +88,11 @@ export interface EngineOptions {
   offloads?: boolean;
   crypto?: 'auto' | CryptoProviderName;
   log?: (level: EngineLogLevel, message: string) => void;
+  /**
+   * The engine failed for good after start: a data worker died more often
+   * than it may be restarted. Its status then carries the error; stop it.
+   */
+  onFailed?: (error: Error) => void;
   /** At most one prefix per family whose addresses' last packets `idleMs` answers for (the DNS stub's proxy ranges). */
   watchedRanges?: readonly string[];
 }
@@ -116,6 +124,10 @@ export interface EngineStatus {
   peers: EnginePeerStatus[];
   /** Packets to destinations no peer's AllowedIPs cover. */
   noRoute: number;
+  /** Data workers started again after they died. */
+  workerRestarts: number;
+  /** Why the engine failed (see EngineOptions.onFailed); null while it works. */
+  failure: string | null;
   /** Drops no peer can be blamed for (unknown receiver index, failed sends, handshake ring full). */
   unattributedDrops: Record<EngineDropReason | 'handshake-ring-full', number>;
 }
@@ -125,16 +137,28 @@ export interface EngineMemoryDevices {
   tun: MemoryTunQueues;
   network: MemoryUdpNetwork;
   sockets: MemoryUdpSocket[];
+  /** Sees every data worker as it is started (restarts too), e.g. to make one die. */
+  observeWorker?: (queue: number, worker: Worker) => void;
 }
 
+/** What every data worker starts with but its own IO, ring and port and the current AllowedIPs table. */
+type WorkerTemplate = Omit<WorkerSetup, 'io' | 'allowedIps' | 'handshakes' | 'port'>;
+
+/**
+ * One TUN queue's data worker. The control thread owns the queue's fd and
+ * sockets (workers never close them), so a worker that died can be started
+ * again over the same ones.
+ */
 interface DataWorker {
-  worker: Worker;
-  port: MessagePort;
+  queue: number;
+  io: WorkerIo;
   socket: DatagramSocket;
   ring: HandshakeRing;
-  /** The TUN fd to close if the worker never got to close it (Linux). */
-  tunFd: number | undefined;
-  closed: boolean;
+  worker: Worker;
+  port: MessagePort;
+  exited: boolean;
+  /** The last failure the worker reported, for the log and the engine's error. */
+  lastError: string | undefined;
 }
 
 interface PeerEntry {
@@ -163,6 +187,14 @@ export class Engine {
   readonly #peers = new Map<string, PeerEntry>();
   readonly #send = new DatagramBatch(1, 2048);
   readonly #closeDevices: () => void;
+  readonly #template: WorkerTemplate;
+  readonly #observeWorker: ((queue: number, worker: Worker) => void) | undefined;
+  readonly #onFailed: (error: Error) => void;
+  /** The table workers have (a restarted worker starts with it). */
+  #allowedIps: SharedAllowedIpsTable;
+  #workerDeathsMs: number[] = [];
+  #workerRestarts = 0;
+  #failure: string | undefined;
   #timer: NodeJS.Timeout | undefined;
   #stopping: Promise<void> | undefined;
 
@@ -176,6 +208,9 @@ export class Engine {
     activity: AddressActivity;
     listenPort: number;
     closeDevices: () => void;
+    template: WorkerTemplate;
+    allowedIps: SharedAllowedIpsTable;
+    observeWorker: ((queue: number, worker: Worker) => void) | undefined;
   }) {
     this.interfaceName = init.options.interfaceName;
     this.listenPort = init.listenPort;
@@ -188,6 +223,11 @@ export class Engine {
     this.#drops = init.drops;
     this.#activity = init.activity;
     this.#closeDevices = init.closeDevices;
+    this.#template = init.template;
+    this.#allowedIps = init.allowedIps;
+    this.#observeWorker = init.observeWorker;
+    this.#onFailed = init.options.onFailed ?? (() => {});
+    for (const worker of this.#workers) this.#supervise(worker);
   }
 
   /** Opens the TUN device (exclusively), the sockets and the workers, then adds `peers`. */
@@ -239,13 +279,20 @@ export class Engine {
       if (devices.sockets.length !== devices.tun.queueCount) {
         throw new RangeError('one socket per TUN queue');
       }
-      return Engine.#start(options, peers, devices.sockets, undefined, (queue, socket) => ({
-        kind: 'memory',
-        tun: devices.tun.shared,
-        queue,
-        network: devices.network.shared,
-        socket: (socket as MemoryUdpSocket).index,
-      }));
+      return Engine.#start(
+        options,
+        peers,
+        devices.sockets,
+        undefined,
+        (queue, socket) => ({
+          kind: 'memory',
+          tun: devices.tun.shared,
+          queue,
+          network: devices.network.shared,
+          socket: (socket as MemoryUdpSocket).index,
+        }),
+        devices.observeWorker,
+      );
     });
   }
 
@@ -255,15 +302,13 @@ export class Engine {
     sockets: DatagramSocket[],
     tun: OpenedTunQueues | undefined,
     workerIo: (queue: number, socket: DatagramSocket) => WorkerIo,
+    observeWorker?: (queue: number, worker: Worker) => void,
   ): Promise<Engine> {
     const log = options.log ?? (() => {});
     const workers: DataWorker[] = [];
     const closeDevices = (): void => {
       for (const socket of sockets) socket.close();
-      const open = workers.filter((w) => !w.closed && w.tunFd !== undefined);
-      if (tun !== undefined) {
-        closeTunQueueFds(workers.length === 0 ? tun.fds : open.map((w) => w.tunFd!));
-      }
+      if (tun !== undefined) closeTunQueueFds(tun.fds);
     };
     try {
       const selection = await selectCryptoProvider(options.crypto ?? 'auto');
@@ -278,37 +323,29 @@ export class Engine {
       const table = new AllowedIps().compile();
       const control = new Int32Array(new SharedArrayBuffer(CONTROL_WORDS * 4));
       const activity = AddressActivity.create(options.watchedRanges ?? [], monotonicMs());
+      const template: WorkerTemplate = {
+        transport: device.sharedMemory,
+        crypto: selection.provider.name,
+        dropCounters: drops.buffer,
+        activity: activity.shared,
+        mac1Key: mac1Key(device.publicKey),
+        control: control.buffer as SharedArrayBuffer,
+      };
       for (let queue = 0; queue < sockets.length; queue++) {
-        const channel = new MessageChannel();
+        const io = workerIo(queue, sockets[queue]!);
         const ring = new HandshakeRing(device.sharedMemory.buffer);
-        const setup: WorkerSetup = {
-          io: workerIo(queue, sockets[queue]!),
-          transport: device.sharedMemory,
-          crypto: selection.provider.name,
-          allowedIps: table.shared,
-          dropCounters: drops.buffer,
-          activity: activity.shared,
-          handshakes: ring.buffer,
-          mac1Key: mac1Key(device.publicKey),
-          control: control.buffer as SharedArrayBuffer,
-          port: channel.port2,
-        };
-        const worker = startStrippedWorker(new URL('./engine-worker.ts', import.meta.url), {
-          workerData: setup,
-          transferList: [channel.port2],
-          // The data path allocates nothing per packet: a small nursery keeps RSS down.
-          resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB },
-        });
+        const started = spawnWorker(template, queue, io, ring, table.shared, observeWorker);
         workers.push({
-          worker,
-          port: channel.port1,
+          queue,
+          io,
           socket: sockets[queue]!,
           ring,
-          tunFd: tun?.fds[queue],
-          closed: false,
+          ...started,
+          exited: false,
+          lastError: undefined,
         });
       }
-      await Promise.all(workers.map((w, queue) => watchWorker(w, queue, log)));
+      await Promise.all(workers.map((w) => watchWorker(w, log)));
       const engine = new Engine({
         options,
         device,
@@ -319,6 +356,9 @@ export class Engine {
         activity,
         listenPort: sockets[0]!.localPort,
         closeDevices,
+        template,
+        allowedIps: table.shared,
+        observeWorker,
       });
       const families =
         sockets[0] instanceof DualStackSocket && sockets[0].v6 ? 'IPv4+IPv6' : 'IPv4';
@@ -441,6 +481,8 @@ export class Engine {
       cryptoProvider: this.cryptoProvider,
       peers,
       noRoute: this.#drops.noRoute(),
+      workerRestarts: this.#workerRestarts,
+      failure: this.#failure ?? null,
       unattributedDrops: unattributed,
     };
   }
@@ -464,6 +506,57 @@ export class Engine {
     this.#peers.clear();
   }
 
+  /** A worker that exits while the engine runs has died: start it again, or fail the engine. */
+  #supervise(data: DataWorker): void {
+    data.worker.once('exit', (code) => {
+      data.exited = true;
+      if (this.#stopping !== undefined || this.#failure !== undefined) return;
+      const cause = data.lastError ?? `exited with code ${code}`;
+      const verdict = judgeWorkerDeath(this.#workerDeathsMs, monotonicMs());
+      this.#workerDeathsMs = verdict.recentDeathsMs;
+      if (!verdict.restart) {
+        this.#fail(
+          `data worker ${data.queue} died ${verdict.recentDeathsMs.length} times within ` +
+            `${WORKER_RESTART_WINDOW_MS / 1000} s (last: ${cause})`,
+        );
+        return;
+      }
+      this.#workerRestarts++;
+      this.#log(
+        'error',
+        `${this.interfaceName}: data worker ${data.queue} died (${cause}); restarting it`,
+      );
+      void this.#restart(data);
+    });
+  }
+
+  async #restart(data: DataWorker): Promise<void> {
+    data.port.close();
+    const started = spawnWorker(
+      this.#template,
+      data.queue,
+      data.io,
+      data.ring,
+      this.#allowedIps,
+      this.#observeWorker,
+    );
+    Object.assign(data, started, { exited: false, lastError: undefined });
+    this.#supervise(data);
+    try {
+      await watchWorker(data, this.#log);
+      this.#log('info', `${this.interfaceName}: data worker ${data.queue} restarted`);
+    } catch {
+      // A worker that never got ready is ended; its exit counts as another death.
+      await data.worker.terminate();
+    }
+  }
+
+  #fail(message: string): void {
+    this.#failure = message;
+    this.#log('error', `${this.interfaceName}: the engine failed: ${message}`);
+    this.#onFailed(new Error(message));
+  }
+
   #compileTable(): AllowedIpsTable {
     const allowed = new AllowedIps();
     for (const entry of this.#peers.values()) {
@@ -473,6 +566,7 @@ export class Engine {
   }
 
   #publish(table: AllowedIpsTable): void {
+    this.#allowedIps = table.shared;
     for (const worker of this.#workers) worker.port.postMessage({ allowedIps: table.shared });
     Atomics.add(this.#control, CONTROL_CONFIG_EPOCH, 1);
     for (const worker of this.#workers) worker.socket.wake();
@@ -552,35 +646,65 @@ async function wipingKeyOnFailure(
   }
 }
 
-/** Resolves when the worker reports ready; rejects when it fails or exits first. */
+/** Starts queue `queue`'s data worker over `io` (the same fds and sockets on every start). */
+function spawnWorker(
+  template: WorkerTemplate,
+  queue: number,
+  io: WorkerIo,
+  ring: HandshakeRing,
+  allowedIps: SharedAllowedIpsTable,
+  observe: ((queue: number, worker: Worker) => void) | undefined,
+): { worker: Worker; port: MessagePort } {
+  const channel = new MessageChannel();
+  const setup: WorkerSetup = {
+    ...template,
+    io,
+    allowedIps,
+    handshakes: ring.buffer,
+    port: channel.port2,
+  };
+  const worker = startStrippedWorker(new URL('./engine-worker.ts', import.meta.url), {
+    workerData: setup,
+    transferList: [channel.port2],
+    // The data path allocates nothing per packet: a small nursery keeps RSS down.
+    resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB },
+  });
+  observe?.(queue, worker);
+  return { worker, port: channel.port1 };
+}
+
+/**
+ * Resolves when the worker reports ready; rejects when it fails or exits
+ * first. What it reports failing (then or later) is kept as its last error.
+ */
 function watchWorker(
   data: DataWorker,
-  queue: number,
   log: (level: EngineLogLevel, message: string) => void,
 ): Promise<void> {
+  const { worker, queue } = data;
   return new Promise((resolve, reject) => {
     const timer = setTimeout(
       () => reject(new Error(`data worker ${queue} did not start`)),
       WORKER_START_TIMEOUT_MS,
     );
-    data.worker.on('message', (message: WorkerReport) => {
+    worker.on('message', (message: WorkerReport) => {
       if ('ready' in message) {
         clearTimeout(timer);
         resolve();
-      } else if ('closed' in message) {
-        data.closed = true;
       } else {
+        data.lastError = message.failed;
         log('error', `data worker ${queue} failed: ${message.failed}`);
         clearTimeout(timer);
         reject(new Error(`data worker ${queue} failed: ${message.failed}`));
       }
     });
-    data.worker.on('error', (error) => {
+    worker.on('error', (error) => {
+      data.lastError = error.message;
       log('error', `data worker ${queue}: ${error.message}`);
       clearTimeout(timer);
       reject(error);
     });
-    data.worker.on('exit', () => {
+    worker.on('exit', () => {
       clearTimeout(timer);
       reject(new Error(`data worker ${queue} exited`));
     });
@@ -588,6 +712,7 @@ function watchWorker(
 }
 
 async function stopWorker(data: DataWorker): Promise<void> {
+  if (data.exited) return;
   const exited = new Promise<void>((resolve) => data.worker.once('exit', () => resolve()));
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<'late'>((resolve) => {

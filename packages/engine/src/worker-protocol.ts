@@ -43,7 +43,7 @@ export interface WorkerSetup {
   port: MessagePort;
 }
 
-export type WorkerReport = { ready: true } | { closed: true } | { failed: string };
+export type WorkerReport = { ready: true } | { failed: string };
 
 /** Words of the control buffer shared by the control thread and all workers. */
 export const CONTROL_STOP = 0;

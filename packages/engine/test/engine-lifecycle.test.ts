@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { afterEach, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Worker } from 'node:worker_threads';
 
 import { MemoryTunQueues } from '@gatehouse/tun';
 import { MemoryUdpNetwork } from '@gatehouse/udp';
@@ -9,7 +11,132 @@ import { Engine } from '../src/engine.ts';
 
 const MTU = 1280;
 
+async function until(what: string, condition: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!condition()) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+/** A 32-byte IPv4 packet from `source` to `destination` carrying `n`. */
+function ipv4Packet(source: string, destination: string, n: number): Uint8Array {
+  const packet = new Uint8Array(32);
+  const view = new DataView(packet.buffer);
+  packet[0] = 0x45;
+  view.setUint16(2, packet.length);
+  packet[8] = 64;
+  packet[9] = 253;
+  packet.set(source.split('.').map(Number), 12);
+  packet.set(destination.split('.').map(Number), 16);
+  view.setUint32(28, n);
+  return packet;
+}
+
+interface Pair {
+  left: Engine;
+  right: Engine;
+  leftTun: MemoryTunQueues;
+  rightTun: MemoryTunQueues;
+  /** Every data worker the left engine started, in order. */
+  leftWorkers: Worker[];
+  failures: Error[];
+}
+
 void describe('engine lifecycle', () => {
+  const engines: Engine[] = [];
+  afterEach(async () => {
+    await Promise.all(engines.splice(0).map((engine) => engine.stop()));
+  });
+
+  async function startPair(): Promise<Pair> {
+    const network = new MemoryUdpNetwork({ maxSockets: 4, queueDepth: 256 });
+    const leftKeys = generateKeyPair();
+    const rightKeys = generateKeyPair();
+    const leftTun = new MemoryTunQueues({ queues: 1, mtu: MTU });
+    const rightTun = new MemoryTunQueues({ queues: 1, mtu: MTU });
+    const leftWorkers: Worker[] = [];
+    const failures: Error[] = [];
+    const right = await Engine.startWithMemoryDevices(
+      { interfaceName: 'right0', privateKey: rightKeys.privateKey, mtu: MTU },
+      [{ publicKey: leftKeys.publicKey, allowedIps: ['10.7.0.1/32'] }],
+      { tun: rightTun, network, sockets: [network.bind('10.0.0.2', 51820)] },
+    );
+    engines.push(right);
+    const left = await Engine.startWithMemoryDevices(
+      {
+        interfaceName: 'left0',
+        privateKey: leftKeys.privateKey,
+        mtu: MTU,
+        onFailed: (error) => failures.push(error),
+      },
+      [
+        {
+          publicKey: rightKeys.publicKey,
+          allowedIps: ['10.7.0.2/32'],
+          endpoint: { address: '10.0.0.2', port: 51820 },
+        },
+      ],
+      {
+        tun: leftTun,
+        network,
+        sockets: [network.bind('10.0.0.1', 51820)],
+        observeWorker: (_queue, worker) => leftWorkers.push(worker),
+      },
+    );
+    engines.push(left);
+    return { left, right, leftTun, rightTun, leftWorkers, failures };
+  }
+
+  /** Sends packet `n` left to right until it arrives (the first may wait for the handshake). */
+  async function carries(pair: Pair, n: number): Promise<void> {
+    const packet = ipv4Packet('10.7.0.1', '10.7.0.2', n);
+    const deadline = performance.now() + 10_000;
+    for (;;) {
+      pair.leftTun.inject(packet);
+      await sleep(20);
+      const written = pair.rightTun.takeWritten();
+      if (
+        written.some((w) => new DataView(w.packet.buffer, w.packet.byteOffset).getUint32(28) === n)
+      ) {
+        return;
+      }
+      if (performance.now() > deadline) throw new Error(`packet ${n} never arrived`);
+    }
+  }
+
+  void it('restarts a data worker that died, and traffic flows again', async () => {
+    const pair = await startPair();
+    await carries(pair, 1);
+    assert.equal(pair.leftWorkers.length, 1);
+
+    await pair.leftWorkers[0]!.terminate();
+    await until('a new worker', () => pair.leftWorkers.length === 2);
+    await carries(pair, 2);
+
+    const status = pair.left.status();
+    assert.equal(status.workerRestarts, 1);
+    assert.equal(status.failure, null);
+    assert.deepEqual(pair.failures, []);
+  });
+
+  void it('fails the engine with an error after the 4th death within a minute', async () => {
+    const pair = await startPair();
+    await carries(pair, 1);
+    for (let death = 1; death <= 4; death++) {
+      const worker = pair.leftWorkers.at(-1)!;
+      await worker.terminate();
+      if (death < 4) await until(`restart ${death}`, () => pair.leftWorkers.length === death + 1);
+    }
+    await until('the failure', () => pair.failures.length === 1);
+
+    const status = pair.left.status();
+    assert.equal(status.workerRestarts, 3);
+    assert.match(status.failure ?? '', /data worker 0 died 4 times within 60 s/);
+    assert.equal(pair.failures[0]!.message, status.failure);
+    assert.equal(pair.leftWorkers.length, 4, 'no fifth worker');
+  });
+
   void it('wipes the private key it was given when it stops, and when it fails to start', async () => {
     const network = new MemoryUdpNetwork({ maxSockets: 4, queueDepth: 64 });
     const started = generateKeyPair().privateKey;
