@@ -4,6 +4,9 @@ import { spawnSync } from 'node:child_process';
 import { chownSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+
+import { skipLoudly } from '@gatehouse/test-support';
+
 import { configFileWarnings, MAX_CONFIG_BYTES, readConfigFile } from '../src/config-file.ts';
 
 async function withDir(body: (dir: string) => void | Promise<void>): Promise<void> {
@@ -16,10 +19,7 @@ async function withDir(body: (dir: string) => void | Promise<void>): Promise<voi
 }
 
 void test('a private file owned by root reads without warnings', async (t) => {
-  if (process.getuid?.() !== 0) {
-    t.skip('needs root: the file must be owned by root');
-    return;
-  }
+  if (process.getuid?.() !== 0) return skipLoudly(t, 'needs root: the file must be owned by root');
   await withDir((dir) => {
     const file = join(dir, 'wg0.conf');
     writeFileSync(file, '[Interface]\n', { mode: 0o600 });
@@ -39,10 +39,7 @@ void test('a file others may access or not owned by root is read with a warning 
 });
 
 void test('the warnings come from the file that was read', async (t) => {
-  if (process.getuid?.() !== 0) {
-    t.skip('needs root: chown');
-    return;
-  }
+  if (process.getuid?.() !== 0) return skipLoudly(t, 'needs root: chown');
   await withDir((dir) => {
     const file = join(dir, 'wg0.conf');
     writeFileSync(file, '[Interface]\n', { mode: 0o640 });
