@@ -14,7 +14,12 @@ import {
 } from '@gatehouse/dns-stub';
 import type { EngineOptions, EnginePeer } from '@gatehouse/engine';
 import { DEFAULT_FWMARK, type DnsSettings, type InterfaceSettings } from '@gatehouse/netconfig';
-import type { DnsResourcesStatus, DnsStatus, TunnelStatus } from '@gatehouse/protocol';
+import type {
+  DnsResourcesStatus,
+  DnsStatus,
+  DnsStubCounters,
+  TunnelStatus,
+} from '@gatehouse/protocol';
 import type { Logger } from '@gatehouse/service-ipc';
 import { resolvePeerEndpoints, type HostLookup } from './endpoint-resolution.ts';
 import { tunnelStatusFromEngine, type EngineStatusView } from './engine-status.ts';
@@ -26,6 +31,8 @@ import { UndoStack } from './undo-stack.ts';
 export interface TunnelEngine {
   readonly cryptoProvider: string;
   status(): EngineStatusView;
+  /** Milliseconds since an address of the proxy ranges last carried a packet (Infinity: never). */
+  idleMs(address: string): number;
   stop(): Promise<void>;
 }
 
@@ -52,11 +59,14 @@ export interface ResourceStubOptions {
   upstreams: readonly string[];
   mark: number;
   isTunnelled: TunnelledAddressTest;
+  /** The data path's activity, so that the stub takes back only proxy addresses nobody uses. */
+  addressIdleMs: (address: string) => number;
 }
 
 /** The DNS stub listening on the sentinel addresses. */
 export interface ResourceStub {
   setResources(patterns: readonly string[]): void;
+  stats(): DnsStubCounters;
   close(): Promise<void>;
 }
 
@@ -144,6 +154,7 @@ export class EngineTunnel implements Tunnel {
             : { listenPort: config.interface.listenPort }),
           fwmark: mark,
           mtu: config.interface.mtu,
+          watchedRanges: [DEFAULT_IPV4_PROXY_RANGE, DEFAULT_IPV6_PROXY_RANGE],
           log: (level, message) => logger[level](`engine: ${message}`),
         },
         config.peers.map((peer, index) => ({
@@ -261,6 +272,7 @@ export class EngineTunnel implements Tunnel {
         upstreams,
         mark: running.mark,
         isTunnelled: running.isTunnelled,
+        addressIdleMs: (address) => running.engine.idleMs(address),
       });
       undo.push('stop the DNS stub', () => server.close());
       undo.push('point system DNS back at DNS=', () => dns.use(config.interface.dns));
@@ -312,6 +324,7 @@ function dnsResourcesStatus(stub: RunningStub | undefined): DnsResourcesStatus {
     stubRunning: true,
     stubAddresses: [...stub.addresses],
     upstreams: [...stub.upstreams],
+    stubCounters: stub.server.stats(),
   };
 }
 

@@ -3,7 +3,12 @@
  * per peer.
  */
 
-import type { DnsResourcesStatus, PeerStatus, TunnelStatus } from '@gatehouse/protocol';
+import type {
+  DnsResourcesStatus,
+  DnsStubCounters,
+  PeerStatus,
+  TunnelStatus,
+} from '@gatehouse/protocol';
 
 export function formatStatus(status: TunnelStatus, now: number): string {
   const lines = [
@@ -68,12 +73,34 @@ function formatDns(dns: TunnelStatus['dns']): string {
   return dns.applied ? `${settings} (applied)` : `${settings} (not applied: ${dns.reason})`;
 }
 
-/** The patterns, then whether the stub runs, where, and where it forwards other names. */
+/**
+ * The patterns, then whether the stub runs, where, where it forwards other
+ * names, and its non-zero counters.
+ */
 export function formatDnsResources(resources: DnsResourcesStatus): string {
   const patterns = resources.patterns.length > 0 ? resources.patterns.join(', ') : 'none';
   if (!resources.stubRunning) return `${patterns} (DNS stub not running)`;
   const upstreams = resources.upstreams.length > 0 ? resources.upstreams.join(', ') : 'none';
-  return `${patterns} (DNS stub on ${resources.stubAddresses.join(', ')}; upstreams: ${upstreams})`;
+  const counters = resources.stubCounters ? formatStubCounters(resources.stubCounters) : [];
+  return (
+    `${patterns} (DNS stub on ${resources.stubAddresses.join(', ')}; upstreams: ${upstreams}` +
+    `${counters.map((part) => `; ${part}`).join('')})`
+  );
+}
+
+function formatStubCounters(counters: DnsStubCounters): string[] {
+  const { assignments, quarantined, reclaimed, refused } = counters;
+  const addresses = [
+    ...(assignments > 0 ? [`proxy addresses for ${assignments} names`] : []),
+    ...(reclaimed > 0 ? [`${reclaimed} reclaimed`] : []),
+    ...(quarantined > 0 ? [`${quarantined} quarantined`] : []),
+  ];
+  const nonZero = Object.entries(refused).filter(([, count]) => count > 0);
+  const refusals = nonZero.map(([reason, count]) => `${reason} ${count}`).join(', ');
+  return [
+    ...(addresses.length > 0 ? [addresses.join(', ')] : []),
+    ...(nonZero.length > 0 ? [`refused: ${refusals}`] : []),
+  ];
 }
 
 function table(rows: string[][]): string[] {

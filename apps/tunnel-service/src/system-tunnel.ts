@@ -31,14 +31,21 @@ export function createSystemTunnel(options: {
         createControl: (mode) => createSystemDnsControl(mode, { interfaceName }),
         logger,
       }),
-    startResourceStub,
+    startResourceStub: (stubOptions) => startResourceStub(stubOptions, logger),
     lookupHost: systemHostLookup,
     logger,
   });
 }
 
-async function startResourceStub(options: ResourceStubOptions): Promise<ResourceStub> {
-  const stub = new DnsStub({ proxyFamilies: options.proxyFamilies });
+async function startResourceStub(
+  options: ResourceStubOptions,
+  logger: Logger,
+): Promise<ResourceStub> {
+  const stub = new DnsStub({
+    proxyFamilies: options.proxyFamilies,
+    addressIdleMs: options.addressIdleMs,
+    isTunnelled: options.isTunnelled,
+  });
   const toResources = (patterns: readonly string[]) =>
     patterns.map((pattern) => ({ id: pattern, pattern }));
   stub.setResources(toResources(options.resources));
@@ -47,9 +54,11 @@ async function startResourceStub(options: ResourceStubOptions): Promise<Resource
     stub,
     listen: options.listen.map((address) => ({ address, port: DNS_PORT })),
     upstreamSockets: upstreamSockets(options.mark, options.isTunnelled),
+    log: (level, message) => logger[level](message),
   });
   return {
     setResources: (patterns) => stub.setResources(toResources(patterns)),
+    stats: () => stub.stats,
     close: () => server.close(),
   };
 }

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { DNS_STUB_REFUSALS as STUB_REFUSALS } from '@gatehouse/dns-stub';
 import type { EngineOptions, EnginePeer, EngineStatus } from '@gatehouse/engine';
 import type { DnsSettings, InterfaceSettings } from '@gatehouse/netconfig';
-import type { DnsStatus } from '@gatehouse/protocol';
+import { DNS_STUB_REFUSALS, type DnsStatus, type DnsStubCounters } from '@gatehouse/protocol';
 import { silentLogger, type Logger } from '@gatehouse/service-ipc';
 import {
   EngineTunnel,
@@ -13,6 +14,18 @@ import { NO_DNS_RESOURCES, type TunnelConfig } from '../src/tunnel.ts';
 import { parseWgQuickConfig } from '../src/wg-quick-config.ts';
 
 const key = (byte: number) => Buffer.alloc(32, byte).toString('base64');
+
+const STUB_COUNTERS: DnsStubCounters = {
+  assignments: 3,
+  quarantined: 1,
+  reclaimed: 2,
+  refused: {
+    ...(Object.fromEntries(
+      DNS_STUB_REFUSALS.map((reason) => [reason, 0]),
+    ) as DnsStubCounters['refused']),
+    'not-local': 4,
+  },
+};
 
 function config(text: string): TunnelConfig {
   const parsed = parseWgQuickConfig(text);
@@ -133,6 +146,7 @@ function harness(options: { failAt?: Step | 'startResourceStub'; previous?: stri
       return {
         cryptoProvider: 'openssl-evp',
         status: () => engineStatus(peers),
+        idleMs: (address) => (address === '100.96.0.1' ? 5000 : Infinity),
         stop: async () => {
           h.calls.push('engine.stop');
         },
@@ -143,6 +157,7 @@ function harness(options: { failAt?: Step | 'startResourceStub'; previous?: stri
       step('startResourceStub');
       return {
         setResources: (patterns) => h.calls.push(`stub.setResources ${patterns.join(' ')}`),
+        stats: () => STUB_COUNTERS,
         close: async () => {
           h.calls.push('stub.close');
         },
@@ -326,12 +341,14 @@ void describe('EngineTunnel DNS resources', () => {
       stubRunning: true,
       stubAddresses: sentinels,
       upstreams: ['10.9.0.1'],
+      stubCounters: STUB_COUNTERS,
     });
     assert.deepEqual(tunnel.status().dnsResources, {
       patterns: ['*.corp.example'],
       stubRunning: true,
       stubAddresses: sentinels,
       upstreams: ['10.9.0.1'],
+      stubCounters: STUB_COUNTERS,
     });
     assert.deepEqual(h.calls, ['configureInterface', 'startResourceStub', 'dns.use']);
     assert.deepEqual(h.interfaces.at(-1), {
@@ -345,6 +362,11 @@ void describe('EngineTunnel DNS resources', () => {
     assert.equal(stub?.mark, 0x4748);
     assert.equal(stub?.isTunnelled('10.9.0.1'), true);
     assert.equal(stub?.isTunnelled('192.168.1.1'), false);
+    assert.equal(stub?.addressIdleMs('100.96.0.1'), 5000, "the engine's activity reaches the stub");
+    assert.deepEqual(h.engineStarts[0]?.options.watchedRanges, [
+      '100.96.0.0/11',
+      'fd00:2021:1111:8000::/107',
+    ]);
     assert.deepEqual(h.dnsUses.at(-1), { servers: sentinels, searchDomains: ['corp.example'] });
     assert.ok(
       h.logs.some((line) => /warn: .*fd00:2021:1111:8000::\/107/.test(line)),
@@ -358,6 +380,7 @@ void describe('EngineTunnel DNS resources', () => {
       stubRunning: true,
       stubAddresses: sentinels,
       upstreams: ['10.9.0.1'],
+      stubCounters: STUB_COUNTERS,
     });
     assert.deepEqual(tunnel.status().dnsResources.patterns, ['a.example', '**.b.example']);
     assert.deepEqual(h.calls, ['stub.setResources a.example **.b.example']);
@@ -449,4 +472,8 @@ AllowedIPs = 100.96.0.0/11, fd00:2021:1111:8000::/107
     await tunnel.stop();
     assert.deepEqual(h.calls, ['stub.close', ...UNDO_AFTER_START]);
   });
+});
+
+void it("the status carries exactly the DNS stub's refusal reasons", () => {
+  assert.deepEqual([...STUB_REFUSALS].sort(), [...DNS_STUB_REFUSALS].sort());
 });

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  DNS_STUB_REFUSALS,
   DROP_REASONS,
   UNATTRIBUTED_DROP_REASONS,
   type DropCounters,
@@ -122,5 +123,36 @@ void test('DNS resources: the patterns, then where the stub answers and forwards
   assert.equal(
     formatDnsResources({ ...NO_DNS_RESOURCES, patterns: ['app.corp.example'] }),
     'app.corp.example (DNS stub not running)',
+  );
+});
+
+void test("DNS resources: the stub's non-zero counters, compactly", () => {
+  const refused = Object.fromEntries(DNS_STUB_REFUSALS.map((reason) => [reason, 0])) as Record<
+    (typeof DNS_STUB_REFUSALS)[number],
+    number
+  >;
+  const running = {
+    patterns: ['*.corp.example'],
+    stubRunning: true,
+    stubAddresses: ['100.100.111.1'],
+    upstreams: ['10.9.0.1'],
+    stubCounters: { assignments: 0, quarantined: 0, reclaimed: 0, refused },
+  };
+  assert.equal(
+    formatDnsResources(running),
+    '*.corp.example (DNS stub on 100.100.111.1; upstreams: 10.9.0.1)',
+  );
+  assert.equal(
+    formatDnsResources({
+      ...running,
+      stubCounters: {
+        assignments: 12,
+        quarantined: 0,
+        reclaimed: 3,
+        refused: { ...refused, 'not-local': 2, 'rate-limited': 5 },
+      },
+    }),
+    '*.corp.example (DNS stub on 100.100.111.1; upstreams: 10.9.0.1; ' +
+      'proxy addresses for 12 names, 3 reclaimed; refused: not-local 2, rate-limited 5)',
   );
 });

@@ -97,6 +97,39 @@ export const DnsStatusSchema = z.discriminatedUnion('applied', [
 export type DnsStatus = z.infer<typeof DnsStatusSchema>;
 
 /**
+ * Why the DNS stub refused a query or dropped a message; each has its own
+ * counter. Exactly `@gatehouse/dns-stub`'s DNS_STUB_REFUSALS (the tunnel
+ * service's tests check that the lists agree).
+ */
+export const DNS_STUB_REFUSALS = [
+  'not-local',
+  'rate-limited',
+  'assignment-cap',
+  'range-exhausted',
+  'malformed',
+  'forward-limit',
+  'no-upstream',
+  'upstream-timeout',
+  'unexpected-reply',
+  'rebinding',
+  'tcp-client-cap',
+  'tcp-deadline',
+  'socket-error',
+  'handler-error',
+] as const;
+
+export const DnsStubCountersSchema = z.object({
+  /** Names with proxy addresses now. */
+  assignments: CounterSchema,
+  /** Reclaimed names' proxy addresses not yet handed out again. */
+  quarantined: CounterSchema,
+  /** Names whose idle proxy addresses were taken back. */
+  reclaimed: CounterSchema,
+  refused: z.record(z.enum(DNS_STUB_REFUSALS), CounterSchema),
+});
+export type DnsStubCounters = z.infer<typeof DnsStubCountersSchema>;
+
+/**
  * The DNS resources and the DNS stub that answers for them: the
  * `set-dns-resources` result and part of every status.
  */
@@ -108,6 +141,8 @@ export const DnsResourcesStatusSchema = z.object({
   stubAddresses: z.array(z.string().max(64)),
   /** Where the stub forwards names that are no DNS resource; empty when it does not run. */
   upstreams: z.array(z.string().max(64)),
+  /** Since the stub started; absent when it does not run. */
+  stubCounters: DnsStubCountersSchema.optional(),
 });
 export type DnsResourcesStatus = z.infer<typeof DnsResourcesStatusSchema>;
 
