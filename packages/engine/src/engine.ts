@@ -54,7 +54,7 @@ import { AddressActivity } from './address-activity.ts';
 import { AllowedIps, parsePrefix } from './allowed-ips.ts';
 import type { AllowedIpsTable, SharedAllowedIpsTable } from './allowed-ips.ts';
 import { monotonicMs } from './data-path.ts';
-import { DROP_REASONS, DropCounters, UNATTRIBUTED } from './drop-counters.ts';
+import { DROP_REASONS, DROP_UDP_SEND_FAILED, DropCounters, UNATTRIBUTED } from './drop-counters.ts';
 import { HandshakeRing, UNDER_LOAD_RING_DEPTH } from './handshake-ring.ts';
 import { limitMallocArenas } from './malloc-arenas.ts';
 import { startStrippedWorker } from './stripped-worker.ts';
@@ -618,13 +618,16 @@ export class Engine {
       const { family, address } = parseAddress(t.to.address);
       if (!canSend(socket, family)) {
         this.#log('warn', `no IPv${family} socket for ${t.to.address}`);
+        this.#drops.add(UNATTRIBUTED, DROP_UDP_SEND_FAILED);
         continue;
       }
       this.#send.setEndpoint(0, { family, address, port: t.to.port });
       this.#send.data.set(t.datagram, 0);
       this.#send.lengths[0] = t.datagram.length;
       this.#send.tos[0] = 0;
-      socket.sendBatch(this.#send, 1);
+      if (socket.sendBatch(this.#send, 1) < 1) {
+        this.#drops.add(UNATTRIBUTED, DROP_UDP_SEND_FAILED);
+      }
     }
   }
 

@@ -273,6 +273,19 @@ void describe('two engines over in-memory TUN queues and UDP, data in worker thr
     assert.equal(right.engine.status().unattributedDrops['tun-full'], 0);
   });
 
+  void it('counts a handshake the control thread could not send', async () => {
+    network = new MemoryUdpNetwork({ maxSockets: 8, queueDepth: 1024 });
+    relay = new Relay(network);
+    left = await startSide(network, 1, generateKeyPair(), generateKeyPair(), 1, {
+      allowedIps: ['10.9.0.2/32'],
+      endpoint: { address: '10.0.0.77', port: 9 },
+    });
+    await until(
+      'the failed send',
+      () => left.engine.status().unattributedDrops['udp-send-failed'] >= 1,
+    );
+  });
+
   void it('drops and counts a replayed datagram', async () => {
     await startPair();
     left.tun.inject(numbered('10.9.0.1', '10.9.0.2', 1));
