@@ -18,6 +18,8 @@ import { join } from 'node:path';
 import { it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
+import dnsPacket from 'dns-packet';
+
 import { skipLoudly } from '@gatehouse/test-support';
 
 import { systemTestSkipReason, TestNetwork } from './lib/netns.ts';
@@ -42,9 +44,18 @@ const ORIGINAL_RESOLV_CONF = Buffer.from('# the host of this namespace\nnameserv
 
 /** The part of `gatehouse-tunnel status --json` this test reads. */
 interface Status {
-  dnsResources: unknown;
+  dnsResources: { stubCounters?: { assignments: number; refused: Record<string, number> } };
   peers: { publicKey: string; txPackets: number }[];
 }
+
+/** Run in a namespace: one DNS query (hex) to ADDRESS:53; prints `answered` or `silent` after 1 s. */
+const ONE_QUERY = `
+const socket = require('node:dgram').createSocket('udp4');
+const [address, hex] = process.argv.slice(1);
+const timer = setTimeout(() => { console.log('silent'); socket.close(); }, 1000);
+socket.on('message', () => { clearTimeout(timer); console.log('answered'); socket.close(); });
+socket.send(Buffer.from(hex, 'hex'), 53, address);
+`;
 
 function isIpv4ProxyAddress(address: string): boolean {
   const [first, second] = address.split('.').map(Number);
@@ -155,12 +166,14 @@ AllowedIPs = 10.202.0.0/24
       );
       assert.deepEqual(nameservers(), SENTINELS);
       const status = async () => JSON.parse((await cli('status', ['--json'])).stdout) as Status;
-      assert.deepEqual((await status()).dnsResources, {
+      const { stubCounters, ...resources } = (await status()).dnsResources;
+      assert.deepEqual(resources, {
         patterns: ['app.corp.test', '*.svc.corp.test'],
         stubRunning: true,
         stubAddresses: SENTINELS,
         upstreams: [B.tunnel],
       });
+      assert.equal(stubCounters?.assignments, 0);
 
       const routeGet = async (family: '-4' | '-6', destination: string) =>
         (await privateEtc.run(['ip', family, 'route', 'get', destination])).stdout;
@@ -219,6 +232,44 @@ AllowedIPs = 10.202.0.0/24
         'the stub forwarded through the tunnel',
       );
       assert.doesNotMatch(upstream.output(), /corp\.test/, 'resource names never go upstream');
+
+      // Who may ask: the stub answers this host only, not a LAN neighbour nor a tunnel peer.
+      const query = dnsPacket
+        .encode({ type: 'query', id: 1, questions: [{ type: 'A', name: 'app.corp.test' }] })
+        .toString('hex');
+      const askFromB = async () =>
+        (
+          await network.exec(namespaceB, [process.execPath, '-e', ONE_QUERY, SENTINELS[0]!, query])
+        ).stdout.trim();
+      const notLocal = async () => (await status()).dnsResources.stubCounters?.refused['not-local'];
+      await network.exec(namespaceB, [
+        'ip',
+        'route',
+        'add',
+        `${SENTINELS[0]}/32`,
+        'via',
+        A.underlay,
+      ]);
+      assert.equal(await askFromB(), 'silent', 'a LAN neighbour gets no answer');
+      assert.equal(await notLocal(), 1);
+      await wireguardB.setPeer({
+        publicKey: keysA.publicKey,
+        allowedIps: [`${A.tunnel}/32`, `${SENTINELS[0]}/32`],
+      });
+      await network.exec(namespaceB, [
+        'ip',
+        'route',
+        'replace',
+        `${SENTINELS[0]}/32`,
+        'dev',
+        wireguardB.name,
+      ]);
+      assert.equal(await askFromB(), 'silent', 'a tunnel peer gets no answer');
+      assert.equal(await notLocal(), 2);
+      assert.ok(
+        (await cli('status')).stdout.includes('refused: not-local 2'),
+        'gatehouse-tunnel status shows the refusals',
+      );
 
       const receivedBefore = (await wireguardB.peer(keysA.publicKey)).rxBytes;
       const pinged = await ping(network, namespaceA, proxy, {
