@@ -31,6 +31,10 @@ export interface PingOptions {
   deadlineSeconds: number;
   /** The IP TOS byte of the requests; 2 is ECT(0) with DSCP 0. */
   tos?: number;
+  /** ICMP payload bytes per request (ping's -s). */
+  payloadBytes?: number;
+  /** Requests must not be fragmented on the way (ping's -M do). */
+  dontFragment?: boolean;
 }
 
 /** Pings `destination` from `namespace`; resolves with what happened, also when replies were lost. */
@@ -53,6 +57,8 @@ export async function ping(
     `${options.deadlineSeconds}`,
   ];
   if (options.tos !== undefined) argv.push('-Q', `${options.tos}`);
+  if (options.payloadBytes !== undefined) argv.push('-s', `${options.payloadBytes}`);
+  if (options.dontFragment === true) argv.push('-M', 'do');
   argv.push(destination);
   try {
     const { stdout } = await network.exec(namespace, argv, {

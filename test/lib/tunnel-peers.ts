@@ -37,7 +37,8 @@ export interface TunnelPeerOptions {
   listenPort: number;
   /** Tunnel address with prefix length, e.g. `10.201.0.1/24`. */
   address: string;
-  mtu: number;
+  /** Absent: none is set (no `MTU =` line; wireguard-go's own), so both take the default, 1420. */
+  mtu?: number;
   peer: RemotePeer;
 }
 
@@ -227,7 +228,7 @@ function wgQuickFile(options: TunnelPeerOptions): string {
     `PrivateKey = ${options.keys.privateKey}`,
     `Address = ${options.address}`,
     `ListenPort = ${options.listenPort}`,
-    `MTU = ${options.mtu}`,
+    ...(options.mtu === undefined ? [] : [`MTU = ${options.mtu}`]),
     '',
     '[Peer]',
     `PublicKey = ${options.peer.publicKey}`,
@@ -267,15 +268,17 @@ class WireGuardGoPeer implements TunnelPeer {
       listenPort: options.listenPort,
       address: options.address,
     });
-    await network.exec(options.namespace, [
-      'ip',
-      'link',
-      'set',
-      'dev',
-      device.name,
-      'mtu',
-      `${options.mtu}`,
-    ]);
+    if (options.mtu !== undefined) {
+      await network.exec(options.namespace, [
+        'ip',
+        'link',
+        'set',
+        'dev',
+        device.name,
+        'mtu',
+        `${options.mtu}`,
+      ]);
+    }
     await device.setPeer(options.peer);
     return device;
   }
@@ -317,13 +320,31 @@ class WireGuardGoPeer implements TunnelPeer {
 export const PAIR_ADDRESSES = {
   underlayPrefix: 24,
   tunnelPrefix: 24,
-  left: { underlay: '10.200.0.1', tunnel: '10.201.0.1', listenPort: 51820 },
-  right: { underlay: '10.200.0.2', tunnel: '10.201.0.2', listenPort: 51821 },
+  underlay6Prefix: 64,
+  left: {
+    underlay: '10.200.0.1',
+    underlay6: 'fd00:200::1',
+    tunnel: '10.201.0.1',
+    listenPort: 51820,
+  },
+  right: {
+    underlay: '10.200.0.2',
+    underlay6: 'fd00:200::2',
+    tunnel: '10.201.0.2',
+    listenPort: 51821,
+  },
 } as const;
 
 export const TUNNEL_MTU = 1420;
 /** The veth interface's name in both namespaces. */
 export const UNDERLAY_INTERFACE = 'veth0';
+
+export interface TunnelPairOptions {
+  /** Which underlay addresses the peers' endpoints are (default 4); with 6 the veth has both. */
+  underlayFamily?: 4 | 6;
+  /** The tunnel MTU both sides set; 'default' sets none (default TUNNEL_MTU). */
+  mtu?: number | 'default';
+}
 
 export interface TunnelPair {
   leftNamespace: string;
@@ -333,13 +354,14 @@ export interface TunnelPair {
 }
 
 /**
- * Two namespaces joined by a veth pair, a tunnel peer of `kinds[0]` on the
- * left and of `kinds[1]` on the right; each knows the other's endpoint, so
- * either can start the handshake.
+ * Two namespaces joined by a veth pair (MTU 1500), a tunnel peer of
+ * `kinds[0]` on the left and of `kinds[1]` on the right; each knows the
+ * other's endpoint, so either can start the handshake.
  */
 export async function createTunnelPair(
   network: TestNetwork,
   kinds: readonly [PeerKind, PeerKind],
+  options: TunnelPairOptions = {},
 ): Promise<TunnelPair> {
   const { left, right } = PAIR_ADDRESSES;
   const leftNamespace = await network.addNamespace();
@@ -356,17 +378,39 @@ export async function createTunnelPair(
       address: `${right.underlay}/${PAIR_ADDRESSES.underlayPrefix}`,
     },
   );
+  const family = options.underlayFamily ?? 4;
+  if (family === 6) {
+    for (const [namespace, side] of [
+      [leftNamespace, left],
+      [rightNamespace, right],
+    ] as const) {
+      const address = `${side.underlay6}/${PAIR_ADDRESSES.underlay6Prefix}`;
+      await network.exec(namespace, [
+        'ip',
+        '-6',
+        'addr',
+        'add',
+        address,
+        'dev',
+        UNDERLAY_INTERFACE,
+        'nodad',
+      ]);
+    }
+  }
+  const endpointOf = (side: typeof left | typeof right): string =>
+    family === 6 ? `[${side.underlay6}]:${side.listenPort}` : `${side.underlay}:${side.listenPort}`;
+  const mtu = options.mtu ?? TUNNEL_MTU;
   const [leftKeys, rightKeys] = await Promise.all([generateKeyPair(), generateKeyPair()]);
   const leftPeer = await startTunnelPeer(network, kinds[0], {
     namespace: leftNamespace,
     keys: leftKeys,
     listenPort: left.listenPort,
     address: `${left.tunnel}/${PAIR_ADDRESSES.tunnelPrefix}`,
-    mtu: TUNNEL_MTU,
+    ...(mtu === 'default' ? {} : { mtu }),
     peer: {
       publicKey: rightKeys.publicKey,
       allowedIps: [`${right.tunnel}/32`],
-      endpoint: `${right.underlay}:${right.listenPort}`,
+      endpoint: endpointOf(right),
     },
   });
   const rightPeer = await startTunnelPeer(network, kinds[1], {
@@ -374,11 +418,11 @@ export async function createTunnelPair(
     keys: rightKeys,
     listenPort: right.listenPort,
     address: `${right.tunnel}/${PAIR_ADDRESSES.tunnelPrefix}`,
-    mtu: TUNNEL_MTU,
+    ...(mtu === 'default' ? {} : { mtu }),
     peer: {
       publicKey: leftKeys.publicKey,
       allowedIps: [`${left.tunnel}/32`],
-      endpoint: `${left.underlay}:${left.listenPort}`,
+      endpoint: endpointOf(left),
     },
   });
   return { leftNamespace, rightNamespace, left: leftPeer, right: rightPeer };

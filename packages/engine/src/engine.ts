@@ -364,7 +364,8 @@ export class Engine {
         sockets[0] instanceof DualStackSocket && sockets[0].v6 ? 'IPv4+IPv6' : 'IPv4';
       log(
         'info',
-        `${options.interfaceName}: ${workers.length} data worker(s), port ${engine.listenPort} (${families})` +
+        `${options.interfaceName}: ${workers.length} data worker(s), port ${engine.listenPort} (${families}), ` +
+          `UDP GSO ${sockets[0]!.gso ? 'on' : 'off'}` +
           (tun === undefined ? '' : `, offloads ${JSON.stringify(tun.offloads)}`),
       );
       engine.setPeers(peers);
