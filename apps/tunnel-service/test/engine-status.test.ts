@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
-import { DROP_REASONS as ENGINE_DATA_PATH_REASONS } from '@gatehouse/engine';
+import {
+  DROP_REASONS as ENGINE_DATA_PATH_REASONS,
+  UNATTRIBUTED_ONLY_REASONS,
+} from '@gatehouse/engine';
 import type { EngineStatus } from '@gatehouse/engine';
 import { DROP_REASONS, TunnelStatusSchema, UNATTRIBUTED_DROP_REASONS } from '@gatehouse/protocol';
 import { DROP_REASONS as WIREGUARD_REASONS } from '@gatehouse/wireguard';
@@ -12,11 +15,11 @@ void it("the protocol carries exactly the engine's drop reasons", () => {
   assert.deepEqual([...engine].sort(), [...DROP_REASONS].sort());
 });
 
-void it("the protocol's unattributed reasons are the engine's and the handshake ring's", () => {
+void it("the protocol's unattributed reasons are exactly the engine's", () => {
   const engine = new Set<string>([
     ...WIREGUARD_REASONS,
     ...ENGINE_DATA_PATH_REASONS,
-    'handshake-ring-full',
+    ...UNATTRIBUTED_ONLY_REASONS,
   ]);
   assert.deepEqual([...engine].sort(), [...UNATTRIBUTED_DROP_REASONS].sort());
 });

@@ -29,8 +29,8 @@ import { availableParallelism } from 'node:os';
 import { MessageChannel } from 'node:worker_threads';
 import type { MessagePort, Worker } from 'node:worker_threads';
 
-import { closeTunQueueFds, openTunQueues } from '@gatehouse/tun';
-import type { MemoryTunQueues, OpenedTunQueues } from '@gatehouse/tun';
+import { closeTunQueueFds, openTunQueues, readTunKernelDrops } from '@gatehouse/tun';
+import type { MemoryTunQueues, OpenedTunQueues, TunKernelDrops } from '@gatehouse/tun';
 import { DatagramBatch, DualStackSocket, formatEndpoint, parseAddress } from '@gatehouse/udp';
 import type {
   AddressFamily,
@@ -100,6 +100,20 @@ export interface EngineOptions {
 export type EngineDropReason =
   (typeof DROP_REASONS)[number] | (typeof WIREGUARD_DROP_REASONS)[number];
 
+/**
+ * Unattributed reasons beyond the per-peer ones: handshake messages a full
+ * ring refused, and what the kernel dropped on the TUN interface — packets
+ * for the tunnel while our queue was full (tx_dropped), packets we wrote
+ * (rx_dropped).
+ */
+export const UNATTRIBUTED_ONLY_REASONS = [
+  'handshake-ring-full',
+  'kernel-tun-tx-dropped',
+  'kernel-tun-rx-dropped',
+] as const;
+export type EngineUnattributedDropReason =
+  EngineDropReason | (typeof UNATTRIBUTED_ONLY_REASONS)[number];
+
 export interface EnginePeerStatus {
   /** Base64. */
   publicKey: string;
@@ -129,7 +143,7 @@ export interface EngineStatus {
   /** Why the engine failed (see EngineOptions.onFailed); null while it works. */
   failure: string | null;
   /** Drops no peer can be blamed for (unknown receiver index, failed sends, handshake ring full). */
-  unattributedDrops: Record<EngineDropReason | 'handshake-ring-full', number>;
+  unattributedDrops: Record<EngineUnattributedDropReason, number>;
 }
 
 /** In-memory devices instead of the kernel's, for tests: queue i of `tun` pairs with `sockets[i]`. */
@@ -187,6 +201,9 @@ export class Engine {
   readonly #peers = new Map<string, PeerEntry>();
   readonly #send = new DatagramBatch(1, 2048);
   readonly #closeDevices: () => void;
+  /** The kernel TUN interface's name; undefined over memory devices. */
+  readonly #kernelTun: string | undefined;
+  #kernelTunDropsUnreadable = false;
   readonly #template: WorkerTemplate;
   readonly #observeWorker: ((queue: number, worker: Worker) => void) | undefined;
   readonly #onFailed: (error: Error) => void;
@@ -208,6 +225,7 @@ export class Engine {
     activity: AddressActivity;
     listenPort: number;
     closeDevices: () => void;
+    kernelTun: string | undefined;
     template: WorkerTemplate;
     allowedIps: SharedAllowedIpsTable;
     observeWorker: ((queue: number, worker: Worker) => void) | undefined;
@@ -223,6 +241,7 @@ export class Engine {
     this.#drops = init.drops;
     this.#activity = init.activity;
     this.#closeDevices = init.closeDevices;
+    this.#kernelTun = init.kernelTun;
     this.#template = init.template;
     this.#allowedIps = init.allowedIps;
     this.#observeWorker = init.observeWorker;
@@ -356,6 +375,7 @@ export class Engine {
         activity,
         listenPort: sockets[0]!.localPort,
         closeDevices,
+        kernelTun: tun?.name,
         template,
         allowedIps: table.shared,
         observeWorker,
@@ -468,7 +488,13 @@ export class Engine {
         drops,
       };
     });
-    const unattributed = { ...emptyDrops(), 'handshake-ring-full': 0 };
+    const kernel = this.#kernelTunDrops();
+    const unattributed: Record<EngineUnattributedDropReason, number> = {
+      ...emptyDrops(),
+      'handshake-ring-full': 0,
+      'kernel-tun-tx-dropped': kernel?.txDropped ?? 0,
+      'kernel-tun-rx-dropped': kernel?.rxDropped ?? 0,
+    };
     for (const [reason, count] of Object.entries(this.#device.deviceDrops())) {
       unattributed[reason as EngineDropReason] += count;
     }
@@ -486,6 +512,17 @@ export class Engine {
       failure: this.#failure ?? null,
       unattributedDrops: unattributed,
     };
+  }
+
+  /** The kernel's drop counters of our TUN interface; undefined over memory devices. */
+  #kernelTunDrops(): TunKernelDrops | undefined {
+    if (this.#kernelTun === undefined) return undefined;
+    const drops = readTunKernelDrops(this.#kernelTun);
+    if (drops === undefined && !this.#kernelTunDropsUnreadable) {
+      this.#kernelTunDropsUnreadable = true;
+      this.#log('warn', `${this.#kernelTun}: the kernel's drop counters cannot be read from sysfs`);
+    }
+    return drops;
   }
 
   /** Stops the workers (woken through their eventfds, terminated after 1 s) and closes TUN and sockets. */

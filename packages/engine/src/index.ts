@@ -4,7 +4,7 @@ export { DataPath, monotonicMs } from './data-path.ts';
 export type { DataPathOptions } from './data-path.ts';
 export { DROP_REASONS, DropCounters } from './drop-counters.ts';
 export type { DropCounts, DropReason } from './drop-counters.ts';
-export { Engine } from './engine.ts';
+export { Engine, UNATTRIBUTED_ONLY_REASONS } from './engine.ts';
 export type {
   EngineDropReason,
   EngineLogLevel,
@@ -13,5 +13,6 @@ export type {
   EnginePeer,
   EnginePeerStatus,
   EngineStatus,
+  EngineUnattributedDropReason,
 } from './engine.ts';
 export { HandshakeRing } from './handshake-ring.ts';

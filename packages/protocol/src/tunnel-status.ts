@@ -52,8 +52,17 @@ export const DROP_REASONS = [
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 
-/** Drops no peer can be blamed for: the same reasons, and handshake messages a full ring refused. */
-export const UNATTRIBUTED_DROP_REASONS = [...DROP_REASONS, 'handshake-ring-full'] as const;
+/**
+ * Drops no peer can be blamed for: the same reasons, handshake messages a
+ * full ring refused, and the kernel's drops on the TUN interface (packets
+ * for the tunnel while the engine's queue was full; packets it wrote).
+ */
+export const UNATTRIBUTED_DROP_REASONS = [
+  ...DROP_REASONS,
+  'handshake-ring-full',
+  'kernel-tun-tx-dropped',
+  'kernel-tun-rx-dropped',
+] as const;
 export type UnattributedDropReason = (typeof UNATTRIBUTED_DROP_REASONS)[number];
 
 const CounterSchema = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);

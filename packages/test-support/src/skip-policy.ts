@@ -11,7 +11,7 @@ import type { TestContext } from 'node:test';
 /** What CI machines cannot have, and why: the only skips a CI run accepts. */
 export const SKIPS_ALLOWED_IN_CI: Readonly<Record<string, string>> = {
   'no-electron-binary':
-    'no Electron binary can be had on these machines (the npm registry is their only network); the Electron launch runs in `npm run test:electron`',
+    "no Electron binary can be had on these machines: electron's install script downloads it from GitHub, and the npm registry is their only network",
 };
 
 export interface SkipVerdict {

@@ -25,3 +25,5 @@ export {
 export type { OpenedTunQueues, TunQueueIo, TunQueuesOptions } from './tun-queue.ts';
 export { MemoryTunQueues } from './memory-tun-queues.ts';
 export type { MemoryTunQueuesOptions, SharedMemoryTunQueues } from './memory-tun-queues.ts';
+export { readTunKernelDrops } from './kernel-drops.ts';
+export type { TunKernelDrops } from './kernel-drops.ts';
