@@ -9,11 +9,10 @@ import {
   UNATTRIBUTED_DROP_REASONS,
   type DnsResourcesStatus,
   type DropCounters,
-  type TunnelStatus,
   type UnattributedDropCounters,
 } from '@gatehouse/protocol';
 import { encodeKey } from '@gatehouse/wireguard';
-import { NO_DNS_RESOURCES, type Tunnel, type TunnelConfig } from './tunnel.ts';
+import { NO_DNS_RESOURCES, type Tunnel, type TunnelConfig, type TunnelReport } from './tunnel.ts';
 import type { PeerEndpoint } from './wg-quick-config.ts';
 
 export class DryRunTunnel implements Tunnel {
@@ -34,7 +33,7 @@ export class DryRunTunnel implements Tunnel {
     return this.#dnsResources;
   }
 
-  status(): TunnelStatus {
+  status(): TunnelReport {
     const config = this.#config;
     if (config === undefined) throw new Error('the dry-run tunnel is not started');
     const noDrops = Object.fromEntries(DROP_REASONS.map((reason) => [reason, 0])) as DropCounters;

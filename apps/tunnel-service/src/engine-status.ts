@@ -11,9 +11,9 @@ import {
   type DnsResourcesStatus,
   type DnsStatus,
   type DropCounters,
-  type TunnelStatus,
   type UnattributedDropCounters,
 } from '@gatehouse/protocol';
+import type { TunnelReport } from './tunnel.ts';
 
 export type EngineStatusView = Pick<
   EngineStatus,
@@ -24,7 +24,7 @@ export function tunnelStatusFromEngine(
   engine: EngineStatusView,
   dns: DnsStatus,
   dnsResources: DnsResourcesStatus,
-): TunnelStatus {
+): TunnelReport {
   return {
     state: 'running',
     interfaceName: engine.interfaceName,

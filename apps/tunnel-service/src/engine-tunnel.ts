@@ -14,16 +14,11 @@ import {
 } from '@gatehouse/dns-stub';
 import type { EngineOptions, EnginePeer } from '@gatehouse/engine';
 import { DEFAULT_FWMARK, type DnsSettings, type InterfaceSettings } from '@gatehouse/netconfig';
-import type {
-  DnsResourcesStatus,
-  DnsStatus,
-  DnsStubCounters,
-  TunnelStatus,
-} from '@gatehouse/protocol';
+import type { DnsResourcesStatus, DnsStatus, DnsStubCounters } from '@gatehouse/protocol';
 import type { Logger } from '@gatehouse/service-ipc';
 import { resolvePeerEndpoints, type HostLookup } from './endpoint-resolution.ts';
 import { tunnelStatusFromEngine, type EngineStatusView } from './engine-status.ts';
-import { NO_DNS_RESOURCES, type Tunnel, type TunnelConfig } from './tunnel.ts';
+import { NO_DNS_RESOURCES, type Tunnel, type TunnelConfig, type TunnelReport } from './tunnel.ts';
 import { tunnelledAddressTest, type TunnelledAddressTest } from './tunnelled-addresses.ts';
 import { UndoStack } from './undo-stack.ts';
 
@@ -200,7 +195,7 @@ export class EngineTunnel implements Tunnel {
     return this.#stopping;
   }
 
-  status(): TunnelStatus {
+  status(): TunnelReport {
     const running = this.#mustBeRunning();
     return tunnelStatusFromEngine(
       running.engine.status(),

@@ -2,12 +2,20 @@
  * `gatehouse-tunnel up`: claims the control socket, starts the tunnel,
  * serves status and down requests, and tears everything down again on every
  * way out — SIGINT, SIGTERM, `down`, a failed start or an unexpected error.
+ * Bad input costs one request, never the tunnel: the control socket catches
+ * and counts at its boundary, and the process-level handlers are only the
+ * last resort for a fault nothing else caught.
  */
 
 import type { TunnelStatus } from '@gatehouse/protocol';
-import { RequestError, ServiceServer, type Logger } from '@gatehouse/service-ipc';
+import {
+  RequestError,
+  ServiceServer,
+  type ControlSocketLimits,
+  type Logger,
+} from '@gatehouse/service-ipc';
 import { dnsResourcePatternProblem } from './dns-resource-patterns.ts';
-import type { Tunnel, TunnelConfig } from './tunnel.ts';
+import type { Tunnel, TunnelConfig, TunnelReport } from './tunnel.ts';
 
 export interface TunnelServiceOptions {
   config: TunnelConfig;
@@ -15,13 +23,15 @@ export interface TunnelServiceOptions {
   tunnel: Tunnel;
   serviceVersion: string;
   logger: Logger;
+  /** The control socket's defaults unless told otherwise. */
+  controlSocketLimits?: Partial<ControlSocketLimits>;
 }
 
 /** Runs in the foreground until told to stop; resolves with the process exit code. */
 export async function runTunnelService(options: TunnelServiceOptions): Promise<number> {
   const { config, tunnel, logger } = options;
   let phase: 'starting' | 'running' | 'stopping' = 'starting';
-  let stoppingStatus: TunnelStatus | undefined;
+  let stoppingStatus: TunnelReport | undefined;
   let exitCode = 0;
   let stopWanted = false;
   let requestStop: (reason: string) => void = () => {};
@@ -59,16 +69,23 @@ export async function runTunnelService(options: TunnelServiceOptions): Promise<n
   };
 
   let server: ServiceServer;
+  const statusNow = (): TunnelStatus => ({
+    ...(stoppingStatus ?? tunnel.status()),
+    controlSocket: server.counters,
+  });
+  const broadcastStatus = () =>
+    server.broadcast(() => ({ event: 'status-changed', status: statusNow() }));
   try {
     server = await ServiceServer.start({
       socketPath: options.socketPath,
       serviceVersion: options.serviceVersion,
       logger,
+      ...(options.controlSocketLimits === undefined ? {} : { limits: options.controlSocketLimits }),
       handlers: {
         status: () => {
           if (phase === 'starting')
             throw new RequestError('not-running', 'the tunnel is still starting');
-          return stoppingStatus ?? tunnel.status();
+          return statusNow();
         },
         'set-dns-resources': async ({ resources }) => {
           if (phase !== 'running')
@@ -77,7 +94,7 @@ export async function runTunnelService(options: TunnelServiceOptions): Promise<n
           const problem = dnsResourcePatternProblem(patterns);
           if (problem !== undefined) throw new RequestError('bad-request', problem);
           const result = await tunnel.setDnsResources(patterns);
-          server.broadcast({ event: 'status-changed', status: tunnel.status() });
+          broadcastStatus();
           return result;
         },
         down: () => {
@@ -98,11 +115,11 @@ export async function runTunnelService(options: TunnelServiceOptions): Promise<n
       await tunnel.start(config);
       phase = 'running';
       logger.info(`tunnel ${config.interfaceName} is up; control socket at ${options.socketPath}`);
-      server.broadcast({ event: 'status-changed', status: tunnel.status() });
+      broadcastStatus();
       await stopRequested;
       phase = 'stopping';
       stoppingStatus = { ...tunnel.status(), state: 'stopping' };
-      server.broadcast({ event: 'status-changed', status: stoppingStatus });
+      broadcastStatus();
     }
   } catch (error) {
     logger.error(`the tunnel failed: ${(error as Error).message}`);

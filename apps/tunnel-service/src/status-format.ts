@@ -4,6 +4,7 @@
  */
 
 import type {
+  ControlSocketCounters,
   DnsResourcesStatus,
   DnsStubCounters,
   PeerStatus,
@@ -18,6 +19,7 @@ export function formatStatus(status: TunnelStatus, now: number): string {
     `  dns: ${formatDns(status.dns)}`,
     `  dns resources: ${formatDnsResources(status.dnsResources)}`,
     `  drops without a peer: ${formatDrops({ 'no-route': status.noRoute, ...status.unattributedDrops })}`,
+    ...controlSocketLine(status.controlSocket),
     '',
   ];
   if (status.peers.length === 0) return [...lines, 'no peers'].join('\n');
@@ -63,6 +65,25 @@ function formatDrops(drops: Readonly<Record<string, number>>): string {
   const nonZero = Object.entries(drops).filter(([, count]) => count > 0);
   if (nonZero.length === 0) return 'none';
   return nonZero.map(([reason, count]) => `${reason} ${count}`).join(', ');
+}
+
+const CONTROL_SOCKET_LABELS: Record<keyof ControlSocketCounters, string> = {
+  refusedConnections: 'refused connections',
+  idleClosed: 'closed idle',
+  slowClosed: 'closed slow',
+  badRequests: 'bad requests',
+  handlerErrors: 'handler errors',
+  internalErrors: 'internal errors',
+};
+
+/** Only when something was refused, closed or caught. */
+function controlSocketLine(counters: ControlSocketCounters): string[] {
+  const nonZero = Object.entries(counters).filter(([, count]) => count > 0);
+  if (nonZero.length === 0) return [];
+  const parts = nonZero.map(
+    ([name, count]) => `${CONTROL_SOCKET_LABELS[name as keyof ControlSocketCounters]} ${count}`,
+  );
+  return [`  control socket: ${parts.join(', ')}`];
 }
 
 function formatDns(dns: TunnelStatus['dns']): string {

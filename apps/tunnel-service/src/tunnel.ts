@@ -8,6 +8,9 @@
 import type { DnsResourcesStatus, TunnelStatus } from '@gatehouse/protocol';
 import type { WgQuickConfig } from './wg-quick-config.ts';
 
+/** The tunnel's part of the status; the service adds its control socket's counters. */
+export type TunnelReport = Omit<TunnelStatus, 'controlSocket'>;
+
 export interface TunnelConfig extends WgQuickConfig {
   /** The network interface to create, e.g. from the configuration file's name as wg-quick does. */
   interfaceName: string;
@@ -30,7 +33,7 @@ export interface Tunnel {
   /** Undoes everything start did. Safe to call twice, and after a failed start. */
   stop(): Promise<void>;
   /** Peers and counters right now; only called between start and stop. */
-  status(): TunnelStatus;
+  status(): TunnelReport;
   /**
    * Replaces the DNS resources (name patterns, already checked) the DNS stub
    * answers with proxy addresses; an empty list stops the stub. Resolves

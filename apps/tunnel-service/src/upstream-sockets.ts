@@ -4,7 +4,9 @@
  * full-tunnel mode) is asked through the tunnel, as the system would ask it;
  * any other upstream (e.g. the LAN's resolver the system used before) is
  * asked from a socket carrying Gatehouse's fwmark, which skips Gatehouse's
- * routing table and so never loops into the tunnel.
+ * routing table and so never loops into the tunnel. The stub asks for a
+ * fresh UDP socket per forwarded query: each leaves from its own random
+ * source port (RFC 5452).
  */
 
 import dgram from 'node:dgram';

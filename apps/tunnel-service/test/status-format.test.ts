@@ -50,6 +50,7 @@ void test('the status table lists each peer with its handshake, transfer and non
   ) as UnattributedDropCounters;
   const status: TunnelStatus = {
     state: 'running',
+    workerRestarts: 0,
     interfaceName: 'wg0',
     listenPort: null,
     cryptoProvider: 'openssl-native',
@@ -71,6 +72,14 @@ void test('the status table lists each peer with its handshake, transfer and non
     unattributedDrops: { ...unattributed },
     dns: { servers: [], searchDomains: [], applied: false, reason: 'not yet' },
     dnsResources: NO_DNS_RESOURCES,
+    controlSocket: {
+      refusedConnections: 0,
+      idleClosed: 0,
+      slowClosed: 0,
+      badRequests: 0,
+      handlerErrors: 0,
+      internalErrors: 0,
+    },
   };
   const lines = formatStatus(status, NOW).split('\n');
   assert.deepEqual(lines.slice(0, 6), [
@@ -100,6 +109,14 @@ void test('the status table lists each peer with its handshake, transfer and non
   assert.equal(
     formatStatus(withoutPeer, NOW).split('\n')[5],
     '  drops without a peer: no-route 4, unknown-type 2, handshake-ring-full 1',
+  );
+  const refusing = {
+    ...status,
+    controlSocket: { ...status.controlSocket, refusedConnections: 3, handlerErrors: 1 },
+  };
+  assert.equal(
+    formatStatus(refusing, NOW).split('\n')[6],
+    '  control socket: refused connections 3, handler errors 1',
   );
 });
 

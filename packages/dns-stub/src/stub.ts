@@ -50,7 +50,7 @@ export const DEFAULT_CLIENT_QUERIES_PER_SECOND = 20;
 export const DEFAULT_CLIENT_QUERY_BURST = 100;
 export const MAX_RATE_LIMITED_CLIENTS = 1024;
 /** Assignments reclaiming looks at per call, so that one call never holds the thread long. */
-export const RECLAIM_BUDGET = 4096;
+export const RECLAIM_BUDGET = 1024;
 
 /**
  * Why the stub (or its IO shell) refused a query or dropped a message; each

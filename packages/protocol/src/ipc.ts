@@ -92,6 +92,8 @@ export const ERROR_CODES = [
   'unknown-request',
   'message-too-large',
   'unauthorized',
+  /** The connecting uid holds as many connections as it may. */
+  'too-many-connections',
   'not-running',
   'internal',
 ] as const;

@@ -155,6 +155,26 @@ export const DnsResourcesStatusSchema = z.object({
 });
 export type DnsResourcesStatus = z.infer<typeof DnsResourcesStatusSchema>;
 
+/**
+ * What the control socket refused, closed and caught since the service
+ * started; each refusal is also logged with the peer's uid.
+ */
+export const ControlSocketCountersSchema = z.object({
+  /** Refused: unidentifiable or unauthorized peers, over a uid's or the service's connection limit. */
+  refusedConnections: CounterSchema,
+  /** Closed for sending no request in time after connecting, or leaving a frame unfinished. */
+  idleClosed: CounterSchema,
+  /** Closed for not reading what the service sent them. */
+  slowClosed: CounterSchema,
+  /** Requests refused as malformed, unknown, too large or invalid. */
+  badRequests: CounterSchema,
+  /** Requests whose handler failed or answered wrongly (answered "internal"). */
+  handlerErrors: CounterSchema,
+  /** Other errors caught at the socket: a listener that threw, an event not built or not sent. */
+  internalErrors: CounterSchema,
+});
+export type ControlSocketCounters = z.infer<typeof ControlSocketCountersSchema>;
+
 export const TUNNEL_STATES = ['starting', 'running', 'stopping'] as const;
 export type TunnelState = (typeof TUNNEL_STATES)[number];
 
@@ -171,5 +191,6 @@ export const TunnelStatusSchema = z.object({
   unattributedDrops: UnattributedDropCountersSchema,
   dns: DnsStatusSchema,
   dnsResources: DnsResourcesStatusSchema,
+  controlSocket: ControlSocketCountersSchema,
 });
 export type TunnelStatus = z.infer<typeof TunnelStatusSchema>;

@@ -12,6 +12,7 @@ import {
 
 const status: TunnelStatus = {
   state: 'running',
+  workerRestarts: 0,
   interfaceName: 'gh0',
   listenPort: 51820,
   cryptoProvider: 'openssl-native',
@@ -41,6 +42,14 @@ const status: TunnelStatus = {
     stubRunning: true,
     stubAddresses: ['100.100.111.1'],
     upstreams: ['10.0.0.53'],
+  },
+  controlSocket: {
+    refusedConnections: 1,
+    idleClosed: 2,
+    slowClosed: 3,
+    badRequests: 4,
+    handlerErrors: 5,
+    internalErrors: 6,
   },
 };
 

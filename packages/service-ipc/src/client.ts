@@ -5,6 +5,8 @@
  * meant for the person at the keyboard.
  */
 
+import { lstatSync, type Stats } from 'node:fs';
+import { dirname } from 'node:path';
 import { IPCModule, type IpcClient } from 'node-ipc';
 import {
   MAX_CLIENT_MESSAGE_BYTES,
@@ -25,6 +27,7 @@ import { FRAME_ERROR_EVENT, FRAME_EVENT, FrameParser, type FrameError } from './
 export type ClientErrorCode =
   | ErrorCode
   | 'permission-denied'
+  | 'untrusted'
   | 'unreachable'
   | 'incompatible'
   | 'timeout'
@@ -45,6 +48,8 @@ export interface ServiceClientOptions {
   socketPath: string;
   /** How long to wait for the Hello, and for each answer unless a request says otherwise. */
   timeoutMs?: number;
+  /** The uid the service runs as: the socket and its directory must be its own. Root unless told. */
+  serviceUid?: number;
 }
 
 export const DEFAULT_CLIENT_TIMEOUT_MS = 5000;
@@ -64,6 +69,8 @@ export class ServiceClient {
 
   /** Resolves once the service has said Hello with a protocol version this client speaks. */
   static async connect(options: ServiceClientOptions): Promise<ServiceClient> {
+    const distrust = distrustOf(options.socketPath, options.serviceUid ?? 0);
+    if (distrust !== undefined) throw new ServiceClientError('untrusted', distrust);
     const client = new ServiceClient(options);
     await client.#waitForHello();
     return client;
@@ -288,6 +295,37 @@ export class ServiceClient {
     this.#pending.clear();
     this.#ipc.disconnect(CONNECTION_ID);
   }
+}
+
+/**
+ * Why the socket may not be the service's: anyone who can create it, or
+ * replace it in its directory, could pose as the service. A missing path
+ * is left to connect, which reports that the service is not running.
+ */
+function distrustOf(socketPath: string, serviceUid: number): string | undefined {
+  const directory = dirname(socketPath);
+  const checks: [string, (stats: Stats) => boolean, string, number][] = [
+    [directory, (stats) => stats.isDirectory(), 'is not a directory', 0o022],
+    [socketPath, (stats) => stats.isSocket(), 'is not a socket', 0o002],
+  ];
+  for (const [path, isKind, notKind, foreignWriteBits] of checks) {
+    let stats: Stats;
+    try {
+      stats = lstatSync(path);
+    } catch {
+      return undefined;
+    }
+    const refuse = (what: string) =>
+      `refusing ${socketPath}: ${path} ${what}, so it may not be the tunnel service's`;
+    if (!isKind(stats)) return refuse(notKind);
+    if (stats.uid !== serviceUid)
+      return refuse(`is owned by uid ${stats.uid}, not by the service (uid ${serviceUid})`);
+    if ((stats.mode & foreignWriteBits) !== 0) {
+      const mode = (stats.mode & 0o7777).toString(8).padStart(4, '0');
+      return refuse(`is writable by others (mode ${mode})`);
+    }
+  }
+  return undefined;
 }
 
 interface PendingRequest {

@@ -1,5 +1,10 @@
-export { ServiceServer, RequestError, SOCKET_MODE } from './server.ts';
-export type { RequestContext, RequestHandlers, ServiceServerOptions } from './server.ts';
+export { ServiceServer, RequestError, SOCKET_MODE, CONTROL_SOCKET_LIMITS } from './server.ts';
+export type {
+  ControlSocketLimits,
+  RequestContext,
+  RequestHandlers,
+  ServiceServerOptions,
+} from './server.ts';
 export { ServiceClient, ServiceClientError, DEFAULT_CLIENT_TIMEOUT_MS } from './client.ts';
 export type { ClientErrorCode, ServiceClientOptions } from './client.ts';
 export { rootOnly } from './peer-credentials.ts';

@@ -1,7 +1,18 @@
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,20 +24,25 @@ import {
   type TunnelStatus,
 } from '@gatehouse/protocol';
 import {
+  CONTROL_SOCKET_LIMITS,
   RequestError,
+  SOCKET_MODE,
   ServiceClient,
   ServiceClientError,
   ServiceServer,
   SocketInUseError,
   type AuthorizationPolicy,
+  type ControlSocketLimits,
   type PeerCredentials,
   type RequestHandlers,
 } from '../src/index.ts';
+import { skipLoudly } from '@gatehouse/test-support';
 
 const NO_DNS_RESOURCES = { patterns: [], stubRunning: false, stubAddresses: [], upstreams: [] };
 
 const status: TunnelStatus = {
   state: 'running',
+  workerRestarts: 0,
   interfaceName: 'gh-test',
   listenPort: 51820,
   cryptoProvider: 'test',
@@ -52,6 +68,14 @@ const status: TunnelStatus = {
   ) as TunnelStatus['unattributedDrops'],
   dns: { servers: [], searchDomains: [], applied: false, reason: 'not yet supported' },
   dnsResources: NO_DNS_RESOURCES,
+  controlSocket: {
+    refusedConnections: 0,
+    idleClosed: 0,
+    slowClosed: 0,
+    badRequests: 0,
+    handlerErrors: 0,
+    internalErrors: 0,
+  },
 };
 
 const allowEveryone: AuthorizationPolicy = () => ({ allowed: true });
@@ -61,9 +85,15 @@ function tempSocketPath(): { socketPath: string; dir: string } {
   return { dir, socketPath: join(dir, 'run', 'tunnel.sock') };
 }
 
+/** The service runs as this test's user here, not necessarily root. */
+function connectClient(socketPath: string): Promise<ServiceClient> {
+  return ServiceClient.connect({ socketPath, serviceUid: process.geteuid?.() ?? 0 });
+}
+
 async function startServer(
   overrides: Partial<RequestHandlers> = {},
   authorize: AuthorizationPolicy = allowEveryone,
+  limits: Partial<ControlSocketLimits> = {},
 ): Promise<{
   server: ServiceServer;
   socketPath: string;
@@ -86,6 +116,7 @@ async function startServer(
     serviceVersion: '0.1.0-test',
     handlers,
     authorize,
+    limits,
   });
   return {
     server,
@@ -143,7 +174,7 @@ class RawClient {
 void test('the service says Hello first, with its protocol version', async () => {
   const { socketPath, cleanup } = await startServer();
   try {
-    const client = await ServiceClient.connect({ socketPath });
+    const client = await connectClient(socketPath);
     assert.deepEqual(client.hello, {
       protocolVersion: PROTOCOL_VERSION,
       serviceVersion: '0.1.0-test',
@@ -157,7 +188,7 @@ void test('the service says Hello first, with its protocol version', async () =>
 void test('requests round-trip and the handler sees the peer credentials', async () => {
   const { socketPath, seenPeers, cleanup } = await startServer();
   try {
-    const client = await ServiceClient.connect({ socketPath });
+    const client = await connectClient(socketPath);
     assert.deepEqual(await client.request('status', {}), status);
     assert.deepEqual(await client.request('down', {}), { stopping: true });
     assert.equal(seenPeers[0]?.pid, process.pid);
@@ -202,7 +233,7 @@ void test('handler failures come back in the one error shape', async (t) => {
     await t.test(c.name, async () => {
       const { socketPath, cleanup } = await startServer({ status: c.status });
       try {
-        const client = await ServiceClient.connect({ socketPath });
+        const client = await connectClient(socketPath);
         await assert.rejects(client.request('status', {}), (error: unknown) => {
           assert.ok(error instanceof ServiceClientError);
           assert.equal(error.code, c.code);
@@ -286,7 +317,7 @@ void test('bad frames get an error response and the connection keeps serving', a
 void test('an oversized message gets message-too-large, that connection closes, others are unaffected', async () => {
   const { server, socketPath, cleanup } = await startServer();
   try {
-    const bystander = await ServiceClient.connect({ socketPath });
+    const bystander = await connectClient(socketPath);
     const raw = new RawClient(socketPath);
     await raw.next();
     raw.send('{"type":"request","data":"' + 'x'.repeat(MAX_CLIENT_MESSAGE_BYTES + 10));
@@ -313,7 +344,7 @@ void test('a second server on a live socket refuses to start and leaves the firs
       }),
       (error: unknown) => error instanceof SocketInUseError && error.message.includes(socketPath),
     );
-    const client = await ServiceClient.connect({ socketPath });
+    const client = await connectClient(socketPath);
     assert.deepEqual(await client.request('status', {}), status);
     client.close();
   } finally {
@@ -326,7 +357,7 @@ void test('a stale socket left by a killed process is replaced', async () => {
   try {
     await leaveStaleSocket(socketPath);
     assert.ok(statSync(socketPath).isSocket());
-    const client = await ServiceClient.connect({ socketPath }).catch((error: unknown) => error);
+    const client = await connectClient(socketPath).catch((error: unknown) => error);
     assert.ok(
       client instanceof ServiceClientError && client.code === 'not-running',
       String(client),
@@ -339,7 +370,7 @@ void test('a stale socket left by a killed process is replaced', async () => {
       handlers: unusedHandlers,
       authorize: allowEveryone,
     });
-    const fresh = await ServiceClient.connect({ socketPath });
+    const fresh = await connectClient(socketPath);
     assert.equal(fresh.hello.serviceVersion, '1');
     fresh.close();
     await server.stop();
@@ -375,7 +406,7 @@ void test('an unauthorized peer gets an unauthorized error and is disconnected',
       : { allowed: true };
   const { server, socketPath, cleanup } = await startServer({}, denyMe);
   try {
-    await assert.rejects(ServiceClient.connect({ socketPath }), (error: unknown) => {
+    await assert.rejects(connectClient(socketPath), (error: unknown) => {
       assert.ok(error instanceof ServiceClientError);
       assert.equal(error.code, 'unauthorized');
       assert.match(error.message, /is not allowed here/);
@@ -414,9 +445,9 @@ void test('the socket is mode 0660, owned by the service, in a directory created
 void test('events reach connected clients', async () => {
   const { server, socketPath, cleanup } = await startServer();
   try {
-    const client = await ServiceClient.connect({ socketPath });
+    const client = await connectClient(socketPath);
     const received = new Promise((resolve) => client.onEvent(resolve));
-    server.broadcast({ event: 'status-changed', status: { ...status, state: 'stopping' } });
+    server.broadcast(() => ({ event: 'status-changed', status: { ...status, state: 'stopping' } }));
     assert.deepEqual(await received, {
       event: 'status-changed',
       status: { ...status, state: 'stopping' },
@@ -429,7 +460,7 @@ void test('events reach connected clients', async () => {
 
 void test('stopping removes the socket; clients then hear that the service is not running', async () => {
   const { server, socketPath, cleanup } = await startServer();
-  const client = await ServiceClient.connect({ socketPath });
+  const client = await connectClient(socketPath);
   const pending = client
     .request('status', {}, { timeoutMs: 60_000 })
     .catch((error: unknown) => error);
@@ -440,7 +471,7 @@ void test('stopping removes the socket; clients then hear that the service is no
     outcome instanceof ServiceClientError || JSON.stringify(outcome) === JSON.stringify(status),
     String(outcome),
   );
-  await assert.rejects(ServiceClient.connect({ socketPath }), (error: unknown) => {
+  await assert.rejects(connectClient(socketPath), (error: unknown) => {
     assert.ok(error instanceof ServiceClientError);
     assert.equal(error.code, 'not-running');
     assert.match(error.message, /no socket at/);
@@ -459,10 +490,10 @@ void test('a service speaking another protocol version is refused with a clear m
   });
   await new Promise<void>((resolve) => future.listen(socketPath, resolve));
   try {
-    await assert.rejects(ServiceClient.connect({ socketPath }), (error: unknown) => {
+    await assert.rejects(connectClient(socketPath), (error: unknown) => {
       assert.ok(error instanceof ServiceClientError);
       assert.equal(error.code, 'incompatible');
-      assert.match(error.message, /protocol 99.*speaks 3/);
+      assert.match(error.message, new RegExp(`protocol 99.*speaks ${PROTOCOL_VERSION}`));
       return true;
     });
   } finally {
@@ -485,3 +516,289 @@ async function leaveStaleSocket(socketPath: string): Promise<void> {
   child.kill('SIGKILL');
   await new Promise((resolve) => child.once('exit', resolve));
 }
+
+function skipUnlessRoot(t: TestContext): boolean {
+  if (process.getuid?.() === 0) return false;
+  skipLoudly(t, 'needs root: files owned by another uid');
+  return true;
+}
+
+const NOBODY = 65534;
+
+void test('a socket directory others could change is refused, and nothing is created in it', async (t) => {
+  const cases: { name: string; prepare: (directory: string) => void; message: RegExp }[] = [
+    {
+      name: 'writable by others',
+      prepare: (directory) => chmodSync(directory, 0o777),
+      message: /is writable by its group or others \(mode 0777\).*chmod go-w/,
+    },
+    {
+      name: 'writable by its group',
+      prepare: (directory) => chmodSync(directory, 0o775),
+      message: /is writable by its group or others \(mode 0775\)/,
+    },
+    {
+      name: 'owned by another uid',
+      prepare: (directory) => {
+        if (process.getuid?.() === 0) chownSync(directory, NOBODY, NOBODY);
+      },
+      message: /is owned by uid 65534, not by the service \(uid 0\)/,
+    },
+    {
+      name: 'a symbolic link to a good directory',
+      prepare: (directory) => {
+        const target = `${directory}-target`;
+        mkdirSync(target, { mode: 0o755 });
+        rmSync(directory, { recursive: true });
+        symlinkSync(target, directory);
+      },
+      message: /is not a directory \(a symbolic link\?\): refusing to serve in it/,
+    },
+  ];
+  for (const c of cases) {
+    await t.test(c.name, async (tt) => {
+      if (c.name === 'owned by another uid' && skipUnlessRoot(tt)) return;
+      const { socketPath, dir } = tempSocketPath();
+      try {
+        const directory = join(socketPath, '..');
+        mkdirSync(directory, { mode: 0o755 });
+        c.prepare(directory);
+        await assert.rejects(
+          ServiceServer.start({ socketPath, serviceVersion: '1', handlers: unusedHandlers }),
+          c.message,
+        );
+        assert.deepEqual(readdirSync(directory), [], 'no socket, no lock');
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  }
+});
+
+void test('the lock file is never opened through a symbolic link', async () => {
+  const { socketPath, dir } = tempSocketPath();
+  try {
+    mkdirSync(join(socketPath, '..'), { mode: 0o755 });
+    const target = join(dir, 'elsewhere');
+    symlinkSync(target, `${socketPath}.lock`);
+    await assert.rejects(
+      ServiceServer.start({ socketPath, serviceVersion: '1', handlers: unusedHandlers }),
+      /tunnel\.sock\.lock is a symbolic link: refusing to use it as the lock/,
+    );
+    assert.equal(existsSync(target), false, 'the link was followed');
+    assert.equal(existsSync(socketPath), false);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+void test('the socket is born 0660 whatever the umask, with a setgid directory’s group', async (t) => {
+  if (skipUnlessRoot(t)) return;
+  const { socketPath, dir } = tempSocketPath();
+  const umask = process.umask(0);
+  try {
+    const directory = join(socketPath, '..');
+    mkdirSync(directory);
+    chownSync(directory, 0, NOBODY);
+    chmodSync(directory, 0o2755);
+    const server = await ServiceServer.start({
+      socketPath,
+      serviceVersion: '1',
+      handlers: unusedHandlers,
+    });
+    assert.equal(process.umask(0), 0, 'the umask is given back');
+    const socket = statSync(socketPath);
+    assert.equal(socket.mode & 0o777, SOCKET_MODE);
+    assert.equal(socket.gid, NOBODY);
+    assert.equal(statSync(`${socketPath}.lock`).mode & 0o777, 0o600);
+    await server.stop();
+    assert.equal(existsSync(socketPath), false);
+  } finally {
+    process.umask(umask);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+void test('the client refuses a socket the service does not own or others could replace', async (t) => {
+  const { socketPath, cleanup } = await startServer();
+  try {
+    const me = process.geteuid?.() ?? 0;
+    const expectUntrusted = async (serviceUid: number, message: RegExp) =>
+      assert.rejects(ServiceClient.connect({ socketPath, serviceUid }), (error: unknown) => {
+        assert.ok(error instanceof ServiceClientError);
+        assert.equal(error.code, 'untrusted');
+        assert.match(error.message, message);
+        return true;
+      });
+    await t.test('a socket owned by another uid than the service’s', () =>
+      expectUntrusted(
+        me + 1,
+        new RegExp(`owned by uid ${me}, not by the service \\(uid ${me + 1}\\)`),
+      ),
+    );
+    await t.test('a directory others may write to', async () => {
+      const directory = join(socketPath, '..');
+      chmodSync(directory, 0o777);
+      try {
+        await expectUntrusted(me, /tunnel\.sock: .*run is writable by others \(mode 0777\)/);
+      } finally {
+        chmodSync(directory, 0o755);
+      }
+    });
+    await t.test('root is the service by default', async (tt) => {
+      if (skipUnlessRoot(tt)) return;
+      const client = await ServiceClient.connect({ socketPath });
+      client.close();
+    });
+  } finally {
+    await cleanup();
+  }
+});
+
+void test('a connection that sends nothing is closed; one that sent a request may stay for events', async () => {
+  const firstFrameTimeoutMs = 300;
+  const { server, socketPath, cleanup } = await startServer({}, allowEveryone, {
+    firstFrameTimeoutMs,
+  });
+  try {
+    const silent = new RawClient(socketPath);
+    const listener = await connectClient(socketPath);
+    await listener.request('status', {});
+    await silent.next();
+    await silent.closed;
+    assert.equal(server.counters.idleClosed, 1);
+    await new Promise((resolve) => setTimeout(resolve, 2 * firstFrameTimeoutMs));
+    const received = new Promise((resolve) => listener.onEvent(resolve));
+    server.broadcast(() => ({ event: 'status-changed', status }));
+    assert.deepEqual(await received, { event: 'status-changed', status });
+    assert.equal(server.counters.idleClosed, 1);
+    listener.close();
+  } finally {
+    await cleanup();
+  }
+});
+
+void test('a client that stops reading its events is closed; the others keep receiving', async () => {
+  const maxSendBacklogBytes = 256 * 1024;
+  const { server, socketPath, cleanup } = await startServer({}, allowEveryone, {
+    maxSendBacklogBytes,
+  });
+  try {
+    const stalled = new RawClient(socketPath);
+    await stalled.next();
+    stalled.send(
+      `${JSON.stringify({ type: 'request', data: { id: 1, kind: 'status', params: {} } })}\f`,
+    );
+    await stalled.next();
+    stalled.socket.pause();
+    const reader = await connectClient(socketPath);
+    let received = 0;
+    reader.onEvent(() => received++);
+    const big = {
+      ...status,
+      peers: Array.from({ length: 100 }, () => status.peers[0] as TunnelStatus['peers'][0]),
+    };
+    let sent = 0;
+    while (server.counters.slowClosed === 0 && sent < 400) {
+      server.broadcast(() => ({ event: 'status-changed', status: big }));
+      sent++;
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    assert.equal(server.counters.slowClosed, 1);
+    stalled.socket.resume();
+    await stalled.closed;
+    const last = new Promise((resolve) => reader.onEvent(resolve));
+    server.broadcast(() => ({ event: 'status-changed', status }));
+    await last;
+    assert.equal(received, sent + 1, 'the reading client got every event');
+    reader.close();
+  } finally {
+    await cleanup();
+  }
+});
+
+void test('each uid may hold a bounded number of connections; refusals are counted', async () => {
+  const { server, socketPath, cleanup } = await startServer();
+  const clients: ServiceClient[] = [];
+  try {
+    for (let i = 0; i < CONTROL_SOCKET_LIMITS.maxConnectionsPerUid; i++) {
+      clients.push(await connectClient(socketPath));
+    }
+    await assert.rejects(connectClient(socketPath), (error: unknown) => {
+      assert.ok(error instanceof ServiceClientError);
+      assert.equal(error.code, 'too-many-connections');
+      assert.match(error.message, /already has 8 control connections \(the limit\)/);
+      return true;
+    });
+    assert.equal(server.counters.refusedConnections, 1);
+    clients.pop()?.close();
+    const deadline = Date.now() + 2000;
+    while (server.connectionCount >= CONTROL_SOCKET_LIMITS.maxConnectionsPerUid) {
+      assert.ok(Date.now() < deadline, 'the closed connection was never forgotten');
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    clients.push(await connectClient(socketPath));
+  } finally {
+    for (const client of clients) client.close();
+    await cleanup();
+  }
+});
+
+void test('a throwing or rejecting handler, a bad frame and an unbuildable event are each counted, and the socket keeps serving', async () => {
+  let failing = true;
+  const { server, socketPath, cleanup } = await startServer({
+    status: () => {
+      if (failing) throw new Error('boom');
+      return status;
+    },
+    'set-dns-resources': () => Promise.reject(new Error('later boom')),
+  });
+  try {
+    const client = await connectClient(socketPath);
+    await assert.rejects(client.request('status', {}), /failed inside the service/);
+    await assert.rejects(
+      client.request('set-dns-resources', { resources: [] }),
+      /failed inside the service/,
+    );
+    server.broadcast(() => {
+      throw new Error('cannot build');
+    });
+    const raw = new RawClient(socketPath);
+    await raw.next();
+    raw.send('not json\f');
+    await raw.next();
+    failing = false;
+    assert.deepEqual(await client.request('status', {}), status);
+    assert.deepEqual(server.counters, {
+      refusedConnections: 0,
+      idleClosed: 0,
+      slowClosed: 0,
+      badRequests: 1,
+      handlerErrors: 2,
+      internalErrors: 1,
+    });
+    raw.socket.destroy();
+    client.close();
+  } finally {
+    await cleanup();
+  }
+});
+
+void test('a throwing authorization policy costs that connection only', async () => {
+  let calls = 0;
+  const { server, socketPath, cleanup } = await startServer({}, () => {
+    calls++;
+    if (calls === 1) throw new Error('policy broke');
+    return { allowed: true };
+  });
+  try {
+    const raw = new RawClient(socketPath);
+    await raw.closed;
+    assert.equal(server.counters.internalErrors, 1);
+    const client = await connectClient(socketPath);
+    assert.deepEqual(await client.request('status', {}), status);
+    client.close();
+  } finally {
+    await cleanup();
+  }
+});
