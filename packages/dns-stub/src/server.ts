@@ -102,6 +102,15 @@ function unmappedAddress(address: string): string {
     : address;
 }
 
+/**
+ * Whose budget a query spends: its source address, except that all of
+ * 127.0.0.0/8 is one client (a local process may send from any of them).
+ */
+function rateLimitedClient(source: string): string {
+  const plain = unmappedAddress(source);
+  return net.isIPv4(plain) && plain.startsWith('127.') ? '127.0.0.0/8' : plain;
+}
+
 export async function startDnsStubServer(options: DnsStubServerOptions): Promise<DnsStubServer> {
   const server = new StubServer(options);
   try {
@@ -284,7 +293,7 @@ class StubServer implements DnsStubServer {
   #handleQuery(message: Buffer, source: string, client: Client): void {
     if (this.#closed) return;
     try {
-      const outcome = this.#stub.handleQuery(message, this.#now(), unmappedAddress(source));
+      const outcome = this.#stub.handleQuery(message, this.#now(), rateLimitedClient(source));
       if (outcome.kind === 'reply') this.#deliver(client, outcome.message);
       if (outcome.kind === 'forward') {
         this.#clients.set(outcome.forward.forwardId, client);

@@ -359,8 +359,10 @@ export class DnsStub {
     ) {
       return this.#unexpected();
     }
+    // Checked before the forward is settled: should the check throw, the forward still times out.
+    const rebinds = this.#rebinds(reply, source);
     this.#pending.delete(forwardId);
-    if (this.#rebinds(reply, source)) {
+    if (rebinds) {
       this.#refused.rebinding++;
       return encodeReply(
         pending.clientId,

@@ -164,6 +164,28 @@ void describe('DNS stub server: TCP clients are capped and timed out', () => {
   });
 });
 
+void describe('DNS stub server: rate limits', () => {
+  void it('counts all of 127.0.0.0/8 as one client', async () => {
+    await withServer({ stubOptions: { clientQueryBurst: 2 } }, async ({ stub, udp }) => {
+      const ask = async (source: string, name: string) => {
+        const socket = dgram.createSocket('udp4');
+        try {
+          await new Promise<void>((resolve) => socket.bind(0, source, resolve));
+          const reply = new Promise<Buffer>((resolve) => socket.once('message', resolve));
+          socket.send(encodeQuery(name, 'A'), udp, STUB_ADDRESS);
+          return (await reply)[3]! & 0xf;
+        } finally {
+          socket.close();
+        }
+      };
+      assert.equal(await ask('127.0.0.1', 'n1.corp.example'), 0);
+      assert.equal(await ask('127.0.0.2', 'n2.corp.example'), 0);
+      assert.equal(await ask('127.0.0.3', 'n3.corp.example'), 5, 'REFUSED');
+      assert.equal(stub.stats.refused['rate-limited'], 1);
+    });
+  });
+});
+
 void describe('DNS stub server: forwarded queries', () => {
   void it('sends each forwarded query from its own random source port with a random id', async () => {
     const upstream = await startFakeUpstream();
@@ -250,6 +272,34 @@ void describe('DNS stub server: a handler that throws costs one message, never t
         assert.equal(answerData(again).length, 4);
       },
     );
+  });
+
+  void it('an AllowedIPs test that throws on an upstream reply: that query times out', async () => {
+    const upstream = await startFakeUpstream();
+    try {
+      await withServer(
+        {
+          upstreamPort: upstream.port,
+          stubOptions: {
+            upstreamAttemptTimeoutMs: 100,
+            forwardTimeoutMs: 200,
+            isTunnelled: () => {
+              throw new Error('no table');
+            },
+          },
+        },
+        async ({ stub, udp }) => {
+          const failed = await queryUdp(STUB_ADDRESS, udp, encodeQuery('www.example.org', 'A'));
+          assert.equal(failed.rcode, 'SERVFAIL');
+          assert.equal(stub.stats.refused['handler-error'], 1);
+          assert.equal(stub.pendingForwards, 0);
+          const resource = await queryUdp(STUB_ADDRESS, udp, encodeQuery('a.corp.example', 'A'));
+          assert.equal(answerData(resource).length, 4);
+        },
+      );
+    } finally {
+      await upstream.close();
+    }
   });
 
   void it('a TCP client that resets mid-message, and a malformed message', async () => {
