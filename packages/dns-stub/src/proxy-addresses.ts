@@ -104,7 +104,7 @@ export class ProxyAddressPool {
       this.#count(existing.resourceId, -1);
       existing.resourceId = resourceId;
       this.#count(resourceId, 1);
-      this.#touch(existing, now, ttlMs);
+      this.#touch(existing, now, now + ttlMs);
       return { kind: 'assigned', assignment: existing };
     }
     if ((this.#perResource.get(resourceId) ?? 0) >= this.#maxPerResource)
@@ -119,7 +119,7 @@ export class ProxyAddressPool {
       ttlEndsAt: 0,
     };
     this.#count(resourceId, 1);
-    this.#touch(assignment, now, ttlMs);
+    this.#touch(assignment, now, now + ttlMs);
     for (const address of [...assignment.ipv4, ...assignment.ipv6])
       this.#byAddress.set(address, assignment);
     return { kind: 'assigned', assignment };
@@ -146,7 +146,7 @@ export class ProxyAddressPool {
       if (assignment.checkAt > now || looked >= budget) break;
       looked++;
       // Looked at again later even if the probe throws, so that a failing probe never spins.
-      this.#touch(assignment, now, 0, assignment.ttlEndsAt);
+      this.#touch(assignment, now, assignment.ttlEndsAt);
       const addresses = [...assignment.ipv4, ...assignment.ipv6];
       if (now < assignment.ttlEndsAt || addresses.some((address) => idleOf(address) < this.#idleMs))
         continue;
@@ -178,7 +178,7 @@ export class ProxyAddressPool {
     };
   }
 
-  #touch(assignment: LiveAssignment, now: number, ttlMs: number, ttlEndsAt = now + ttlMs): void {
+  #touch(assignment: LiveAssignment, now: number, ttlEndsAt: number): void {
     assignment.checkAt = now + this.#idleMs;
     assignment.ttlEndsAt = Math.max(assignment.ttlEndsAt, ttlEndsAt);
     this.#byName.delete(assignment.name);
