@@ -39,6 +39,7 @@ export class DryRunTunnel implements Tunnel {
     const noDrops = Object.fromEntries(DROP_REASONS.map((reason) => [reason, 0])) as DropCounters;
     return {
       state: 'running',
+      workerRestarts: 0,
       interfaceName: config.interfaceName,
       listenPort: config.interface.listenPort ?? null,
       cryptoProvider: 'none (dry run)',

@@ -17,7 +17,14 @@ import type { TunnelReport } from './tunnel.ts';
 
 export type EngineStatusView = Pick<
   EngineStatus,
-  'interfaceName' | 'listenPort' | 'cryptoProvider' | 'peers' | 'noRoute' | 'unattributedDrops'
+  | 'interfaceName'
+  | 'listenPort'
+  | 'cryptoProvider'
+  | 'peers'
+  | 'noRoute'
+  | 'unattributedDrops'
+  | 'workerRestarts'
+  | 'failure'
 >;
 
 export function tunnelStatusFromEngine(
@@ -26,7 +33,10 @@ export function tunnelStatusFromEngine(
   dnsResources: DnsResourcesStatus,
 ): TunnelReport {
   return {
-    state: 'running',
+    ...(engine.failure === null
+      ? { state: 'running' as const }
+      : { state: 'failed' as const, error: engine.failure }),
+    workerRestarts: engine.workerRestarts,
     interfaceName: engine.interfaceName,
     listenPort: engine.listenPort,
     cryptoProvider: engine.cryptoProvider,

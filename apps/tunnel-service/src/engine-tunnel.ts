@@ -127,7 +127,7 @@ export class EngineTunnel implements Tunnel {
     this.#deps = dependencies;
   }
 
-  async start(config: TunnelConfig): Promise<void> {
+  async start(config: TunnelConfig, onFailed?: (error: Error) => void): Promise<void> {
     if (this.#running !== undefined || this.#stopping !== undefined)
       throw new Error('the tunnel was already started');
     const { logger } = this.#deps;
@@ -151,6 +151,7 @@ export class EngineTunnel implements Tunnel {
           mtu: config.interface.mtu,
           watchedRanges: [DEFAULT_IPV4_PROXY_RANGE, DEFAULT_IPV6_PROXY_RANGE],
           log: (level, message) => logger[level](`engine: ${message}`),
+          onFailed,
         },
         config.peers.map((peer, index) => ({
           publicKey: peer.publicKey,

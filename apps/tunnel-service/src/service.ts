@@ -112,13 +112,20 @@ export async function runTunnelService(options: TunnelServiceOptions): Promise<n
 
   try {
     if (!stopWanted) {
-      await tunnel.start(config);
+      // A data plane that failed for good would black-hole the routed traffic and DNS: take the
+      // tunnel down (the network works again) and exit 1; until then status says why it failed.
+      await tunnel.start(config, (error) => {
+        logger.error(`the tunnel failed: ${error.message}`);
+        exitCode = 1;
+        requestStop('the data plane failed');
+      });
       phase = 'running';
       logger.info(`tunnel ${config.interfaceName} is up; control socket at ${options.socketPath}`);
       broadcastStatus();
       await stopRequested;
       phase = 'stopping';
-      stoppingStatus = { ...tunnel.status(), state: 'stopping' };
+      const last = tunnel.status();
+      stoppingStatus = last.state === 'failed' ? last : { ...last, state: 'stopping' };
       broadcastStatus();
     }
   } catch (error) {

@@ -14,6 +14,8 @@ import type {
 export function formatStatus(status: TunnelStatus, now: number): string {
   const lines = [
     `interface: ${status.interfaceName} (${status.state})`,
+    ...(status.error === undefined ? [] : [`  error: ${status.error}`]),
+    ...(status.workerRestarts === 0 ? [] : [`  data worker restarts: ${status.workerRestarts}`]),
     `  listening port: ${status.listenPort ?? 'none'}`,
     `  crypto: ${status.cryptoProvider}`,
     `  dns: ${formatDns(status.dns)}`,

@@ -27,9 +27,11 @@ export interface Tunnel {
   /**
    * Creates and configures the interface (addresses with their prefixes,
    * MTU, link up, routes for AllowedIPs, FwMark) and starts moving packets.
-   * On failure it undoes whatever it had done before rejecting.
+   * On failure it undoes whatever it had done before rejecting. `onFailed`
+   * hears when the data plane fails for good after start; status() then
+   * reports state 'failed' with the error.
    */
-  start(config: TunnelConfig): Promise<void>;
+  start(config: TunnelConfig, onFailed?: (error: Error) => void): Promise<void>;
   /** Undoes everything start did. Safe to call twice, and after a failed start. */
   stop(): Promise<void>;
   /** Peers and counters right now; only called between start and stop. */

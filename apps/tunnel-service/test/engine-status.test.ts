@@ -5,7 +5,12 @@ import {
   UNATTRIBUTED_ONLY_REASONS,
 } from '@gatehouse/engine';
 import type { EngineStatus } from '@gatehouse/engine';
-import { DROP_REASONS, TunnelStatusSchema, UNATTRIBUTED_DROP_REASONS } from '@gatehouse/protocol';
+import {
+  DROP_REASONS,
+  TunnelStatusSchema,
+  UNATTRIBUTED_DROP_REASONS,
+  type DnsStatus,
+} from '@gatehouse/protocol';
 import { DROP_REASONS as WIREGUARD_REASONS } from '@gatehouse/wireguard';
 
 import { tunnelStatusFromEngine } from '../src/engine-status.ts';
@@ -36,6 +41,8 @@ void it('noRoute and every unattributed drop counter reach the protocol status',
       peers: [],
       noRoute: 7,
       unattributedDrops,
+      workerRestarts: 0,
+      failure: null,
     },
     { servers: [], searchDomains: [], applied: false, reason: 'test' },
     { patterns: [], stubRunning: false, stubAddresses: [], upstreams: [] },
@@ -43,4 +50,30 @@ void it('noRoute and every unattributed drop counter reach the protocol status',
   assert.equal(status.noRoute, 7);
   assert.deepEqual(status.unattributedDrops, unattributedDrops);
   assert.deepEqual(TunnelStatusSchema.parse(status).unattributedDrops, unattributedDrops);
+});
+
+void it("a failed engine's error and its worker restarts reach the protocol status", () => {
+  const engine = {
+    interfaceName: 'gh0',
+    listenPort: 51820,
+    cryptoProvider: 'test',
+    peers: [],
+    noRoute: 0,
+    unattributedDrops: Object.fromEntries(
+      UNATTRIBUTED_DROP_REASONS.map((reason) => [reason, 0]),
+    ) as EngineStatus['unattributedDrops'],
+    workerRestarts: 3,
+    failure: null as string | null,
+  };
+  const dns: DnsStatus = { servers: [], searchDomains: [], applied: false, reason: 'test' };
+  const resources = { patterns: [], stubRunning: false, stubAddresses: [], upstreams: [] };
+  const running = tunnelStatusFromEngine(engine, dns, resources);
+  assert.equal(running.state, 'running');
+  assert.equal(running.workerRestarts, 3);
+  assert.equal('error' in running, false);
+
+  const failure = 'data worker 1 died 4 times within 60 s (last: exited with code 1)';
+  const failed = tunnelStatusFromEngine({ ...engine, failure }, dns, resources);
+  assert.equal(failed.state, 'failed');
+  assert.equal(failed.error, failure);
 });

@@ -174,6 +174,8 @@ function engineStatus(peers: EnginePeer[]): EngineStatus {
     listenPort: 51999,
     cryptoProvider: 'openssl-evp',
     noRoute: 0,
+    workerRestarts: 0,
+    failure: null,
     unattributedDrops: {} as EngineStatus['unattributedDrops'],
     peers: peers.map((peer) => ({
       publicKey: Buffer.from(peer.publicKey).toString('base64'),
@@ -242,6 +244,17 @@ void describe('EngineTunnel start', () => {
     assert.equal(h.engineStarts[0]?.options.listenPort, undefined);
     assert.deepEqual(h.routes, [['0.0.0.0/0']]);
     assert.deepEqual(h.dnsUses, [{ servers: [], searchDomains: [] }]);
+  });
+
+  void it("hands the engine the service's failure callback", async () => {
+    const h = harness();
+    const failures: Error[] = [];
+    await new EngineTunnel(h.deps).start(FULL_TUNNEL, (error) => failures.push(error));
+    h.engineStarts[0]?.options.onFailed?.(new Error('data worker 0 died 4 times'));
+    assert.deepEqual(
+      failures.map((error) => error.message),
+      ['data worker 0 died 4 times'],
+    );
   });
 
   const undone: Record<Step, string[]> = {

@@ -118,6 +118,17 @@ void test('the status table lists each peer with its handshake, transfer and non
     formatStatus(refusing, NOW).split('\n')[6],
     '  control socket: refused connections 3, handler errors 1',
   );
+  const failed = {
+    ...status,
+    state: 'failed' as const,
+    error: 'data worker 0 died 4 times within 60 s (last: exited with code 1)',
+    workerRestarts: 3,
+  };
+  assert.deepEqual(formatStatus(failed, NOW).split('\n').slice(0, 3), [
+    'interface: wg0 (failed)',
+    '  error: data worker 0 died 4 times within 60 s (last: exited with code 1)',
+    '  data worker restarts: 3',
+  ]);
 });
 
 void test('DNS resources: the patterns, then where the stub answers and forwards', () => {

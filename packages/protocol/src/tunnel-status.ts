@@ -175,11 +175,16 @@ export const ControlSocketCountersSchema = z.object({
 });
 export type ControlSocketCounters = z.infer<typeof ControlSocketCountersSchema>;
 
-export const TUNNEL_STATES = ['starting', 'running', 'stopping'] as const;
+/** 'failed': the data plane failed for good (see `error`); the service then takes the tunnel down. */
+export const TUNNEL_STATES = ['starting', 'running', 'stopping', 'failed'] as const;
 export type TunnelState = (typeof TUNNEL_STATES)[number];
 
 export const TunnelStatusSchema = z.object({
   state: z.enum(TUNNEL_STATES),
+  /** Why the tunnel failed; only with state 'failed'. */
+  error: z.string().max(2000).optional(),
+  /** Data workers restarted after they died (at most 3 a minute, then the tunnel fails). */
+  workerRestarts: CounterSchema,
   interfaceName: z.string().min(1).max(15),
   /** Null while no UDP socket is bound. */
   listenPort: z.number().int().min(0).max(65535).nullable(),
