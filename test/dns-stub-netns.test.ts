@@ -40,6 +40,8 @@ const SENTINELS = ['100.100.111.1'];
 const IPV6_SENTINEL = 'fd00:2021:1111:8000:100:100:111:1';
 const UPSTREAM_NAME = 'www.upstream.test';
 const UPSTREAM_ANSWER = '10.201.0.99';
+/** The upstream answers this name with a proxy address: the stub must not pass it on (rebinding). */
+const REBINDING_NAME = 'rebind.upstream.test';
 const ORIGINAL_RESOLV_CONF = Buffer.from('# the host of this namespace\nnameserver 192.0.2.53\n');
 
 /** The part of `gatehouse-tunnel status --json` this test reads. */
@@ -116,6 +118,8 @@ void it(
         B.tunnel,
         UPSTREAM_NAME,
         UPSTREAM_ANSWER,
+        REBINDING_NAME,
+        '100.96.0.77',
       ]);
 
       const privateEtc = await startPrivateEtc(network, namespaceA, work);
@@ -232,6 +236,13 @@ AllowedIPs = 10.202.0.0/24
         'the stub forwarded through the tunnel',
       );
       assert.doesNotMatch(upstream.output(), /corp\.test/, 'resource names never go upstream');
+      await assert.rejects(
+        privateEtc.run(['getent', 'ahostsv4', REBINDING_NAME]),
+        /exited with 2/,
+        'an upstream answer pointing into the proxy ranges is refused',
+      );
+      assert.ok(upstream.output().includes(`query ${REBINDING_NAME} A`), 'it was asked');
+      assert.ok(((await status()).dnsResources.stubCounters?.refused['rebinding'] ?? 0) >= 1);
 
       // Who may ask: the stub answers this host only, not a LAN neighbour nor a tunnel peer.
       const query = dnsPacket
