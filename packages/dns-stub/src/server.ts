@@ -172,7 +172,11 @@ class StubServer implements DnsStubServer {
       this.addresses.push({ transport: 'udp', address, port: udp.address().port });
 
       const tcp = net.createServer((socket) =>
-        this.#guard('a TCP connection', () => this.#onTcpClient(socket)),
+        this.#guard(
+          'a TCP connection',
+          () => this.#onTcpClient(socket),
+          () => socket.destroy(),
+        ),
       );
       tcp.maxConnections = this.#maxTcpClients;
       tcp.on('drop', () => this.#stub.countRefusal('tcp-client-cap'));
@@ -222,10 +226,11 @@ class StubServer implements DnsStubServer {
   }
 
   /** One bad input costs one message, never the stub (nor the tunnel service it runs in). */
-  #guard(what: string, handle: () => void): void {
+  #guard(what: string, handle: () => void, cleanUp?: () => void): void {
     try {
       handle();
     } catch (error) {
+      cleanUp?.();
       this.#stub.countRefusal('handler-error');
       this.#log(
         'error',

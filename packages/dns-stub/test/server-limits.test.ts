@@ -226,6 +226,26 @@ void describe('DNS stub server: a handler that throws costs one message, never t
     );
   });
 
+  void it('a local-address test that throws on a TCP connection: that one is closed', async () => {
+    let throwNext = true;
+    await withServer(
+      {
+        isLocalAddress: () => {
+          if (!throwNext) return true;
+          throwNext = false;
+          throw new Error('probe failed');
+        },
+      },
+      async ({ stub, tcp }) => {
+        const socket = await connectTcp(tcp);
+        assert.equal(await closedWithin(socket, 2000), true);
+        assert.equal(stub.stats.refused['handler-error'], 1);
+        const reply = await queryTcp(STUB_ADDRESS, tcp, encodeQuery('a.corp.example', 'A'));
+        assert.equal(answerData(reply).length, 4);
+      },
+    );
+  });
+
   void it('upstream sockets that cannot be opened (EMFILE), over UDP and TCP', async () => {
     const upstream = await startFakeUpstream();
     const emfile = () => {
