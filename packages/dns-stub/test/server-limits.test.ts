@@ -66,7 +66,7 @@ async function withServer(
 }
 
 /** Sends one query from `source`; resolves with whether any reply came within `waitMs`. */
-async function answeredFrom(source: string, port: number, waitMs = 300): Promise<boolean> {
+async function answeredFrom(source: string, port: number, waitMs = 1000): Promise<boolean> {
   const socket = dgram.createSocket('udp4');
   try {
     await new Promise<void>((resolve) => socket.bind(0, source, resolve));
