@@ -64,6 +64,8 @@ export class RequestError extends Error {
 }
 
 export interface ControlSocketLimits {
+  /** Connections at once in all; beyond it the kernel-accepted connection is dropped (and counted). */
+  maxConnections: number;
   /** A connection that has sent no frame this long after connecting is closed. */
   firstFrameTimeoutMs: number;
   /** A client with more than this waiting to be sent to it has stopped reading: it is closed. */
@@ -76,6 +78,7 @@ export interface ControlSocketLimits {
 }
 
 export const CONTROL_SOCKET_LIMITS: ControlSocketLimits = {
+  maxConnections: 32,
   firstFrameTimeoutMs: 5000,
   maxSendBacklogBytes: 4 * MAX_SERVICE_MESSAGE_BYTES,
   maxConnectionsPerUid: 8,
@@ -132,10 +135,11 @@ export class ServiceServer {
     const claim = await claimSocketPath(options.socketPath);
     if (claim.replacedStaleSocket) logger.info(`replaced a stale socket at ${options.socketPath}`);
     try {
-      const ipc = createIpc(claim.pathInDirectory, logger);
+      const limits = { ...CONTROL_SOCKET_LIMITS, ...options.limits };
+      const ipc = createIpc(claim.pathInDirectory, limits, logger);
       const netServer = await listen(ipc, claim.pathInDirectory, options.socketPath);
       const inode = lstatSync(claim.pathInDirectory).ino;
-      return new ServiceServer(options, ipc, netServer, claim, inode, logger);
+      return new ServiceServer(options, limits, ipc, netServer, claim, inode, logger);
     } catch (error) {
       claim.release();
       throw error;
@@ -144,6 +148,7 @@ export class ServiceServer {
 
   private constructor(
     options: ServiceServerOptions,
+    limits: ControlSocketLimits,
     ipc: IPCModule,
     netServer: NetServer,
     claim: SocketClaim,
@@ -157,7 +162,7 @@ export class ServiceServer {
     this.#socketInode = socketInode;
     this.#handlers = options.handlers;
     this.#authorize = options.authorize ?? rootOnly;
-    this.#limits = { ...CONTROL_SOCKET_LIMITS, ...options.limits };
+    this.#limits = limits;
     this.#hello = { protocolVersion: PROTOCOL_VERSION, serviceVersion: options.serviceVersion };
     this.#logger = logger;
 
@@ -179,7 +184,7 @@ export class ServiceServer {
       this.#guard(() => {
         this.#counters.refusedConnections++;
         this.#logger.warn(
-          `refused a control connection: the service already has ${MAX_CONNECTIONS} (its limit)`,
+          `refused a control connection: the service already has ${this.#limits.maxConnections} (its limit)`,
         );
       }),
     );
@@ -439,15 +444,11 @@ interface Connection {
 }
 
 const CLIENT_MESSAGE_TIMEOUT_MS = 10_000;
-/** Beyond ours, so that a slow client is always closed (and counted) by #send first. */
-const NODE_IPC_MAX_PENDING_BYTES =
-  CONTROL_SOCKET_LIMITS.maxSendBacklogBytes + MAX_SERVICE_MESSAGE_BYTES;
-const MAX_CONNECTIONS = 32;
 const CLOSE_GRACE_MS = 1000;
 /** The socket is born 0660: group and owner may connect, others may not. */
 const SOCKET_UMASK = 0o777 & ~SOCKET_MODE;
 
-function createIpc(bindPath: string, logger: Logger): IPCModule {
+function createIpc(bindPath: string, limits: ControlSocketLimits, logger: Logger): IPCModule {
   const ipc = new IPCModule();
   Object.assign(ipc.config, {
     // We claim and clean up the path ourselves: node-ipc would unlink a live socket.
@@ -458,10 +459,11 @@ function createIpc(bindPath: string, logger: Logger): IPCModule {
     parser: new FrameParser({
       maxIncomingBytes: MAX_CLIENT_MESSAGE_BYTES,
       maxOutgoingBytes: MAX_SERVICE_MESSAGE_BYTES,
-      maxPendingBytes: NODE_IPC_MAX_PENDING_BYTES,
+      // Beyond ours by a frame, so that #send always closes (and counts) a slow client first.
+      maxPendingBytes: limits.maxSendBacklogBytes + MAX_SERVICE_MESSAGE_BYTES,
       messageTimeoutMs: CLIENT_MESSAGE_TIMEOUT_MS,
     }),
-    maxConnections: MAX_CONNECTIONS,
+    maxConnections: limits.maxConnections,
     silent: false,
     logInColor: false,
     logPayloads: false,

@@ -28,6 +28,7 @@ import {
   RequestError,
   SOCKET_MODE,
   ServiceClient,
+  silentLogger,
   ServiceClientError,
   ServiceServer,
   SocketInUseError,
@@ -741,6 +742,40 @@ void test('each uid may hold a bounded number of connections; refusals are count
   } finally {
     for (const client of clients) client.close();
     await cleanup();
+  }
+});
+
+void test('beyond the service-wide connection cap a connection is dropped, counted and logged', async () => {
+  const warnings: string[] = [];
+  const { socketPath, dir } = tempSocketPath();
+  const server = await ServiceServer.start({
+    socketPath,
+    serviceVersion: '1',
+    handlers: unusedHandlers,
+    authorize: allowEveryone,
+    limits: { maxConnections: 2 },
+    logger: { ...silentLogger, warn: (message) => warnings.push(message) },
+  });
+  const clients: ServiceClient[] = [];
+  try {
+    clients.push(await connectClient(socketPath), await connectClient(socketPath));
+    const third = new RawClient(socketPath);
+    await third.closed;
+    const deadline = Date.now() + 2000;
+    while (server.counters.refusedConnections === 0) {
+      assert.ok(Date.now() < deadline, 'the drop was not counted');
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    assert.equal(server.counters.refusedConnections, 1);
+    assert.ok(
+      warnings.some((w) => /the service already has 2 \(its limit\)/.test(w)),
+      warnings.join('\n'),
+    );
+    assert.deepEqual(await clients[0]?.request('status', {}), status);
+  } finally {
+    for (const client of clients) client.close();
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 
