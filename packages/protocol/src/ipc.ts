@@ -22,7 +22,8 @@ import { DnsResourcesStatusSchema, TunnelStatusSchema } from './tunnel-status.ts
  * 3: the status carries the DNS resources and the stub's addresses and upstreams, which
  * set-dns-resources also answers with.
  * 4: hardening — every drop and refusal counted in the status (no-route, unattributed,
- * malformed datagrams, handshake load, DNS stub refusals, handler errors); a failed tunnel state.
+ * malformed datagrams, handshake load, DNS stub refusals, the control socket's refusals and
+ * errors); a failed tunnel state; the too-many-connections error.
  */
 export const PROTOCOL_VERSION = 4;
 

@@ -72,7 +72,7 @@ export interface ControlSocketLimits {
   maxSendBacklogBytes: number;
   /**
    * Connections one uid may hold at once — root's too, so that a runaway
-   * script cannot take every connection (Node's own cap) from the GUI.
+   * script cannot take all of maxConnections from the GUI.
    */
   maxConnectionsPerUid: number;
 }
