@@ -23,4 +23,24 @@ export default tseslint.config(
     files: ['**/*.js', '**/*.cjs', '**/*.mjs'],
     extends: [tseslint.configs.disableTypeChecked],
   },
+  {
+    // In CI a skipped test must fail unless its reason is allow-listed: only skipLoudly knows.
+    files: ['packages/*/test/**/*.ts', 'apps/*/test/**/*.ts', 'test/**/*.ts'],
+    ignores: ['packages/test-support/**'],
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        ...['skip', 'todo'].flatMap((name) => [
+          {
+            selector: `CallExpression[callee.property.name='${name}']`,
+            message: `No ${name}(): skip through skipLoudly (@gatehouse/test-support).`,
+          },
+          {
+            selector: `CallExpression > ObjectExpression > Property[key.name='${name}']`,
+            message: `No { ${name} } test option: skip through skipLoudly (@gatehouse/test-support).`,
+          },
+        ]),
+      ],
+    },
+  },
 );
