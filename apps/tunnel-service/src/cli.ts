@@ -107,6 +107,7 @@ async function up(args: string[]): Promise<number> {
     tunnel: createTunnel(values['dry-run'] === true, dnsControl, logger),
     serviceVersion: VERSION,
     logger,
+    logLinesLost: () => logger.linesLost,
   });
 }
 

@@ -25,6 +25,8 @@ export interface TunnelServiceOptions {
   logger: Logger;
   /** The control socket's defaults unless told otherwise. */
   controlSocketLimits?: Partial<ControlSocketLimits>;
+  /** Log lines the logger could not write; none unless told. */
+  logLinesLost?: () => number;
 }
 
 /** Runs in the foreground until told to stop; resolves with the process exit code. */
@@ -72,6 +74,7 @@ export async function runTunnelService(options: TunnelServiceOptions): Promise<n
   const statusNow = (): TunnelStatus => ({
     ...(stoppingStatus ?? tunnel.status()),
     controlSocket: server.counters,
+    logLinesLost: options.logLinesLost?.() ?? 0,
   });
   const broadcastStatus = () =>
     server.broadcast(() => ({ event: 'status-changed', status: statusNow() }));

@@ -22,6 +22,9 @@ export function formatStatus(status: TunnelStatus, now: number): string {
     `  dns resources: ${formatDnsResources(status.dnsResources)}`,
     `  drops without a peer: ${formatDrops({ 'no-route': status.noRoute, ...status.unattributedDrops })}`,
     ...controlSocketLine(status.controlSocket),
+    ...(status.logLinesLost === 0
+      ? []
+      : [`  log lines lost: ${status.logLinesLost} (stderr has no reader)`]),
     '',
   ];
   if (status.peers.length === 0) return [...lines, 'no peers'].join('\n');

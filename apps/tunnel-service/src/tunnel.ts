@@ -8,8 +8,8 @@
 import type { DnsResourcesStatus, TunnelStatus } from '@gatehouse/protocol';
 import type { WgQuickConfig } from './wg-quick-config.ts';
 
-/** The tunnel's part of the status; the service adds its control socket's counters. */
-export type TunnelReport = Omit<TunnelStatus, 'controlSocket'>;
+/** The tunnel's part of the status; the service adds its control socket's and its log's counters. */
+export type TunnelReport = Omit<TunnelStatus, 'controlSocket' | 'logLinesLost'>;
 
 export interface TunnelConfig extends WgQuickConfig {
   /** The network interface to create, e.g. from the configuration file's name as wg-quick does. */

@@ -11,6 +11,7 @@ import {
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DnsResourcesStatusSchema, TunnelStatusSchema } from '@gatehouse/protocol';
@@ -413,6 +414,46 @@ void test('SIGTERM and SIGINT stop up cleanly: exit 0, socket removed', async (t
     } finally {
       ws.cleanup();
     }
+  }
+});
+
+void test('up keeps serving after the reader of its log goes away, and counts the lines lost', async (t) => {
+  if (skipUnlessRoot(t)) return;
+  const ws = workspace();
+  const child = spawn(LAUNCHER, [
+    'up',
+    '--config',
+    ws.configFile,
+    '--socket',
+    ws.socketPath,
+    '--dry-run',
+  ]);
+  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+  try {
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const deadline = Date.now() + 10_000;
+    while (!stderr.includes('is up')) {
+      assert.ok(Date.now() < deadline && child.exitCode === null, `up did not start:\n${stderr}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    child.stderr.destroy();
+    // A connection that never sends a request is closed with a warning: the first lost line.
+    const idle = connect({ path: ws.socketPath }).on('error', () => {});
+    idle.resume();
+    await new Promise((resolve) => idle.once('close', resolve));
+    const json = await run(['status', '--json', '--socket', ws.socketPath]);
+    assert.equal(json.code, 0, json.stderr);
+    const status = TunnelStatusSchema.parse(JSON.parse(json.stdout));
+    assert.equal(status.state, 'running');
+    assert.equal(status.controlSocket.idleClosed, 1);
+    assert.ok(status.logLinesLost >= 1, `logLinesLost ${status.logLinesLost}`);
+    child.kill('SIGTERM');
+    assert.equal(await exited, 0);
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL');
+    await exited;
+    ws.cleanup();
   }
 });
 

@@ -80,6 +80,7 @@ void test('the status table lists each peer with its handshake, transfer and non
       handlerErrors: 0,
       internalErrors: 0,
     },
+    logLinesLost: 0,
   };
   const lines = formatStatus(status, NOW).split('\n');
   assert.deepEqual(lines.slice(0, 6), [
@@ -117,6 +118,10 @@ void test('the status table lists each peer with its handshake, transfer and non
   assert.equal(
     formatStatus(refusing, NOW).split('\n')[6],
     '  control socket: refused connections 3, handler errors 1',
+  );
+  assert.equal(
+    formatStatus({ ...status, logLinesLost: 12 }, NOW).split('\n')[6],
+    '  log lines lost: 12 (stderr has no reader)',
   );
   const failed = {
     ...status,

@@ -197,5 +197,7 @@ export const TunnelStatusSchema = z.object({
   dns: DnsStatusSchema,
   dnsResources: DnsResourcesStatusSchema,
   controlSocket: ControlSocketCountersSchema,
+  /** Log lines the service could not write (its stderr's reader went away). */
+  logLinesLost: CounterSchema,
 });
 export type TunnelStatus = z.infer<typeof TunnelStatusSchema>;

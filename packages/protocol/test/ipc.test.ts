@@ -51,6 +51,7 @@ const status: TunnelStatus = {
     handlerErrors: 5,
     internalErrors: 6,
   },
+  logLinesLost: 7,
 };
 
 void test('client messages: accepted and refused', async (t) => {

@@ -77,6 +77,7 @@ const status: TunnelStatus = {
     handlerErrors: 0,
     internalErrors: 0,
   },
+  logLinesLost: 0,
 };
 
 const allowEveryone: AuthorizationPolicy = () => ({ allowed: true });
