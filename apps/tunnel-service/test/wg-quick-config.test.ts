@@ -293,7 +293,8 @@ void test('a private key in the wrong place is never quoted, whatever the shape 
       name: 'run into the value of another key',
       text: `[Interface]\nPrivateKey = ${PRIVATE}\nAddress = 10.0.0.2/24 PrivateKey = ${secret}`,
       line: 3,
-      message: /Address: the value \(not shown: it may hold key material\) is not a prefix length/,
+      // Which check fails depends on the key's characters (a "/" in it adds a prefix).
+      message: /Address: the value \(not shown: it may hold key material\)/,
     },
     {
       name: 'pasted into a field that holds no key',
