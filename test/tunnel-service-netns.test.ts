@@ -105,6 +105,8 @@ void it('up configures interface, routes and DNS; survives SIGKILL; down restore
     assert.deepEqual(status.dns, {
       servers: ['10.77.0.1'],
       searchDomains: ['corp.example'],
+      reapplied: 0,
+      checkFailures: 0,
       applied: true,
     });
     assert.equal(status.peers.length, 1);

@@ -62,6 +62,8 @@ export class DryRunTunnel implements Tunnel {
       dns: {
         servers: config.interface.dns.servers,
         searchDomains: config.interface.dns.searchDomains,
+        reapplied: 0,
+        checkFailures: 0,
         applied: false,
         reason: 'dry run: nothing is applied',
       },

@@ -96,7 +96,13 @@ function formatDns(dns: TunnelStatus['dns']): string {
   if (dns.servers.length > 0) parts.push(dns.servers.join(', '));
   if (dns.searchDomains.length > 0) parts.push(`search ${dns.searchDomains.join(', ')}`);
   const settings = parts.length > 0 ? parts.join('; ') : 'none';
-  return dns.applied ? `${settings} (applied)` : `${settings} (not applied: ${dns.reason})`;
+  const watch = [
+    ...(dns.reapplied === 0 ? [] : [`applied again ${dns.reapplied}x after being overwritten`]),
+    ...(dns.checkFailures === 0 ? [] : [`${dns.checkFailures} failed checks`]),
+  ].map((part) => `; ${part}`);
+  return dns.applied
+    ? `${settings} (applied${watch.join('')})`
+    : `${settings} (not applied: ${dns.reason}${watch.join('')})`;
 }
 
 /**

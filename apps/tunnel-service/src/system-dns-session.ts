@@ -39,6 +39,8 @@ export class SystemDnsSession {
   #settings: DnsSettings = { servers: [], searchDomains: [] };
   #applied = false;
   #watcher: TrampleWatcher | undefined;
+  #reapplied = 0;
+  #checkFailures = 0;
 
   /**
    * Repairs what a crashed run left, then decides the mode. The repair comes
@@ -83,12 +85,15 @@ export class SystemDnsSession {
     await this.#control.apply(settings);
     this.#logger.info(`system DNS: ${describe(settings)} through ${this.decision.mode}`);
     this.#watcher = this.#control.watch(settings, (event) => {
-      if (event.kind === 'reapplied')
+      if (event.kind === 'reapplied') {
+        this.#reapplied++;
         this.#logger.warn('something overwrote the system DNS settings: applied them again');
-      else
+      } else {
+        this.#checkFailures++;
         this.#logger.warn(
           `checking the system DNS settings failed: ${(event.error as Error)?.message ?? String(event.error)}`,
         );
+      }
     });
   }
 
@@ -103,12 +108,13 @@ export class SystemDnsSession {
 
   status(): DnsStatus {
     const { servers, searchDomains } = this.#settings;
-    if (this.#applied) return { servers, searchDomains, applied: true };
+    const counts = { reapplied: this.#reapplied, checkFailures: this.#checkFailures };
+    if (this.#applied) return { servers, searchDomains, ...counts, applied: true };
     const reason =
       this.decision.mode === 'disabled'
         ? `DNS control is disabled: ${this.decision.reason}`
         : NO_DNS_SETTINGS_REASON;
-    return { servers, searchDomains, applied: false, reason };
+    return { servers, searchDomains, ...counts, applied: false, reason };
   }
 }
 

@@ -324,6 +324,8 @@ void test('up --dry-run serves status (table and JSON) and stops on down', async
     assert.deepEqual(status.dns, {
       servers: ['10.9.0.1'],
       searchDomains: ['corp.example'],
+      reapplied: 0,
+      checkFailures: 0,
       applied: false,
       reason: 'dry run: nothing is applied',
     });

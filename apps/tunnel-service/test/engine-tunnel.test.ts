@@ -97,7 +97,14 @@ function harness(options: { failAt?: Step | 'startResourceStub'; previous?: stri
     h.calls.push(name);
     if (h.failing.has(name)) throw new Error(`${name} failed`);
   };
-  let dnsStatus: DnsStatus = { servers: [], searchDomains: [], applied: false, reason: 'x' };
+  let dnsStatus: DnsStatus = {
+    servers: [],
+    searchDomains: [],
+    reapplied: 0,
+    checkFailures: 0,
+    applied: false,
+    reason: 'x',
+  };
   const logger: Logger = {
     ...silentLogger,
     info: (message) => h.logs.push(`info: ${message}`),
@@ -132,7 +139,7 @@ function harness(options: { failAt?: Step | 'startResourceStub'; previous?: stri
         use: async (settings) => {
           h.dnsUses.push(settings);
           step('dns.use');
-          dnsStatus = { ...settings, applied: true };
+          dnsStatus = { ...settings, reapplied: 0, checkFailures: 0, applied: true };
         },
         restore: async () => {
           h.calls.push('dns.restore');
@@ -326,6 +333,8 @@ void describe('EngineTunnel stop and status', () => {
     assert.deepEqual(status.dns, {
       servers: ['10.9.0.1'],
       searchDomains: ['corp.example'],
+      reapplied: 0,
+      checkFailures: 0,
       applied: true,
     });
     assert.deepEqual(status.dnsResources, NO_DNS_RESOURCES);

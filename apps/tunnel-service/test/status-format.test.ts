@@ -70,7 +70,14 @@ void test('the status table lists each peer with its handshake, transfer and non
     ],
     noRoute: 0,
     unattributedDrops: { ...unattributed },
-    dns: { servers: [], searchDomains: [], applied: false, reason: 'not yet' },
+    dns: {
+      servers: [],
+      searchDomains: [],
+      reapplied: 0,
+      checkFailures: 0,
+      applied: false,
+      reason: 'not yet',
+    },
     dnsResources: NO_DNS_RESOURCES,
     controlSocket: {
       refusedConnections: 0,
@@ -118,6 +125,20 @@ void test('the status table lists each peer with its handshake, transfer and non
   assert.equal(
     formatStatus(refusing, NOW).split('\n')[6],
     '  control socket: refused connections 3, handler errors 1',
+  );
+  const trampled = {
+    ...status,
+    dns: {
+      ...status.dns,
+      servers: ['10.9.0.1'],
+      applied: true as const,
+      reapplied: 2,
+      checkFailures: 1,
+    },
+  };
+  assert.equal(
+    formatStatus(trampled, NOW).split('\n')[3],
+    '  dns: 10.9.0.1 (applied; applied again 2x after being overwritten; 1 failed checks)',
   );
   assert.equal(
     formatStatus({ ...status, logLinesLost: 12 }, NOW).split('\n')[6],

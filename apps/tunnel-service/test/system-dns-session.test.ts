@@ -117,7 +117,7 @@ void describe('SystemDnsSession', () => {
         name: 'applied',
         setting: 'auto',
         settings: SETTINGS,
-        expected: { ...SETTINGS, applied: true },
+        expected: { ...SETTINGS, reapplied: 0, checkFailures: 0, applied: true },
       },
       {
         name: 'disabled',
@@ -125,6 +125,8 @@ void describe('SystemDnsSession', () => {
         settings: SETTINGS,
         expected: {
           ...SETTINGS,
+          reapplied: 0,
+          checkFailures: 0,
           applied: false,
           reason:
             'DNS control is disabled: set explicitly (--dns-control or GATEHOUSE_DNS_CONTROL)',
@@ -137,6 +139,8 @@ void describe('SystemDnsSession', () => {
         expected: {
           servers: [],
           searchDomains: [],
+          reapplied: 0,
+          checkFailures: 0,
           applied: false,
           reason: NO_DNS_SETTINGS_REASON,
         },
@@ -167,7 +171,14 @@ void describe('SystemDnsSession', () => {
     });
     await session.use(SETTINGS);
     system.trample({ kind: 'reapplied' });
+    system.trample({ kind: 'error', error: new Error('EIO reading resolv.conf') });
     assert.match(warnings[0] ?? '', /overwrote the system DNS settings: applied them again/);
+    assert.match(warnings[1] ?? '', /checking the system DNS settings failed: EIO reading/);
+    assert.deepEqual(
+      [session.status().reapplied, session.status().checkFailures],
+      [1, 1],
+      'each trample and failed check is counted',
+    );
     await session.use({ servers: ['100.100.111.1'], searchDomains: [] });
     assert.deepEqual(system.calls.slice(-3), [
       'etc-resolv-conf unwatch',

@@ -97,6 +97,10 @@ export type PeerStatus = z.infer<typeof PeerStatusSchema>;
 const DnsSettingsShape = {
   servers: z.array(z.string().max(64)),
   searchDomains: z.array(z.string().max(253)),
+  /** Times something else overwrote the applied settings and they were applied again. */
+  reapplied: CounterSchema,
+  /** Checks for that which failed (read errors, an unreachable resolved); each is logged. */
+  checkFailures: CounterSchema,
 };
 
 export const DnsStatusSchema = z.discriminatedUnion('applied', [

@@ -36,7 +36,14 @@ const status: TunnelStatus = {
   unattributedDrops: Object.fromEntries(
     UNATTRIBUTED_DROP_REASONS.map((r) => [r, r === 'handshake-ring-full' ? 1 : 0]),
   ) as TunnelStatus['unattributedDrops'],
-  dns: { servers: ['10.0.0.53'], searchDomains: [], applied: false, reason: 'not yet supported' },
+  dns: {
+    servers: ['10.0.0.53'],
+    searchDomains: [],
+    reapplied: 1,
+    checkFailures: 2,
+    applied: false,
+    reason: 'not yet supported',
+  },
   dnsResources: {
     patterns: ['*.corp.example'],
     stubRunning: true,

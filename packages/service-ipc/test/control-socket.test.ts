@@ -67,7 +67,14 @@ const status: TunnelStatus = {
   unattributedDrops: Object.fromEntries(
     UNATTRIBUTED_DROP_REASONS.map((r) => [r, 0]),
   ) as TunnelStatus['unattributedDrops'],
-  dns: { servers: [], searchDomains: [], applied: false, reason: 'not yet supported' },
+  dns: {
+    servers: [],
+    searchDomains: [],
+    reapplied: 0,
+    checkFailures: 0,
+    applied: false,
+    reason: 'not yet supported',
+  },
   dnsResources: NO_DNS_RESOURCES,
   controlSocket: {
     refusedConnections: 0,
