@@ -80,7 +80,8 @@ export interface ControlSocketLimits {
 export const CONTROL_SOCKET_LIMITS: ControlSocketLimits = {
   maxConnections: 32,
   firstFrameTimeoutMs: 5000,
-  maxSendBacklogBytes: 4 * MAX_SERVICE_MESSAGE_BYTES,
+  // One full-size message waiting is enough to call a client stalled; it costs at most two.
+  maxSendBacklogBytes: MAX_SERVICE_MESSAGE_BYTES,
   maxConnectionsPerUid: 8,
 };
 
