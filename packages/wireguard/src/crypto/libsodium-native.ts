@@ -14,7 +14,7 @@ import {
   checkAeadKeyAndNonce,
 } from './chacha20poly1305.ts';
 import type { NonceAead } from './chacha20poly1305.ts';
-import { addressInView } from './native-address.ts';
+import { addressInView, keepingReachable } from './native-address.ts';
 import type { CryptoProvider, TransportAead } from './provider.ts';
 import {
   checkTransportKey,
@@ -189,20 +189,22 @@ function sealWithNonce(
 ): Uint8Array {
   checkAeadKeyAndNonce(key, nonce);
   const sealed = new Uint8Array(plaintext.length + AEAD_TAG_LENGTH);
-  const output = addressInView(sealed, 0, sealed.length);
-  sodium.encryptDetached(
-    output,
-    output + plaintext.length,
-    0,
-    addressInView(plaintext, 0, plaintext.length),
-    plaintext.length,
-    addressInView(aad, 0, aad.length),
-    aad.length,
-    0,
-    addressInView(nonce, 0, AEAD_NONCE_LENGTH),
-    addressInView(key, 0, AEAD_KEY_LENGTH),
-  );
-  return sealed;
+  return keepingReachable([key, nonce, plaintext, aad, sealed], () => {
+    const output = addressInView(sealed, 0, sealed.length);
+    sodium.encryptDetached(
+      output,
+      output + plaintext.length,
+      0,
+      addressInView(plaintext, 0, plaintext.length),
+      plaintext.length,
+      addressInView(aad, 0, aad.length),
+      aad.length,
+      0,
+      addressInView(nonce, 0, AEAD_NONCE_LENGTH),
+      addressInView(key, 0, AEAD_KEY_LENGTH),
+    );
+    return sealed;
+  });
 }
 
 function openWithNonce(
@@ -216,17 +218,19 @@ function openWithNonce(
   if (ciphertext.length < AEAD_TAG_LENGTH) return null;
   const plaintextLength = ciphertext.length - AEAD_TAG_LENGTH;
   const opened = new Uint8Array(plaintextLength);
-  const input = addressInView(ciphertext, 0, ciphertext.length);
-  const result = sodium.decryptDetached(
-    addressInView(opened, 0, plaintextLength),
-    0,
-    input,
-    plaintextLength,
-    input + plaintextLength,
-    addressInView(aad, 0, aad.length),
-    aad.length,
-    addressInView(nonce, 0, AEAD_NONCE_LENGTH),
-    addressInView(key, 0, AEAD_KEY_LENGTH),
-  );
-  return result === 0 ? opened : null;
+  return keepingReachable([key, nonce, ciphertext, aad, opened], () => {
+    const input = addressInView(ciphertext, 0, ciphertext.length);
+    const result = sodium.decryptDetached(
+      addressInView(opened, 0, plaintextLength),
+      0,
+      input,
+      plaintextLength,
+      input + plaintextLength,
+      addressInView(aad, 0, aad.length),
+      aad.length,
+      addressInView(nonce, 0, AEAD_NONCE_LENGTH),
+      addressInView(key, 0, AEAD_KEY_LENGTH),
+    );
+    return result === 0 ? opened : null;
+  });
 }

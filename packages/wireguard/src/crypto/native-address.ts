@@ -6,9 +6,13 @@
  * numbers. The backing store of an (Shared)ArrayBuffer does not move once it
  * has been handed out (V8 moves on-heap typed-array data off-heap the first
  * time its buffer is exposed), so its base address is looked up once and
- * cached; each call adds `byteOffset` and the caller's offset. The caller
- * keeps the view referenced for the duration of the call, which keeps the
- * memory alive. x86-64 and arm64 user-space addresses fit in 2^53.
+ * cached; each call adds `byteOffset` and the caller's offset. The memory
+ * must stay alive while native code uses the address: an optimizing
+ * compiler treats a view as dead once its last JavaScript use (taking its
+ * address) is behind it, so a GC at any later allocation may free it. Views
+ * a long-lived object holds are safe; a one-shot call sequence over its own
+ * views runs inside `keepingReachable`. x86-64 and arm64 user-space
+ * addresses fit in 2^53.
  */
 
 import koffi from 'koffi';
@@ -21,6 +25,19 @@ export function addressInView(view: Uint8Array, offset: number, length: number):
     );
   }
   return baseAddress(view.buffer) + view.byteOffset + offset;
+}
+
+/** Views native calls in progress use, reachable from here until those calls return. */
+const inUse: (readonly Uint8Array[])[] = [];
+
+/** Runs `call` (native calls on addresses of `views`) with `views` kept reachable until it returns. */
+export function keepingReachable<T>(views: readonly Uint8Array[], call: () => T): T {
+  inUse.push(views);
+  try {
+    return call();
+  } finally {
+    inUse.pop();
+  }
 }
 
 let lastBuffer: ArrayBufferLike | undefined;

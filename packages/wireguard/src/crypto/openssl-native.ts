@@ -16,7 +16,7 @@ import {
   checkAeadKeyAndNonce,
 } from './chacha20poly1305.ts';
 import type { NonceAead } from './chacha20poly1305.ts';
-import { addressInView } from './native-address.ts';
+import { addressInView, keepingReachable } from './native-address.ts';
 import type { CryptoProvider, TransportAead } from './provider.ts';
 import {
   checkTransportKey,
@@ -239,35 +239,37 @@ function sealWithNonce(
   checkAeadKeyAndNonce(key, nonce);
   const sealed = new Uint8Array(plaintext.length + AEAD_TAG_LENGTH);
   const outLength = new Uint8Array(4);
-  const ctx = keyedContext(evp, evp.encryptInit, key);
-  try {
-    const output = addressInView(sealed, 0, sealed.length);
-    const outLengthAddress = addressInView(outLength, 0, 4);
-    const ok =
-      evp.encryptInit(ctx, 0, 0, 0, addressInView(nonce, 0, AEAD_NONCE_LENGTH)) === 1 &&
-      (aad.length === 0 ||
-        evp.encryptUpdate(
-          ctx,
-          0,
-          outLengthAddress,
-          addressInView(aad, 0, aad.length),
-          aad.length,
-        ) === 1) &&
-      (plaintext.length === 0 ||
-        evp.encryptUpdate(
-          ctx,
-          output,
-          outLengthAddress,
-          addressInView(plaintext, 0, plaintext.length),
-          plaintext.length,
-        ) === 1) &&
-      evp.encryptFinal(ctx, output + plaintext.length, outLengthAddress) === 1 &&
-      evp.control(ctx, EVP_CTRL_AEAD_GET_TAG, AEAD_TAG_LENGTH, output + plaintext.length) === 1;
-    if (!ok) throw opensslFailure(evp, 'seal');
-    return sealed;
-  } finally {
-    evp.freeContext(ctx);
-  }
+  return keepingReachable([key, nonce, plaintext, aad, sealed, outLength], () => {
+    const ctx = keyedContext(evp, evp.encryptInit, key);
+    try {
+      const output = addressInView(sealed, 0, sealed.length);
+      const outLengthAddress = addressInView(outLength, 0, 4);
+      const ok =
+        evp.encryptInit(ctx, 0, 0, 0, addressInView(nonce, 0, AEAD_NONCE_LENGTH)) === 1 &&
+        (aad.length === 0 ||
+          evp.encryptUpdate(
+            ctx,
+            0,
+            outLengthAddress,
+            addressInView(aad, 0, aad.length),
+            aad.length,
+          ) === 1) &&
+        (plaintext.length === 0 ||
+          evp.encryptUpdate(
+            ctx,
+            output,
+            outLengthAddress,
+            addressInView(plaintext, 0, plaintext.length),
+            plaintext.length,
+          ) === 1) &&
+        evp.encryptFinal(ctx, output + plaintext.length, outLengthAddress) === 1 &&
+        evp.control(ctx, EVP_CTRL_AEAD_GET_TAG, AEAD_TAG_LENGTH, output + plaintext.length) === 1;
+      if (!ok) throw opensslFailure(evp, 'seal');
+      return sealed;
+    } finally {
+      evp.freeContext(ctx);
+    }
+  });
 }
 
 function openWithNonce(
@@ -283,34 +285,36 @@ function openWithNonce(
   // One spare byte so the output address is valid even for an empty plaintext.
   const opened = new Uint8Array(plaintextLength + 1);
   const outLength = new Uint8Array(4);
-  const ctx = keyedContext(evp, evp.decryptInit, key);
-  try {
-    const input = addressInView(ciphertext, 0, ciphertext.length);
-    const output = addressInView(opened, 0, opened.length);
-    const outLengthAddress = addressInView(outLength, 0, 4);
-    const ok =
-      evp.decryptInit(ctx, 0, 0, 0, addressInView(nonce, 0, AEAD_NONCE_LENGTH)) === 1 &&
-      evp.control(ctx, EVP_CTRL_AEAD_SET_TAG, AEAD_TAG_LENGTH, input + plaintextLength) === 1 &&
-      (aad.length === 0 ||
-        evp.decryptUpdate(
-          ctx,
-          0,
-          outLengthAddress,
-          addressInView(aad, 0, aad.length),
-          aad.length,
-        ) === 1) &&
-      (plaintextLength === 0 ||
-        evp.decryptUpdate(ctx, output, outLengthAddress, input, plaintextLength) === 1);
-    if (!ok) throw opensslFailure(evp, 'open');
-    if (evp.decryptFinal(ctx, output + plaintextLength, outLengthAddress) !== 1) {
-      evp.clearErrors();
-      opened.fill(0);
-      return null;
+  return keepingReachable([key, nonce, ciphertext, aad, opened, outLength], () => {
+    const ctx = keyedContext(evp, evp.decryptInit, key);
+    try {
+      const input = addressInView(ciphertext, 0, ciphertext.length);
+      const output = addressInView(opened, 0, opened.length);
+      const outLengthAddress = addressInView(outLength, 0, 4);
+      const ok =
+        evp.decryptInit(ctx, 0, 0, 0, addressInView(nonce, 0, AEAD_NONCE_LENGTH)) === 1 &&
+        evp.control(ctx, EVP_CTRL_AEAD_SET_TAG, AEAD_TAG_LENGTH, input + plaintextLength) === 1 &&
+        (aad.length === 0 ||
+          evp.decryptUpdate(
+            ctx,
+            0,
+            outLengthAddress,
+            addressInView(aad, 0, aad.length),
+            aad.length,
+          ) === 1) &&
+        (plaintextLength === 0 ||
+          evp.decryptUpdate(ctx, output, outLengthAddress, input, plaintextLength) === 1);
+      if (!ok) throw opensslFailure(evp, 'open');
+      if (evp.decryptFinal(ctx, output + plaintextLength, outLengthAddress) !== 1) {
+        evp.clearErrors();
+        opened.fill(0);
+        return null;
+      }
+      return opened.subarray(0, plaintextLength);
+    } finally {
+      evp.freeContext(ctx);
     }
-    return opened.subarray(0, plaintextLength);
-  } finally {
-    evp.freeContext(ctx);
-  }
+  });
 }
 
 function opensslFailure(evp: Evp, operation: string): Error {
