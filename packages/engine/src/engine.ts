@@ -48,7 +48,7 @@ import {
   selectCryptoProvider,
   WireGuardDevice,
 } from '@gatehouse/wireguard';
-import type { CryptoProviderName, Instant } from '@gatehouse/wireguard';
+import type { CryptoProviderName, Endpoint, Instant } from '@gatehouse/wireguard';
 
 import { AddressActivity } from './address-activity.ts';
 import { AllowedIps, parsePrefix } from './allowed-ips.ts';
@@ -102,12 +102,14 @@ export type EngineDropReason =
 
 /**
  * Unattributed reasons beyond the per-peer ones: handshake messages a full
- * ring refused, and what the kernel dropped on the TUN interface — packets
- * for the tunnel while our queue was full (tx_dropped), packets we wrote
- * (rx_dropped).
+ * ring refused, handshake messages whose handling threw (a bug, but one
+ * datagram's, never the tunnel's), and what the kernel dropped on the TUN
+ * interface — packets for the tunnel while our queue was full (tx_dropped),
+ * packets we wrote (rx_dropped).
  */
 export const UNATTRIBUTED_ONLY_REASONS = [
   'handshake-ring-full',
+  'handshake-handler-error',
   'kernel-tun-tx-dropped',
   'kernel-tun-rx-dropped',
 ] as const;
@@ -212,6 +214,7 @@ export class Engine {
   #workerDeathsMs: number[] = [];
   #workerRestarts = 0;
   #failure: string | undefined;
+  #handlerErrors = 0;
   #timer: NodeJS.Timeout | undefined;
   #stopping: Promise<void> | undefined;
 
@@ -492,6 +495,7 @@ export class Engine {
     const unattributed: Record<EngineUnattributedDropReason, number> = {
       ...emptyDrops(),
       'handshake-ring-full': 0,
+      'handshake-handler-error': this.#handlerErrors,
       'kernel-tun-tx-dropped': kernel?.txDropped ?? 0,
       'kernel-tun-rx-dropped': kernel?.rxDropped ?? 0,
     };
@@ -625,7 +629,7 @@ export class Engine {
     const now = this.#now();
     for (const worker of this.#workers) {
       this.#device.noteHandshakeQueueDepth(worker.ring.waiting, now);
-      worker.ring.drain((datagram, from) => this.#device.handleDatagram(datagram, from, now));
+      worker.ring.drain((datagram, from) => this.#handleDatagram(datagram, from, now));
     }
     this.#device.handleTimeout(now);
     this.#flushTransmits();
@@ -639,6 +643,22 @@ export class Engine {
       }
     }
     this.#schedule();
+  }
+
+  /** The control thread's input boundary: a datagram whose handling throws costs that datagram. */
+  #handleDatagram(datagram: Uint8Array, from: Endpoint, now: Instant): void {
+    try {
+      this.#device.handleDatagram(datagram, from, now);
+    } catch (error) {
+      this.#handlerErrors++;
+      // A hostile stream of such datagrams must not flood the log: the first, then every 1000th.
+      if (this.#handlerErrors % 1000 === 1) {
+        this.#log(
+          'error',
+          `${this.interfaceName}: handling a handshake message from ${from.address} failed (${this.#handlerErrors} so far): ${(error as Error).message}`,
+        );
+      }
+    }
   }
 
   #schedule(): void {

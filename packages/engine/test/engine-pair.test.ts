@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { MemoryTunQueues } from '@gatehouse/tun';
 import { DatagramBatch, MemoryUdpNetwork } from '@gatehouse/udp';
 import type { MemoryUdpSocket } from '@gatehouse/udp';
-import { encodeKey, generateKeyPair } from '@gatehouse/wireguard';
+import { encodeKey, generateKeyPair, WireGuardDevice } from '@gatehouse/wireguard';
 import type { KeyPair } from '@gatehouse/wireguard';
 
 import { Engine } from '../src/engine.ts';
@@ -166,7 +166,11 @@ void describe('two engines over in-memory TUN queues and UDP, data in worker thr
   let left: Side;
   let right: Side;
 
-  async function startPair(rightQueues = 1, leftMtu = MTU): Promise<void> {
+  async function startPair(
+    rightQueues = 1,
+    leftMtu = MTU,
+    handshakeTimeoutMs = 5000,
+  ): Promise<void> {
     network = new MemoryUdpNetwork({ maxSockets: 8, queueDepth: 1024 });
     relay = new Relay(network);
     const leftKeys = generateKeyPair();
@@ -187,6 +191,7 @@ void describe('two engines over in-memory TUN queues and UDP, data in worker thr
     await until(
       'both handshakes',
       () => peerStatus(left).lastHandshake !== null && peerStatus(right).lastHandshake !== null,
+      handshakeTimeoutMs,
     );
   }
 
@@ -207,6 +212,24 @@ void describe('two engines over in-memory TUN queues and UDP, data in worker thr
     right.tun.inject(numbered('10.9.0.2', '10.9.0.1', 2));
     await until('a packet on the left', () => collect(left).length >= 1);
     assert.equal(left.engine.idleMs('10.9.0.3'), Infinity, 'refused source: no stamp');
+  });
+
+  void it('survives a handshake message whose handling throws: counted, and the retry completes', async () => {
+    const handleDatagram = WireGuardDevice.prototype.handleDatagram;
+    let calls = 0;
+    WireGuardDevice.prototype.handleDatagram = function (this: WireGuardDevice, ...args) {
+      if (calls++ === 0) throw new Error('injected fault');
+      return handleDatagram.apply(this, args);
+    };
+    try {
+      // The left side's first initiation is lost to the fault; its retransmission, REKEY_TIMEOUT later, succeeds.
+      await startPair(1, MTU, 10_000);
+    } finally {
+      WireGuardDevice.prototype.handleDatagram = handleDatagram;
+    }
+    assert.equal(right.engine.status().unattributedDrops['handshake-handler-error'], 1);
+    left.tun.inject(numbered('10.9.0.1', '10.9.0.2', 0));
+    await until('the packet on the right', () => collect(right).length >= 1);
   });
 
   void it('handshakes at start and carries data both ways, with per-peer counters', async () => {

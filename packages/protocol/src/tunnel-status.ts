@@ -54,12 +54,13 @@ export type DropReason = (typeof DROP_REASONS)[number];
 
 /**
  * Drops no peer can be blamed for: the same reasons, handshake messages a
- * full ring refused, and the kernel's drops on the TUN interface (packets
+ * full ring refused or whose handling failed, and the kernel's drops on the TUN interface (packets
  * for the tunnel while the engine's queue was full; packets it wrote).
  */
 export const UNATTRIBUTED_DROP_REASONS = [
   ...DROP_REASONS,
   'handshake-ring-full',
+  'handshake-handler-error',
   'kernel-tun-tx-dropped',
   'kernel-tun-rx-dropped',
 ] as const;
