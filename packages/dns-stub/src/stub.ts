@@ -34,7 +34,11 @@ export const DEFAULT_ADDRESSES_PER_NAME = 4;
 export const DEFAULT_TTL_SECONDS = 1;
 export const DEFAULT_UPSTREAM_ATTEMPT_TIMEOUT_MS = 1000;
 export const DEFAULT_FORWARD_TIMEOUT_MS = 4000;
-export const DEFAULT_MAX_PENDING_FORWARDS = 4096;
+/**
+ * Each pending forward holds a socket of its own (a random source port), so
+ * the cap stays well under the 1024 descriptors a systemd service gets by default.
+ */
+export const DEFAULT_MAX_PENDING_FORWARDS = 512;
 /** A name's proxy addresses are taken back after this long without a query or a packet. */
 export const DEFAULT_PROXY_ADDRESS_IDLE_MS = 10 * 60_000;
 /**
