@@ -537,13 +537,16 @@ function hasControlCharacters(text: string): boolean {
 
 /**
  * A value from the file, quoted for a message: shortened so a hostile line
- * cannot flood it, and withheld when it holds a run of base64 characters as
- * long as a good part of a key (a key pasted into the wrong field, or two
- * lines run together), since messages reach terminals and logs.
+ * cannot flood it, and withheld when it holds a run of base64 or base64url
+ * characters as long as a good part of a key, spaces ignored (a key pasted
+ * into the wrong field, broken up, or two lines run together), since
+ * messages reach terminals and logs.
  */
 function quoted(text: string): string {
-  if (KEY_MATERIAL.test(text)) return 'the value (not shown: it may hold key material)';
+  if (KEY_MATERIAL.test(text.replace(/\s+/g, ''))) {
+    return 'the value (not shown: it may hold key material)';
+  }
   return `"${text.length > 40 ? `${text.slice(0, 40)}…` : text}"`;
 }
 
-const KEY_MATERIAL = /[A-Za-z0-9+/]{16,}/;
+const KEY_MATERIAL = /[A-Za-z0-9+/_=-]{16,}/;

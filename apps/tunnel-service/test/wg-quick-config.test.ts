@@ -329,6 +329,25 @@ void test('a private key in the wrong place is never quoted, whatever the shape 
   }
 });
 
+void test('a key pasted in base64url or broken up by spaces is never quoted either', () => {
+  const bare = randomBytes(32).toString('base64').slice(0, 43);
+  const urlSafe = bare.replaceAll('+', '-').replaceAll('/', '_');
+  const spaced = bare.match(/.{1,4}/g)!.join(' ');
+  for (const value of [urlSafe, spaced]) {
+    const text = `[Interface]\nPrivateKey = ${PRIVATE}\nDNS = ${value}\n[Peer]\nPublicKey = ${PEER_A}\nEndpoint = ${value}`;
+    const result = parseWgQuickConfig(text);
+    assert.ok(!result.ok);
+    const printed = formatConfigProblems('wg0.conf', result.problems);
+    const squeezed = printed.replace(/\s+/g, '');
+    for (const key of [bare, urlSafe]) {
+      for (let start = 0; start + 8 <= key.length; start++) {
+        const piece = key.slice(start, start + 8);
+        assert.ok(!squeezed.includes(piece), `the problems quote "${piece}":\n${printed}`);
+      }
+    }
+  }
+});
+
 void test('problems are formatted as file:line and capped', () => {
   const text = `[Interface]\nPrivateKey = ${PRIVATE}\n` + 'Bogus = 1\n'.repeat(60);
   const result = parseWgQuickConfig(text);
