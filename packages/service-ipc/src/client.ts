@@ -5,8 +5,8 @@
  * meant for the person at the keyboard.
  */
 
-import { lstatSync, type Stats } from 'node:fs';
-import { dirname } from 'node:path';
+import { lstatSync, realpathSync, type Stats } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { IPCModule, type IpcClient } from 'node-ipc';
 import {
   MAX_CLIENT_MESSAGE_BYTES,
@@ -299,33 +299,76 @@ export class ServiceClient {
 
 /**
  * Why the socket may not be the service's: anyone who can create it, or
- * replace it in its directory, could pose as the service. A missing path
- * is left to connect, which reports that the service is not running.
+ * replace it or any directory on its way, could pose as the service. The
+ * socket's own directory must be the service's and closed to others; every
+ * directory above it (symbolic links resolved) must belong to root or the
+ * service and be closed to others unless sticky (as /tmp), where others
+ * cannot rename what they do not own. A missing path is left to connect,
+ * which reports that the service is not running.
  */
 function distrustOf(socketPath: string, serviceUid: number): string | undefined {
-  const directory = dirname(socketPath);
-  const checks: [string, (stats: Stats) => boolean, string, number][] = [
-    [directory, (stats) => stats.isDirectory(), 'is not a directory', 0o022],
-    [socketPath, (stats) => stats.isSocket(), 'is not a socket', 0o002],
+  let directory: string;
+  try {
+    directory = realpathSync(dirname(socketPath));
+  } catch {
+    return undefined;
+  }
+  const checks: Check[] = [
+    {
+      path: join(directory, basename(socketPath)),
+      kind: 'socket',
+      owners: [serviceUid],
+      foreignWriteBits: 0o002,
+      stickyAllowed: false,
+    },
+    {
+      path: directory,
+      kind: 'directory',
+      owners: [serviceUid],
+      foreignWriteBits: 0o022,
+      stickyAllowed: false,
+    },
   ];
-  for (const [path, isKind, notKind, foreignWriteBits] of checks) {
+  for (let above = dirname(directory); ; above = dirname(above)) {
+    checks.push({
+      path: above,
+      kind: 'directory',
+      owners: [0, serviceUid],
+      foreignWriteBits: 0o022,
+      stickyAllowed: true,
+    });
+    if (above === dirname(above)) break;
+  }
+  for (const check of checks) {
     let stats: Stats;
     try {
-      stats = lstatSync(path);
+      stats = lstatSync(check.path);
     } catch {
       return undefined;
     }
     const refuse = (what: string) =>
-      `refusing ${socketPath}: ${path} ${what}, so it may not be the tunnel service's`;
-    if (!isKind(stats)) return refuse(notKind);
-    if (stats.uid !== serviceUid)
+      `refusing ${socketPath}: ${check.path} ${what}, so it may not be the tunnel service's`;
+    const isKind = check.kind === 'socket' ? stats.isSocket() : stats.isDirectory();
+    if (!isKind) return refuse(`is not a ${check.kind}`);
+    if (!check.owners.includes(stats.uid)) {
       return refuse(`is owned by uid ${stats.uid}, not by the service (uid ${serviceUid})`);
-    if ((stats.mode & foreignWriteBits) !== 0) {
+    }
+    const sticky = (stats.mode & 0o1000) !== 0;
+    if ((stats.mode & check.foreignWriteBits) !== 0 && !(check.stickyAllowed && sticky)) {
       const mode = (stats.mode & 0o7777).toString(8).padStart(4, '0');
       return refuse(`is writable by others (mode ${mode})`);
     }
   }
   return undefined;
+}
+
+interface Check {
+  path: string;
+  kind: 'socket' | 'directory';
+  owners: number[];
+  foreignWriteBits: number;
+  /** A sticky directory lets others add entries but not rename or remove ours. */
+  stickyAllowed: boolean;
 }
 
 interface PendingRequest {

@@ -654,6 +654,19 @@ void test('the client refuses a socket the service does not own or others could 
         chmodSync(directory, 0o755);
       }
     });
+    await t.test('a directory above it that others may write to, unless it is sticky', async () => {
+      const above = join(socketPath, '..', '..');
+      const before = statSync(above).mode & 0o7777;
+      try {
+        chmodSync(above, 0o777);
+        await expectUntrusted(me, /tunnel\.sock: .* is writable by others \(mode 0777\)/);
+        chmodSync(above, 0o1777);
+        const client = await ServiceClient.connect({ socketPath, serviceUid: me });
+        client.close();
+      } finally {
+        chmodSync(above, before);
+      }
+    });
     await t.test('root is the service by default', async (tt) => {
       if (skipUnlessRoot(tt)) return;
       const client = await ServiceClient.connect({ socketPath });
