@@ -5,16 +5,18 @@
  * incoming packets; a packet outside the watched ranges costs a version
  * check and a prefix compare that fails on its first bytes.
  *
- * Stamps are whole seconds since `epochMs` (monotonicMs), 0 for never, in
- * one Int32Array slot per address offset modulo the table size per family.
- * Addresses that share a slot share a stamp: a collision can only make an
- * address look active, never idle, so it is never taken back wrongly.
+ * Stamps are whole seconds since `epochMs` (monotonicMs), 0 for never, one
+ * Int32Array word per address of each range: packets to one address never
+ * make another look active (with shared slots, pinging unassigned addresses
+ * kept every assignment alive). A /11 costs 8 MiB of address space, of which
+ * only the pages of stamped addresses become resident.
  */
 import { parseAddress } from '@gatehouse/udp';
 
 import { parsePrefix } from './allowed-ips.ts';
 
-export const ACTIVITY_SLOTS_PER_FAMILY = 1 << 16;
+/** The largest watched range: 2^21 addresses, Firezone's proxy ranges (a /11 and a /107). */
+export const MAX_WATCHED_RANGE_ADDRESSES = 1 << 21;
 
 /** Structured-cloneable, for the workers. */
 export interface SharedAddressActivity {
@@ -27,8 +29,10 @@ export interface SharedAddressActivity {
 interface WatchedRange {
   prefix: Uint8Array;
   length: number;
-  /** The prefix's last 16 bits: offsets count from the range's first address. */
-  low16: number;
+  /** The range's first word in the stamps. */
+  base: number;
+  /** Addresses in the range, less one: an address's low bits are its offset. */
+  offsetMask: number;
 }
 
 export class AddressActivity {
@@ -37,8 +41,10 @@ export class AddressActivity {
   readonly #ipv4: WatchedRange | undefined;
   readonly #ipv6: WatchedRange | undefined;
 
+  /** Throws a RangeError for two ranges of one family or one larger than MAX_WATCHED_RANGE_ADDRESSES. */
   static create(ranges: readonly string[], epochMs: number): AddressActivity {
-    const stamps = new SharedArrayBuffer(2 * ACTIVITY_SLOTS_PER_FAMILY * 4);
+    const words = ranges.reduce((sum, range) => sum + watchedRangeSize(range), 0);
+    const stamps = new SharedArrayBuffer(words * 4);
     return new AddressActivity({ stamps, epochMs, ranges: [...ranges] });
   }
 
@@ -46,16 +52,14 @@ export class AddressActivity {
     this.shared = shared;
     this.#stamps = new Int32Array(shared.stamps);
     const watched: Partial<Record<4 | 6, WatchedRange>> = {};
+    let base = 0;
     for (const range of shared.ranges) {
+      const size = watchedRangeSize(range);
       const { family, address, length } = parsePrefix(range);
       if (watched[family] !== undefined)
         throw new RangeError(`more than one watched IPv${family} range: ${range}`);
-      const size = address.length;
-      watched[family] = {
-        prefix: address,
-        length,
-        low16: (address[size - 2]! << 8) | address[size - 1]!,
-      };
+      watched[family] = { prefix: address, length, base, offsetMask: size - 1 };
+      base += size;
     }
     this.#ipv4 = watched[4];
     this.#ipv6 = watched[6];
@@ -64,15 +68,15 @@ export class AddressActivity {
   /** An IP packet at `offset` of `data` is leaving through the tunnel. */
   noteDestination(data: Uint8Array, offset: number, nowMs: number): void {
     const version = data[offset]! >> 4;
-    if (version === 4) this.#note(this.#ipv4, 0, data, offset + 16, 4, nowMs);
-    else if (version === 6) this.#note(this.#ipv6, 1, data, offset + 24, 16, nowMs);
+    if (version === 4) this.#note(this.#ipv4, data, offset + 16, 4, nowMs);
+    else if (version === 6) this.#note(this.#ipv6, data, offset + 24, 16, nowMs);
   }
 
   /** An IP packet at `offset` of `data` arrived through the tunnel. */
   noteSource(data: Uint8Array, offset: number, nowMs: number): void {
     const version = data[offset]! >> 4;
-    if (version === 4) this.#note(this.#ipv4, 0, data, offset + 12, 4, nowMs);
-    else if (version === 6) this.#note(this.#ipv6, 1, data, offset + 8, 16, nowMs);
+    if (version === 4) this.#note(this.#ipv4, data, offset + 12, 4, nowMs);
+    else if (version === 6) this.#note(this.#ipv6, data, offset + 8, 16, nowMs);
   }
 
   /** Milliseconds since `address` last carried a packet; Infinity for never or an unwatched address. */
@@ -80,10 +84,7 @@ export class AddressActivity {
     const { family, address: bytes } = parseAddress(address);
     const range = family === 4 ? this.#ipv4 : this.#ipv6;
     if (range === undefined || !inRange(range, bytes, 0)) return Infinity;
-    const stamp = Atomics.load(
-      this.#stamps,
-      slotOf(range, family === 4 ? 0 : 1, bytes, 0, bytes.length),
-    );
+    const stamp = Atomics.load(this.#stamps, wordOf(range, bytes, 0, bytes.length));
     if (stamp === 0) return Infinity;
     // The end of the stamped second: idle time is never overestimated.
     return Math.max(0, nowMs - (this.shared.epochMs + stamp * 1000));
@@ -91,7 +92,6 @@ export class AddressActivity {
 
   #note(
     range: WatchedRange | undefined,
-    table: number,
     data: Uint8Array,
     at: number,
     size: number,
@@ -99,8 +99,23 @@ export class AddressActivity {
   ): void {
     if (range === undefined || !inRange(range, data, at)) return;
     const stamp = Math.floor((nowMs - this.shared.epochMs) / 1000) + 1;
-    Atomics.store(this.#stamps, slotOf(range, table, data, at, size), stamp);
+    Atomics.store(this.#stamps, wordOf(range, data, at, size), stamp);
   }
+}
+
+/** Addresses in `range`; a RangeError names the maximum when it has more. */
+function watchedRangeSize(range: string): number {
+  const { family, length } = parsePrefix(range);
+  const bits = family === 4 ? 32 : 128;
+  const hostBits = bits - length;
+  const maxHostBits = Math.log2(MAX_WATCHED_RANGE_ADDRESSES);
+  if (hostBits > maxHostBits) {
+    throw new RangeError(
+      `watched range ${range} has 2^${hostBits} addresses; at most 2^${maxHostBits} ` +
+        `are watched (a /${bits - maxHostBits} or longer prefix)`,
+    );
+  }
+  return 2 ** hostBits;
 }
 
 function inRange(range: WatchedRange, data: Uint8Array, at: number): boolean {
@@ -114,15 +129,8 @@ function inRange(range: WatchedRange, data: Uint8Array, at: number): boolean {
   return (data[at + whole]! & mask) === range.prefix[whole];
 }
 
-function slotOf(
-  range: WatchedRange,
-  table: number,
-  data: Uint8Array,
-  at: number,
-  size: number,
-): number {
-  const low16 = (data[at + size - 2]! << 8) | data[at + size - 1]!;
-  return (
-    table * ACTIVITY_SLOTS_PER_FAMILY + ((low16 - range.low16) & (ACTIVITY_SLOTS_PER_FAMILY - 1))
-  );
+/** A range has at most 2^21 addresses, so an offset lies in the address's last three bytes. */
+function wordOf(range: WatchedRange, data: Uint8Array, at: number, size: number): number {
+  const low24 = (data[at + size - 3]! << 16) | (data[at + size - 2]! << 8) | data[at + size - 1]!;
+  return range.base + (low24 & range.offsetMask);
 }

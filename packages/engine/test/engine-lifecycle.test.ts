@@ -173,4 +173,25 @@ void describe('engine lifecycle', () => {
       'wiped by the failed start',
     );
   });
+
+  void it('refuses to start watching a range larger than the activity table holds', async () => {
+    const network = new MemoryUdpNetwork({ maxSockets: 2, queueDepth: 64 });
+    await assert.rejects(
+      Engine.startWithMemoryDevices(
+        {
+          interfaceName: 'watch0',
+          privateKey: generateKeyPair().privateKey,
+          mtu: MTU,
+          watchedRanges: ['100.64.0.0/10'],
+        },
+        [],
+        {
+          tun: new MemoryTunQueues({ queues: 1, mtu: MTU }),
+          network,
+          sockets: [network.bind('10.0.0.1', 1)],
+        },
+      ),
+      /watched range 100\.64\.0\.0\/10 has 2\^22 addresses; at most 2\^21/,
+    );
+  });
 });
