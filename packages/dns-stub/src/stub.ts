@@ -39,6 +39,8 @@ export const DEFAULT_FORWARD_TIMEOUT_MS = 4000;
  * the cap stays well under the 1024 descriptors a systemd service gets by default.
  */
 export const DEFAULT_MAX_PENDING_FORWARDS = 512;
+/** Per client (all of 127.0.0.0/8 is one): a query that never gets an answer cannot take every forward. */
+export const DEFAULT_MAX_PENDING_FORWARDS_PER_CLIENT = DEFAULT_MAX_PENDING_FORWARDS / 4;
 /** A name's proxy addresses are taken back after this long without a query or a packet. */
 export const DEFAULT_PROXY_ADDRESS_IDLE_MS = 10 * 60_000;
 /**
@@ -73,6 +75,8 @@ export const DNS_STUB_REFUSALS = [
   'malformed',
   /** Too many forwards pending: SERVFAIL. */
   'forward-limit',
+  /** Too many forwards pending for this client: SERVFAIL. */
+  'client-forward-limit',
   /** No upstream resolver: SERVFAIL. */
   'no-upstream',
   /** No upstream answered in time: SERVFAIL. */
@@ -137,6 +141,7 @@ export interface DnsStubOptions {
   upstreamAttemptTimeoutMs?: number;
   forwardTimeoutMs?: number;
   maxPendingForwards?: number;
+  maxPendingForwardsPerClient?: number;
   /** Source of forward ids; random by default so that off-path replies are hard to spoof. */
   randomForwardId?: () => number;
   /**
@@ -174,6 +179,8 @@ export type ForwardEvent =
   | { kind: 'reply'; forwardId: number; message: Uint8Array };
 
 interface PendingForward {
+  /** Whose budget the forward spends (see `handleQuery`). */
+  client: string;
   clientId: number;
   question: Question;
   recursionDesired: boolean;
@@ -206,6 +213,7 @@ export class DnsStub {
   readonly #attemptTimeoutMs: number;
   readonly #forwardTimeoutMs: number;
   readonly #maxPending: number;
+  readonly #maxPendingPerClient: number;
   readonly #randomForwardId: () => number;
   readonly #addressIdleMs: AddressIdleProbe;
   readonly #isTunnelled: (address: string) => boolean;
@@ -215,6 +223,7 @@ export class DnsStub {
     number
   >;
   readonly #pending = new Map<number, PendingForward>();
+  readonly #pendingPerClient = new Map<string, number>();
   #resources: MatchableResource[] = [];
   #upstreams: Upstream[] = [];
 
@@ -242,6 +251,8 @@ export class DnsStub {
       options.upstreamAttemptTimeoutMs ?? DEFAULT_UPSTREAM_ATTEMPT_TIMEOUT_MS;
     this.#forwardTimeoutMs = options.forwardTimeoutMs ?? DEFAULT_FORWARD_TIMEOUT_MS;
     this.#maxPending = options.maxPendingForwards ?? DEFAULT_MAX_PENDING_FORWARDS;
+    this.#maxPendingPerClient =
+      options.maxPendingForwardsPerClient ?? DEFAULT_MAX_PENDING_FORWARDS_PER_CLIENT;
     this.#randomForwardId = options.randomForwardId ?? (() => randomInt(0, 0x10000));
   }
 
@@ -267,8 +278,8 @@ export class DnsStub {
   }
 
   /**
-   * `client`: the query's source address, for the per-client rate limit
-   * (queries without one share a budget).
+   * `client`: the query's source address, for the per-client rate limit and
+   * cap on pending forwards (queries without one share a budget).
    */
   handleQuery(message: Uint8Array, now: number, client = ''): QueryOutcome {
     if (message.length < 2) return this.#drop('malformed', 'shorter than a message id');
@@ -322,7 +333,7 @@ export class DnsStub {
       }
       return this.#answerResource(id, recursionDesired, question, name, resource.id, now);
     }
-    return this.#forward(bytes, id, recursionDesired, question, now);
+    return this.#forward(bytes, id, recursionDesired, question, now, client);
   }
 
   /**
@@ -365,7 +376,7 @@ export class DnsStub {
     }
     // Checked before the forward is settled: should the check throw, the forward still times out.
     const rebinds = this.#rebinds(reply, source);
-    this.#pending.delete(forwardId);
+    this.#settle(forwardId, pending);
     if (rebinds) {
       this.#refused.rebinding++;
       return encodeReply(
@@ -402,7 +413,7 @@ export class DnsStub {
         });
         continue;
       }
-      this.#pending.delete(forwardId);
+      this.#settle(forwardId, pending);
       this.#refused['upstream-timeout']++;
       const reply = encodeReply(
         pending.clientId,
@@ -495,17 +506,25 @@ export class DnsStub {
     recursionDesired: boolean,
     question: Question,
     now: number,
+    client: string,
   ): QueryOutcome {
     const upstream = this.#upstreams[0];
-    if (upstream === undefined || this.#pending.size >= this.#maxPending) {
-      this.#refused[upstream === undefined ? 'no-upstream' : 'forward-limit']++;
+    const clientPending = this.#pendingPerClient.get(client) ?? 0;
+    let refusal: DnsStubRefusal | undefined;
+    if (upstream === undefined) refusal = 'no-upstream';
+    else if (clientPending >= this.#maxPendingPerClient) refusal = 'client-forward-limit';
+    else if (this.#pending.size >= this.#maxPending) refusal = 'forward-limit';
+    if (upstream === undefined || refusal !== undefined) {
+      this.#refused[refusal ?? 'no-upstream']++;
       return this.#reply(id, recursionDesired, question, RCODE_SERVFAIL, []);
     }
     let forwardId = this.#randomForwardId() & 0xffff;
     while (this.#pending.has(forwardId)) forwardId = (forwardId + 1) & 0xffff;
     const message = Buffer.from(bytes);
     message.writeUInt16BE(forwardId, 0);
+    this.#pendingPerClient.set(client, clientPending + 1);
     this.#pending.set(forwardId, {
+      client,
       clientId: id,
       question,
       recursionDesired,
@@ -515,6 +534,13 @@ export class DnsStub {
       finalDeadline: now + this.#forwardTimeoutMs,
     });
     return { kind: 'forward', forward: { forwardId, upstream, message } };
+  }
+
+  #settle(forwardId: number, pending: PendingForward): void {
+    this.#pending.delete(forwardId);
+    const left = (this.#pendingPerClient.get(pending.client) ?? 1) - 1;
+    if (left === 0) this.#pendingPerClient.delete(pending.client);
+    else this.#pendingPerClient.set(pending.client, left);
   }
 
   #reply(

@@ -6,6 +6,8 @@ import type { Answer } from 'dns-packet';
 
 import type { DnsStubOptions, ForwardRequest, QueryOutcome } from '../src/stub.ts';
 import {
+  DEFAULT_MAX_PENDING_FORWARDS,
+  DEFAULT_MAX_PENDING_FORWARDS_PER_CLIENT,
   DEFAULT_PROXY_ADDRESS_IDLE_MS,
   DEFAULT_PROXY_ADDRESS_QUARANTINE_MS,
   DnsStub,
@@ -201,4 +203,65 @@ void describe('DnsStub: DNS rebinding', () => {
       assert.equal(stub.pendingForwards, 0);
     });
   }
+});
+
+void describe('DnsStub: pending forwards per client', () => {
+  function forwardStub(): DnsStub {
+    const stub = wildcardStub({ maxPendingForwards: 8, maxPendingForwardsPerClient: 2 });
+    stub.setUpstreams([LAN_UPSTREAM]);
+    return stub;
+  }
+
+  function forward(stub: DnsStub, n: number, client: string, now = 0): QueryOutcome {
+    return stub.handleQuery(encodeQuery(`q${n}.example.org`, 'A', n), now, client);
+  }
+
+  void it('one client whose queries are never answered holds at most its share; others still forward', () => {
+    const stub = forwardStub();
+    assert.equal(forward(stub, 1, '127.0.0.0/8').kind, 'forward');
+    assert.equal(forward(stub, 2, '127.0.0.0/8').kind, 'forward');
+    assert.equal(replyOf(forward(stub, 3, '127.0.0.0/8')).rcode, 'SERVFAIL');
+    assert.equal(stub.stats.refused['client-forward-limit'], 1);
+    assert.equal(stub.stats.refused['forward-limit'], 0);
+    assert.equal(forward(stub, 4, '192.168.1.20').kind, 'forward', 'another client');
+    assert.equal(stub.pendingForwards, 3);
+  });
+
+  void it('gives a client its share back as its forwards are answered or time out', () => {
+    const stub = forwardStub();
+    const first = forward(stub, 1, 'a');
+    assert.ok(first.kind === 'forward');
+    forward(stub, 2, 'a', 10);
+    assert.equal(replyOf(forward(stub, 3, 'a', 10)).rcode, 'SERVFAIL');
+    const query = dnsPacket.decode(Buffer.from(first.forward.message));
+    const reply = dnsPacket.encode({
+      type: 'response',
+      id: first.forward.forwardId,
+      questions: query.questions,
+    });
+    assert.ok(stub.handleUpstreamReply(first.forward.forwardId, LAN_UPSTREAM, reply));
+    assert.equal(forward(stub, 5, 'a', 20).kind, 'forward', 'answered: room for one');
+    const timedOut = stub.handleTimeouts(10_000).filter((event) => event.kind === 'reply');
+    assert.equal(timedOut.length, 2);
+    assert.equal(stub.pendingForwards, 0);
+    assert.equal(forward(stub, 6, 'a', 10_000).kind, 'forward', 'timed out: room again');
+    assert.equal(forward(stub, 7, 'a', 10_000).kind, 'forward');
+  });
+
+  void it('still caps all clients together', () => {
+    const stub = forwardStub();
+    for (let n = 0; n < 8; n++) assert.equal(forward(stub, n, `client${n >> 1}`).kind, 'forward');
+    assert.equal(replyOf(forward(stub, 9, 'client9')).rcode, 'SERVFAIL');
+    assert.equal(stub.stats.refused['forward-limit'], 1);
+  });
+
+  void it('lets one client hold a quarter of the pending forwards by default', () => {
+    const stub = wildcardStub();
+    stub.setUpstreams([LAN_UPSTREAM]);
+    assert.equal(DEFAULT_MAX_PENDING_FORWARDS_PER_CLIENT, DEFAULT_MAX_PENDING_FORWARDS / 4);
+    for (let n = 0; n < DEFAULT_MAX_PENDING_FORWARDS_PER_CLIENT; n++)
+      assert.equal(forward(stub, n, '127.0.0.0/8').kind, 'forward');
+    assert.equal(replyOf(forward(stub, 1000, '127.0.0.0/8')).rcode, 'SERVFAIL');
+    assert.equal(stub.stats.refused['client-forward-limit'], 1);
+  });
 });

@@ -122,6 +122,7 @@ export const DNS_STUB_REFUSALS = [
   'range-exhausted',
   'malformed',
   'forward-limit',
+  'client-forward-limit',
   'no-upstream',
   'upstream-timeout',
   'unexpected-reply',
