@@ -6,7 +6,9 @@
  *
  * A query that arrives over UDP is forwarded over UDP; one that arrives over
  * TCP is forwarded over a fresh TCP connection, so that answers too large
- * for UDP reach TCP clients whole.
+ * for UDP reach TCP clients whole. Each forward has its own upstream
+ * sockets (one per upstream tried), so queries a TCP client pipelines (glibc
+ * sends A and AAAA on one connection) are all answered.
  */
 import dgram from 'node:dgram';
 import type { RemoteInfo } from 'node:dgram';
@@ -50,6 +52,8 @@ export interface DnsStubServerOptions {
   tcpMessageDeadlineMs?: number;
   /** A TCP connection with no traffic for this long is closed. */
   tcpIdleTimeoutMs?: number;
+  /** A TCP client that has left this many bytes of replies unread (beyond the kernel's buffers) is closed. */
+  maxTcpUnreadBytes?: number;
 }
 
 export interface BoundAddress {
@@ -71,6 +75,11 @@ export const plainUpstreamSockets: UpstreamSocketFactory = {
 export const DEFAULT_MAX_TCP_CLIENTS = 64;
 export const DEFAULT_TCP_MESSAGE_DEADLINE_MS = 5_000;
 export const DEFAULT_TCP_IDLE_TIMEOUT_MS = 10_000;
+/**
+ * A client that keeps sending queries stays under the idle timeout; one that
+ * never reads its replies would make them pile up in the service's memory.
+ */
+export const DEFAULT_MAX_TCP_UNREAD_BYTES = 64 * 1024;
 /** How stale the host's address list may be when a query comes from an address not in it. */
 const LOCAL_ADDRESSES_REFRESH_MS = 1_000;
 
@@ -123,8 +132,14 @@ export async function startDnsStubServer(options: DnsStubServerOptions): Promise
 }
 
 type Client =
-  | { transport: 'udp'; socket: dgram.Socket; remote: RemoteInfo; upstreamSockets: dgram.Socket[] }
-  | { transport: 'tcp'; socket: net.Socket; upstreamConnection?: net.Socket };
+  | { transport: 'udp'; socket: dgram.Socket; remote: RemoteInfo }
+  | { transport: 'tcp'; socket: net.Socket };
+
+/** A forwarded query: whom to answer, and the upstream sockets it opened (one per upstream tried). */
+interface Exchange {
+  client: Client;
+  upstreamSockets: Array<dgram.Socket | net.Socket>;
+}
 
 class StubServer implements DnsStubServer {
   readonly addresses: BoundAddress[] = [];
@@ -136,10 +151,12 @@ class StubServer implements DnsStubServer {
   readonly #maxTcpClients: number;
   readonly #tcpMessageDeadlineMs: number;
   readonly #tcpIdleTimeoutMs: number;
+  readonly #maxTcpUnreadBytes: number;
   readonly #udpListeners: dgram.Socket[] = [];
   readonly #tcpListeners: net.Server[] = [];
   readonly #tcpClients = new Set<net.Socket>();
-  readonly #clients = new Map<number, Client>();
+  /** By forward id. */
+  readonly #exchanges = new Map<number, Exchange>();
   #timer: NodeJS.Timeout | undefined;
   #closed = false;
 
@@ -152,6 +169,7 @@ class StubServer implements DnsStubServer {
     this.#maxTcpClients = options.maxTcpClients ?? DEFAULT_MAX_TCP_CLIENTS;
     this.#tcpMessageDeadlineMs = options.tcpMessageDeadlineMs ?? DEFAULT_TCP_MESSAGE_DEADLINE_MS;
     this.#tcpIdleTimeoutMs = options.tcpIdleTimeoutMs ?? DEFAULT_TCP_IDLE_TIMEOUT_MS;
+    this.#maxTcpUnreadBytes = options.maxTcpUnreadBytes ?? DEFAULT_MAX_TCP_UNREAD_BYTES;
   }
 
   async listen(addresses: readonly ListenAddress[]): Promise<void> {
@@ -203,11 +221,13 @@ class StubServer implements DnsStubServer {
     this.#closed = true;
     clearTimeout(this.#timer);
     const upstreamUdp: dgram.Socket[] = [];
-    for (const client of this.#clients.values()) {
-      if (client.transport === 'tcp') client.upstreamConnection?.destroy();
-      else upstreamUdp.push(...client.upstreamSockets);
+    for (const { upstreamSockets } of this.#exchanges.values()) {
+      for (const socket of upstreamSockets) {
+        if (socket instanceof net.Socket) socket.destroy();
+        else upstreamUdp.push(socket);
+      }
     }
-    this.#clients.clear();
+    this.#exchanges.clear();
     for (const socket of this.#tcpClients) socket.destroy();
     for (const socket of [...this.#udpListeners, ...upstreamUdp]) {
       await new Promise<void>((resolve) => {
@@ -249,12 +269,7 @@ class StubServer implements DnsStubServer {
       this.#stub.countRefusal('not-local');
       return;
     }
-    this.#handleQuery(message, remote.address, {
-      transport: 'udp',
-      socket,
-      remote,
-      upstreamSockets: [],
-    });
+    this.#handleQuery(message, remote.address, { transport: 'udp', socket, remote });
   }
 
   #onTcpClient(socket: net.Socket): void {
@@ -301,8 +316,9 @@ class StubServer implements DnsStubServer {
       const outcome = this.#stub.handleQuery(message, this.#now(), rateLimitedClient(source));
       if (outcome.kind === 'reply') this.#deliver(client, outcome.message);
       if (outcome.kind === 'forward') {
-        this.#clients.set(outcome.forward.forwardId, client);
-        this.#send(outcome.forward, client);
+        const exchange: Exchange = { client, upstreamSockets: [] };
+        this.#exchanges.set(outcome.forward.forwardId, exchange);
+        this.#send(outcome.forward, exchange);
       }
     } finally {
       // A forward whose socket could not be opened still times out into SERVFAIL.
@@ -310,10 +326,10 @@ class StubServer implements DnsStubServer {
     }
   }
 
-  #send(forward: ForwardRequest, client: Client): void {
-    if (client.transport === 'udp') {
+  #send(forward: ForwardRequest, exchange: Exchange): void {
+    if (exchange.client.transport === 'udp') {
       const socket = this.#factory.udp(forward.upstream);
-      client.upstreamSockets.push(socket);
+      exchange.upstreamSockets.push(socket);
       socket.on('error', (error) => this.#socketError('an upstream UDP socket', error));
       socket.on('message', (message, remote) =>
         this.#guard('an upstream reply', () =>
@@ -327,9 +343,8 @@ class StubServer implements DnsStubServer {
       socket.send(forward.message, forward.upstream.port, forward.upstream.address);
       return;
     }
-    client.upstreamConnection?.destroy();
     const connection = this.#factory.tcp(forward.upstream);
-    client.upstreamConnection = connection;
+    exchange.upstreamSockets.push(connection);
     const reader = new TcpMessageReader();
     connection.on('error', (error) => {
       this.#socketError('an upstream TCP connection', error);
@@ -355,20 +370,28 @@ class StubServer implements DnsStubServer {
   }
 
   #finish(forwardId: number, reply: Uint8Array): void {
-    const client = this.#clients.get(forwardId);
-    this.#clients.delete(forwardId);
-    if (client === undefined) return;
-    if (client.transport === 'tcp') client.upstreamConnection?.destroy();
-    else for (const socket of client.upstreamSockets) socket.close();
-    this.#deliver(client, reply);
+    const exchange = this.#exchanges.get(forwardId);
+    this.#exchanges.delete(forwardId);
+    if (exchange === undefined) return;
+    for (const socket of exchange.upstreamSockets) {
+      if (socket instanceof net.Socket) socket.destroy();
+      else socket.close();
+    }
+    this.#deliver(exchange.client, reply);
   }
 
   #deliver(client: Client, message: Uint8Array): void {
     if (client.transport === 'udp') {
       client.socket.send(message, client.remote.port, client.remote.address);
-    } else if (!client.socket.destroyed) {
-      client.socket.write(frameTcpMessage(message));
+      return;
     }
+    if (client.socket.destroyed) return;
+    if (client.socket.writableLength >= this.#maxTcpUnreadBytes) {
+      this.#stub.countRefusal('tcp-unread-replies');
+      client.socket.destroy();
+      return;
+    }
+    client.socket.write(frameTcpMessage(message));
   }
 
   #schedule(): void {
@@ -390,8 +413,8 @@ class StubServer implements DnsStubServer {
           this.#finish(event.forwardId, event.message);
           continue;
         }
-        const client = this.#clients.get(event.forward.forwardId);
-        if (client !== undefined) this.#send(event.forward, client);
+        const exchange = this.#exchanges.get(event.forward.forwardId);
+        if (exchange !== undefined) this.#send(event.forward, exchange);
       }
     } finally {
       this.#schedule();

@@ -89,6 +89,8 @@ export const DNS_STUB_REFUSALS = [
   'tcp-client-cap',
   /** A TCP client too slow to send a whole message: the connection is closed. */
   'tcp-deadline',
+  /** A TCP client that leaves its replies unread while it keeps asking: the connection is closed. */
+  'tcp-unread-replies',
   /** A socket error (accept, send, EMFILE): counted and logged. */
   'socket-error',
   /** An exception while handling one message: that message is lost, the stub keeps serving. */

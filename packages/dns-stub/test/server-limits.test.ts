@@ -9,11 +9,13 @@ import { networkInterfaces } from 'node:os';
 import { describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+import dnsPacket from 'dns-packet';
+
 import type { BoundAddress, DnsStubServer, DnsStubServerOptions } from '../src/server.ts';
 import { plainUpstreamSockets, startDnsStubServer, systemLocalAddresses } from '../src/server.ts';
 import type { DnsStubOptions } from '../src/stub.ts';
 import { DnsStub } from '../src/stub.ts';
-import { frameTcpMessage } from '../src/tcp-framing.ts';
+import { frameTcpMessage, TcpMessageReader } from '../src/tcp-framing.ts';
 import { answerData, encodeQuery, queryTcp, queryUdp } from './dns-client.ts';
 import { startFakeUpstream, UPSTREAM_ADDRESS } from './fake-upstream.ts';
 
@@ -162,6 +164,32 @@ void describe('DNS stub server: TCP clients are capped and timed out', () => {
       assert.equal(answerData(reply).length, 4);
     });
   });
+
+  void it('closes a client that keeps asking but never reads its replies, and serves the others', async () => {
+    await withServer({}, async ({ stub, tcp }) => {
+      const socket = await connectTcp(tcp);
+      socket.pause();
+      // Answered at once and free of rate limits: only unread replies can pile up.
+      const batch = Buffer.concat(
+        Array.from({ length: 1000 }, (_, n) =>
+          frameTcpMessage(encodeQuery('use-application-dns.net', 'A', n)),
+        ),
+      );
+      const deadline = performance.now() + 20_000;
+      let sent = 0;
+      while (!socket.destroyed && performance.now() < deadline && sent < 256 * 1024 * 1024) {
+        if (!socket.write(batch))
+          await Promise.race([new Promise((resolve) => socket.once('drain', resolve)), sleep(100)]);
+        sent += batch.length;
+        await sleep(1);
+      }
+      assert.equal(await closedWithin(socket, 2000), true, `still open after ${sent} bytes`);
+      assert.equal(stub.stats.refused['tcp-unread-replies'], 1);
+      const reply = await queryTcp(STUB_ADDRESS, tcp, encodeQuery('x.corp.example', 'A'));
+      assert.equal(answerData(reply).length, 4);
+      console.log(`closed after ${(sent / 2 ** 20).toFixed(1)} MiB of queries`);
+    });
+  });
 });
 
 void describe('DNS stub server: rate limits', () => {
@@ -204,7 +232,72 @@ void describe('DNS stub server: forwarded queries', () => {
       await upstream.close();
     }
   });
+
+  void it('over TCP, keeps the first upstream connection open when it retries the next: a late answer still counts', async () => {
+    // Asked at 0, the next one at 400 ms; the slow one answers at 600; SERVFAIL would come at 800.
+    const slow = await startTcpUpstream(600);
+    const silent = await startTcpUpstream(undefined);
+    try {
+      await withServer(
+        { stubOptions: { upstreamAttemptTimeoutMs: 400, forwardTimeoutMs: 3000 } },
+        async ({ stub, tcp }) => {
+          stub.setUpstreams([
+            { address: UPSTREAM_ADDRESS, port: slow.port },
+            { address: UPSTREAM_ADDRESS, port: silent.port },
+          ]);
+          const reply = await queryTcp(STUB_ADDRESS, tcp, encodeQuery('late.example.org', 'A', 5));
+          assert.equal(reply.rcode, 'NOERROR');
+          assert.deepEqual(answerData(reply), ['203.0.113.10']);
+          assert.equal(silent.queries, 1, 'the next upstream was asked too');
+        },
+      );
+    } finally {
+      await Promise.all([slow.close(), silent.close()]);
+    }
+  });
 });
+
+/** A TCP upstream on UPSTREAM_ADDRESS answering A queries with 203.0.113.10 after `delayMs`, or never. */
+async function startTcpUpstream(
+  delayMs: number | undefined,
+): Promise<{ port: number; queries: number; close(): Promise<void> }> {
+  const connections = new Set<net.Socket>();
+  const timers = new Set<NodeJS.Timeout>();
+  const upstream = { port: 0, queries: 0, close: async () => {} };
+  const server = net.createServer((socket) => {
+    connections.add(socket);
+    socket.on('close', () => connections.delete(socket));
+    socket.on('error', () => undefined);
+    const reader = new TcpMessageReader();
+    socket.on('data', (chunk) => {
+      for (const message of reader.push(chunk)) {
+        upstream.queries++;
+        if (delayMs === undefined) continue;
+        const query = dnsPacket.decode(message);
+        const reply = dnsPacket.encode({
+          type: 'response',
+          id: query.id,
+          questions: query.questions,
+          answers: [{ type: 'A', name: 'late.example.org', ttl: 60, data: '203.0.113.10' }],
+        });
+        const timer = setTimeout(() => {
+          timers.delete(timer);
+          if (!socket.destroyed) socket.write(frameTcpMessage(reply));
+        }, delayMs);
+        timers.add(timer);
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen({ host: UPSTREAM_ADDRESS, port: 0 }, resolve));
+  const bound = server.address();
+  upstream.port = typeof bound === 'object' && bound ? bound.port : 0;
+  upstream.close = () => {
+    for (const timer of timers) clearTimeout(timer);
+    for (const socket of connections) socket.destroy();
+    return new Promise((resolve) => server.close(() => resolve()));
+  };
+  return upstream;
+}
 
 void describe('DNS stub server: a handler that throws costs one message, never the stub', () => {
   void it('a local-address test that throws', async () => {

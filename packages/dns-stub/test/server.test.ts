@@ -11,6 +11,7 @@ import { frameTcpMessage } from '../src/tcp-framing.ts';
 import { startFakeUpstream, UPSTREAM_ADDRESS } from './fake-upstream.ts';
 import {
   answerData,
+  decodeReply,
   encodeQuery,
   queryTcp,
   queryUdp,
@@ -114,6 +115,21 @@ void describe('DNS stub server on loopback', () => {
     );
     assert.equal(reply.id, 0x0303);
     assert.equal(reply.answers?.[0]?.type, 'TXT');
+  });
+
+  void it('forwards two queries pipelined on one TCP connection and answers both', async () => {
+    const pipelined = Buffer.concat([
+      frameTcpMessage(encodeQuery('first.example.org', 'TXT', 0x0a01)),
+      frameTcpMessage(encodeQuery('second.example.org', 'TXT', 0x0a02)),
+    ]);
+    const replies = (await sendTcp(STUB_ADDRESS, tcpPort, [pipelined], 2)).map(decodeReply);
+    assert.deepEqual(
+      replies.map((reply) => [reply.id, reply.rcode, reply.answers?.[0]?.type]).sort(),
+      [
+        [0x0a01, 'NOERROR', 'TXT'],
+        [0x0a02, 'NOERROR', 'TXT'],
+      ],
+    );
   });
 
   void it('answers malformed queries with FORMERR over UDP and TCP, and keeps serving', async () => {

@@ -129,6 +129,7 @@ export const DNS_STUB_REFUSALS = [
   'rebinding',
   'tcp-client-cap',
   'tcp-deadline',
+  'tcp-unread-replies',
   'socket-error',
   'handler-error',
 ] as const;
