@@ -170,9 +170,16 @@ interface DataWorker {
   io: WorkerIo;
   socket: DatagramSocket;
   ring: HandshakeRing;
+  /** The current start's worker. */
+  run: WorkerRun;
+}
+
+/** One start of a data worker. */
+interface WorkerRun {
   worker: Worker;
   port: MessagePort;
-  exited: boolean;
+  /** Recorded from the spawn on, so a death before anyone supervises the worker is not lost; undefined while it runs. */
+  exitCode: number | undefined;
   /** The last failure the worker reported, for the log and the engine's error. */
   lastError: string | undefined;
 }
@@ -208,7 +215,8 @@ export class Engine {
   #kernelTunDropsUnreadable = false;
   readonly #template: WorkerTemplate;
   readonly #observeWorker: ((queue: number, worker: Worker) => void) | undefined;
-  readonly #onFailed: (error: Error) => void;
+  /** Set once the engine is built: a failure while it is built is start's error instead. */
+  #onFailed: (error: Error) => void = () => {};
   /** The table workers have (a restarted worker starts with it). */
   #allowedIps: SharedAllowedIpsTable;
   #workerDeathsMs: number[] = [];
@@ -248,8 +256,8 @@ export class Engine {
     this.#template = init.template;
     this.#allowedIps = init.allowedIps;
     this.#observeWorker = init.observeWorker;
-    this.#onFailed = init.options.onFailed ?? (() => {});
     for (const worker of this.#workers) this.#supervise(worker);
+    this.#onFailed = init.options.onFailed ?? (() => {});
   }
 
   /** Opens the TUN device (exclusively), the sockets and the workers, then adds `peers`. */
@@ -356,18 +364,10 @@ export class Engine {
       for (let queue = 0; queue < sockets.length; queue++) {
         const io = workerIo(queue, sockets[queue]!);
         const ring = new HandshakeRing(device.sharedMemory.buffer);
-        const started = spawnWorker(template, queue, io, ring, table.shared, observeWorker);
-        workers.push({
-          queue,
-          io,
-          socket: sockets[queue]!,
-          ring,
-          ...started,
-          exited: false,
-          lastError: undefined,
-        });
+        const run = spawnWorker(template, queue, io, ring, table.shared, observeWorker);
+        workers.push({ queue, io, socket: sockets[queue]!, ring, run });
       }
-      await Promise.all(workers.map((w) => watchWorker(w, log)));
+      await Promise.all(workers.map((w) => watchWorker(w.queue, w.run, log)));
       const engine = new Engine({
         options,
         device,
@@ -383,6 +383,7 @@ export class Engine {
         allowedIps: table.shared,
         observeWorker,
       });
+      if (engine.#failure !== undefined) throw new Error(engine.#failure);
       const families =
         sockets[0] instanceof DualStackSocket && sockets[0].v6 ? 'IPv4+IPv6' : 'IPv4';
       log(
@@ -396,7 +397,7 @@ export class Engine {
       engine.#schedule();
       return engine;
     } catch (error) {
-      await Promise.all(workers.map((w) => w.worker.terminate()));
+      await Promise.all(workers.map((w) => w.run.worker.terminate()));
       closeDevices();
       throw error;
     }
@@ -542,39 +543,46 @@ export class Engine {
     Atomics.add(this.#doorbell, H_DOORBELL, 1);
     Atomics.notify(this.#doorbell, H_DOORBELL);
     await Promise.all(this.#workers.map((worker) => stopWorker(worker)));
-    for (const worker of this.#workers) worker.port.close();
+    for (const worker of this.#workers) worker.run.port.close();
     this.#closeDevices();
     this.#device.close();
     this.#peers.clear();
   }
 
-  /** A worker that exits while the engine runs has died: start it again, or fail the engine. */
+  /**
+   * A worker that exits while the engine runs has died: start it again, or
+   * fail the engine. One that became ready and died while another was
+   * still starting is handled now.
+   */
   #supervise(data: DataWorker): void {
-    data.worker.once('exit', (code) => {
-      data.exited = true;
-      if (this.#stopping !== undefined || this.#failure !== undefined) return;
-      const cause = data.lastError ?? `exited with code ${code}`;
-      const verdict = judgeWorkerDeath(this.#workerDeathsMs, monotonicMs());
-      this.#workerDeathsMs = verdict.recentDeathsMs;
-      if (!verdict.restart) {
-        this.#fail(
-          `data worker ${data.queue} died ${verdict.recentDeathsMs.length} times within ` +
-            `${WORKER_RESTART_WINDOW_MS / 1000} s (last: ${cause})`,
-        );
-        return;
-      }
-      this.#workerRestarts++;
-      this.#log(
-        'error',
-        `${this.interfaceName}: data worker ${data.queue} died (${cause}); restarting it`,
+    const { run } = data;
+    if (run.exitCode === undefined) run.worker.once('exit', () => this.#workerDied(data, run));
+    else this.#workerDied(data, run);
+  }
+
+  #workerDied(data: DataWorker, run: WorkerRun): void {
+    if (this.#stopping !== undefined || this.#failure !== undefined) return;
+    const cause = run.lastError ?? `exited with code ${run.exitCode}`;
+    const verdict = judgeWorkerDeath(this.#workerDeathsMs, monotonicMs());
+    this.#workerDeathsMs = verdict.recentDeathsMs;
+    if (!verdict.restart) {
+      this.#fail(
+        `data worker ${data.queue} died ${verdict.recentDeathsMs.length} times within ` +
+          `${WORKER_RESTART_WINDOW_MS / 1000} s (last: ${cause})`,
       );
-      void this.#restart(data);
-    });
+      return;
+    }
+    this.#workerRestarts++;
+    this.#log(
+      'error',
+      `${this.interfaceName}: data worker ${data.queue} died (${cause}); restarting it`,
+    );
+    void this.#restart(data);
   }
 
   async #restart(data: DataWorker): Promise<void> {
-    data.port.close();
-    const started = spawnWorker(
+    data.run.port.close();
+    const run = spawnWorker(
       this.#template,
       data.queue,
       data.io,
@@ -582,14 +590,14 @@ export class Engine {
       this.#allowedIps,
       this.#observeWorker,
     );
-    Object.assign(data, started, { exited: false, lastError: undefined });
+    data.run = run;
     this.#supervise(data);
     try {
-      await watchWorker(data, this.#log);
+      await watchWorker(data.queue, run, this.#log);
       this.#log('info', `${this.interfaceName}: data worker ${data.queue} restarted`);
     } catch {
       // A worker that never got ready is ended; its exit counts as another death.
-      await data.worker.terminate();
+      await run.worker.terminate();
     }
   }
 
@@ -609,7 +617,7 @@ export class Engine {
 
   #publish(table: AllowedIpsTable): void {
     this.#allowedIps = table.shared;
-    for (const worker of this.#workers) worker.port.postMessage({ allowedIps: table.shared });
+    for (const worker of this.#workers) worker.run.port.postMessage({ allowedIps: table.shared });
     Atomics.add(this.#control, CONTROL_CONFIG_EPOCH, 1);
     for (const worker of this.#workers) worker.socket.wake();
   }
@@ -715,7 +723,7 @@ function spawnWorker(
   ring: HandshakeRing,
   allowedIps: SharedAllowedIpsTable,
   observe: ((queue: number, worker: Worker) => void) | undefined,
-): { worker: Worker; port: MessagePort } {
+): WorkerRun {
   const channel = new MessageChannel();
   const setup: WorkerSetup = {
     ...template,
@@ -730,8 +738,12 @@ function spawnWorker(
     // The data path allocates nothing per packet: a small nursery keeps RSS down.
     resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB },
   });
+  const run: WorkerRun = { worker, port: channel.port1, exitCode: undefined, lastError: undefined };
+  worker.once('exit', (code) => {
+    run.exitCode = code;
+  });
   observe?.(queue, worker);
-  return { worker, port: channel.port1 };
+  return run;
 }
 
 /**
@@ -739,10 +751,11 @@ function spawnWorker(
  * first. What it reports failing (then or later) is kept as its last error.
  */
 function watchWorker(
-  data: DataWorker,
+  queue: number,
+  run: WorkerRun,
   log: (level: EngineLogLevel, message: string) => void,
 ): Promise<void> {
-  const { worker, queue } = data;
+  const { worker } = run;
   return new Promise((resolve, reject) => {
     const timer = setTimeout(
       () => reject(new Error(`data worker ${queue} did not start`)),
@@ -753,14 +766,14 @@ function watchWorker(
         clearTimeout(timer);
         resolve();
       } else {
-        data.lastError = message.failed;
+        run.lastError = message.failed;
         log('error', `data worker ${queue} failed: ${message.failed}`);
         clearTimeout(timer);
         reject(new Error(`data worker ${queue} failed: ${message.failed}`));
       }
     });
     worker.on('error', (error) => {
-      data.lastError = error.message;
+      run.lastError = error.message;
       log('error', `data worker ${queue}: ${error.message}`);
       clearTimeout(timer);
       reject(error);
@@ -772,14 +785,14 @@ function watchWorker(
   });
 }
 
-async function stopWorker(data: DataWorker): Promise<void> {
-  if (data.exited) return;
-  const exited = new Promise<void>((resolve) => data.worker.once('exit', () => resolve()));
+async function stopWorker({ run }: DataWorker): Promise<void> {
+  if (run.exitCode !== undefined) return;
+  const exited = new Promise<void>((resolve) => run.worker.once('exit', () => resolve()));
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<'late'>((resolve) => {
     timer = setTimeout(() => resolve('late'), WORKER_STOP_TIMEOUT_MS);
   });
-  if ((await Promise.race([exited, late])) === 'late') await data.worker.terminate();
+  if ((await Promise.race([exited, late])) === 'late') await run.worker.terminate();
   clearTimeout(timer);
 }
 

@@ -49,11 +49,14 @@ void describe('engine lifecycle', () => {
     await Promise.all(engines.splice(0).map((engine) => engine.stop()));
   });
 
-  async function startPair(): Promise<Pair> {
-    const network = new MemoryUdpNetwork({ maxSockets: 4, queueDepth: 256 });
+  async function startPair(
+    leftQueues = 1,
+    observeLeft: (queue: number, worker: Worker) => void = () => {},
+  ): Promise<Pair> {
+    const network = new MemoryUdpNetwork({ maxSockets: 1 + leftQueues, queueDepth: 256 });
     const leftKeys = generateKeyPair();
     const rightKeys = generateKeyPair();
-    const leftTun = new MemoryTunQueues({ queues: 1, mtu: MTU });
+    const leftTun = new MemoryTunQueues({ queues: leftQueues, mtu: MTU });
     const rightTun = new MemoryTunQueues({ queues: 1, mtu: MTU });
     const leftWorkers: Worker[] = [];
     const failures: Error[] = [];
@@ -80,8 +83,13 @@ void describe('engine lifecycle', () => {
       {
         tun: leftTun,
         network,
-        sockets: [network.bind('10.0.0.1', 51820)],
-        observeWorker: (_queue, worker) => leftWorkers.push(worker),
+        sockets: Array.from({ length: leftQueues }, (_, queue) =>
+          network.bind('10.0.0.1', 51820 + queue),
+        ),
+        observeWorker: (queue, worker) => {
+          leftWorkers.push(worker);
+          observeLeft(queue, worker);
+        },
       },
     );
     engines.push(left);
@@ -113,6 +121,39 @@ void describe('engine lifecycle', () => {
     await pair.leftWorkers[0]!.terminate();
     await until('a new worker', () => pair.leftWorkers.length === 2);
     await carries(pair, 2);
+
+    const status = pair.left.status();
+    assert.equal(status.workerRestarts, 1);
+    assert.equal(status.failure, null);
+    assert.deepEqual(pair.failures, []);
+  });
+
+  /** An observer that ends the first `count` workers to report ready, each before the next can be ready. */
+  function killFirstReady(count: number): {
+    observe: (queue: number, worker: Worker) => void;
+    killed: number[];
+  } {
+    const killed: number[] = [];
+    const observe = (queue: number, worker: Worker): void => {
+      worker.prependListener('message', (message: { ready?: true }) => {
+        if (killed.length === count || message.ready !== true) return;
+        killed.push(queue);
+        void worker.terminate();
+        // Holding this thread lets the exit land first: the other workers need it to load their modules.
+        const holdUntil = performance.now() + 200;
+        while (performance.now() < holdUntil);
+      });
+    };
+    return { observe, killed };
+  }
+
+  void it('restarts a worker that became ready and died while another was still starting', async () => {
+    const queues = 3;
+    const { observe, killed } = killFirstReady(1);
+    const pair = await startPair(queues, observe);
+    assert.equal(killed.length, 1);
+    await until('the dead worker restarted', () => pair.leftWorkers.length === queues + 1);
+    await carries(pair, 1);
 
     const status = pair.left.status();
     assert.equal(status.workerRestarts, 1);
