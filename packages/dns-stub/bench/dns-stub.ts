@@ -7,7 +7,7 @@
  *   npm run bench:dns-stub
  */
 
-import { parseDomainPattern } from '../src/domain-pattern.ts';
+import { matchWithSteps, parseDomainPattern } from '../src/domain-pattern.ts';
 import {
   DEFAULT_MAX_ASSIGNMENTS_PER_RESOURCE,
   DEFAULT_PROXY_ADDRESS_IDLE_MS,
@@ -58,13 +58,14 @@ console.log(
   `  one reclaiming pass: ${stub.stats.reclaimed} names in ${sweepMs.toFixed(1)} ms (budget per pass ${RECLAIM_BUDGET})`,
 );
 
-const pattern = parseDomainPattern('**.a.**.a.**.a.**.a.**.a.**.b.example');
+const worstPattern = '**.a.**.a.**.a.**.a.**.a.**.b.example';
+const pattern = parseDomainPattern(worstPattern);
 const name = `${Array<string>(100).fill('a').join('.')}.example`;
 const rounds = 200;
 const matchStarted = performance.now();
-let steps = 0;
-for (let round = 0; round < rounds; round++) steps = pattern.matchWithSteps(name).labelSteps;
+for (let round = 0; round < rounds; round++) pattern.matches(name);
 const matchMicros = ((performance.now() - matchStarted) * 1000) / rounds;
+const steps = matchWithSteps(worstPattern, name).labelSteps;
 console.log(
   `worst-case match, 101 labels against 13 parts (six **): ${matchMicros.toFixed(1)} µs, ${steps} label steps`,
 );

@@ -24,10 +24,9 @@ export interface DomainPattern {
   /** Lower numbers are more specific and win when several patterns match. */
   specificity: PatternSpecificity;
   matches(name: string): boolean;
-  /** `matches`, with the work it took: `labelSteps` (label × pattern part cells) and `characterSteps`. */
-  matchWithSteps(name: string): PatternMatch;
 }
 
+/** A match with the work it took: `labelSteps` (label × pattern part cells) and `characterSteps`. */
 export interface PatternMatch {
   matches: boolean;
   labelSteps: number;
@@ -46,24 +45,20 @@ const MAX_LABEL_LENGTH = 63;
 
 /** Throws an error that names the pattern and what is wrong with it. */
 export function parseDomainPattern(pattern: string): DomainPattern {
-  const text = normalizeDomainName(pattern);
-  const problem = domainPatternProblem(text);
-  if (problem !== undefined)
-    throw new Error(`DNS resource pattern ${JSON.stringify(pattern)}: ${problem}`);
-  const labels = text.split('.');
-  const parts = labels.map(patternPart);
-  const matchWithSteps = (name: string): PatternMatch => {
-    const normalized = normalizeDomainName(name);
-    const steps = { matches: false, labelSteps: 0, characterSteps: 0 };
-    if (normalized !== '') steps.matches = matchLabels(parts, normalized.split('.'), steps);
-    return steps;
-  };
+  const { text, labels, parts } = compilePattern(pattern);
   return {
     text,
     specificity: specificityOf(labels),
-    matches: (name) => matchWithSteps(name).matches,
-    matchWithSteps,
+    matches: (name) => matchParts(parts, name).matches,
   };
+}
+
+/**
+ * `parseDomainPattern(pattern).matches(name)` with the work it took, for the
+ * tests and the benchmark of the matcher's bounds (not part of the package's API).
+ */
+export function matchWithSteps(pattern: string, name: string): PatternMatch {
+  return matchParts(compilePattern(pattern).parts, name);
 }
 
 export function normalizeDomainName(name: string): string {
@@ -140,6 +135,26 @@ function specificityOf(labels: readonly string[]): PatternSpecificity {
   if (labels.some((label) => label.includes('*'))) return 2;
   if (labels.some((label) => label.includes('?'))) return 1;
   return 0;
+}
+
+function compilePattern(pattern: string): {
+  text: string;
+  labels: string[];
+  parts: PatternPart[];
+} {
+  const text = normalizeDomainName(pattern);
+  const problem = domainPatternProblem(text);
+  if (problem !== undefined)
+    throw new Error(`DNS resource pattern ${JSON.stringify(pattern)}: ${problem}`);
+  const labels = text.split('.');
+  return { text, labels, parts: labels.map(patternPart) };
+}
+
+function matchParts(parts: readonly PatternPart[], name: string): PatternMatch {
+  const normalized = normalizeDomainName(name);
+  const steps = { matches: false, labelSteps: 0, characterSteps: 0 };
+  if (normalized !== '') steps.matches = matchLabels(parts, normalized.split('.'), steps);
+  return steps;
 }
 
 function patternPart(label: string): PatternPart {
