@@ -75,7 +75,7 @@ export type EngineLogLevel = 'debug' | 'info' | 'warn' | 'error';
 
 export interface EngineOptions {
   interfaceName: string;
-  /** The engine's from start on (not copied): wiped when it stops or fails to start. */
+  /** Copied on start (the engine wipes its copy when it stops or fails to start); the caller's buffer stays the caller's. */
   privateKey: Uint8Array;
   /** 0 or absent: a random port. */
   listenPort?: number;
@@ -262,7 +262,7 @@ export class Engine {
 
   /** Opens the TUN device (exclusively), the sockets and the workers, then adds `peers`. */
   static async start(options: EngineOptions, peers: EnginePeer[]): Promise<Engine> {
-    return wipingKeyOnFailure(options, () => {
+    return withOwnKey(options, (options) => {
       const queues = options.queues ?? Math.min(4, availableParallelism());
       limitMallocArenas();
       const tun = openTunQueues({
@@ -305,7 +305,7 @@ export class Engine {
     peers: EnginePeer[],
     devices: EngineMemoryDevices,
   ): Promise<Engine> {
-    return wipingKeyOnFailure(options, () => {
+    return withOwnKey(options, (options) => {
       if (devices.sockets.length !== devices.tun.queueCount) {
         throw new RangeError('one socket per TUN queue');
       }
@@ -702,15 +702,20 @@ export class Engine {
   }
 }
 
-/** Runs a start: the private key is the engine's from the call on, so a failed start wipes it. */
-async function wipingKeyOnFailure(
+/**
+ * Runs a start with the engine's own copy of the private key, which the
+ * device keeps and wipes when it closes; a failed start wipes it. The
+ * caller may start again with the same options.
+ */
+async function withOwnKey(
   options: EngineOptions,
-  start: () => Promise<Engine>,
+  start: (options: EngineOptions) => Promise<Engine>,
 ): Promise<Engine> {
+  const privateKey = new Uint8Array(options.privateKey);
   try {
-    return await start();
+    return await start({ ...options, privateKey });
   } catch (error) {
-    options.privateKey.fill(0);
+    privateKey.fill(0);
     throw error;
   }
 }

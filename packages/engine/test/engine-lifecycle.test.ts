@@ -178,61 +178,30 @@ void describe('engine lifecycle', () => {
     assert.equal(pair.leftWorkers.length, 4, 'no fifth worker');
   });
 
-  void it('wipes the private key it was given when it stops, and when it fails to start', async () => {
+  void it("leaves the caller's private key alone: a failed start and a stop keep it, and it starts again", async () => {
     const network = new MemoryUdpNetwork({ maxSockets: 4, queueDepth: 64 });
-    const started = generateKeyPair().privateKey;
-    const engine = await Engine.startWithMemoryDevices(
-      { interfaceName: 'wipe0', privateKey: started, mtu: MTU },
-      [{ publicKey: generateKeyPair().publicKey, allowedIps: ['10.1.0.0/24'] }],
-      {
-        tun: new MemoryTunQueues({ queues: 1, mtu: MTU }),
-        network,
-        sockets: [network.bind('10.0.0.1', 1)],
-      },
-    );
-    assert.ok(
-      started.some((byte) => byte !== 0),
-      'kept while running',
-    );
-    await engine.stop();
-    assert.ok(
-      started.every((byte) => byte === 0),
-      'wiped by stop',
-    );
+    const keys = generateKeyPair();
+    const kept = new Uint8Array(keys.privateKey);
+    const options = { interfaceName: 'key0', privateKey: keys.privateKey, mtu: MTU };
+    const peers = [{ publicKey: generateKeyPair().publicKey, allowedIps: ['10.1.0.0/24'] }];
+    const devices = (address: string, queues = 1) => ({
+      tun: new MemoryTunQueues({ queues, mtu: MTU }),
+      network,
+      sockets: [network.bind(address, 1)],
+    });
 
-    const refused = generateKeyPair().privateKey;
     await assert.rejects(
-      Engine.startWithMemoryDevices({ interfaceName: 'wipe1', privateKey: refused, mtu: MTU }, [], {
-        tun: new MemoryTunQueues({ queues: 2, mtu: MTU }),
-        network,
-        sockets: [network.bind('10.0.0.2', 1)],
-      }),
+      Engine.startWithMemoryDevices(options, peers, devices('10.0.0.1', 2)),
       /one socket per TUN queue/,
     );
-    assert.ok(
-      refused.every((byte) => byte === 0),
-      'wiped by the failed start',
-    );
-  });
+    assert.deepEqual(keys.privateKey, kept, 'kept by the failed start');
 
-  void it('refuses to start watching a range larger than the activity table holds', async () => {
-    const network = new MemoryUdpNetwork({ maxSockets: 2, queueDepth: 64 });
-    await assert.rejects(
-      Engine.startWithMemoryDevices(
-        {
-          interfaceName: 'watch0',
-          privateKey: generateKeyPair().privateKey,
-          mtu: MTU,
-          watchedRanges: ['100.64.0.0/10'],
-        },
-        [],
-        {
-          tun: new MemoryTunQueues({ queues: 1, mtu: MTU }),
-          network,
-          sockets: [network.bind('10.0.0.1', 1)],
-        },
-      ),
-      /watched range 100\.64\.0\.0\/10 has 2\^22 addresses; at most 2\^21/,
-    );
+    const first = await Engine.startWithMemoryDevices(options, peers, devices('10.0.0.2'));
+    await first.stop();
+    assert.deepEqual(keys.privateKey, kept, 'kept by stop');
+
+    const again = await Engine.startWithMemoryDevices(options, peers, devices('10.0.0.3'));
+    engines.push(again);
+    assert.equal(again.status().failure, null);
   });
 });

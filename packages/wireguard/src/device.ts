@@ -97,7 +97,7 @@ export interface PeerStats {
 }
 
 export interface DeviceOptions {
-  /** Kept as is, not copied, and wiped by close(). */
+  /** Kept as is, not copied, and wiped by close(); an all-zero (wiped) key is refused. */
   privateKey: Uint8Array;
   crypto: CryptoProvider;
   /** The tunnel's MTU, which transport padding never exceeds. */
@@ -136,6 +136,10 @@ export class WireGuardDevice {
   #lastNowMs = 0;
 
   constructor(options: DeviceOptions) {
+    checkKeyLength(options.privateKey, 'private key');
+    if (options.privateKey.every((byte) => byte === 0)) {
+      throw new KeyFormatError('the private key is all zeros: a wiped key cannot be used again');
+    }
     this.#identity = {
       privateKey: options.privateKey,
       publicKey: publicKeyFromPrivateKey(options.privateKey),

@@ -5,6 +5,7 @@ import { libsodiumWasmProvider } from '../src/crypto/libsodium-wasm.ts';
 import { randomBytes } from '../src/crypto/primitives.ts';
 import type { CryptoProvider } from '../src/crypto/provider.ts';
 import { NoiseHandshake, wipeConsumedInitiation, wipeInitiatorState } from '../src/handshake.ts';
+import { WireGuardDevice } from '../src/device.ts';
 import { generateKeyPair } from '../src/keys.ts';
 import { K_RECEIVE_KEY, K_SEND_KEY, keypairBase } from '../src/worker-contract.ts';
 import { TwoPeers } from './two-peers.ts';
@@ -118,6 +119,20 @@ void describe('key wiping', () => {
     assert.throws(
       () => device.addPeer({ publicKey: generateKeyPair().publicKey }),
       /the device is closed/,
+    );
+  });
+
+  void it('refuses a wiped (all-zero) private key instead of running with it', () => {
+    const net = new TwoPeers();
+    net.alice.device.close();
+    assert.throws(
+      () =>
+        new WireGuardDevice({
+          privateKey: net.alice.keys.privateKey,
+          crypto: libsodiumWasmProvider,
+          mtu: 1420,
+        }),
+      /the private key is all zeros: a wiped key cannot be used again/,
     );
   });
 });
