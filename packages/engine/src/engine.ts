@@ -637,7 +637,7 @@ export class Engine {
     const now = this.#now();
     for (const worker of this.#workers) {
       this.#device.noteHandshakeQueueDepth(worker.ring.waiting, now);
-      worker.ring.drain((datagram, from) => this.#handleDatagram(datagram, from, now));
+      worker.ring.drain((message, from) => this.#handleHandshake(message, from, now));
     }
     this.#device.handleTimeout(now);
     this.#flushTransmits();
@@ -653,10 +653,13 @@ export class Engine {
     this.#schedule();
   }
 
-  /** The control thread's input boundary: a datagram whose handling throws costs that datagram. */
-  #handleDatagram(datagram: Uint8Array, from: Endpoint, now: Instant): void {
+  /**
+   * The control thread's input boundary: a handshake message whose handling
+   * throws costs that message. Workers checked MAC1 before the ring.
+   */
+  #handleHandshake(message: Uint8Array, from: Endpoint, now: Instant): void {
     try {
-      this.#device.handleDatagram(datagram, from, now);
+      this.#device.handleScreenedHandshake(message, from, now);
     } catch (error) {
       this.#handlerErrors++;
       // A hostile stream of such datagrams must not flood the log: the first, then every 1000th.

@@ -215,17 +215,17 @@ void describe('two engines over in-memory TUN queues and UDP, data in worker thr
   });
 
   void it('survives a handshake message whose handling throws: counted, and the retry completes', async () => {
-    const handleDatagram = WireGuardDevice.prototype.handleDatagram;
+    const handleScreenedHandshake = WireGuardDevice.prototype.handleScreenedHandshake;
     let calls = 0;
-    WireGuardDevice.prototype.handleDatagram = function (this: WireGuardDevice, ...args) {
+    WireGuardDevice.prototype.handleScreenedHandshake = function (this: WireGuardDevice, ...args) {
       if (calls++ === 0) throw new Error('injected fault');
-      return handleDatagram.apply(this, args);
+      return handleScreenedHandshake.apply(this, args);
     };
     try {
       // The left side's first initiation is lost to the fault; its retransmission, REKEY_TIMEOUT later, succeeds.
       await startPair(1, MTU, 10_000);
     } finally {
-      WireGuardDevice.prototype.handleDatagram = handleDatagram;
+      WireGuardDevice.prototype.handleScreenedHandshake = handleScreenedHandshake;
     }
     assert.equal(right.engine.status().unattributedDrops['handshake-handler-error'], 1);
     left.tun.inject(numbered('10.9.0.1', '10.9.0.2', 0));

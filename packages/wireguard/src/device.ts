@@ -31,6 +31,7 @@ import { KeypairTable } from './keypair-table.ts';
 import { KeyFormatError, checkKeyLength, encodeKey, publicKeyFromPrivateKey } from './keys.ts';
 import type { KeyPair } from './keys.ts';
 import { classifyMessage, readCookieReply, readUint32 } from './messages.ts';
+import type { MessageClass } from './messages.ts';
 import { PeerState, emptyDropCounts } from './peer.ts';
 import type { DropReason } from './peer.ts';
 import { isLaterTimestamp } from './tai64n.ts';
@@ -228,13 +229,34 @@ export class WireGuardDevice {
   }
 
   handleDatagram(datagram: Uint8Array, from: Endpoint, now: Instant): void {
+    this.#handle(datagram, classifyMessage(datagram), from, now, false);
+  }
+
+  /**
+   * As handleDatagram, for a handshake message whose MAC1 the caller has
+   * already checked with `mac1Key(publicKey)` — as a data worker does
+   * before the message reaches the control thread — so that each message
+   * of a flood costs one MAC1, not two. A transport message is refused.
+   */
+  handleScreenedHandshake(message: Uint8Array, from: Endpoint, now: Instant): void {
+    const kind = classifyMessage(message);
+    if (kind === 'transport') throw new TypeError('a transport message is not a handshake message');
+    this.#handle(message, kind, from, now, true);
+  }
+
+  #handle(
+    datagram: Uint8Array,
+    kind: MessageClass,
+    from: Endpoint,
+    now: Instant,
+    mac1Checked: boolean,
+  ): void {
     this.#lastNowMs = now.monotonicMs;
-    const kind = classifyMessage(datagram);
     switch (kind) {
       case 'initiation':
-        return this.#handleInitiation(datagram, from, now);
+        return this.#handleInitiation(datagram, from, now, mac1Checked);
       case 'response':
-        return this.#handleResponse(datagram, from, now);
+        return this.#handleResponse(datagram, from, now, mac1Checked);
       case 'cookie-reply':
         return this.#handleCookieReply(datagram, now);
       case 'transport':
@@ -322,8 +344,8 @@ export class WireGuardDevice {
 
   // Receiving.
 
-  #handleInitiation(message: Uint8Array, from: Endpoint, now: Instant): void {
-    if (!this.#checkMacs(message, readUint32(message, 4), from, now)) return;
+  #handleInitiation(message: Uint8Array, from: Endpoint, now: Instant, mac1Checked: boolean): void {
+    if (!this.#checkMacs(message, readUint32(message, 4), from, now, mac1Checked)) return;
     const initiation = this.#noise.consumeInitiation(message);
     if (initiation === undefined) return this.#drop(undefined, 'handshake-failed');
     const peer = this.#peersByName.get(encodeKey(initiation.remoteStatic));
@@ -380,8 +402,8 @@ export class WireGuardDevice {
     this.#transmitHandshake(peer, response.message, now);
   }
 
-  #handleResponse(message: Uint8Array, from: Endpoint, now: Instant): void {
-    if (!this.#checkMacs(message, readUint32(message, 4), from, now)) return;
+  #handleResponse(message: Uint8Array, from: Endpoint, now: Instant, mac1Checked: boolean): void {
+    if (!this.#checkMacs(message, readUint32(message, 4), from, now, mac1Checked)) return;
     const owner = this.#table.lookup(readUint32(message, 8));
     const peer = owner === undefined ? undefined : this.#peersBySlot.get(owner.peer);
     const initiation = peer?.initiation;
@@ -440,11 +462,17 @@ export class WireGuardDevice {
   }
 
   /**
-   * MAC1 always; under load MAC2 too, answering a missing or stale one with
-   * a cookie, and the source's rate.
+   * MAC1 unless the caller checked it; under load MAC2 too, answering a
+   * missing or stale one with a cookie, and the source's rate.
    */
-  #checkMacs(message: Uint8Array, senderIndex: number, from: Endpoint, now: Instant): boolean {
-    if (!this.#cookieChecker.isMac1Valid(message)) {
+  #checkMacs(
+    message: Uint8Array,
+    senderIndex: number,
+    from: Endpoint,
+    now: Instant,
+    mac1Checked: boolean,
+  ): boolean {
+    if (!mac1Checked && !this.#cookieChecker.isMac1Valid(message)) {
       this.#drop(undefined, 'bad-mac1');
       return false;
     }

@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 
 import {
   MESSAGE_HANDSHAKE_INITIATION,
+  MESSAGE_HANDSHAKE_RESPONSE,
   MESSAGE_TRANSPORT_DATA,
   MIN_INITIATION_INTERVAL,
 } from '../src/constants.ts';
@@ -141,6 +142,25 @@ void describe('WireGuardDevice drops bad input with a counted reason', () => {
 
     assert.deepEqual(deliverToBob(net, initiation), ['bad-mac1']);
     assert.equal(net.bob.device.pollTransmit(), undefined);
+  });
+
+  void it('takes MAC1 as checked for a screened handshake message, and refuses transport messages there', () => {
+    const net = new TwoPeers();
+    net.alice.device.initiateHandshake(net.bob.keys.publicKey, net.clock.now());
+    // A wrong MAC1 stands for one the caller checked: only a device that checks again drops it.
+    const initiation = new Uint8Array(net.alice.device.pollTransmit()!.datagram);
+    initiation[116]! ^= 1;
+
+    net.bob.device.handleScreenedHandshake(initiation, net.alice.endpoint, net.clock.now());
+    assert.deepEqual(net.take(net.bob, 'drop'), []);
+    assert.equal(net.bob.device.pollTransmit()?.datagram[0], MESSAGE_HANDSHAKE_RESPONSE);
+
+    const transport = new Uint8Array(32);
+    transport[0] = MESSAGE_TRANSPORT_DATA;
+    assert.throws(
+      () => net.bob.device.handleScreenedHandshake(transport, net.alice.endpoint, net.clock.now()),
+      /a transport message is not a handshake message/,
+    );
   });
 
   void it('drops a replayed initiation by its TAI64N timestamp', () => {
