@@ -6,7 +6,9 @@
  * `gatehouse-tunnel dns-resources`, glibc in A resolves resource names to
  * stable proxy addresses and back (PTR), other names through the upstream
  * across the tunnel, and pings to a proxy address reach B through the
- * tunnel. A's configuration has no IPv6 Address, so resource names get no
+ * tunnel. A client whose names the upstream never answers gets SERVFAIL
+ * beyond its share of pending forwards while others are still served, and
+ * a TCP client that never reads its replies is closed. A's configuration has no IPv6 Address, so resource names get no
  * IPv6 proxy addresses (NODATA for AAAA) and the kernel never picks a
  * sentinel as a source. Clearing the resources stops the stub and points
  * resolv.conf back at DNS=; down restores resolv.conf byte for byte.
@@ -42,6 +44,11 @@ const UPSTREAM_NAME = 'www.upstream.test';
 const UPSTREAM_ANSWER = '10.201.0.99';
 /** The upstream answers this name with a proxy address: the stub must not pass it on (rebinding). */
 const REBINDING_NAME = 'rebind.upstream.test';
+/** The upstream never answers names under this one. */
+const SILENT_NAME = 'silent.upstream.test';
+/** The stub's DEFAULT_MAX_PENDING_FORWARDS_PER_CLIENT. */
+const CLIENT_FORWARDS = 128;
+const SILENT_QUERIES = CLIENT_FORWARDS + 12;
 const ORIGINAL_RESOLV_CONF = Buffer.from('# the host of this namespace\nnameserver 192.0.2.53\n');
 
 /** The part of `gatehouse-tunnel status --json` this test reads. */
@@ -57,6 +64,45 @@ const [address, hex] = process.argv.slice(1);
 const timer = setTimeout(() => { console.log('silent'); socket.close(); }, 1000);
 socket.on('message', () => { clearTimeout(timer); console.log('answered'); socket.close(); });
 socket.send(Buffer.from(hex, 'hex'), 53, address);
+`;
+
+/**
+ * Run in a namespace: from SOURCE, sends the queries (hex, comma-separated)
+ * to ADDRESS:53 at once; prints how many were answered SERVFAIL within 500 ms
+ * (a forward the upstream never answers times out into SERVFAIL after 1 s).
+ */
+const QUERIES_AT_ONCE = `
+const socket = require('node:dgram').createSocket('udp4');
+const [address, source, hexes] = process.argv.slice(1);
+let servfail = 0;
+socket.on('message', (reply) => { if ((reply[3] & 0xf) === 2) servfail++; });
+socket.bind(0, source, () => {
+  for (const hex of hexes.split(',')) socket.send(Buffer.from(hex, 'hex'), 53, address);
+  setTimeout(() => { console.log('servfail ' + servfail); socket.close(); }, 500);
+});
+`;
+
+/**
+ * Run in a namespace: a TCP client of ADDRESS:53 that never reads and keeps
+ * sending a framed query (hex) until it is closed (prints `closed`), at most
+ * 64 MiB within 8 s (then prints `open after N bytes`).
+ */
+const UNREAD_TCP_CLIENT = `
+const [address, hex] = process.argv.slice(1);
+const batch = Buffer.concat(Array(1000).fill(Buffer.from(hex, 'hex')));
+const socket = require('node:net').connect({ host: address, port: 53 });
+socket.pause();
+let sent = 0;
+let closed = false;
+const timer = setTimeout(() => { console.log('open after ' + sent + ' bytes'); socket.destroy(); }, 8000);
+socket.on('error', () => {});
+socket.on('close', () => { if (!closed) console.log('closed'); closed = true; clearTimeout(timer); });
+const pump = () => {
+  if (closed || sent >= 64 * 1024 * 1024) return;
+  sent += batch.length;
+  if (socket.write(batch)) setTimeout(pump, 1); else socket.once('drain', pump);
+};
+socket.on('connect', pump);
 `;
 
 function isIpv4ProxyAddress(address: string): boolean {
@@ -120,6 +166,8 @@ void it(
         UPSTREAM_ANSWER,
         REBINDING_NAME,
         '100.96.0.77',
+        SILENT_NAME,
+        'silent',
       ]);
 
       const privateEtc = await startPrivateEtc(network, namespaceA, work);
@@ -243,6 +291,56 @@ AllowedIPs = 10.202.0.0/24
       );
       assert.ok(upstream.output().includes(`query ${REBINDING_NAME} A`), 'it was asked');
       assert.ok(((await status()).dnsResources.stubCounters?.refused['rebinding'] ?? 0) >= 1);
+
+      // One client asking for names whose server never answers holds its share of forwards only.
+      const silentQueries = Array.from({ length: SILENT_QUERIES }, (_, n) =>
+        dnsPacket
+          .encode({
+            type: 'query',
+            id: n,
+            questions: [{ type: 'A', name: `q${n}.${SILENT_NAME}` }],
+          })
+          .toString('hex'),
+      );
+      const silent = await privateEtc.run([
+        process.execPath,
+        '-e',
+        QUERIES_AT_ONCE,
+        SENTINELS[0]!,
+        A.tunnel,
+        silentQueries.join(','),
+      ]);
+      assert.equal(silent.stdout.trim(), `servfail ${SILENT_QUERIES - CLIENT_FORWARDS}`);
+      assert.deepEqual(await addressesOf(UPSTREAM_NAME), [UPSTREAM_ANSWER], 'another client');
+      assert.equal(
+        (await status()).dnsResources.stubCounters?.refused['client-forward-limit'],
+        SILENT_QUERIES - CLIENT_FORWARDS,
+      );
+
+      // A TCP client that keeps asking and never reads is closed.
+      const canary = dnsPacket.encode({
+        type: 'query',
+        id: 2,
+        questions: [{ type: 'A', name: 'use-application-dns.net' }],
+      });
+      const framed = Buffer.concat([
+        Buffer.from([canary.length >> 8, canary.length & 0xff]),
+        canary,
+      ]);
+      const unread = await privateEtc.run([
+        process.execPath,
+        '-e',
+        UNREAD_TCP_CLIENT,
+        SENTINELS[0]!,
+        framed.toString('hex'),
+      ]);
+      assert.equal(unread.stdout.trim(), 'closed');
+      assert.equal((await status()).dnsResources.stubCounters?.refused['tcp-unread-replies'], 1);
+      assert.match(
+        (await cli('status')).stdout,
+        /client-forward-limit 12, .*tcp-unread-replies 1/,
+        'gatehouse-tunnel status shows them',
+      );
 
       // Who may ask: the stub answers this host only, not a LAN neighbour nor a tunnel peer.
       const query = dnsPacket
