@@ -8,9 +8,9 @@
  * across the tunnel, and pings to a proxy address reach B through the
  * tunnel. A client whose names the upstream never answers gets SERVFAIL
  * beyond its share of pending forwards while others are still served, and
- * a TCP client that never reads its replies is closed. A's configuration has no IPv6 Address, so resource names get no
- * IPv6 proxy addresses (NODATA for AAAA) and the kernel never picks a
- * sentinel as a source. Clearing the resources stops the stub and points
+ * a TCP client that never reads its replies is closed. A's configuration
+ * has no IPv6 Address, so resource names get no IPv6 proxy addresses
+ * (NODATA for AAAA) and the kernel never picks a sentinel as a source. Clearing the resources stops the stub and points
  * resolv.conf back at DNS=; down restores resolv.conf byte for byte.
  */
 import assert from 'node:assert/strict';
