@@ -403,7 +403,11 @@ export class Engine {
     }
   }
 
-  /** Adds, removes and updates peers by public key; the AllowedIPs table is rebuilt and published. */
+  /**
+   * Adds, removes and updates peers by public key; the AllowedIPs table is
+   * rebuilt and published. Only a new preshared key replaces a peer's
+   * session; endpoint, keepalive and AllowedIPs change under it.
+   */
   setPeers(peers: EnginePeer[]): void {
     const wanted = new Map<string, EnginePeer>();
     for (const peer of peers) {
@@ -416,7 +420,7 @@ export class Engine {
     const removed: Uint8Array[] = [];
     for (const [name, entry] of this.#peers) {
       const next = wanted.get(name);
-      if (next === undefined || !sameSession(entry.config, next)) {
+      if (next === undefined || !sameBytes(entry.config.presharedKey, next.presharedKey)) {
         removed.push(entry.config.publicKey);
         this.#peers.delete(name);
       }
@@ -431,6 +435,16 @@ export class Engine {
     for (const [name, peer] of wanted) {
       const entry = this.#peers.get(name);
       if (entry !== undefined) {
+        // Endpoint and keepalive change in place: the session survives roaming and ICE.
+        this.#device.updatePeer({
+          publicKey: peer.publicKey,
+          ...(peer.endpoint === undefined || sameEndpointConfig(entry.config, peer)
+            ? {}
+            : { endpoint: { ...peer.endpoint } }),
+          ...(peer.persistentKeepaliveSeconds === undefined
+            ? {}
+            : { persistentKeepaliveSeconds: peer.persistentKeepaliveSeconds }),
+        });
         entry.config = peer;
         continue;
       }
@@ -809,14 +823,9 @@ function canSend(socket: DatagramSocket, family: AddressFamily): boolean {
   return socket instanceof DualStackSocket ? socket.has(family) : socket.family === family;
 }
 
-/** Whether an updated peer keeps its session: only its AllowedIPs changed. */
-function sameSession(a: EnginePeer, b: EnginePeer): boolean {
-  return (
-    sameBytes(a.presharedKey, b.presharedKey) &&
-    (a.persistentKeepaliveSeconds ?? 0) === (b.persistentKeepaliveSeconds ?? 0) &&
-    a.endpoint?.address === b.endpoint?.address &&
-    a.endpoint?.port === b.endpoint?.port
-  );
+/** An unchanged configured endpoint is not written again: the peer may have roamed since. */
+function sameEndpointConfig(a: EnginePeer, b: EnginePeer): boolean {
+  return a.endpoint?.address === b.endpoint?.address && a.endpoint?.port === b.endpoint?.port;
 }
 
 function sameBytes(a: Uint8Array | undefined, b: Uint8Array | undefined): boolean {

@@ -37,8 +37,11 @@ class Relay {
   outerTos = 0;
   lastLeftTransport: Uint8Array | undefined;
 
-  constructor(network: MemoryUdpNetwork) {
-    this.#socket = network.bind(RELAY.address, RELAY.port);
+  /** Datagrams forwarded either way. */
+  forwarded = 0;
+
+  constructor(network: MemoryUdpNetwork, port = RELAY.port) {
+    this.#socket = network.bind(RELAY.address, port);
     this.#timer = setInterval(() => this.pump(), 1);
   }
 
@@ -57,6 +60,7 @@ class Relay {
         }
         batch.addresses.set(fromLeft ? [10, 0, 0, 2] : [10, 0, 0, 1], slot * 16);
         batch.tos[slot] = fromLeft ? this.outerTos : 0;
+        this.forwarded++;
         for (const port of fromLeft ? this.rightPorts : [51820]) {
           batch.ports[slot] = port;
           this.#send(batch, slot);
@@ -368,5 +372,40 @@ void describe('two engines over in-memory TUN queues and UDP, data in worker thr
     });
     assert.equal(peerStatus(right).lastHandshake, before);
     assert.deepEqual(peerStatus(right).allowedIps, ['10.9.0.0/24']);
+  });
+
+  void it('setPeers moves an endpoint and a keepalive under a live session, and AllowedIPs on the other side', async () => {
+    await startPair();
+    const before = { left: peerStatus(left).lastHandshake, right: peerStatus(right).lastHandshake };
+    const moved = new Relay(network, RELAY.port + 1);
+    try {
+      left.engine.setPeers([
+        {
+          publicKey: right.keys.publicKey,
+          allowedIps: ['10.9.0.2/32'],
+          endpoint: { address: RELAY.address, port: RELAY.port + 1 },
+          persistentKeepaliveSeconds: 25,
+        },
+      ]);
+      right.engine.setPeers([{ publicKey: left.keys.publicKey, allowedIps: ['10.9.0.0/24'] }]);
+      assert.equal(peerStatus(left).endpoint, `${RELAY.address}:${RELAY.port + 1}`);
+      assert.equal(peerStatus(left).persistentKeepalive, 25);
+      let sent = 0;
+      await until('a newly allowed packet through the new endpoint', () => {
+        if (sent++ % 25 === 0) left.tun.inject(numbered('10.9.0.77', '10.9.0.2', 1));
+        return collect(right).length >= 1;
+      });
+      right.tun.inject(numbered('10.9.0.2', '10.9.0.1', 2));
+      await until('the answer on the left', () => collect(left).length >= 1);
+      assert.ok(moved.forwarded >= 2, `the new endpoint forwarded ${moved.forwarded}`);
+      assert.equal(peerStatus(right).endpoint, `${RELAY.address}:${RELAY.port + 1}`, 'roamed');
+      assert.deepEqual(
+        { left: peerStatus(left).lastHandshake, right: peerStatus(right).lastHandshake },
+        before,
+        'no new handshake on either side',
+      );
+    } finally {
+      moved.close();
+    }
   });
 });

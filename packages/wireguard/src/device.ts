@@ -71,6 +71,9 @@ export interface PeerConfig {
   persistentKeepaliveSeconds?: number;
 }
 
+/** What updatePeer may change without touching the session. */
+export type PeerUpdate = Omit<PeerConfig, 'presharedKey'>;
+
 export interface Transmit {
   to: Endpoint;
   datagram: Uint8Array;
@@ -177,10 +180,7 @@ export class WireGuardDevice {
     if (config.endpoint !== undefined && !isValidEndpoint(config.endpoint)) {
       throw new Error(`peer ${name}: endpoint must be an IP address and a port 0-65535`);
     }
-    const keepalive = config.persistentKeepaliveSeconds ?? 0;
-    if (!Number.isInteger(keepalive) || keepalive < 0 || keepalive > 65535) {
-      throw new RangeError(`peer ${name}: persistentKeepaliveSeconds must be an integer 0-65535`);
-    }
+    const keepalive = checkedKeepaliveSeconds(name, config.persistentKeepaliveSeconds);
     const slot = this.#table.allocatePeer();
     if (slot === undefined) {
       throw new RangeError(`peer capacity of ${this.sharedMemory.peerSlots} reached`);
@@ -196,6 +196,21 @@ export class WireGuardDevice {
     this.#peersByName.set(name, peer);
     this.#peersBySlot.set(slot, peer);
     if (config.endpoint !== undefined) this.#roam(peer, config.endpoint);
+  }
+
+  /**
+   * Changes a peer's endpoint and persistent keepalive in place: its
+   * session, handshake state and counters stay (roaming, ICE). An absent
+   * endpoint leaves the current one (configured or roamed to) as it is.
+   */
+  updatePeer(update: PeerUpdate): void {
+    const peer = this.#peer(update.publicKey);
+    if (update.endpoint !== undefined && !isValidEndpoint(update.endpoint)) {
+      throw new Error(`peer ${peer.name}: endpoint must be an IP address and a port 0-65535`);
+    }
+    const keepalive = checkedKeepaliveSeconds(peer.name, update.persistentKeepaliveSeconds);
+    peer.persistentKeepaliveMs = keepalive * 1000;
+    if (update.endpoint !== undefined) this.#roam(peer, update.endpoint);
   }
 
   /** Forgets the peer and wipes its keys; unknown keys are ignored. */
@@ -735,6 +750,14 @@ export class WireGuardDevice {
 }
 
 const EMPTY = new Uint8Array(0);
+
+function checkedKeepaliveSeconds(peer: string, seconds: number | undefined): number {
+  const keepalive = seconds ?? 0;
+  if (!Number.isInteger(keepalive) || keepalive < 0 || keepalive > 65535) {
+    throw new RangeError(`peer ${peer}: persistentKeepaliveSeconds must be an integer 0-65535`);
+  }
+  return keepalive;
+}
 
 /** Drop events beyond this many unpolled events are only counted. */
 const MAX_PENDING_EVENTS = 4096;

@@ -57,7 +57,7 @@ export class PeerState {
   readonly name: string;
   readonly slot: number;
   readonly presharedKey: Uint8Array;
-  readonly persistentKeepaliveMs: number;
+  persistentKeepaliveMs: number;
   readonly cookies: CookieGenerator;
   /** The shared endpoint as last read, valid while its sequence stays `endpointSequence`. */
   endpoint: Endpoint | undefined;
