@@ -15,7 +15,7 @@ import {
   type TrampleWatcher,
 } from '@gatehouse/netconfig';
 import type { DnsStatus } from '@gatehouse/protocol';
-import type { Logger } from '@gatehouse/service-ipc';
+import type { Logger } from '@gatehouse/logging';
 
 export interface SystemDnsSessionOptions {
   setting: DnsControlSetting;

@@ -8,7 +8,7 @@ import {
   probeSystemDns,
   type DnsControlSetting,
 } from '@gatehouse/netconfig';
-import type { Logger } from '@gatehouse/service-ipc';
+import type { Logger } from '@gatehouse/logging';
 import { systemHostLookup } from './endpoint-resolution.ts';
 import { EngineTunnel, type ResourceStub, type ResourceStubOptions } from './engine-tunnel.ts';
 import { SystemDnsSession } from './system-dns-session.ts';
@@ -54,7 +54,7 @@ async function startResourceStub(
     stub,
     listen: options.listen.map((address) => ({ address, port: DNS_PORT })),
     upstreamSockets: upstreamSockets(options.mark, options.isTunnelled),
-    log: (level, message) => logger[level](message),
+    logger,
   });
   return {
     setResources: (patterns) => stub.setResources(toResources(patterns)),

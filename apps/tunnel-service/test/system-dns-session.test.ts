@@ -7,7 +7,7 @@ import type {
   SystemDnsProbes,
   TrampleEvent,
 } from '@gatehouse/netconfig';
-import { silentLogger } from '@gatehouse/service-ipc';
+import { silentLogger } from '@gatehouse/logging';
 import { NO_DNS_SETTINGS_REASON, SystemDnsSession } from '../src/system-dns-session.ts';
 
 const PLAIN_FILE: SystemDnsProbes = {

@@ -14,6 +14,7 @@ import dgram from 'node:dgram';
 import type { RemoteInfo } from 'node:dgram';
 import net from 'node:net';
 import { networkInterfaces } from 'node:os';
+import { silentLogger, type Logger } from '@gatehouse/logging';
 
 import type { DnsStub, ForwardRequest, Upstream } from './stub.ts';
 import { TcpMessageReader, frameTcpMessage } from './tcp-framing.ts';
@@ -45,7 +46,7 @@ export interface DnsStubServerOptions {
   /** Queries from other sources (tunnel peers, LAN neighbours) are dropped; default: the host's interfaces. */
   isLocalAddress?: LocalAddressTest;
   now?: () => number;
-  log?: (level: 'warn' | 'error', message: string) => void;
+  logger?: Logger;
   /** TCP clients at once; more are disconnected at once. */
   maxTcpClients?: number;
   /** A TCP client gets this long from connecting, or from a message's first byte, to send the whole message. */
@@ -147,7 +148,7 @@ class StubServer implements DnsStubServer {
   readonly #factory: UpstreamSocketFactory;
   readonly #isLocal: LocalAddressTest;
   readonly #now: () => number;
-  readonly #log: (level: 'warn' | 'error', message: string) => void;
+  readonly #logger: Logger;
   readonly #maxTcpClients: number;
   readonly #tcpMessageDeadlineMs: number;
   readonly #tcpIdleTimeoutMs: number;
@@ -165,7 +166,7 @@ class StubServer implements DnsStubServer {
     this.#factory = options.upstreamSockets ?? plainUpstreamSockets;
     this.#now = options.now ?? (() => performance.now());
     this.#isLocal = options.isLocalAddress ?? systemLocalAddresses(this.#now);
-    this.#log = options.log ?? (() => undefined);
+    this.#logger = options.logger ?? silentLogger;
     this.#maxTcpClients = options.maxTcpClients ?? DEFAULT_MAX_TCP_CLIENTS;
     this.#tcpMessageDeadlineMs = options.tcpMessageDeadlineMs ?? DEFAULT_TCP_MESSAGE_DEADLINE_MS;
     this.#tcpIdleTimeoutMs = options.tcpIdleTimeoutMs ?? DEFAULT_TCP_IDLE_TIMEOUT_MS;
@@ -252,8 +253,7 @@ class StubServer implements DnsStubServer {
     } catch (error) {
       cleanUp?.();
       this.#stub.countRefusal('handler-error');
-      this.#log(
-        'error',
+      this.#logger.error(
         `DNS stub: handling ${what} failed: ${(error as Error)?.message ?? error}`,
       );
     }
@@ -261,7 +261,7 @@ class StubServer implements DnsStubServer {
 
   #socketError(what: string, error: Error): void {
     this.#stub.countRefusal('socket-error');
-    this.#log('warn', `DNS stub: ${what}: ${error.message}`);
+    this.#logger.warn(`DNS stub: ${what}: ${error.message}`);
   }
 
   #onUdpQuery(socket: dgram.Socket, message: Buffer, remote: RemoteInfo): void {

@@ -51,7 +51,12 @@ async function withServer(
     stub,
     listen: [{ address: STUB_ADDRESS, port: 0 }],
     isLocalAddress: (address) => address !== FOREIGN_SOURCE,
-    log: (level, message) => logged.push(`${level} ${message}`),
+    logger: {
+      debug: (message) => logged.push(`debug ${message}`),
+      info: (message) => logged.push(`info ${message}`),
+      warn: (message) => logged.push(`warn ${message}`),
+      error: (message) => logged.push(`error ${message}`),
+    },
     ...serverOptions,
   });
   try {

@@ -8,6 +8,7 @@ import { lstatSync, unlinkSync } from 'node:fs';
 import type { Server as NetServer, Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { IPCModule } from 'node-ipc';
+import { silentLogger, type Logger } from '@gatehouse/logging';
 import {
   MAX_CLIENT_MESSAGE_BYTES,
   MAX_SERVICE_MESSAGE_BYTES,
@@ -32,7 +33,6 @@ import {
   FrameTooLargeError,
   type FrameError,
 } from './frame-parser.ts';
-import { silentLogger, type Logger } from './logger.ts';
 import {
   readPeerCredentials,
   rootOnly,

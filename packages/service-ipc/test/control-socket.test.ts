@@ -28,7 +28,6 @@ import {
   RequestError,
   SOCKET_MODE,
   ServiceClient,
-  silentLogger,
   ServiceClientError,
   ServiceServer,
   SocketInUseError,
@@ -37,6 +36,7 @@ import {
   type PeerCredentials,
   type RequestHandlers,
 } from '../src/index.ts';
+import { silentLogger } from '@gatehouse/logging';
 import { skipLoudly } from '@gatehouse/test-support';
 
 const NO_DNS_RESOURCES = { patterns: [], stubRunning: false, stubAddresses: [], upstreams: [] };
