@@ -5,7 +5,8 @@
  * opened (replay-checked) straight into TUN write slots → source address
  * checked against the peer's AllowedIPs → RFC 6040 ECN → one batched TUN
  * write. Handshake messages of the right size (and MAC1, which only needs
- * our public key) go to the control thread through a ring.
+ * our public key) go to the control thread through a ring, STUN and TURN
+ * ChannelData datagrams through another.
  *
  * Nothing is allocated per packet: packets are read into the slots they
  * are sealed and sent from, decrypted into the slots they are written
@@ -76,7 +77,8 @@ import {
   DropCounters,
   UNATTRIBUTED,
 } from './drop-counters.ts';
-import type { HandshakeRing } from './handshake-ring.ts';
+import type { DatagramRing } from './datagram-ring.ts';
+import { CHANNEL_DATA_HEADER_BYTES, isRelayDatagram } from './relay-demux.ts';
 
 export interface DataPathOptions {
   transport: SharedTransportMemory;
@@ -88,7 +90,9 @@ export interface DataPathOptions {
   tun: TunQueueIo;
   udp: DatagramSocket;
   /** Where handshake messages (types 1–3) go: the control thread. */
-  handshakes: HandshakeRing;
+  handshakes: DatagramRing;
+  /** Where STUN and TURN ChannelData datagrams go: the control thread. */
+  relay: DatagramRing;
   /** The MAC1 key for our public key: initiations and responses without a valid MAC1 stay out of the ring. */
   mac1Key: Uint8Array;
   /** Packets held per peer while a handshake is under way (default 128). */
@@ -96,6 +100,8 @@ export interface DataPathOptions {
 }
 
 const HEADROOM = MESSAGE_TRANSPORT_HEADER_SIZE;
+/** Room in front of an outbound WireGuard message for a TURN ChannelData header. */
+export const RELAY_HEADROOM = CHANNEL_DATA_HEADER_BYTES;
 const POLY1305_TAG = 16;
 /**
  * Receive slots when the socket coalesces (UDP_GRO): each must take a whole
@@ -119,7 +125,8 @@ export class DataPath {
   readonly #activity: AddressActivity;
   readonly #tun: TunQueueIo;
   readonly #udp: DatagramSocket;
-  readonly #handshakes: HandshakeRing;
+  readonly #handshakes: DatagramRing;
+  readonly #relay: DatagramRing;
   readonly #mac1Key: Uint8Array;
   readonly #holdPerPeer: number;
 
@@ -160,6 +167,7 @@ export class DataPath {
     this.#tun = tun;
     this.#udp = udp;
     this.#handshakes = options.handshakes;
+    this.#relay = options.relay;
     this.#mac1Key = options.mac1Key;
     this.#holdPerPeer = options.holdPerPeer ?? 128;
     const peers = options.transport.peerSlots;
@@ -169,14 +177,18 @@ export class DataPath {
     this.#endpointAddress = new Uint8Array(peers * 16);
 
     const outSlots = Math.max(TUN_BATCH_SIZE, 2 * tun.readBudget);
-    const outSlot = roundUp(sealedLength(tun.mtu, tun.mtu), 64);
+    const layout = outboundSlotLayout(tun.mtu);
     // The worker's own batches never leave its thread: plain ArrayBuffer memory, which V8 copies
     // into several times faster than SharedArrayBuffer memory (DatagramBatch's default).
-    this.#out = threadLocalBatch(outSlots, outSlot);
+    this.#out = threadLocalBatch(outSlots, layout.slotBytes);
+    this.#out.resetOffsets(layout.messageAt);
     this.#readViews = Array.from({ length: outSlots }, (_, slot) =>
-      this.#out.data.subarray(slot * outSlot, slot * outSlot + HEADROOM + tun.mtu),
+      this.#out.data.subarray(
+        slot * layout.slotBytes,
+        slot * layout.slotBytes + layout.packetAt + tun.mtu,
+      ),
     );
-    this.#readOffsets = new Int32Array(outSlots).fill(HEADROOM);
+    this.#readOffsets = new Int32Array(outSlots).fill(layout.packetAt);
     this.#readLengths = new Int32Array(outSlots);
 
     this.#in = udp.gro
@@ -220,7 +232,7 @@ export class DataPath {
     const slotSize = out.slotSize;
     let queued = 0;
     for (let slot = 0; slot < count; slot++) {
-      const start = slot * slotSize;
+      const start = slot * slotSize + RELAY_HEADROOM;
       const packet = start + HEADROOM;
       const length = this.#readLengths[slot]!;
       const peer = this.#allowedIps.lookupDestination(data, packet);
@@ -244,7 +256,9 @@ export class DataPath {
         continue;
       }
       // Only after a drop: close the gap so the batch stays contiguous.
-      if (queued !== slot) data.copyWithin(queued * slotSize, start, start + sealed);
+      if (queued !== slot) {
+        data.copyWithin(queued * slotSize + RELAY_HEADROOM, start, start + sealed);
+      }
       out.lengths[queued] = sealed;
       out.tos[queued] = ecn;
       queued++;
@@ -291,7 +305,7 @@ export class DataPath {
           queued = 0;
         }
         this.#loadEndpoint(peer, queued);
-        const start = queued * out.slotSize;
+        const start = queued * out.slotSize + RELAY_HEADROOM;
         const sealed = this.#transport.seal(peer, packet, 0, packet.length, out.data, start, now);
         if (sealed < 0) continue;
         out.lengths[queued] = sealed;
@@ -363,7 +377,9 @@ export class DataPath {
     }
     const type = messageType(data, offset);
     if (type !== MESSAGE_TRANSPORT_DATA) {
-      this.#receiveHandshake(type, slot, offset, length);
+      if (isRelayDatagram(data, offset, length))
+        this.#relay.push(data, offset, length, batch, slot);
+      else this.#receiveHandshake(type, slot, offset, length);
       return;
     }
     if (length < MESSAGE_TRANSPORT_MIN_SIZE) {
@@ -497,6 +513,23 @@ export class DataPath {
  */
 export function monotonicMs(): number {
   return performance.timeOrigin + performance.now();
+}
+
+/**
+ * Where things lie in an outbound slot: RELAY_HEADROOM bytes for a
+ * ChannelData header, then the WireGuard message (`messageAt`, what is
+ * sent) whose plaintext the TUN read puts at `packetAt`, sealed in place.
+ */
+export function outboundSlotLayout(mtu: number): {
+  slotBytes: number;
+  messageAt: number;
+  packetAt: number;
+} {
+  return {
+    slotBytes: roundUp(RELAY_HEADROOM + sealedLength(mtu, mtu), 64),
+    messageAt: RELAY_HEADROOM,
+    packetAt: RELAY_HEADROOM + HEADROOM,
+  };
 }
 
 function roundUp(value: number, multiple: number): number {

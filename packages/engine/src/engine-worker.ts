@@ -18,7 +18,7 @@ import { selectCryptoProvider } from '@gatehouse/wireguard';
 
 import type { SharedAllowedIpsTable } from './allowed-ips.ts';
 import { DataPath } from './data-path.ts';
-import { HandshakeRing } from './handshake-ring.ts';
+import { DatagramRing, HANDSHAKE_RING, RELAY_RING } from './datagram-ring.ts';
 import { CONTROL_CONFIG_EPOCH, CONTROL_STOP } from './worker-protocol.ts';
 import type { WorkerIo, WorkerReport, WorkerSetup } from './worker-protocol.ts';
 
@@ -44,7 +44,8 @@ if (parentPort !== null) {
       activity: setup.activity,
       tun: io.tun,
       udp: io.udp,
-      handshakes: new HandshakeRing(setup.transport.buffer, setup.handshakes),
+      handshakes: new DatagramRing(setup.transport.buffer, HANDSHAKE_RING, setup.handshakes),
+      relay: new DatagramRing(setup.transport.buffer, RELAY_RING, setup.relay),
       mac1Key: setup.mac1Key,
     });
     report({ ready: true });

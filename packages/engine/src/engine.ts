@@ -55,13 +55,29 @@ import { AllowedIps, parsePrefix } from './allowed-ips.ts';
 import type { AllowedIpsTable, SharedAllowedIpsTable } from './allowed-ips.ts';
 import { monotonicMs } from './data-path.ts';
 import { DROP_REASONS, DROP_UDP_SEND_FAILED, DropCounters, UNATTRIBUTED } from './drop-counters.ts';
-import { HandshakeRing, UNDER_LOAD_RING_DEPTH } from './handshake-ring.ts';
+import {
+  DatagramRing,
+  HANDSHAKE_RING,
+  RELAY_RING,
+  UNDER_LOAD_RING_DEPTH,
+} from './datagram-ring.ts';
 import { limitMallocArenas } from './malloc-arenas.ts';
 import { startStrippedWorker } from './stripped-worker.ts';
 import { openEngineSockets } from './udp-sockets.ts';
 import { judgeWorkerDeath, WORKER_RESTART_WINDOW_MS } from './worker-restarts.ts';
 import { CONTROL_CONFIG_EPOCH, CONTROL_STOP, CONTROL_WORDS } from './worker-protocol.ts';
 import type { WorkerIo, WorkerReport, WorkerSetup } from './worker-protocol.ts';
+
+// Atomics.waitAsync is ES2024; the project's TypeScript lib stops at ES2023.
+declare global {
+  interface Atomics {
+    waitAsync(
+      typedArray: Int32Array,
+      index: number,
+      value: number,
+    ): { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<string> };
+  }
+}
 
 export interface EnginePeer {
   publicKey: Uint8Array;
@@ -105,13 +121,17 @@ export type EngineDropReason =
  * ring refused, handshake messages whose handling threw (a bug, but one
  * datagram's, never the tunnel's), and what the kernel dropped on the TUN
  * interface — packets for the tunnel while our queue was full (tx_dropped),
- * packets we wrote (rx_dropped).
+ * packets we wrote (rx_dropped) — and STUN/TURN datagrams not handled.
  */
 export const UNATTRIBUTED_ONLY_REASONS = [
   'handshake-ring-full',
   'handshake-handler-error',
   'kernel-tun-tx-dropped',
   'kernel-tun-rx-dropped',
+  /** STUN and TURN datagrams a full ring refused. */
+  'relay-ring-full',
+  /** STUN and TURN datagrams nothing consumes yet (no relay client). */
+  'relay-unclaimed',
 ] as const;
 export type EngineUnattributedDropReason =
   EngineDropReason | (typeof UNATTRIBUTED_ONLY_REASONS)[number];
@@ -157,8 +177,8 @@ export interface EngineMemoryDevices {
   observeWorker?: (queue: number, worker: Worker) => void;
 }
 
-/** What every data worker starts with but its own IO, ring and port and the current AllowedIPs table. */
-type WorkerTemplate = Omit<WorkerSetup, 'io' | 'allowedIps' | 'handshakes' | 'port'>;
+/** What every data worker starts with but its own IO, rings and port and the current AllowedIPs table. */
+type WorkerTemplate = Omit<WorkerSetup, 'io' | 'allowedIps' | 'handshakes' | 'relay' | 'port'>;
 
 /**
  * One TUN queue's data worker. The control thread owns the queue's fd and
@@ -169,7 +189,8 @@ interface DataWorker {
   queue: number;
   io: WorkerIo;
   socket: DatagramSocket;
-  ring: HandshakeRing;
+  ring: DatagramRing;
+  relay: DatagramRing;
   /** The current start's worker. */
   run: WorkerRun;
 }
@@ -223,6 +244,7 @@ export class Engine {
   #workerRestarts = 0;
   #failure: string | undefined;
   #handlerErrors = 0;
+  #relayUnclaimed = 0;
   #timer: NodeJS.Timeout | undefined;
   #stopping: Promise<void> | undefined;
 
@@ -363,9 +385,10 @@ export class Engine {
       };
       for (let queue = 0; queue < sockets.length; queue++) {
         const io = workerIo(queue, sockets[queue]!);
-        const ring = new HandshakeRing(device.sharedMemory.buffer);
-        const run = spawnWorker(template, queue, io, ring, table.shared, observeWorker);
-        workers.push({ queue, io, socket: sockets[queue]!, ring, run });
+        const ring = new DatagramRing(device.sharedMemory.buffer, HANDSHAKE_RING);
+        const relay = new DatagramRing(device.sharedMemory.buffer, RELAY_RING);
+        const run = spawnWorker(template, queue, io, { ring, relay }, table.shared, observeWorker);
+        workers.push({ queue, io, socket: sockets[queue]!, ring, relay, run });
       }
       await Promise.all(workers.map((w) => watchWorker(w.queue, w.run, log)));
       const engine = new Engine({
@@ -513,6 +536,8 @@ export class Engine {
       'handshake-handler-error': this.#handlerErrors,
       'kernel-tun-tx-dropped': kernel?.txDropped ?? 0,
       'kernel-tun-rx-dropped': kernel?.rxDropped ?? 0,
+      'relay-ring-full': 0,
+      'relay-unclaimed': this.#relayUnclaimed,
     };
     for (const [reason, count] of Object.entries(this.#device.deviceDrops())) {
       unattributed[reason as EngineDropReason] += count;
@@ -520,7 +545,10 @@ export class Engine {
     for (const [reason, count] of Object.entries(this.#drops.read(UNATTRIBUTED))) {
       unattributed[reason as EngineDropReason] += count;
     }
-    for (const worker of this.#workers) unattributed['handshake-ring-full'] += worker.ring.dropped;
+    for (const worker of this.#workers) {
+      unattributed['handshake-ring-full'] += worker.ring.dropped;
+      unattributed['relay-ring-full'] += worker.relay.dropped;
+    }
     return {
       interfaceName: this.interfaceName,
       listenPort: this.listenPort,
@@ -600,7 +628,7 @@ export class Engine {
       this.#template,
       data.queue,
       data.io,
-      data.ring,
+      data,
       this.#allowedIps,
       this.#observeWorker,
     );
@@ -652,6 +680,8 @@ export class Engine {
     for (const worker of this.#workers) {
       this.#device.noteHandshakeQueueDepth(worker.ring.waiting, now);
       worker.ring.drain((message, from) => this.#handleHandshake(message, from, now));
+      // The STUN/TURN client will take these; until then they are counted.
+      worker.relay.drain(() => this.#relayUnclaimed++);
     }
     this.#device.handleTimeout(now);
     this.#flushTransmits();
@@ -742,7 +772,7 @@ function spawnWorker(
   template: WorkerTemplate,
   queue: number,
   io: WorkerIo,
-  ring: HandshakeRing,
+  rings: { ring: DatagramRing; relay: DatagramRing },
   allowedIps: SharedAllowedIpsTable,
   observe: ((queue: number, worker: Worker) => void) | undefined,
 ): WorkerRun {
@@ -751,7 +781,8 @@ function spawnWorker(
     ...template,
     io,
     allowedIps,
-    handshakes: ring.buffer,
+    handshakes: rings.ring.buffer,
+    relay: rings.relay.buffer,
     port: channel.port2,
   };
   const worker = startStrippedWorker(new URL('./engine-worker.ts', import.meta.url), {

@@ -15,4 +15,4 @@ export type {
   EngineStatus,
   EngineUnattributedDropReason,
 } from './engine.ts';
-export { HandshakeRing } from './handshake-ring.ts';
+export { DatagramRing, HANDSHAKE_RING, RELAY_RING } from './datagram-ring.ts';

@@ -37,6 +37,7 @@ export interface WorkerSetup {
   dropCounters: SharedArrayBuffer;
   activity: SharedAddressActivity;
   handshakes: SharedArrayBuffer;
+  relay: SharedArrayBuffer;
   /** For the MAC1 check before a handshake message enters the ring. */
   mac1Key: Uint8Array;
   control: SharedArrayBuffer;

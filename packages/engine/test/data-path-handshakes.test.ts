@@ -17,23 +17,26 @@ import {
 
 import { AddressActivity } from '../src/address-activity.ts';
 import { AllowedIps } from '../src/allowed-ips.ts';
-import { DataPath } from '../src/data-path.ts';
+import { DataPath, outboundSlotLayout, RELAY_HEADROOM } from '../src/data-path.ts';
 import { DropCounters, UNATTRIBUTED } from '../src/drop-counters.ts';
-import { HandshakeRing } from '../src/handshake-ring.ts';
+import { DatagramRing, HANDSHAKE_RING, RELAY_RING } from '../src/datagram-ring.ts';
+import { CHANNEL_DATA_HEADER_BYTES, STUN_MAGIC_COOKIE } from '../src/relay-demux.ts';
 
 const MTU = 1280;
 
 /** One data path over in-memory devices, its handshake ring, and a socket to send to it from. */
 async function harness(): Promise<{
   dataPath: DataPath;
-  ring: HandshakeRing;
+  ring: DatagramRing;
+  relay: DatagramRing;
   drops: DropCounters;
   key: Uint8Array;
   send: (datagram: Uint8Array) => void;
 }> {
   const transport = createSharedTransportMemory({ mtu: MTU });
   const drops = new DropCounters(transport.peerSlots);
-  const ring = new HandshakeRing(transport.buffer);
+  const ring = new DatagramRing(transport.buffer, HANDSHAKE_RING);
+  const relay = new DatagramRing(transport.buffer, RELAY_RING);
   const network = new MemoryUdpNetwork({ maxSockets: 2, queueDepth: 64 });
   const socket = network.bind('10.0.0.2', 51820);
   const sender: MemoryUdpSocket = network.bind('10.0.0.1', 4000);
@@ -47,6 +50,7 @@ async function harness(): Promise<{
     tun: new MemoryTunQueues({ queues: 1, mtu: MTU }).queue(0),
     udp: socket,
     handshakes: ring,
+    relay,
     mac1Key: key,
   });
   const batch = new DatagramBatch(1, 2048);
@@ -56,7 +60,7 @@ async function harness(): Promise<{
     batch.lengths[0] = datagram.length;
     sender.sendBatch(batch, 1);
   };
-  return { dataPath, ring, drops, key, send };
+  return { dataPath, ring, relay, drops, key, send };
 }
 
 function handshakeMessage(type: number, size: number, key?: Uint8Array): Uint8Array {
@@ -96,4 +100,70 @@ void describe('DataPath: handshake messages are screened before the ring', () =>
     assert.equal(counted.malformed, 2);
     assert.equal(counted['unknown-type'], 1);
   });
+});
+
+/** A STUN Binding success response carrying one 12-byte XOR-MAPPED-ADDRESS. */
+function stunBindingResponse(): Uint8Array {
+  const message = new Uint8Array(32);
+  const view = new DataView(message.buffer);
+  view.setUint16(0, 0x0101);
+  view.setUint16(2, 12);
+  view.setUint32(4, STUN_MAGIC_COOKIE);
+  message.fill(0x33, 8, 20);
+  view.setUint16(20, 0x0020);
+  view.setUint16(22, 8);
+  message.set([0, 1, 0x21, 0x12, 10, 20, 30, 40], 24);
+  return message;
+}
+
+void describe('DataPath: STUN and TURN datagrams go to the relay ring, not to WireGuard', () => {
+  void it('sends a STUN response and ChannelData to the relay ring, uncounted as handshakes or drops', async () => {
+    const { dataPath, ring, relay, drops, send } = await harness();
+    send(stunBindingResponse());
+    const channelData = new Uint8Array(CHANNEL_DATA_HEADER_BYTES + 32).fill(0x04);
+    channelData.set([0x40, 0x00, 0, 32]);
+    send(channelData);
+    dataPath.inbound();
+    assert.equal(relay.waiting, 2);
+    assert.equal(ring.waiting, 0);
+    const received: Uint8Array[] = [];
+    relay.drain((datagram, from) => {
+      received.push(datagram);
+      assert.deepEqual(from, { address: '10.0.0.1', port: 4000 });
+    });
+    assert.deepEqual(received, [stunBindingResponse(), channelData]);
+    assert.deepEqual(
+      Object.entries(drops.read(UNATTRIBUTED)).filter(([, count]) => count > 0),
+      [],
+    );
+  });
+
+  void it('keeps WireGuard messages that resemble STUN out of the relay ring', async () => {
+    const { dataPath, ring, relay, drops, key, send } = await harness();
+    // A sender index whose bytes are the magic cookie: the STUN length (bytes 2-3, zero) does not fit.
+    const initiation = handshakeMessage(1, MESSAGE_HANDSHAKE_INITIATION_SIZE);
+    new DataView(initiation.buffer).setUint32(4, STUN_MAGIC_COOKIE);
+    initiation.set(blake2s(initiation.subarray(0, 116), { key, dkLen: 16 }), 116);
+    send(initiation);
+    // A ChannelData header claiming more than the datagram holds is not ChannelData.
+    send(Uint8Array.of(0x40, 0x01, 0, 200, ...new Uint8Array(60)));
+    dataPath.inbound();
+    assert.equal(ring.waiting, 1);
+    assert.equal(relay.waiting, 0);
+    assert.equal(drops.read(UNATTRIBUTED)['unknown-type'], 1);
+  });
+});
+
+void describe('outbound slot layout', () => {
+  for (const mtu of [576, 1280, 1420, 9000]) {
+    void it(`leaves room for a ChannelData header in front of the WireGuard message (MTU ${mtu})`, () => {
+      const layout = outboundSlotLayout(mtu);
+      assert.equal(layout.messageAt, RELAY_HEADROOM);
+      assert.ok(RELAY_HEADROOM >= CHANNEL_DATA_HEADER_BYTES);
+      assert.equal(layout.packetAt, layout.messageAt + 16, 'the transport header');
+      // Header, the largest padded packet and the tag fit; slots stay cache-line aligned.
+      assert.ok(layout.slotBytes >= layout.packetAt + Math.ceil(mtu / 16) * 16 + 16);
+      assert.equal(layout.slotBytes % 64, 0);
+    });
+  }
 });

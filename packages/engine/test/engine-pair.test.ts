@@ -408,4 +408,17 @@ void describe('two engines over in-memory TUN queues and UDP, data in worker thr
       moved.close();
     }
   });
+
+  void it('counts STUN datagrams on the tunnel’s socket as unclaimed, not as handshakes', async () => {
+    await startPair();
+    const stun = new Uint8Array(20);
+    new DataView(stun.buffer).setUint32(0, 0x0101_0000);
+    new DataView(stun.buffer).setUint32(4, 0x2112a442);
+    relay.inject(stun);
+    await until('the unclaimed STUN datagram', () => {
+      return right.engine.status().unattributedDrops['relay-unclaimed'] === 1;
+    });
+    const drops = right.engine.status().unattributedDrops;
+    assert.equal(drops['unknown-type'] + drops.malformed + drops['bad-mac1'], 0);
+  });
 });

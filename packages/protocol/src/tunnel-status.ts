@@ -63,6 +63,9 @@ export const UNATTRIBUTED_DROP_REASONS = [
   'handshake-handler-error',
   'kernel-tun-tx-dropped',
   'kernel-tun-rx-dropped',
+  /** STUN and TURN datagrams on the tunnel's socket: a full ring refused them, or nothing consumes them yet. */
+  'relay-ring-full',
+  'relay-unclaimed',
 ] as const;
 export type UnattributedDropReason = (typeof UNATTRIBUTED_DROP_REASONS)[number];
 

@@ -1,10 +1,11 @@
 /**
- * Handshake messages (types 1–3) from one data worker to the control
- * thread: a single-producer single-consumer ring of fixed entries in a
- * SharedArrayBuffer. Handshakes are rare, so a full ring drops (and counts)
- * rather than blocking the data path. After a push the worker rings the
- * WireGuard device's doorbell, so the control thread sleeps on one word for
- * both worker signals and handshakes.
+ * Datagrams from one data worker to the control thread: a single-producer
+ * single-consumer ring of fixed entries in a SharedArrayBuffer. Two carry
+ * what the data path does not handle itself: handshake messages (types
+ * 1–3) and relay datagrams (STUN, TURN ChannelData). Both are rare, so a
+ * full ring drops (and counts) rather than blocking the data path. After a
+ * push the worker rings the WireGuard device's doorbell, so the control
+ * thread sleeps on one word for worker signals and both rings.
  */
 import { formatAddress } from '@gatehouse/udp';
 import type { DatagramBatch } from '@gatehouse/udp';
@@ -15,29 +16,46 @@ const HEAD = 0;
 const TAIL = 1;
 const DROPPED = 2;
 const HEADER_WORDS = 4;
-export const HANDSHAKE_RING_ENTRIES = 64;
-const ENTRIES = HANDSHAKE_RING_ENTRIES;
+// Per entry: length, family, port (3 words), address (16 bytes), message.
+const MESSAGE_AT = 28;
+
+export interface RingShape {
+  /** A power of two. */
+  entries: number;
+  /** Longer datagrams are dropped (and counted). */
+  maxMessageBytes: number;
+}
+
+export const HANDSHAKE_RING: RingShape = {
+  entries: 64,
+  // An initiation, the largest handshake message, is 148 bytes.
+  maxMessageBytes: 256 - MESSAGE_AT,
+};
 /**
  * Messages waiting in one ring that put the device under load (cookie
  * replies instead of handshakes, see WireGuardDevice.noteHandshakeQueueDepth):
  * an eighth of the ring, as wireguard-go's QueueHandshakeSize / 8.
  */
-export const UNDER_LOAD_RING_DEPTH = HANDSHAKE_RING_ENTRIES / 8;
-// Per entry: length, family, port (3 words), address (16 bytes), message.
-const ENTRY_BYTES = 256;
-const MESSAGE_AT = 28;
-/** An initiation, the largest handshake message, is 148 bytes. */
-const MAX_MESSAGE = ENTRY_BYTES - MESSAGE_AT;
+export const UNDER_LOAD_RING_DEPTH = HANDSHAKE_RING.entries / 8;
+/** STUN answers and ChannelData carrying a full-size WireGuard message. */
+export const RELAY_RING: RingShape = { entries: 32, maxMessageBytes: 2048 - MESSAGE_AT };
 
-export class HandshakeRing {
+export class DatagramRing {
   readonly buffer: SharedArrayBuffer;
   readonly #words: Int32Array;
   readonly #bytes: Uint8Array;
   readonly #doorbell: Int32Array;
+  readonly #entries: number;
+  readonly #entryBytes: number;
+  readonly #maxMessage: number;
 
-  /** `doorbell`: the WireGuard device's shared memory, whose H_DOORBELL word is rung. */
-  constructor(doorbell: SharedArrayBuffer, buffer?: SharedArrayBuffer) {
-    this.buffer = buffer ?? new SharedArrayBuffer(HEADER_WORDS * 4 + ENTRIES * ENTRY_BYTES);
+  /** `doorbell`: the WireGuard device's shared memory, whose H_DOORBELL word is rung; `buffer`: another thread's ring of the same shape. */
+  constructor(doorbell: SharedArrayBuffer, shape: RingShape, buffer?: SharedArrayBuffer) {
+    this.#entries = shape.entries;
+    this.#entryBytes = MESSAGE_AT + Math.ceil(shape.maxMessageBytes / 4) * 4;
+    this.#maxMessage = shape.maxMessageBytes;
+    this.buffer =
+      buffer ?? new SharedArrayBuffer(HEADER_WORDS * 4 + this.#entries * this.#entryBytes);
     this.#words = new Int32Array(this.buffer);
     this.#bytes = new Uint8Array(this.buffer);
     this.#doorbell = new Int32Array(doorbell);
@@ -57,11 +75,11 @@ export class HandshakeRing {
   push(data: Uint8Array, offset: number, length: number, from: DatagramBatch, slot: number): void {
     const words = this.#words;
     const head = words[HEAD]!;
-    if (length > MAX_MESSAGE || head - Atomics.load(words, TAIL) >= ENTRIES) {
+    if (length > this.#maxMessage || head - Atomics.load(words, TAIL) >= this.#entries) {
       Atomics.add(words, DROPPED, 1);
       return;
     }
-    const entry = HEADER_WORDS * 4 + (head & (ENTRIES - 1)) * ENTRY_BYTES;
+    const entry = HEADER_WORDS * 4 + (head & (this.#entries - 1)) * this.#entryBytes;
     words[entry >> 2] = length;
     words[(entry >> 2) + 1] = from.families[slot]!;
     words[(entry >> 2) + 2] = from.ports[slot]!;
@@ -78,7 +96,7 @@ export class HandshakeRing {
     const head = Atomics.load(words, HEAD);
     let tail = words[TAIL]!;
     for (; tail !== head; tail++) {
-      const entry = HEADER_WORDS * 4 + (tail & (ENTRIES - 1)) * ENTRY_BYTES;
+      const entry = HEADER_WORDS * 4 + (tail & (this.#entries - 1)) * this.#entryBytes;
       const length = words[entry >> 2]!;
       const family = words[(entry >> 2) + 1] === 6 ? 6 : 4;
       const address = formatAddress(family, this.#bytes, entry + 12);
