@@ -20,7 +20,12 @@ import { createStderrLogger } from './stderr-logger.ts';
 import { createSystemTunnel } from './system-tunnel.ts';
 import { formatDnsResources, formatStatus } from './status-format.ts';
 import type { Tunnel } from './tunnel.ts';
-import { formatConfigProblems, parseWgQuickConfig, type WgQuickConfig } from './wg-quick-config.ts';
+import {
+  formatConfigProblems,
+  parseWgQuickConfig,
+  tunnelSpecFromWgQuick,
+  type WgQuickConfig,
+} from './wg-quick-config.ts';
 
 const DEFAULT_SOCKET_PATH = '/run/gatehouse/tunnel.sock';
 const DOWN_WAIT_MS = 15_000;
@@ -102,7 +107,7 @@ async function up(args: string[]): Promise<number> {
   if (config === undefined) return 2;
   const logger = createStderrLogger({ debug: values.verbose === true });
   return runTunnelService({
-    config: { ...config, interfaceName },
+    spec: tunnelSpecFromWgQuick(config, interfaceName),
     socketPath: socketPathFrom(values.socket),
     tunnel: createTunnel(values['dry-run'] === true, dnsControl, logger),
     serviceVersion: VERSION,

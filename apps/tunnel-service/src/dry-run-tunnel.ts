@@ -12,41 +12,50 @@ import {
   type UnattributedDropCounters,
 } from '@gatehouse/protocol';
 import { encodeKey } from '@gatehouse/wireguard';
-import { NO_DNS_RESOURCES, type Tunnel, type TunnelConfig, type TunnelReport } from './tunnel.ts';
-import type { PeerEndpoint } from './wg-quick-config.ts';
+import { NO_DNS_RESOURCES, type Tunnel, type TunnelReport } from './tunnel.ts';
+import { prefixText, type PeerEndpoint, type TunnelSpec } from './tunnel-spec.ts';
 
 export class DryRunTunnel implements Tunnel {
-  #config: TunnelConfig | undefined;
-  #dnsResources = NO_DNS_RESOURCES;
+  #spec: TunnelSpec | undefined;
 
-  async start(config: TunnelConfig): Promise<void> {
-    this.#config = config;
+  async start(spec: TunnelSpec): Promise<void> {
+    this.#spec = spec;
+  }
+
+  async apply(spec: TunnelSpec): Promise<void> {
+    if (this.#spec === undefined) throw new Error('the dry-run tunnel is not started');
+    this.#spec = spec;
   }
 
   async stop(): Promise<void> {
-    this.#config = undefined;
+    this.#spec = undefined;
   }
 
   /** Remembers the patterns; nothing runs in a dry run, not even the stub. */
   async setDnsResources(patterns: readonly string[]): Promise<DnsResourcesStatus> {
-    this.#dnsResources = { ...NO_DNS_RESOURCES, patterns: [...patterns] };
-    return this.#dnsResources;
+    if (this.#spec === undefined) throw new Error('the dry-run tunnel is not started');
+    await this.apply({ ...this.#spec, dnsResources: [...patterns] });
+    return this.#dnsResourcesStatus(this.#spec);
+  }
+
+  #dnsResourcesStatus(spec: TunnelSpec): DnsResourcesStatus {
+    return { ...NO_DNS_RESOURCES, patterns: [...spec.dnsResources] };
   }
 
   status(): TunnelReport {
-    const config = this.#config;
-    if (config === undefined) throw new Error('the dry-run tunnel is not started');
+    const spec = this.#spec;
+    if (spec === undefined) throw new Error('the dry-run tunnel is not started');
     const noDrops = Object.fromEntries(DROP_REASONS.map((reason) => [reason, 0])) as DropCounters;
     return {
       state: 'running',
       workerRestarts: 0,
-      interfaceName: config.interfaceName,
-      listenPort: config.interface.listenPort ?? null,
+      interfaceName: spec.interfaceName,
+      listenPort: spec.listenPort ?? null,
       cryptoProvider: 'none (dry run)',
-      peers: config.peers.map((peer) => ({
+      peers: spec.peers.map((peer) => ({
         publicKey: encodeKey(peer.publicKey),
         endpoint: peer.endpoint === undefined ? null : formatEndpoint(peer.endpoint),
-        allowedIps: peer.allowedIps.map((network) => `${network.address}/${network.prefixLength}`),
+        allowedIps: peer.allowedIps.map(prefixText),
         rxBytes: 0,
         txBytes: 0,
         rxPackets: 0,
@@ -60,14 +69,14 @@ export class DryRunTunnel implements Tunnel {
         UNATTRIBUTED_DROP_REASONS.map((reason) => [reason, 0]),
       ) as UnattributedDropCounters,
       dns: {
-        servers: config.interface.dns.servers,
-        searchDomains: config.interface.dns.searchDomains,
+        servers: spec.dns.servers,
+        searchDomains: spec.dns.searchDomains,
         reapplied: 0,
         checkFailures: 0,
         applied: false,
         reason: 'dry run: nothing is applied',
       },
-      dnsResources: this.#dnsResources,
+      dnsResources: this.#dnsResourcesStatus(spec),
     };
   }
 }

@@ -7,7 +7,7 @@
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { encodeKey } from '@gatehouse/wireguard';
-import type { PeerSection } from './wg-quick-config.ts';
+import type { PeerSpec } from './tunnel-spec.ts';
 
 /** One address for a hostname. */
 export type HostLookup = (host: string) => Promise<string>;
@@ -17,7 +17,7 @@ export const systemHostLookup: HostLookup = async (host) =>
   (await lookup(host, { order: 'ipv4first' })).address;
 
 export async function resolvePeerEndpoints(
-  peers: readonly PeerSection[],
+  peers: readonly PeerSpec[],
   lookupHost: HostLookup,
 ): Promise<Array<{ address: string; port: number } | undefined>> {
   return Promise.all(

@@ -18,7 +18,14 @@ import type { DnsResourcesStatus, DnsStatus, DnsStubCounters } from '@gatehouse/
 import type { Logger } from '@gatehouse/service-ipc';
 import { resolvePeerEndpoints, type HostLookup } from './endpoint-resolution.ts';
 import { tunnelStatusFromEngine, type EngineStatusView } from './engine-status.ts';
-import { NO_DNS_RESOURCES, type Tunnel, type TunnelConfig, type TunnelReport } from './tunnel.ts';
+import { NO_DNS_RESOURCES, type Tunnel, type TunnelReport } from './tunnel.ts';
+import {
+  diffTunnelSpecs,
+  prefixText,
+  type PeerSpec,
+  type TunnelSpec,
+  type TunnelSpecChange,
+} from './tunnel-spec.ts';
 import { tunnelledAddressTest, type TunnelledAddressTest } from './tunnelled-addresses.ts';
 import { UndoStack } from './undo-stack.ts';
 
@@ -26,6 +33,8 @@ import { UndoStack } from './undo-stack.ts';
 export interface TunnelEngine {
   readonly cryptoProvider: string;
   status(): EngineStatusView;
+  /** Adds, removes and updates peers by public key; an unchanged peer keeps its session. */
+  setPeers(peers: EnginePeer[]): void;
   /** Milliseconds since an address of the proxy ranges last carried a packet (Infinity: never). */
   idleMs(address: string): number;
   stop(): Promise<void>;
@@ -76,8 +85,7 @@ export interface EngineTunnelDependencies {
 }
 
 /** The families the tunnel has an address of: the stub hands out proxy addresses of those only. */
-export function proxyFamiliesOf(config: TunnelConfig): ProxyAddressFamilies {
-  const { addresses } = config.interface;
+export function proxyFamiliesOf({ addresses }: TunnelSpec): ProxyAddressFamilies {
   return {
     ipv4: addresses.some((address) => address.family === 4),
     ipv6: addresses.some((address) => address.family === 6),
@@ -106,7 +114,7 @@ interface RunningStub {
 }
 
 interface Running {
-  config: TunnelConfig;
+  spec: TunnelSpec;
   mark: number;
   engine: TunnelEngine;
   routing: TunnelRouting;
@@ -114,8 +122,8 @@ interface Running {
   isTunnelled: TunnelledAddressTest;
   undo: UndoStack;
   stub: RunningStub | undefined;
-  /** DNS resource changes run one at a time. */
-  dnsChange: Promise<unknown>;
+  /** Changes run one at a time. */
+  change: Promise<unknown>;
 }
 
 export class EngineTunnel implements Tunnel {
@@ -127,13 +135,13 @@ export class EngineTunnel implements Tunnel {
     this.#deps = dependencies;
   }
 
-  async start(config: TunnelConfig, onFailed?: (error: Error) => void): Promise<void> {
+  async start(spec: TunnelSpec, onFailed?: (error: Error) => void): Promise<void> {
     if (this.#running !== undefined || this.#stopping !== undefined)
       throw new Error('the tunnel was already started');
     const { logger } = this.#deps;
-    const { interfaceName } = config;
-    const endpoints = await resolvePeerEndpoints(config.peers, this.#deps.lookupHost);
-    const mark = config.interface.fwMark ?? DEFAULT_FWMARK;
+    const { interfaceName } = spec;
+    const peers = await this.#enginePeers(spec.peers);
+    const mark = spec.fwMark ?? DEFAULT_FWMARK;
     const routing = this.#deps.createRouting({ interfaceName, mark });
     const undo = new UndoStack();
     try {
@@ -143,51 +151,51 @@ export class EngineTunnel implements Tunnel {
       const engine = await this.#deps.startEngine(
         {
           interfaceName,
-          privateKey: config.interface.privateKey,
-          ...(config.interface.listenPort === undefined
-            ? {}
-            : { listenPort: config.interface.listenPort }),
+          privateKey: spec.privateKey,
+          ...(spec.listenPort === undefined ? {} : { listenPort: spec.listenPort }),
           fwmark: mark,
-          mtu: config.interface.mtu,
+          mtu: spec.mtu,
           watchedRanges: [DEFAULT_IPV4_PROXY_RANGE, DEFAULT_IPV6_PROXY_RANGE],
           log: (level, message) => logger[level](`engine: ${message}`),
           onFailed,
         },
-        config.peers.map((peer, index) => ({
-          publicKey: peer.publicKey,
-          ...(peer.presharedKey === undefined ? {} : { presharedKey: peer.presharedKey }),
-          ...(endpoints[index] === undefined ? {} : { endpoint: endpoints[index] }),
-          allowedIps: peer.allowedIps.map(prefixText),
-          ...(peer.persistentKeepalive === undefined
-            ? {}
-            : { persistentKeepaliveSeconds: peer.persistentKeepalive }),
-        })),
+        peers,
       );
       undo.push('stop the engine', () => engine.stop());
       logger.info(`data plane: ${engine.cryptoProvider} ChaCha20-Poly1305`);
 
       undo.push("remove Gatehouse's rules and routes", () => routing.flush());
-      await routing.configureInterface(interfaceSettings(config));
-      await routing.setRoutes(config.peers.flatMap((peer) => peer.allowedIps.map(prefixText)));
+      await routing.configureInterface(interfaceSettings(spec));
+      await routing.setRoutes(spec.routes);
 
       undo.push('give system DNS back', () => dns.restore());
-      await dns.use(config.interface.dns);
+      await dns.use(spec.dns);
 
-      this.#running = {
-        config,
+      const running: Running = {
+        spec,
         mark,
         engine,
         routing,
         dns,
-        isTunnelled: tunnelledAddressTest(config.peers),
+        isTunnelled: tunnelledAddressTest(spec.peers),
         undo,
         stub: undefined,
-        dnsChange: Promise.resolve(),
+        change: Promise.resolve(),
       };
+      if (spec.dnsResources.length > 0)
+        running.stub = await this.#startStub(running, spec.dnsResources);
+      this.#running = running;
     } catch (error) {
       await this.#unwind(undo, 'after the failed start');
       throw error;
     }
+  }
+
+  apply(spec: TunnelSpec): Promise<void> {
+    const running = this.#mustBeRunning();
+    const change = running.change.then(() => this.#apply(running, spec));
+    running.change = change.catch(() => undefined);
+    return change;
   }
 
   /** Undoes everything start did; safe to call twice and after a failed start. */
@@ -207,38 +215,96 @@ export class EngineTunnel implements Tunnel {
 
   /**
    * The stub runs only while there are DNS resources: with none, system DNS
-   * is exactly the file's DNS= (as wg-quick sets it) and no query takes a
+   * is exactly the spec's DNS (as wg-quick sets it) and no query takes a
    * detour through Gatehouse.
    */
-  setDnsResources(patterns: readonly string[]): Promise<DnsResourcesStatus> {
+  async setDnsResources(patterns: readonly string[]): Promise<DnsResourcesStatus> {
     const running = this.#mustBeRunning();
-    const change = running.dnsChange.then(() => this.#setDnsResources(running, patterns));
-    running.dnsChange = change.catch(() => undefined);
-    return change;
-  }
-
-  async #setDnsResources(
-    running: Running,
-    patterns: readonly string[],
-  ): Promise<DnsResourcesStatus> {
-    if (this.#running !== running) throw new Error('the tunnel is stopping');
-    if (patterns.length === 0) {
-      const stub = running.stub;
-      running.stub = undefined;
-      if (stub !== undefined) await this.#unwind(stub.undo, 'while stopping the DNS stub', true);
-    } else if (running.stub !== undefined) {
-      running.stub.server.setResources(patterns);
-      running.stub.patterns = patterns;
-    } else {
-      running.stub = await this.#startStub(running, patterns);
-    }
+    await this.apply({ ...running.spec, dnsResources: [...patterns] });
     return dnsResourcesStatus(running.stub);
   }
 
+  async #apply(running: Running, spec: TunnelSpec): Promise<void> {
+    if (this.#running !== running) throw new Error('the tunnel is stopping');
+    const changes = diffTunnelSpecs(running.spec, spec);
+    const fixed = changes.find((change) => change.kind === 'fixed');
+    if (fixed !== undefined) {
+      throw new Error(
+        `${fixed.fields.join(', ')} cannot change while the tunnel runs: stop it and start the new one`,
+      );
+    }
+    const previous = running.spec;
+    running.spec = spec;
+    try {
+      await this.#applyChanges(running, changes, previous);
+    } catch (error) {
+      // Every step makes its part exactly so: applying the spec again redoes the lot.
+      running.spec = previous;
+      throw error;
+    }
+  }
+
+  async #applyChanges(
+    running: Running,
+    changes: readonly TunnelSpecChange[],
+    previous: TunnelSpec,
+  ): Promise<void> {
+    const { spec } = running;
+    const peers = changes.some((change) => change.kind === 'peers')
+      ? await this.#enginePeers(spec.peers)
+      : undefined;
+    let stubOutdated = false;
+    for (const change of changes) {
+      switch (change.kind) {
+        case 'peers':
+          if (peers !== undefined) running.engine.setPeers(peers);
+          running.isTunnelled = tunnelledAddressTest(spec.peers);
+          this.#deps.logger.info(
+            `peers: ${change.added.length} added, ${change.removed.length} removed, ${change.changed.length} changed`,
+          );
+          break;
+        case 'interface':
+          await running.routing.configureInterface(
+            interfaceSettings(spec, running.stub?.addresses ?? []),
+          );
+          stubOutdated = !sameFamilies(proxyFamiliesOf(previous), proxyFamiliesOf(spec));
+          break;
+        case 'routes':
+          await running.routing.setRoutes(spec.routes);
+          break;
+        case 'dns':
+          stubOutdated = true;
+          if (running.stub === undefined) await running.dns.use(spec.dns);
+          break;
+        case 'fixed':
+        case 'dns-resources':
+          break;
+      }
+    }
+    await this.#updateStub(running, stubOutdated);
+  }
+
+  /** The stub for the spec's DNS resources: started, restarted (new upstreams or families), changed or stopped. */
+  async #updateStub(running: Running, outdated: boolean): Promise<void> {
+    const patterns = running.spec.dnsResources;
+    const stub = running.stub;
+    if (stub !== undefined && (patterns.length === 0 || outdated)) {
+      running.stub = undefined;
+      await this.#unwind(stub.undo, 'while stopping the DNS stub', true);
+    }
+    if (patterns.length === 0) return;
+    if (running.stub === undefined) {
+      running.stub = await this.#startStub(running, patterns);
+    } else if (running.stub.patterns !== patterns) {
+      running.stub.server.setResources(patterns);
+      running.stub.patterns = patterns;
+    }
+  }
+
   async #startStub(running: Running, patterns: readonly string[]): Promise<RunningStub> {
-    const { config, routing, dns } = running;
+    const { spec, routing, dns } = running;
     const { logger } = this.#deps;
-    const proxyFamilies = proxyFamiliesOf(config);
+    const proxyFamilies = proxyFamiliesOf(spec);
     const proxyRanges = [
       ...(proxyFamilies.ipv4 ? [DEFAULT_IPV4_PROXY_RANGE] : []),
       ...(proxyFamilies.ipv6 ? [DEFAULT_IPV6_PROXY_RANGE] : []),
@@ -250,7 +316,7 @@ export class EngineTunnel implements Tunnel {
         );
       }
     }
-    const fileServers = config.interface.dns.servers;
+    const fileServers = spec.dns.servers;
     const upstreams = (fileServers.length > 0 ? fileServers : dns.previousServers).filter(
       (server) => !LOOPING_UPSTREAMS.has(server),
     );
@@ -258,24 +324,21 @@ export class EngineTunnel implements Tunnel {
     const undo = new UndoStack();
     try {
       undo.push('remove the DNS sentinel addresses', () =>
-        routing.configureInterface(interfaceSettings(config)),
+        routing.configureInterface(interfaceSettings(running.spec)),
       );
-      await routing.configureInterface(interfaceSettings(config, addresses));
+      await routing.configureInterface(interfaceSettings(spec, addresses));
       const server = await this.#deps.startResourceStub({
         listen: addresses,
         proxyFamilies,
         resources: patterns,
         upstreams,
         mark: running.mark,
-        isTunnelled: running.isTunnelled,
+        isTunnelled: (address) => running.isTunnelled(address),
         addressIdleMs: (address) => running.engine.idleMs(address),
       });
       undo.push('stop the DNS stub', () => server.close());
-      undo.push('point system DNS back at DNS=', () => dns.use(config.interface.dns));
-      await dns.use({
-        servers: addresses,
-        searchDomains: config.interface.dns.searchDomains,
-      });
+      undo.push('point system DNS back at DNS=', () => dns.use(running.spec.dns));
+      await dns.use({ servers: addresses, searchDomains: spec.dns.searchDomains });
       logger.info(
         `DNS stub for ${patterns.length} DNS resource(s); upstreams: ${upstreams.join(', ') || 'none'}`,
       );
@@ -286,11 +349,25 @@ export class EngineTunnel implements Tunnel {
     }
   }
 
+  /** The engine's peers, endpoints resolved. */
+  async #enginePeers(peers: readonly PeerSpec[]): Promise<EnginePeer[]> {
+    const endpoints = await resolvePeerEndpoints(peers, this.#deps.lookupHost);
+    return peers.map((peer, index) => ({
+      publicKey: peer.publicKey,
+      ...(peer.presharedKey === undefined ? {} : { presharedKey: peer.presharedKey }),
+      ...(endpoints[index] === undefined ? {} : { endpoint: endpoints[index] }),
+      allowedIps: peer.allowedIps.map(prefixText),
+      ...(peer.persistentKeepalive === undefined
+        ? {}
+        : { persistentKeepaliveSeconds: peer.persistentKeepalive }),
+    }));
+  }
+
   async #stop(): Promise<void> {
     const running = this.#running;
     this.#running = undefined;
     if (running === undefined) return;
-    await running.dnsChange;
+    await running.change;
     // Stopping the engine removes the sentinel addresses and the main undo gives DNS back.
     const stubClosed = running.stub?.server.close();
     await stubClosed?.catch((error: unknown) =>
@@ -324,17 +401,13 @@ function dnsResourcesStatus(stub: RunningStub | undefined): DnsResourcesStatus {
   };
 }
 
-function prefixText(network: { address: string; prefixLength: number }): string {
-  return `${network.address}/${network.prefixLength}`;
-}
-
 function interfaceSettings(
-  config: TunnelConfig,
+  spec: TunnelSpec,
   listenOnlyAddresses: readonly string[] = [],
 ): InterfaceSettings {
-  return {
-    addresses: config.interface.addresses.map(prefixText),
-    listenOnlyAddresses,
-    mtu: config.interface.mtu,
-  };
+  return { addresses: spec.addresses.map(prefixText), listenOnlyAddresses, mtu: spec.mtu };
+}
+
+function sameFamilies(a: ProxyAddressFamilies, b: ProxyAddressFamilies): boolean {
+  return a.ipv4 === b.ipv4 && a.ipv6 === b.ipv6;
 }

@@ -15,10 +15,11 @@ import {
   type Logger,
 } from '@gatehouse/service-ipc';
 import { dnsResourcePatternProblem } from './dns-resource-patterns.ts';
-import type { Tunnel, TunnelConfig, TunnelReport } from './tunnel.ts';
+import type { Tunnel, TunnelReport } from './tunnel.ts';
+import type { TunnelSpec } from './tunnel-spec.ts';
 
 export interface TunnelServiceOptions {
-  config: TunnelConfig;
+  spec: TunnelSpec;
   socketPath: string;
   tunnel: Tunnel;
   serviceVersion: string;
@@ -31,7 +32,7 @@ export interface TunnelServiceOptions {
 
 /** Runs in the foreground until told to stop; resolves with the process exit code. */
 export async function runTunnelService(options: TunnelServiceOptions): Promise<number> {
-  const { config, tunnel, logger } = options;
+  const { spec, tunnel, logger } = options;
   let phase: 'starting' | 'running' | 'stopping' = 'starting';
   let stoppingStatus: TunnelReport | undefined;
   let exitCode = 0;
@@ -117,13 +118,13 @@ export async function runTunnelService(options: TunnelServiceOptions): Promise<n
     if (!stopWanted) {
       // A data plane that failed for good would black-hole the routed traffic and DNS: take the
       // tunnel down (the network works again) and exit 1; until then status says why it failed.
-      await tunnel.start(config, (error) => {
+      await tunnel.start(spec, (error) => {
         logger.error(`the tunnel failed: ${error.message}`);
         exitCode = 1;
         requestStop('the data plane failed');
       });
       phase = 'running';
-      logger.info(`tunnel ${config.interfaceName} is up; control socket at ${options.socketPath}`);
+      logger.info(`tunnel ${spec.interfaceName} is up; control socket at ${options.socketPath}`);
       broadcastStatus();
       await stopRequested;
       phase = 'stopping';
@@ -144,6 +145,6 @@ export async function runTunnelService(options: TunnelServiceOptions): Promise<n
   }
   await server.stop();
   removeProcessHandlers();
-  logger.info(`tunnel ${config.interfaceName} is down`);
+  logger.info(`tunnel ${spec.interfaceName} is down`);
   return exitCode;
 }

@@ -2,11 +2,11 @@
 
 import { AllowedIps, NO_PEER } from '@gatehouse/engine';
 import { parseAddress } from '@gatehouse/udp';
-import type { PeerSection } from './wg-quick-config.ts';
+import type { PeerSpec } from './tunnel-spec.ts';
 
 export type TunnelledAddressTest = (address: string) => boolean;
 
-export function tunnelledAddressTest(peers: readonly PeerSection[]): TunnelledAddressTest {
+export function tunnelledAddressTest(peers: readonly PeerSpec[]): TunnelledAddressTest {
   const allowedIps = new AllowedIps();
   peers.forEach((peer, slot) => {
     for (const network of peer.allowedIps)

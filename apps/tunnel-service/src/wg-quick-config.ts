@@ -6,10 +6,19 @@
 
 import { isIP } from 'node:net';
 import { decodeKey } from '@gatehouse/wireguard';
+import {
+  prefixText,
+  type DnsSettings,
+  type InterfaceAddress,
+  type IpNetwork,
+  type PeerEndpoint,
+  type PeerSpec,
+  type TunnelSpec,
+} from './tunnel-spec.ts';
 
 export interface WgQuickConfig {
   interface: InterfaceSection;
-  peers: PeerSection[];
+  peers: PeerSpec[];
 }
 
 export interface InterfaceSection {
@@ -24,38 +33,21 @@ export interface InterfaceSection {
   fwMark: number | undefined;
 }
 
-export interface InterfaceAddress {
-  family: 4 | 6;
-  address: string;
-  prefixLength: number;
-}
-
-export interface DnsSettings {
-  servers: string[];
-  searchDomains: string[];
-}
-
-export interface PeerSection {
-  publicKey: Uint8Array;
-  presharedKey: Uint8Array | undefined;
-  /** A hostname stays unresolved here; resolving it is the caller's job. */
-  endpoint: PeerEndpoint | undefined;
-  /** Network addresses (host bits cleared), canonical text, duplicates removed. */
-  allowedIps: IpNetwork[];
-  /** Seconds; undefined when absent, `off` or 0. */
-  persistentKeepalive: number | undefined;
-}
-
-export interface PeerEndpoint {
-  /** An IPv4 address, an IPv6 address (without brackets) or a hostname. */
-  host: string;
-  port: number;
-}
-
-export interface IpNetwork {
-  family: 4 | 6;
-  address: string;
-  prefixLength: number;
+/** wg-quick's meaning as a tunnel spec: every peer's AllowedIPs are routed; no DNS resources. */
+export function tunnelSpecFromWgQuick(config: WgQuickConfig, interfaceName: string): TunnelSpec {
+  const { interface: section, peers } = config;
+  return {
+    interfaceName,
+    privateKey: section.privateKey,
+    listenPort: section.listenPort,
+    fwMark: section.fwMark,
+    addresses: section.addresses,
+    mtu: section.mtu,
+    peers,
+    routes: [...new Set(peers.flatMap((peer) => peer.allowedIps.map(prefixText)))],
+    dns: section.dns,
+    dnsResources: [],
+  };
 }
 
 export interface ConfigProblem {
@@ -204,7 +196,7 @@ class ConfigParser {
     if (first === undefined) this.#problem(1, 'the file has no [Interface] section');
 
     const iface = first === undefined ? undefined : this.#interfaceSection(first);
-    const peers: PeerSection[] = [];
+    const peers: PeerSpec[] = [];
     const peerLines = new Map<string, number>();
     for (const section of this.#sections.filter((s) => s.kind === 'peer')) {
       const peer = this.#peerSection(section);
@@ -280,7 +272,7 @@ class ConfigParser {
     };
   }
 
-  #peerSection(section: Section): PeerSection | undefined {
+  #peerSection(section: Section): PeerSpec | undefined {
     const fields = this.#fields(section, PEER_KEYS);
     const publicKey = this.#single(fields, 'publickey', (v) => decodeKey(v));
     if (!fields.has('publickey')) this.#problem(section.line, '[Peer] has no PublicKey');

@@ -10,8 +10,9 @@ import {
   type EngineTunnelDependencies,
   type ResourceStubOptions,
 } from '../src/engine-tunnel.ts';
-import { NO_DNS_RESOURCES, type TunnelConfig } from '../src/tunnel.ts';
-import { parseWgQuickConfig } from '../src/wg-quick-config.ts';
+import { NO_DNS_RESOURCES } from '../src/tunnel.ts';
+import type { PeerSpec, TunnelSpec } from '../src/tunnel-spec.ts';
+import { parseWgQuickConfig, tunnelSpecFromWgQuick } from '../src/wg-quick-config.ts';
 
 const key = (byte: number) => Buffer.alloc(32, byte).toString('base64');
 
@@ -27,10 +28,10 @@ const STUB_COUNTERS: DnsStubCounters = {
   },
 };
 
-function config(text: string): TunnelConfig {
+function config(text: string): TunnelSpec {
   const parsed = parseWgQuickConfig(text);
   if (!parsed.ok) throw new Error(JSON.stringify(parsed.problems));
-  return { ...parsed.config, interfaceName: 'gh-unit0' };
+  return tunnelSpecFromWgQuick(parsed.config, 'gh-unit0');
 }
 
 const CONFIG = config(`[Interface]
@@ -74,6 +75,7 @@ interface Harness {
   failing: Set<string>;
   calls: string[];
   engineStarts: Array<{ options: EngineOptions; peers: EnginePeer[] }>;
+  setPeers: EnginePeer[][];
   stubStarts: ResourceStubOptions[];
   dnsUses: DnsSettings[];
   interfaces: InterfaceSettings[];
@@ -85,6 +87,7 @@ function harness(options: { failAt?: Step | 'startResourceStub'; previous?: stri
   const h: Harness = {
     calls: [],
     engineStarts: [],
+    setPeers: [],
     stubStarts: [],
     dnsUses: [],
     interfaces: [],
@@ -150,9 +153,15 @@ function harness(options: { failAt?: Step | 'startResourceStub'; previous?: stri
     startEngine: async (engineOptions, peers) => {
       h.engineStarts.push({ options: engineOptions, peers });
       step('startEngine');
+      let current = peers;
       return {
         cryptoProvider: 'openssl-evp',
-        status: () => engineStatus(peers),
+        status: () => engineStatus(current),
+        setPeers: (next) => {
+          h.setPeers.push(next);
+          step('engine.setPeers');
+          current = next;
+        },
         idleMs: (address) => (address === '100.96.0.1' ? 5000 : Infinity),
         stop: async () => {
           h.calls.push('engine.stop');
@@ -498,4 +507,134 @@ AllowedIPs = 100.96.0.0/11, fd00:2021:1111:8000::/107
 
 void it("the status carries exactly the DNS stub's refusal reasons", () => {
   assert.deepEqual([...STUB_REFUSALS].sort(), [...DNS_STUB_REFUSALS].sort());
+});
+
+void describe('EngineTunnel apply', () => {
+  const TWO_PEERS = config(`[Interface]
+PrivateKey = ${key(1)}
+Address = 10.9.0.2/24
+
+[Peer]
+PublicKey = ${key(2)}
+Endpoint = 192.0.2.2:51820
+AllowedIPs = 10.9.1.0/24
+
+[Peer]
+PublicKey = ${key(3)}
+Endpoint = 192.0.2.3:51820
+AllowedIPs = 10.9.2.0/24
+PersistentKeepalive = 25
+`);
+  const [first, second] = TWO_PEERS.peers as [PeerSpec, PeerSpec];
+
+  void it('a change to one peer hands the engine the other peer exactly as before, and changes only what differs', async () => {
+    const h = harness();
+    const tunnel = new EngineTunnel(h.deps);
+    await tunnel.start(TWO_PEERS);
+    const [started] = h.engineStarts;
+    h.calls.length = 0;
+    const roamed: PeerSpec = {
+      ...second,
+      endpoint: { host: '192.0.2.99', port: 4500 },
+      allowedIps: [...second.allowedIps, { family: 4, address: '10.9.3.0', prefixLength: 24 }],
+    };
+    await tunnel.apply({
+      ...TWO_PEERS,
+      peers: [first, roamed],
+      routes: [...TWO_PEERS.routes, '10.9.3.0/24'],
+    });
+    assert.equal(h.engineStarts.length, 1, 'the engine was not restarted');
+    assert.deepEqual(h.calls, ['engine.setPeers', 'setRoutes']);
+    const [peers] = h.setPeers;
+    assert.deepEqual(peers?.[0], started?.peers[0], 'the untouched peer is unchanged');
+    assert.deepEqual(peers?.[1]?.endpoint, { address: '192.0.2.99', port: 4500 });
+    assert.deepEqual(peers?.[1]?.allowedIps, ['10.9.2.0/24', '10.9.3.0/24']);
+    assert.deepEqual(h.routes.at(-1), ['10.9.1.0/24', '10.9.2.0/24', '10.9.3.0/24']);
+    assert.equal(tunnel.status().peers[1]?.allowedIps.length, 2);
+
+    h.calls.length = 0;
+    await tunnel.apply({ ...TWO_PEERS, peers: [first, roamed], routes: h.routes.at(-1) ?? [] });
+    assert.deepEqual(h.calls, [], 'the same spec again changes nothing');
+  });
+
+  void it('removing a peer keeps the other one; addresses, MTU and DNS are applied in place', async () => {
+    const h = harness();
+    const tunnel = new EngineTunnel(h.deps);
+    await tunnel.start(TWO_PEERS);
+    h.calls.length = 0;
+    await tunnel.apply({
+      ...TWO_PEERS,
+      peers: [first],
+      routes: ['10.9.1.0/24'],
+      mtu: 1300,
+      addresses: [{ family: 4, address: '10.9.0.3', prefixLength: 24 }],
+      dns: { servers: ['10.9.1.53'], searchDomains: [] },
+    });
+    assert.deepEqual(h.calls, ['configureInterface', 'engine.setPeers', 'setRoutes', 'dns.use']);
+    assert.deepEqual(
+      h.setPeers[0]?.map((peer) => peer.allowedIps),
+      [['10.9.1.0/24']],
+    );
+    assert.deepEqual(h.interfaces.at(-1), {
+      addresses: ['10.9.0.3/24'],
+      listenOnlyAddresses: [],
+      mtu: 1300,
+    });
+    assert.deepEqual(h.dnsUses.at(-1), { servers: ['10.9.1.53'], searchDomains: [] });
+  });
+
+  void it('refuses to change what the tunnel is built around, and changes nothing', async (t) => {
+    const cases: Array<{ field: string; change: Partial<TunnelSpec> }> = [
+      { field: 'interfaceName', change: { interfaceName: 'gh-other' } },
+      { field: 'privateKey', change: { privateKey: new Uint8Array(32).fill(9) } },
+      { field: 'listenPort', change: { listenPort: 4000 } },
+      { field: 'fwMark', change: { fwMark: 0x99 } },
+    ];
+    for (const c of cases) {
+      await t.test(c.field, async () => {
+        const h = harness();
+        const tunnel = new EngineTunnel(h.deps);
+        await tunnel.start(TWO_PEERS);
+        h.calls.length = 0;
+        await assert.rejects(
+          tunnel.apply({ ...TWO_PEERS, ...c.change, peers: [first] }),
+          new RegExp(`^Error: ${c.field} cannot change while the tunnel runs`),
+        );
+        assert.deepEqual(h.calls, []);
+        assert.equal(tunnel.status().peers.length, 2);
+      });
+    }
+  });
+
+  void it('a DNS change while the stub runs restarts it with the new upstreams; a failed step can be applied again', async () => {
+    const h = harness();
+    const tunnel = new EngineTunnel(h.deps);
+    await tunnel.start({ ...CONFIG, dnsResources: ['app.example'] });
+    assert.deepEqual(h.stubStarts.at(-1)?.upstreams, ['10.9.0.1']);
+    h.calls.length = 0;
+    const changed = {
+      ...CONFIG,
+      dnsResources: ['app.example'],
+      dns: { servers: ['10.9.0.53'], searchDomains: [] },
+    };
+    await tunnel.apply(changed);
+    assert.deepEqual(h.stubStarts.at(-1)?.upstreams, ['10.9.0.53']);
+    assert.deepEqual(h.calls, [
+      'dns.use',
+      'stub.close',
+      'configureInterface',
+      'configureInterface',
+      'startResourceStub',
+      'dns.use',
+    ]);
+
+    h.failing.add('setRoutes');
+    const routed = { ...changed, routes: [...changed.routes, '10.9.9.0/24'] };
+    await assert.rejects(tunnel.apply(routed), /setRoutes failed/);
+    h.failing.delete('setRoutes');
+    h.calls.length = 0;
+    await tunnel.apply(routed);
+    assert.deepEqual(h.calls, ['setRoutes']);
+    assert.ok(h.routes.at(-1)?.includes('10.9.9.0/24'));
+  });
 });

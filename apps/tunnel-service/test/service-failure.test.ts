@@ -10,8 +10,9 @@ import { ServiceClient, type Logger } from '@gatehouse/service-ipc';
 
 import { DryRunTunnel } from '../src/dry-run-tunnel.ts';
 import { runTunnelService } from '../src/service.ts';
-import type { TunnelConfig, TunnelReport } from '../src/tunnel.ts';
-import { parseWgQuickConfig } from '../src/wg-quick-config.ts';
+import type { TunnelReport } from '../src/tunnel.ts';
+import type { TunnelSpec } from '../src/tunnel-spec.ts';
+import { parseWgQuickConfig, tunnelSpecFromWgQuick } from '../src/wg-quick-config.ts';
 
 const key = (byte: number) => Buffer.alloc(32, byte).toString('base64');
 
@@ -21,9 +22,9 @@ class FailingTunnel extends DryRunTunnel {
   #error: string | undefined;
   stops = 0;
 
-  override async start(config: TunnelConfig, onFailed?: (error: Error) => void): Promise<void> {
+  override async start(spec: TunnelSpec, onFailed?: (error: Error) => void): Promise<void> {
     this.#onFailed = onFailed;
-    await super.start(config);
+    await super.start(spec);
   }
 
   fail(message: string): void {
@@ -68,7 +69,7 @@ AllowedIPs = 10.9.0.0/24
     };
     const tunnel = new FailingTunnel();
     const exitCode = runTunnelService({
-      config: { ...parsed.config, interfaceName: 'gh-fail0' },
+      spec: tunnelSpecFromWgQuick(parsed.config, 'gh-fail0'),
       socketPath,
       tunnel,
       serviceVersion: 'test',

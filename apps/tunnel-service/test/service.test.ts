@@ -8,17 +8,18 @@ import { ServiceClient, silentLogger } from '@gatehouse/service-ipc';
 import { skipLoudly } from '@gatehouse/test-support';
 import { DryRunTunnel } from '../src/dry-run-tunnel.ts';
 import { runTunnelService } from '../src/service.ts';
-import type { TunnelConfig, TunnelReport } from '../src/tunnel.ts';
-import { parseWgQuickConfig } from '../src/wg-quick-config.ts';
+import type { TunnelReport } from '../src/tunnel.ts';
+import type { TunnelSpec } from '../src/tunnel-spec.ts';
+import { parseWgQuickConfig, tunnelSpecFromWgQuick } from '../src/wg-quick-config.ts';
 
 const key = (fill: number) => Buffer.alloc(32, fill).toString('base64');
 
-function config(): TunnelConfig {
+function spec(): TunnelSpec {
   const parsed = parseWgQuickConfig(
     `[Interface]\nPrivateKey = ${key(1)}\nAddress = 10.9.0.2/24\n[Peer]\nPublicKey = ${key(2)}\nAllowedIPs = 10.9.0.0/24\n`,
   );
   if (!parsed.ok) throw new Error(JSON.stringify(parsed.problems));
-  return { ...parsed.config, interfaceName: 'gh-unit0' };
+  return tunnelSpecFromWgQuick(parsed.config, 'gh-unit0');
 }
 
 /** A dry-run tunnel whose status and DNS resource calls fail when told to; it records stops. */
@@ -58,7 +59,7 @@ void test('a handler that throws, one that rejects later and failing status even
   tunnel.statusFailures = 1;
   const errors: string[] = [];
   const service = runTunnelService({
-    config: config(),
+    spec: spec(),
     socketPath,
     tunnel,
     serviceVersion: '0.0.0-test',
