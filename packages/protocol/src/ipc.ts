@@ -32,6 +32,9 @@ export const MAX_CLIENT_MESSAGE_BYTES = 64 * 1024;
 /** The largest frame a client accepts from the service (a status with many peers is large). */
 export const MAX_SERVICE_MESSAGE_BYTES = 4 * 1024 * 1024;
 
+/** Where the tunnel service serves its control socket unless told otherwise. */
+export const DEFAULT_SOCKET_PATH = '/run/gatehouse/tunnel.sock';
+
 export const RequestIdSchema = z.union([
   z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
   z.string().min(1).max(64),

@@ -3,6 +3,10 @@
  * later): connects, checks the service's Hello, sends typed requests and
  * receives events. Failures come back as ServiceClientError with a message
  * meant for the person at the keyboard.
+ *
+ * This module is the package's `./client` entry: it must not load koffi
+ * (native code the GUI's processes have no use for), so it imports nothing
+ * of the server's side.
  */
 
 import { lstatSync, realpathSync, type Stats } from 'node:fs';
