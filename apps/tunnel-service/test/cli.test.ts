@@ -7,7 +7,9 @@ import {
   mkdirSync,
   mkdtempSync,
   readdirSync,
+  readFileSync,
   rmSync,
+  statSync,
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
@@ -455,6 +457,71 @@ void test('up keeps serving after the reader of its log goes away, and counts th
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');
     await exited;
+    ws.cleanup();
+  }
+});
+
+void test('up --log-file appends JSON lines to a file mode 0640; GATEHOUSE_LOG_FILE names it too', async (t) => {
+  if (skipUnlessRoot(t)) return;
+  const ws = workspace();
+  try {
+    const fromFlag = join(ws.dir, 'flag.log');
+    const fromEnv = join(ws.dir, 'env.log');
+    for (const [extraArgs, env, logFile] of [
+      [['--log-file', fromFlag], { GATEHOUSE_LOG_FILE: join(ws.dir, 'unused.log') }, fromFlag],
+      [[], { GATEHOUSE_LOG_FILE: fromEnv }, fromEnv],
+    ] as const) {
+      const { child, exited } = await startUp(ws, [...extraArgs], env);
+      child.kill('SIGTERM');
+      const outcome = await exited;
+      assert.equal(outcome.code, 0, outcome.stderr);
+      assert.match(outcome.stderr, /gatehouse-tunnel: info: tunnel gh-test0 is up/);
+      const records = readFileSync(logFile, 'utf8')
+        .trimEnd()
+        .split('\n')
+        .map((line) => JSON.parse(line) as { level: string; msg: string; pid: number });
+      assert.ok(
+        records.some((r) => r.level === 'info' && /tunnel gh-test0 is up/.test(r.msg)),
+        JSON.stringify(records),
+      );
+      assert.ok(
+        records.some((r) => /received SIGTERM/.test(r.msg)),
+        JSON.stringify(records),
+      );
+      assert.equal(records[0]?.pid, child.pid);
+      assert.equal(statSync(logFile).mode & 0o777, 0o640);
+      // The private key's text never reaches the log.
+      assert.doesNotMatch(readFileSync(logFile, 'utf8'), new RegExp(key(1).slice(0, 16)));
+    }
+    assert.equal(existsSync(join(ws.dir, 'unused.log')), false);
+  } finally {
+    ws.cleanup();
+  }
+});
+
+void test('up refuses a log file that is a symbolic link, exits 2 and leaves the target alone', async (t) => {
+  if (skipUnlessRoot(t)) return;
+  const ws = workspace();
+  try {
+    const target = join(ws.dir, 'precious');
+    writeFileSync(target, 'keep\n', { mode: 0o600 });
+    const link = join(ws.dir, 'tunnel.log');
+    symlinkSync(target, link);
+    const outcome = await run([
+      'up',
+      '--config',
+      ws.configFile,
+      '--socket',
+      ws.socketPath,
+      '--dry-run',
+      '--log-file',
+      link,
+    ]);
+    assert.equal(outcome.code, 2, outcome.stderr);
+    assert.match(outcome.stderr, /cannot open the log file .*tunnel\.log: it is a symbolic link/);
+    assert.equal(readFileSync(target, 'utf8'), 'keep\n');
+    assert.equal(existsSync(ws.socketPath), false);
+  } finally {
     ws.cleanup();
   }
 });
