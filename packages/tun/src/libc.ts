@@ -15,7 +15,6 @@ export interface Libc {
   ioctlPointer(fd: number, request: number, argument: Uint8Array): number;
   ioctlValue(fd: number, request: number, value: number): number;
   socket(domain: number, type: number, protocol: number): number;
-  eventfd(initial: number, flags: number): number;
   mknod(path: string, mode: number, device: number): number;
   errno(): number;
   strerror(errno: number): string;
@@ -47,7 +46,6 @@ function bind(): Libc {
     ioctlPointer: (fd, request, argument) => ioctl(fd, request, 'void *', argument) as number,
     ioctlValue: (fd, request, value) => ioctl(fd, request, 'unsigned long', value) as number,
     socket: lib.func('int socket(int domain, int type, int protocol)'),
-    eventfd: lib.func('int eventfd(unsigned int initval, int flags)'),
     mknod: lib.func('int mknod(const char *path, uint32_t mode, uint64_t dev)'),
     errno: () => koffi.errno(),
     strerror: (errno) => strerror(errno) as string,

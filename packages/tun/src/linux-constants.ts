@@ -36,22 +36,17 @@ export const IFREQ_SIZE = 40;
 export const IFNAMSIZ = 16;
 export const IFREQ_UNION_OFFSET = 16;
 
-// <asm-generic/fcntl.h>, <bits/socket.h>, <sys/eventfd.h>, <sys/stat.h>
+// <asm-generic/fcntl.h>, <bits/socket.h>, <sys/stat.h>
 export const O_RDWR = 0o2;
 export const O_NONBLOCK = 0o4000;
 export const O_CLOEXEC = 0o2000000;
 export const AF_INET = 2;
 export const SOCK_DGRAM = 2;
 export const SOCK_CLOEXEC = 0o2000000;
-export const EFD_NONBLOCK = 0o4000;
-export const EFD_CLOEXEC = 0o2000000;
 export const S_IFCHR = 0o20000;
 
 // <asm-generic/poll.h>
-export const POLLIN = 0x0001;
 export const POLLOUT = 0x0004;
-export const POLLERR = 0x0008;
-export const POLLHUP = 0x0010;
 export const POLLFD_SIZE = 8;
 
 // <asm-generic/errno-base.h>, <asm-generic/errno.h>
@@ -59,7 +54,6 @@ export const EINTR = 4;
 export const EIO = 5;
 export const EAGAIN = 11;
 export const EBUSY = 16;
-export const EEXIST = 17;
 export const EINVAL = 22;
 export const EPERM = 1;
 export const EMSGSIZE = 90;

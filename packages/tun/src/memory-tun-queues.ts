@@ -15,12 +15,19 @@ export interface SharedMemoryTunQueues {
   readonly buffer: SharedArrayBuffer;
   readonly queues: number;
   readonly mtu: number;
+  readonly linkMtu: number;
   readonly slots: number;
 }
 
 export interface MemoryTunQueuesOptions {
   readonly queues?: number;
   readonly mtu?: number;
+  /**
+   * The largest packet the kernel side injects (default `mtu`); above `mtu`
+   * it is an interface MTU raised behind the owner's back (`ip link set
+   * mtu`), and the queues drop and count the reads they cannot deliver.
+   */
+  readonly linkMtu?: number;
   /** Packets each ring holds, per queue and direction (a power of two). */
   readonly slots?: number;
 }
@@ -62,8 +69,10 @@ export class MemoryTunQueues {
 
   /** A packet the kernel routes into the device; false when its queue is full. Returns the queue otherwise. */
   inject(packet: Uint8Array): number | false {
-    const { queues, slots, mtu } = this.shared;
-    if (packet.length > mtu) throw new RangeError(`packet of ${packet.length} bytes exceeds MTU`);
+    const { queues, slots, linkMtu } = this.shared;
+    if (packet.length > linkMtu) {
+      throw new RangeError(`packet of ${packet.length} bytes exceeds the link MTU ${linkMtu}`);
+    }
     const hash = flowHash(packet, 0, packet.length);
     const writer = Atomics.load(this.#words, hash & (FLOW_TABLE_WORDS - 1));
     const queue = writer !== 0 ? writer - 1 : (Math.imul(hash, 0x9e3779b1) >>> 0) % queues;
@@ -103,18 +112,20 @@ export class MemoryTunQueues {
 function allocate(options: MemoryTunQueuesOptions): SharedMemoryTunQueues {
   const queues = options.queues ?? 2;
   const mtu = options.mtu ?? 1280;
+  const linkMtu = options.linkMtu ?? mtu;
   const slots = options.slots ?? 1024;
   if ((slots & (slots - 1)) !== 0) throw new RangeError('slots must be a power of two');
   const words = FLOW_TABLE_WORDS + queues * (QUEUE_WORDS + 2 * slots);
-  const buffer = new SharedArrayBuffer(words * 4 + queues * 2 * slots * mtu);
-  return { buffer, queues, mtu, slots };
+  const buffer = new SharedArrayBuffer(words * 4 + queues * 2 * slots * linkMtu);
+  return { buffer, queues, mtu, linkMtu, slots };
 }
 
 class MemoryTunQueue implements TunQueueIo {
   readonly mtu: number;
   readonly readBudget = 1;
   readonly writeRoom: number;
-  readonly rxDropped = 0;
+  /** Injected packets longer than the MTU (see `linkMtu`). */
+  rxDropped = 0;
   /** Packets longer than the MTU. */
   txRejected = 0;
   readonly #shared: SharedMemoryTunQueues;
@@ -122,6 +133,7 @@ class MemoryTunQueue implements TunQueueIo {
   readonly #words: Int32Array;
   readonly #bytes: Uint8Array;
   readonly #base: number;
+  #closed = false;
 
   constructor(shared: SharedMemoryTunQueues, queue: number) {
     this.#shared = shared;
@@ -139,16 +151,21 @@ class MemoryTunQueue implements TunQueueIo {
     lengths: WritableLengths,
     count: number,
   ): number {
+    this.#assertOpen();
     const words = this.#words;
     const head = Atomics.load(words, this.#base + RX_HEAD);
     let tail = words[this.#base + RX_TAIL]!;
     let read = 0;
-    for (; read < count && tail !== head; tail++, read++) {
+    for (; read < count && tail !== head; tail++) {
       const slot = tail & (this.#shared.slots - 1);
       const length = words[rxLengths(this.#shared, this.#queue) + slot]!;
+      if (length > this.mtu) {
+        this.rxDropped++;
+        continue;
+      }
       const at = packetAt(this.#shared, this.#queue, 0, slot);
       packets[read]!.set(this.#bytes.subarray(at, at + length), offsets[read]!);
-      lengths[read] = length;
+      lengths[read++] = length;
     }
     Atomics.store(words, this.#base + RX_TAIL, tail);
     return read;
@@ -160,6 +177,7 @@ class MemoryTunQueue implements TunQueueIo {
     lengths: ArrayLike<number>,
     count: number,
   ): number {
+    this.#assertOpen();
     const words = this.#words;
     const { slots, mtu } = this.#shared;
     let head = words[this.#base + TX_HEAD]!;
@@ -185,7 +203,13 @@ class MemoryTunQueue implements TunQueueIo {
     return written;
   }
 
-  close(): void {}
+  close(): void {
+    this.#closed = true;
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new Error('TUN queue is closed');
+  }
 }
 
 function queueBase(shared: SharedMemoryTunQueues, queue: number): number {
@@ -208,5 +232,5 @@ function packetAt(
   slot: number,
 ): number {
   const words = FLOW_TABLE_WORDS + shared.queues * (QUEUE_WORDS + 2 * shared.slots);
-  return words * 4 + ((queue * 2 + direction) * shared.slots + slot) * shared.mtu;
+  return words * 4 + ((queue * 2 + direction) * shared.slots + slot) * shared.linkMtu;
 }

@@ -1,12 +1,13 @@
 /**
- * TUN queues for a data plane that owns them directly, without this
- * package's queue workers and rings: `openTunQueues` opens the device on
- * the controlling thread and hands out one plain fd number per queue; the
- * thread that owns a queue wraps its fd in a `TunQueue` and reads and
+ * The TUN device as a data plane owns it: `openTunQueues` opens the device
+ * on the controlling thread and hands out one plain fd number per queue;
+ * the thread that owns a queue wraps its fd in a `TunQueue` and reads and
  * writes batches straight between the kernel and its own packet slots.
+ * `MemoryTunQueues` fakes the same `TunQueueIo` seam for tests.
  *
  * Batches have the shape of `gsoSplit` and `GroCoalescer.coalesce`: packet
- * i lives in `packets[i]` at `offsets[i]`, and the view's end bounds it.
+ * i lives in `packets[i]` at `offsets[i]`, and the view's end bounds it (a
+ * read uses at most `mtu` bytes of it).
  */
 import { addressOf, libc } from './libc.ts';
 import { EAGAIN, EINTR, EINVAL, EIO, EMSGSIZE, POLLFD_SIZE, POLLOUT } from './linux-constants.ts';
@@ -15,8 +16,21 @@ import type { TunOffloads } from './open-device.ts';
 import { GroCoalescer } from './packet/gro-coalesce.ts';
 import type { WritableLengths } from './packet/gso-split.ts';
 import { gsoSplit } from './packet/gso-split.ts';
+import { readUint16 } from './packet/byte-order.ts';
+import {
+  IPV4_TOTAL_LENGTH,
+  IPV6_HEADER_LENGTH,
+  IPV6_PAYLOAD_LENGTH,
+} from './packet/header-layout.ts';
 import { VIRTIO_NET_HDR_LEN } from './packet/virtio-net-header.ts';
-import { SUPERPACKET_BUFFER_SIZE, superpacketSegmentBudget } from './queue-layout.ts';
+
+/**
+ * Packets a queue owner moves per step in each direction. `npm run
+ * bench:tun` compares 16, 64 and 256 (figures in README.md): on a 2-vCPU
+ * machine they differ by less than run-to-run noise, so 64 keeps steps
+ * short (~64 µs of syscalls) with Firezone's measured 100 in reach.
+ */
+export const TUN_BATCH_SIZE = 64;
 
 /** One queue of a TUN device as its owning thread sees it; `MemoryTunQueues` fakes it. */
 export interface TunQueueIo {
@@ -31,7 +45,9 @@ export interface TunQueueIo {
   readonly txRejected: number;
   /**
    * Reads waiting packets without blocking into packets[i] at offsets[i]
-   * for i < count, their lengths into lengths[i]. Returns how many (0: none).
+   * for i < count (each slot holds `mtu` bytes after its offset), their
+   * lengths into lengths[i], in the order the kernel sent them. Returns how
+   * many (0: none).
    */
   read(
     packets: readonly Uint8Array[],
@@ -51,19 +67,33 @@ export interface TunQueueIo {
     lengths: ArrayLike<number>,
     count: number,
   ): number;
+  /** Idempotent; reading or writing afterwards throws. */
   close(): void;
 }
 
 /** Headroom a written packet needs: the virtio-net header goes there. */
 export const TUN_WRITE_HEADROOM = VIRTIO_NET_HDR_LEN;
 export const MAX_TUN_WRITE_BATCH = 256;
+/** The kernel's default txqueuelen for TUN is 500: too few for a burst of a fast sender. */
+const DEFAULT_TX_QUEUE_LENGTH = 5000;
+/** A virtio-net header plus the largest IP packet. */
+const SUPERPACKET_BUFFER_SIZE = 65536 + 64;
+
+/**
+ * Free read slots a queue wants before it reads a possible GSO
+ * super-packet: enough for 64 KiB cut at the MSS this MTU gives TCP over
+ * IPv6 with full options. Super-packets cut finer are dropped and counted.
+ */
+function superpacketSegmentBudget(mtu: number): number {
+  return Math.ceil(65535 / Math.max(1, mtu - 100)) + 1;
+}
 
 export interface TunQueuesOptions {
   readonly name: string;
   readonly queues: number;
   readonly mtu: number;
   readonly offload: boolean;
-  /** Default 5000, as openTun. */
+  /** Default DEFAULT_TX_QUEUE_LENGTH. */
   readonly txQueueLength?: number;
 }
 
@@ -81,7 +111,7 @@ export function openTunQueues(options: TunQueuesOptions): OpenedTunQueues {
     name: options.name,
     queues: options.queues,
     mtu: options.mtu,
-    txQueueLength: options.txQueueLength ?? 5000,
+    txQueueLength: options.txQueueLength ?? DEFAULT_TX_QUEUE_LENGTH,
     offload: options.offload,
   });
   return { name: opened.name, mtu: options.mtu, offloads: opened.offloads, fds: opened.fds };
@@ -93,6 +123,14 @@ export function closeTunQueueFds(fds: readonly number[]): void {
 }
 
 const WRITE_STALL_LIMIT_MS = 50;
+
+/** The length an IP packet's header gives; more than was read when the read cut it. */
+function claimedIpLength(packet: Uint8Array, offset: number): number {
+  const version = packet[offset]! >> 4;
+  if (version === 4) return readUint16(packet, offset + IPV4_TOTAL_LENGTH);
+  if (version === 6) return IPV6_HEADER_LENGTH + readUint16(packet, offset + IPV6_PAYLOAD_LENGTH);
+  return 0;
+}
 
 export class TunQueue implements TunQueueIo {
   readonly fd: number;
@@ -146,14 +184,17 @@ export class TunQueue implements TunQueueIo {
     lengths: WritableLengths,
     count: number,
   ): number {
+    this.#assertOpen();
     if (this.#header) return this.#readSplit(packets, offsets, lengths, count);
     let read = 0;
     while (read < count) {
       const packet = packets[read]!;
       const offset = offsets[read]!;
-      const n = this.#readInto(this.#address(packet) + offset, packet.length - offset);
+      const room = Math.min(packet.length - offset, this.mtu);
+      const n = this.#readInto(this.#address(packet) + offset, room);
       if (n < 0) break;
-      if (n > this.mtu) {
+      // The kernel cuts a longer packet (the interface's MTU was raised) to the room it is given.
+      if (n === room && claimedIpLength(packet, offset) > n) {
         this.rxDropped++;
         continue;
       }
@@ -192,7 +233,7 @@ export class TunQueue implements TunQueueIo {
     const packet = packets[slot]!;
     const offset = offsets[slot]!;
     if (this.#splitViewSources[slot] !== packet || this.#splitViewOffsets[slot] !== offset) {
-      this.#splitViews[slot] = packet.subarray(offset);
+      this.#splitViews[slot] = packet.subarray(offset, offset + this.mtu);
       this.#splitViewSources[slot] = packet;
       this.#splitViewOffsets[slot] = offset;
     }
@@ -224,6 +265,7 @@ export class TunQueue implements TunQueueIo {
     lengths: ArrayLike<number>,
     count: number,
   ): number {
+    this.#assertOpen();
     const coalescer = this.#coalescer;
     if (coalescer !== undefined && count > 1) {
       const writeLengths = this.#writeLengths;
@@ -288,5 +330,10 @@ export class TunQueue implements TunQueueIo {
     if (this.#closed) return;
     this.#closed = true;
     libc().close(this.fd);
+  }
+
+  /** A closed queue's fd number may already belong to another file. */
+  #assertOpen(): void {
+    if (this.#closed) throw new Error('TUN queue is closed');
   }
 }

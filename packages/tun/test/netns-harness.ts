@@ -1,14 +1,15 @@
 /**
- * Test-only: runs a scenario of netns-scenarios.ts in a child process inside
- * a network namespace this run creates (`gh-tun-<pid>-<n>`) and deletes
- * afterwards, and explains loudly when a system test cannot run here.
+ * Test-only: runs a contract case against a real TUN device
+ * (netns-contract-case.ts) in a child process inside a network namespace
+ * this run creates (`gh-tun-<pid>-<n>`) and deletes afterwards, and
+ * explains loudly when a system test cannot run here.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 const NODE = process.execPath;
-const SCENARIOS = fileURLToPath(new URL('./netns-scenarios.ts', import.meta.url));
+const CASE = fileURLToPath(new URL('./netns-contract-case.ts', import.meta.url));
 let namespaces = 0;
 
 /** Why a TUN system test cannot run here, or undefined. */
@@ -27,12 +28,12 @@ export function systemSkipReason(): string | undefined {
   return undefined;
 }
 
-/** Runs `scenario` in a fresh namespace; resolves with the JSON it printed last. */
-export async function runScenario<T>(
-  scenario: string,
-  args: string[],
+/** Runs the contract case `name` in a fresh namespace; rejects with its failure. */
+export async function runContractCase(
+  name: string,
+  variant: 'plain' | 'offload',
   timeoutMs = 60_000,
-): Promise<T> {
+): Promise<void> {
   const namespace = `gh-tun-${process.pid}-${namespaces++}`;
   execFileSync('ip', ['netns', 'add', namespace]);
   try {
@@ -47,7 +48,7 @@ export async function runScenario<T>(
       'net.ipv6.conf.all.disable_ipv6=1',
       'net.ipv6.conf.default.disable_ipv6=1',
     ]);
-    const child = spawn('ip', ['netns', 'exec', namespace, NODE, SCENARIOS, scenario, ...args], {
+    const child = spawn('ip', ['netns', 'exec', namespace, NODE, CASE, name, variant], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
@@ -57,13 +58,9 @@ export async function runScenario<T>(
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
     const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
     clearTimeout(timer);
-    const last = stdout.trim().split('\n').pop() ?? '';
-    if (code !== 0) {
-      throw new Error(
-        `scenario ${scenario} ${args.join(' ')} exited ${code}: ${stderr.slice(-4000)}`,
-      );
+    if (code !== 0 || stdout.trim() !== '{}') {
+      throw new Error(`case "${name}" (${variant}) exited ${code}: ${stderr.slice(-4000)}`);
     }
-    return JSON.parse(last) as T;
   } finally {
     execFileSync('ip', ['netns', 'delete', namespace]);
   }

@@ -1,0 +1,18 @@
+/**
+ * Test-only: runs one case of tun-queue-contract.ts against a real TUN
+ * device; netns-harness.ts starts it inside a network namespace of its
+ * own (never run it elsewhere). Arguments: the case's name, `plain` or
+ * `offload`. Prints `{}` when the case passed; a failure exits non-zero
+ * with its assertion on stderr.
+ */
+import { linuxHarness } from './linux-tun-queue-harness.ts';
+import { CONTRACT } from './tun-queue-contract.ts';
+
+const [name = '', variant = ''] = process.argv.slice(2);
+const run = CONTRACT[name];
+if (run === undefined || (variant !== 'plain' && variant !== 'offload')) {
+  console.error(`unknown case ${JSON.stringify(name)} or variant ${JSON.stringify(variant)}`);
+  process.exit(2);
+}
+await run(linuxHarness(variant === 'offload'));
+process.stdout.write('{}\n');
