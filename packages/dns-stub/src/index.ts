@@ -38,6 +38,6 @@ export type {
   UpstreamSocketFactory,
 } from './server.ts';
 export { frameTcpMessage, TcpMessageReader } from './tcp-framing.ts';
-export { mostSpecificMatch, normalizeDomainName, parseDomainPattern } from './domain-pattern.ts';
+export { mostSpecificMatch, parseDomainPattern } from './domain-pattern.ts';
 export type { DomainPattern } from './domain-pattern.ts';
 export type { ProxyAssignment } from './proxy-addresses.ts';

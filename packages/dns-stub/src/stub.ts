@@ -9,9 +9,10 @@ import { randomInt } from 'node:crypto';
 
 import dnsPacket from 'dns-packet';
 import type { Answer, DecodedPacket, Question } from 'dns-packet';
+import { normalizeDomainName } from '@gatehouse/protocol';
 
 import type { DomainPattern } from './domain-pattern.ts';
-import { mostSpecificMatch, normalizeDomainName, parseDomainPattern } from './domain-pattern.ts';
+import { mostSpecificMatch, parseDomainPattern } from './domain-pattern.ts';
 import { formatIpAddress, parseIpAddress } from './ip-address.ts';
 import { ClientRateLimit } from './client-rate-limit.ts';
 import type { AddressIdleProbe, ProxyAssignment } from './proxy-addresses.ts';

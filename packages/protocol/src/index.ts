@@ -1,2 +1,3 @@
 export * from './ipc.ts';
 export * from './tunnel-status.ts';
+export * from './dns-resource-pattern.ts';
