@@ -4,11 +4,12 @@
  * elsewhere: it puts 10.77.0.1/24 on the device, so 10.77.0.2 is routed
  * into it). Flows are kernel UDP sockets bound to LOCAL:port.
  */
+import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import dgram from 'node:dgram';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { TunQueue, openTunQueues, readTunKernelDrops } from '../src/index.ts';
+import { TunQueue, closeTunQueueFds, openTunQueues, readTunKernelDrops } from '../src/index.ts';
 import type {
   Delivered,
   HarnessOptions,
@@ -18,6 +19,39 @@ import type {
 import { FIRST_PORT, LOCAL, PEER, PEER_PORT } from './tun-queue-contract.ts';
 
 let opened = 0;
+
+/** What only the real device has: names and offload negotiation. */
+export const LINUX_ONLY: Record<string, (offload: boolean) => Promise<void>> = {
+  'opening a name that exists fails clearly instead of joining the device': (offload) => {
+    const name = `ght${process.pid % 100000}x${opened++}`;
+    const first = openTunQueues({ name, queues: 2, mtu: 1280, offload });
+    try {
+      assert.throws(
+        () => openTunQueues({ name, queues: 2, mtu: 1280, offload }),
+        /an interface named .* already exists; refusing to attach to it/,
+      );
+    } finally {
+      closeTunQueueFds(first.fds);
+    }
+    return Promise.resolve();
+  },
+  'the offloads asked for are what the kernel accepted': (offload) => {
+    const device = openTunQueues({
+      name: `ght${process.pid % 100000}x${opened++}`,
+      queues: 1,
+      mtu: 1280,
+      offload,
+    });
+    try {
+      assert.equal(device.offloads.virtioHeader, offload);
+      assert.equal(device.offloads.checksum, offload, 'this kernel offers TUN_F_CSUM');
+      if (!offload) assert.deepEqual(Object.values(device.offloads), Array(6).fill(false));
+    } finally {
+      closeTunQueueFds(device.fds);
+    }
+    return Promise.resolve();
+  },
+};
 
 export function linuxHarness(offload: boolean): OpenHarness {
   return (options) => openLinux(options, offload);
