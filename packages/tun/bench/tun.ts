@@ -171,20 +171,20 @@ async function measure(queues: number, batch: number, threads: 'this' | 'workers
 }
 
 async function inside(): Promise<void> {
-  const format = (rate: Rate) =>
-    `read ${rate.readKpps.toFixed(0).padStart(5)} kpps  write ${rate.writeKpps.toFixed(0).padStart(5)} kpps`;
+  const format = (label: string, rate: Rate) =>
+    `${label.padEnd(40)} read ${rate.readKpps.toFixed(0).padStart(5)} kpps  write ${rate.writeKpps.toFixed(0).padStart(5)} kpps`;
   const baseline = await measure(1, TUN_BATCH_SIZE, 'this');
-  console.log(`1 queue  on this thread,     batch ${TUN_BATCH_SIZE}:  ${format(baseline)}`);
+  console.log(format(`1 queue on this thread, batch ${TUN_BATCH_SIZE}:`, baseline));
   let best = { queues: 1, rate: baseline };
   for (const queues of [1, 2, 4]) {
     const rate = await measure(queues, TUN_BATCH_SIZE, 'workers');
-    console.log(`${queues} queue(s), a worker each, batch ${TUN_BATCH_SIZE}:  ${format(rate)}`);
+    console.log(format(`${queues} queue(s), a worker each, batch ${TUN_BATCH_SIZE}:`, rate));
     if (rate.readKpps + rate.writeKpps > best.rate.readKpps + best.rate.writeKpps)
       best = { queues, rate };
   }
   for (const batch of [16, 256]) {
     const rate = await measure(2, batch, 'workers');
-    console.log(`2 queue(s), a worker each, batch ${String(batch).padEnd(3)}: ${format(rate)}`);
+    console.log(format(`2 queue(s), a worker each, batch ${batch}:`, rate));
   }
   console.log(
     `tun: queues=${best.queues} read_kpps=${best.rate.readKpps.toFixed(0)} write_kpps=${best.rate.writeKpps.toFixed(0)}`,
