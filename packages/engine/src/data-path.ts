@@ -3,7 +3,8 @@
  * TUN packets → peer by destination (AllowedIPs) → sealed in place in
  * shared-memory keypairs → one batched UDP send; a batch of UDP datagrams →
  * opened (replay-checked) straight into TUN write slots → source address
- * checked against the peer's AllowedIPs → RFC 6040 ECN → one batched TUN
+ * checked against the peer's AllowedIPs → destination checked against the
+ * peer's policy (when any peer has one) → RFC 6040 ECN → one batched TUN
  * write. Handshake messages of the right size (and MAC1, which only needs
  * our public key) go to the control thread through a ring, STUN and TURN
  * ChannelData datagrams through another.
@@ -58,6 +59,7 @@ import { AddressActivity } from './address-activity.ts';
 import type { SharedAddressActivity } from './address-activity.ts';
 import { AllowedIpsTable, NO_PEER } from './allowed-ips.ts';
 import type { SharedAllowedIpsTable } from './allowed-ips.ts';
+import type { PeerTables } from './worker-protocol.ts';
 import {
   DROP_BAD_MAC1,
   DROP_DECRYPT_FAILED,
@@ -66,7 +68,10 @@ import {
   DROP_HOLD_OVERFLOW,
   DROP_INVALID_INNER_PACKET,
   DROP_MALFORMED,
+  DROP_POLICY_DENIED,
   DROP_REPLAY,
+  DROP_ROUTE_MISS_EXPIRED,
+  DROP_ROUTE_MISS_OVERFLOW,
   DROP_SOURCE_NOT_ALLOWED,
   DROP_TUN_FULL,
   DROP_TUN_READ_DROPPED,
@@ -78,12 +83,17 @@ import {
   UNATTRIBUTED,
 } from './drop-counters.ts';
 import type { DatagramRing } from './datagram-ring.ts';
+import { PolicyTable } from './policy.ts';
 import { CHANNEL_DATA_HEADER_BYTES, isRelayDatagram } from './relay-demux.ts';
+import { RouteMissHold } from './route-miss.ts';
+import type { RouteMissRing } from './route-miss.ts';
 
 export interface DataPathOptions {
   transport: SharedTransportMemory;
   crypto: CryptoProvider;
   allowedIps: SharedAllowedIpsTable;
+  /** Per-peer destination rules (policy.ts). */
+  policy: SharedArrayBuffer;
   dropCounters: SharedArrayBuffer;
   /** Where packets to and from the watched ranges (the DNS stub's proxy ranges) are stamped. */
   activity: SharedAddressActivity;
@@ -93,6 +103,8 @@ export interface DataPathOptions {
   handshakes: DatagramRing;
   /** Where STUN and TURN ChannelData datagrams go: the control thread. */
   relay: DatagramRing;
+  /** Where new destinations no peer covers are reported: the control thread. */
+  routeMisses: RouteMissRing;
   /** The MAC1 key for our public key: initiations and responses without a valid MAC1 stay out of the ring. */
   mac1Key: Uint8Array;
   /** Packets held per peer while a handshake is under way (default 128). */
@@ -121,12 +133,16 @@ export class DataPath {
   readonly #transportWords: Int32Array;
   readonly #keypairSlots: number;
   #allowedIps: AllowedIpsTable;
+  #policy: PolicyTable;
   readonly #drops: DropCounters;
   readonly #activity: AddressActivity;
   readonly #tun: TunQueueIo;
   readonly #udp: DatagramSocket;
   readonly #handshakes: DatagramRing;
   readonly #relay: DatagramRing;
+  readonly #routeMisses: RouteMissHold;
+  #routeMissOverflow = 0;
+  #routeMissExpired = 0;
   readonly #mac1Key: Uint8Array;
   readonly #holdPerPeer: number;
 
@@ -162,12 +178,14 @@ export class DataPath {
     this.#transportWords = new Int32Array(options.transport.buffer);
     this.#keypairSlots = options.transport.keypairSlots;
     this.#allowedIps = new AllowedIpsTable(options.allowedIps);
+    this.#policy = new PolicyTable(options.policy);
     this.#drops = new DropCounters(options.dropCounters);
     this.#activity = new AddressActivity(options.activity);
     this.#tun = tun;
     this.#udp = udp;
     this.#handshakes = options.handshakes;
     this.#relay = options.relay;
+    this.#routeMisses = new RouteMissHold(tun.mtu, options.routeMisses);
     this.#mac1Key = options.mac1Key;
     this.#holdPerPeer = options.holdPerPeer ?? 128;
     const peers = options.transport.peerSlots;
@@ -209,11 +227,20 @@ export class DataPath {
     this.#writeLengths = new Int32Array(writeSlots);
   }
 
-  /** A new AllowedIPs table from the control thread (peer configuration changed). */
-  setAllowedIps(shared: SharedAllowedIpsTable): void {
-    this.#allowedIps = new AllowedIpsTable(shared);
+  /** New tables from the control thread (peer configuration changed): held route misses they cover go on. */
+  setTables(tables: PeerTables): void {
+    this.#allowedIps = new AllowedIpsTable(tables.allowedIps);
+    this.#policy = new PolicyTable(tables.policy);
     // A removed peer's slot may be reused: its held packets must not go to the newcomer.
     this.#held.clear();
+    this.#routeMisses.release(this.#allowedIps, (peer, packet, offset, length) => {
+      this.#holdForPeer(peer, packet, offset, length);
+      const current = Atomics.load(
+        this.#transportWords,
+        peerBase(this.#keypairSlots, peer) + P_CURRENT,
+      );
+      if (current === NO_SLOT) this.#signalHandshake(peer);
+    });
   }
 
   /** Moves one batch from the TUN queue to the network; returns packets read. */
@@ -238,6 +265,8 @@ export class DataPath {
       const peer = this.#allowedIps.lookupDestination(data, packet);
       if (peer === NO_PEER) {
         this.#drops.addNoRoute();
+        this.#routeMisses.hold(data, packet, length, now);
+        this.#countRouteMissDrops();
         continue;
       }
       this.#activity.noteDestination(data, packet, now);
@@ -327,6 +356,13 @@ export class DataPath {
   /** Releases crypto contexts of keypairs the control thread replaced; call about once a second. */
   sweep(): void {
     this.#transport.sweep();
+    this.#routeMisses.expire(monotonicMs());
+    this.#countRouteMissDrops();
+  }
+
+  /** Packets held for destinations no peer covers yet. */
+  get holdingRouteMisses(): number {
+    return this.#routeMisses.holding;
   }
 
   destroy(): void {
@@ -340,6 +376,11 @@ export class DataPath {
   }
 
   #hold(peer: number, data: Uint8Array, offset: number, length: number): void {
+    this.#holdForPeer(peer, data, offset, length);
+    this.#signalHandshake(peer);
+  }
+
+  #holdForPeer(peer: number, data: Uint8Array, offset: number, length: number): void {
     let held = this.#held.get(peer);
     if (held === undefined) {
       held = [];
@@ -350,7 +391,22 @@ export class DataPath {
     } else {
       held.push(data.slice(offset, offset + length));
     }
+  }
+
+  #signalHandshake(peer: number): void {
     raiseSignal(this.#transportWords, peerBase(this.#keypairSlots, peer), SIGNAL_HANDSHAKE_NEEDED);
+  }
+
+  #countRouteMissDrops(): void {
+    const { overflow, expired } = this.#routeMisses.drops;
+    if (overflow !== this.#routeMissOverflow) {
+      this.#drops.add(UNATTRIBUTED, DROP_ROUTE_MISS_OVERFLOW, overflow - this.#routeMissOverflow);
+      this.#routeMissOverflow = overflow;
+    }
+    if (expired !== this.#routeMissExpired) {
+      this.#drops.add(UNATTRIBUTED, DROP_ROUTE_MISS_EXPIRED, expired - this.#routeMissExpired);
+      this.#routeMissExpired = expired;
+    }
   }
 
   /** Copies the peer's endpoint into send slot `slot`; false when it has none yet. */
@@ -403,6 +459,10 @@ export class DataPath {
     if (opened === 0) return; // keepalive
     if (this.#allowedIps.lookupSource(view, HEADROOM) !== peer) {
       this.#drops.add(peer, DROP_SOURCE_NOT_ALLOWED);
+      return;
+    }
+    if (!this.#policy.empty && !this.#policy.allows(peer, view, HEADROOM, opened)) {
+      this.#drops.add(peer, DROP_POLICY_DENIED);
       return;
     }
     this.#activity.noteSource(view, HEADROOM, now);

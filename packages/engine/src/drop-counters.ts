@@ -31,6 +31,12 @@ export const DROP_REASONS = [
   'tun-read-dropped',
   /** TUN writes the kernel refused as malformed (EINVAL, EIO, EMSGSIZE). */
   'tun-write-rejected',
+  /** Packets no peer covers beyond what is held for their destination (or evicted with the oldest one). */
+  'route-miss-overflow',
+  /** Packets no peer covers, held longer than ROUTE_MISS_HOLD_MS. */
+  'route-miss-expired',
+  /** A decrypted packet's destination, protocol or port that the peer's policy does not allow. */
+  'policy-denied',
 ] as const;
 
 export type DropReason = (typeof DROP_REASONS)[number];
@@ -51,6 +57,9 @@ export const DROP_UNKNOWN_TYPE = 11;
 export const DROP_BAD_MAC1 = 12;
 export const DROP_TUN_READ_DROPPED = 13;
 export const DROP_TUN_WRITE_REJECTED = 14;
+export const DROP_ROUTE_MISS_OVERFLOW = 15;
+export const DROP_ROUTE_MISS_EXPIRED = 16;
+export const DROP_POLICY_DENIED = 17;
 
 /** Drops not attributable to a peer (unknown receiver index, bad input, TUN queue drops) are counted on this row. */
 export const UNATTRIBUTED = -1;

@@ -16,11 +16,11 @@ import { DualStackSocket, FdPoller, LinuxUdpSocket, MemoryUdpNetwork, Waker } fr
 import type { DatagramSocket } from '@gatehouse/udp';
 import { selectCryptoProvider } from '@gatehouse/wireguard';
 
-import type { SharedAllowedIpsTable } from './allowed-ips.ts';
 import { DataPath } from './data-path.ts';
+import { RouteMissRing } from './route-miss.ts';
 import { DatagramRing, HANDSHAKE_RING, RELAY_RING } from './datagram-ring.ts';
 import { CONTROL_CONFIG_EPOCH, CONTROL_STOP } from './worker-protocol.ts';
-import type { WorkerIo, WorkerReport, WorkerSetup } from './worker-protocol.ts';
+import type { PeerTables, WorkerIo, WorkerReport, WorkerSetup } from './worker-protocol.ts';
 
 const SWEEP_INTERVAL_MS = 1000;
 
@@ -39,13 +39,15 @@ if (parentPort !== null) {
     const dataPath = new DataPath({
       transport: setup.transport,
       crypto: provider,
-      allowedIps: setup.allowedIps,
+      allowedIps: setup.tables.allowedIps,
+      policy: setup.tables.policy,
       dropCounters: setup.dropCounters,
       activity: setup.activity,
       tun: io.tun,
       udp: io.udp,
       handshakes: new DatagramRing(setup.transport.buffer, HANDSHAKE_RING, setup.handshakes),
       relay: new DatagramRing(setup.transport.buffer, RELAY_RING, setup.relay),
+      routeMisses: new RouteMissRing(setup.transport.buffer, setup.routeMisses),
       mac1Key: setup.mac1Key,
     });
     report({ ready: true });
@@ -72,7 +74,7 @@ function run(
     if (seenEpoch !== epoch) {
       epoch = seenEpoch;
       for (let m = receiveMessageOnPort(port); m !== undefined; m = receiveMessageOnPort(port)) {
-        dataPath.setAllowedIps((m.message as { allowedIps: SharedAllowedIpsTable }).allowedIps);
+        dataPath.setTables(m.message as PeerTables);
       }
     }
     readiness.arm();

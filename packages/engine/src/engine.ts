@@ -31,7 +31,13 @@ import type { MessagePort, Worker } from 'node:worker_threads';
 
 import { closeTunQueueFds, openTunQueues, readTunKernelDrops } from '@gatehouse/tun';
 import type { MemoryTunQueues, OpenedTunQueues, TunKernelDrops } from '@gatehouse/tun';
-import { DatagramBatch, DualStackSocket, formatEndpoint, parseAddress } from '@gatehouse/udp';
+import {
+  DatagramBatch,
+  DualStackSocket,
+  formatAddress,
+  formatEndpoint,
+  parseAddress,
+} from '@gatehouse/udp';
 import type {
   AddressFamily,
   DatagramSocket,
@@ -52,7 +58,6 @@ import type { CryptoProviderName, Endpoint, Instant } from '@gatehouse/wireguard
 
 import { AddressActivity } from './address-activity.ts';
 import { AllowedIps, parsePrefix } from './allowed-ips.ts';
-import type { AllowedIpsTable, SharedAllowedIpsTable } from './allowed-ips.ts';
 import { monotonicMs } from './data-path.ts';
 import { DROP_REASONS, DROP_UDP_SEND_FAILED, DropCounters, UNATTRIBUTED } from './drop-counters.ts';
 import {
@@ -63,10 +68,14 @@ import {
 } from './datagram-ring.ts';
 import { limitMallocArenas } from './malloc-arenas.ts';
 import { startStrippedWorker } from './stripped-worker.ts';
+import { PeerIdleWatch } from './peer-idle.ts';
+import { checkPolicyRule, compilePolicy } from './policy.ts';
+import type { PolicyRule } from './policy.ts';
+import { ROUTE_MISS_HOLD_MS, RouteMissRing } from './route-miss.ts';
 import { openEngineSockets } from './udp-sockets.ts';
 import { judgeWorkerDeath, WORKER_RESTART_WINDOW_MS } from './worker-restarts.ts';
 import { CONTROL_CONFIG_EPOCH, CONTROL_STOP, CONTROL_WORDS } from './worker-protocol.ts';
-import type { WorkerIo, WorkerReport, WorkerSetup } from './worker-protocol.ts';
+import type { PeerTables, WorkerIo, WorkerReport, WorkerSetup } from './worker-protocol.ts';
 
 // Atomics.waitAsync is ES2024; the project's TypeScript lib stops at ES2023.
 declare global {
@@ -85,9 +94,24 @@ export interface EnginePeer {
   endpoint?: { address: string; port: number };
   allowedIps: string[];
   persistentKeepaliveSeconds?: number;
+  /** Destinations its packets may reach (the gateway's policy); absent or empty: what AllowedIPs allow. */
+  policy?: PolicyRule[];
 }
 
 export type EngineLogLevel = 'debug' | 'info' | 'warn' | 'error';
+
+/** What the engine tells its owner (the tunnel service, the gateway); peers by base64 public key. */
+export type EngineEvent =
+  | { type: 'handshake-completed'; peer: string }
+  | { type: 'handshake-failed'; peer: string; droppedPackets: number }
+  /** No packet either way (keepalives count) for PEER_IDLE_AFTER_MS; once per quiet spell. */
+  | { type: 'peer-idle'; peer: string; idleMs: number }
+  /**
+   * The first packet to an address no peer's AllowedIPs cover (once per
+   * ROUTE_MISS_HOLD_MS): a few are held, and sent once setPeers configures
+   * a peer for it.
+   */
+  | { type: 'route-miss'; destination: string; family: 4 | 6 };
 
 export interface EngineOptions {
   interfaceName: string;
@@ -104,6 +128,8 @@ export interface EngineOptions {
   offloads?: boolean;
   crypto?: 'auto' | CryptoProviderName;
   log?: (level: EngineLogLevel, message: string) => void;
+  /** Called on the control thread; what it throws is counted (event-handler-error) and logged. */
+  onEvent?: (event: EngineEvent) => void;
   /**
    * The engine failed for good after start: a data worker died more often
    * than it may be restarted. Its status then carries the error; stop it.
@@ -132,6 +158,10 @@ export const UNATTRIBUTED_ONLY_REASONS = [
   'relay-ring-full',
   /** STUN and TURN datagrams nothing consumes yet (no relay client). */
   'relay-unclaimed',
+  /** New route-miss destinations a full ring could not report (their packets stay held). */
+  'route-miss-unreported',
+  /** Events whose handler threw. */
+  'event-handler-error',
 ] as const;
 export type EngineUnattributedDropReason =
   EngineDropReason | (typeof UNATTRIBUTED_ONLY_REASONS)[number];
@@ -177,8 +207,11 @@ export interface EngineMemoryDevices {
   observeWorker?: (queue: number, worker: Worker) => void;
 }
 
-/** What every data worker starts with but its own IO, rings and port and the current AllowedIPs table. */
-type WorkerTemplate = Omit<WorkerSetup, 'io' | 'allowedIps' | 'handshakes' | 'relay' | 'port'>;
+/** What every data worker starts with but its own IO, rings and port and the current peer tables. */
+type WorkerTemplate = Omit<
+  WorkerSetup,
+  'io' | 'tables' | 'handshakes' | 'relay' | 'routeMisses' | 'port'
+>;
 
 /**
  * One TUN queue's data worker. The control thread owns the queue's fd and
@@ -191,6 +224,7 @@ interface DataWorker {
   socket: DatagramSocket;
   ring: DatagramRing;
   relay: DatagramRing;
+  routeMisses: RouteMissRing;
   /** The current start's worker. */
   run: WorkerRun;
 }
@@ -208,6 +242,8 @@ interface WorkerRun {
 interface PeerEntry {
   config: EnginePeer;
   slot: number;
+  /** Monotonic ms it was added: its activity before any packet. */
+  addedMs: number;
 }
 
 const WORKER_YOUNG_GENERATION_MB = 4;
@@ -215,6 +251,7 @@ const WORKER_START_TIMEOUT_MS = 10_000;
 const WORKER_STOP_TIMEOUT_MS = 1_000;
 /** pollTimeout() cannot see stamps workers write later: look again at least this often. */
 const MAX_TIMER_MS = 1_000;
+const IDLE_CHECK_INTERVAL_MS = 1_000;
 
 export class Engine {
   readonly interfaceName: string;
@@ -238,13 +275,19 @@ export class Engine {
   readonly #observeWorker: ((queue: number, worker: Worker) => void) | undefined;
   /** Set once the engine is built: a failure while it is built is start's error instead. */
   #onFailed: (error: Error) => void = () => {};
-  /** The table workers have (a restarted worker starts with it). */
-  #allowedIps: SharedAllowedIpsTable;
+  /** The tables workers have (a restarted worker starts with them). */
+  #tables: PeerTables;
   #workerDeathsMs: number[] = [];
   #workerRestarts = 0;
   #failure: string | undefined;
   #handlerErrors = 0;
   #relayUnclaimed = 0;
+  #eventHandlerErrors = 0;
+  readonly #onEvent: (event: EngineEvent) => void;
+  readonly #idle = new PeerIdleWatch();
+  #nextIdleCheckMs = 0;
+  /** Route-miss destinations reported, with when: each is reported once per ROUTE_MISS_HOLD_MS. */
+  readonly #reportedMisses = new Map<string, number>();
   #timer: NodeJS.Timeout | undefined;
   #stopping: Promise<void> | undefined;
 
@@ -260,7 +303,7 @@ export class Engine {
     closeDevices: () => void;
     kernelTun: string | undefined;
     template: WorkerTemplate;
-    allowedIps: SharedAllowedIpsTable;
+    tables: PeerTables;
     observeWorker: ((queue: number, worker: Worker) => void) | undefined;
   }) {
     this.interfaceName = init.options.interfaceName;
@@ -268,6 +311,7 @@ export class Engine {
     this.cryptoProvider = init.cryptoProvider;
     this.#device = init.device;
     this.#log = init.options.log ?? (() => {});
+    this.#onEvent = init.options.onEvent ?? (() => {});
     this.#workers = init.workers;
     this.#control = init.control;
     this.#doorbell = new Int32Array(init.device.sharedMemory.buffer);
@@ -276,7 +320,7 @@ export class Engine {
     this.#closeDevices = init.closeDevices;
     this.#kernelTun = init.kernelTun;
     this.#template = init.template;
-    this.#allowedIps = init.allowedIps;
+    this.#tables = init.tables;
     this.#observeWorker = init.observeWorker;
     for (const worker of this.#workers) this.#supervise(worker);
     this.#onFailed = init.options.onFailed ?? (() => {});
@@ -372,7 +416,10 @@ export class Engine {
         underLoadQueueDepth: UNDER_LOAD_RING_DEPTH,
       });
       const drops = new DropCounters(device.sharedMemory.peerSlots);
-      const table = new AllowedIps().compile();
+      const tables: PeerTables = {
+        allowedIps: new AllowedIps().compile().shared,
+        policy: compilePolicy([], device.sharedMemory.peerSlots),
+      };
       const control = new Int32Array(new SharedArrayBuffer(CONTROL_WORDS * 4));
       const activity = AddressActivity.create(options.watchedRanges ?? [], monotonicMs());
       const template: WorkerTemplate = {
@@ -387,8 +434,10 @@ export class Engine {
         const io = workerIo(queue, sockets[queue]!);
         const ring = new DatagramRing(device.sharedMemory.buffer, HANDSHAKE_RING);
         const relay = new DatagramRing(device.sharedMemory.buffer, RELAY_RING);
-        const run = spawnWorker(template, queue, io, { ring, relay }, table.shared, observeWorker);
-        workers.push({ queue, io, socket: sockets[queue]!, ring, relay, run });
+        const routeMisses = new RouteMissRing(device.sharedMemory.buffer);
+        const rings = { ring, relay, routeMisses };
+        const run = spawnWorker(template, queue, io, rings, tables, observeWorker);
+        workers.push({ queue, io, socket: sockets[queue]!, ...rings, run });
       }
       await Promise.all(workers.map((w) => watchWorker(w.queue, w.run, log)));
       const engine = new Engine({
@@ -403,7 +452,7 @@ export class Engine {
         closeDevices,
         kernelTun: tun?.name,
         template,
-        allowedIps: table.shared,
+        tables,
         observeWorker,
       });
       if (engine.#failure !== undefined) throw new Error(engine.#failure);
@@ -437,6 +486,7 @@ export class Engine {
       const name = encodeKey(peer.publicKey);
       if (wanted.has(name)) throw new Error(`peer ${name} listed twice`);
       for (const cidr of peer.allowedIps) parsePrefix(cidr);
+      for (const rule of peer.policy ?? []) checkPolicyRule(rule);
       wanted.set(name, peer);
     }
     const now = this.#now();
@@ -450,7 +500,7 @@ export class Engine {
     }
     if (removed.length > 0) {
       // Workers get a table without the removed peers before their slots can be reused.
-      this.#publish(this.#compileTable());
+      this.#publish(this.#compileTables());
       for (const publicKey of removed) this.#device.removePeer(publicKey);
     }
 
@@ -481,10 +531,10 @@ export class Engine {
       });
       const slot = this.#device.peerSlot(peer.publicKey);
       this.#drops.reset(slot);
-      this.#peers.set(name, { config: peer, slot });
+      this.#peers.set(name, { config: peer, slot, addedMs: now.monotonicMs });
       added.push(peer);
     }
-    this.#publish(this.#compileTable());
+    this.#publish(this.#compileTables());
     for (const peer of added) {
       if (peer.endpoint !== undefined) this.#device.initiateHandshake(peer.publicKey, now);
     }
@@ -538,6 +588,8 @@ export class Engine {
       'kernel-tun-rx-dropped': kernel?.rxDropped ?? 0,
       'relay-ring-full': 0,
       'relay-unclaimed': this.#relayUnclaimed,
+      'route-miss-unreported': 0,
+      'event-handler-error': this.#eventHandlerErrors,
     };
     for (const [reason, count] of Object.entries(this.#device.deviceDrops())) {
       unattributed[reason as EngineDropReason] += count;
@@ -548,6 +600,7 @@ export class Engine {
     for (const worker of this.#workers) {
       unattributed['handshake-ring-full'] += worker.ring.dropped;
       unattributed['relay-ring-full'] += worker.relay.dropped;
+      unattributed['route-miss-unreported'] += worker.routeMisses.dropped;
     }
     return {
       interfaceName: this.interfaceName,
@@ -629,7 +682,7 @@ export class Engine {
       data.queue,
       data.io,
       data,
-      this.#allowedIps,
+      this.#tables,
       this.#observeWorker,
     );
     data.run = run;
@@ -649,17 +702,24 @@ export class Engine {
     this.#onFailed(new Error(message));
   }
 
-  #compileTable(): AllowedIpsTable {
+  #compileTables(): PeerTables {
     const allowed = new AllowedIps();
     for (const entry of this.#peers.values()) {
       for (const cidr of entry.config.allowedIps) allowed.set(cidr, entry.slot);
     }
-    return allowed.compile();
+    const policies = [...this.#peers.values()].map(({ slot, config }) => ({
+      slot,
+      rules: config.policy ?? [],
+    }));
+    return {
+      allowedIps: allowed.compile().shared,
+      policy: compilePolicy(policies, this.#device.sharedMemory.peerSlots),
+    };
   }
 
-  #publish(table: AllowedIpsTable): void {
-    this.#allowedIps = table.shared;
-    for (const worker of this.#workers) worker.run.port.postMessage({ allowedIps: table.shared });
+  #publish(tables: PeerTables): void {
+    this.#tables = tables;
+    for (const worker of this.#workers) worker.run.port.postMessage(tables);
     Atomics.add(this.#control, CONTROL_CONFIG_EPOCH, 1);
     for (const worker of this.#workers) worker.socket.wake();
   }
@@ -682,6 +742,9 @@ export class Engine {
       worker.ring.drain((message, from) => this.#handleHandshake(message, from, now));
       // The STUN/TURN client will take these; until then they are counted.
       worker.relay.drain(() => this.#relayUnclaimed++);
+      worker.routeMisses.drain((family, bytes, offset) =>
+        this.#routeMiss(family, formatAddress(family, bytes, offset), now.monotonicMs),
+      );
     }
     this.#device.handleTimeout(now);
     this.#flushTransmits();
@@ -690,11 +753,55 @@ export class Engine {
         this.#log('debug', `handshake with ${event.peer} complete`);
         // Workers may hold packets for this session; they look when woken.
         for (const worker of this.#workers) worker.socket.wake();
+        this.#emit({ type: 'handshake-completed', peer: event.peer });
       } else if (event.type === 'handshake-gave-up') {
         this.#log('info', `handshake with ${event.peer} gave up`);
+        this.#emit({
+          type: 'handshake-failed',
+          peer: event.peer,
+          droppedPackets: event.droppedPackets,
+        });
       }
     }
+    if (now.monotonicMs >= this.#nextIdleCheckMs) {
+      this.#nextIdleCheckMs = now.monotonicMs + IDLE_CHECK_INTERVAL_MS;
+      this.#checkIdle(now.monotonicMs);
+    }
     this.#schedule();
+  }
+
+  #checkIdle(nowMs: number): void {
+    const activity = [...this.#peers].map(([peer, entry]) => ({
+      peer,
+      lastActivityMs: this.#device.lastActivityMs(entry.config.publicKey, nowMs) ?? entry.addedMs,
+    }));
+    for (const { peer, idleMs } of this.#idle.check(activity, nowMs)) {
+      this.#emit({ type: 'peer-idle', peer, idleMs });
+    }
+  }
+
+  /** Workers report a destination once each; the owner hears of it once. */
+  #routeMiss(family: 4 | 6, destination: string, nowMs: number): void {
+    for (const [reported, atMs] of this.#reportedMisses) {
+      if (nowMs - atMs >= ROUTE_MISS_HOLD_MS) this.#reportedMisses.delete(reported);
+    }
+    if (this.#reportedMisses.has(destination)) return;
+    this.#reportedMisses.set(destination, nowMs);
+    this.#emit({ type: 'route-miss', destination, family });
+  }
+
+  #emit(event: EngineEvent): void {
+    try {
+      this.#onEvent(event);
+    } catch (error) {
+      this.#eventHandlerErrors++;
+      if (this.#eventHandlerErrors % 1000 === 1) {
+        this.#log(
+          'error',
+          `${this.interfaceName}: the ${event.type} event's handler failed (${this.#eventHandlerErrors} so far): ${(error as Error).message}`,
+        );
+      }
+    }
   }
 
   /**
@@ -772,17 +879,18 @@ function spawnWorker(
   template: WorkerTemplate,
   queue: number,
   io: WorkerIo,
-  rings: { ring: DatagramRing; relay: DatagramRing },
-  allowedIps: SharedAllowedIpsTable,
+  rings: { ring: DatagramRing; relay: DatagramRing; routeMisses: RouteMissRing },
+  tables: PeerTables,
   observe: ((queue: number, worker: Worker) => void) | undefined,
 ): WorkerRun {
   const channel = new MessageChannel();
   const setup: WorkerSetup = {
     ...template,
     io,
-    allowedIps,
+    tables,
     handshakes: rings.ring.buffer,
     relay: rings.relay.buffer,
+    routeMisses: rings.routeMisses.buffer,
     port: channel.port2,
   };
   const worker = startStrippedWorker(new URL('./engine-worker.ts', import.meta.url), {

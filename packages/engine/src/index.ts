@@ -5,8 +5,17 @@ export type { DataPathOptions } from './data-path.ts';
 export { DROP_REASONS, DropCounters } from './drop-counters.ts';
 export type { DropCounts, DropReason } from './drop-counters.ts';
 export { Engine, UNATTRIBUTED_ONLY_REASONS } from './engine.ts';
+export { PEER_IDLE_AFTER_MS } from './peer-idle.ts';
+export { POLICY_PROTOCOLS } from './policy.ts';
+export type { PolicyProtocol, PolicyRule, PortRange } from './policy.ts';
+export {
+  ROUTE_MISS_DESTINATIONS,
+  ROUTE_MISS_HOLD_MS,
+  ROUTE_MISS_PACKETS_PER_DESTINATION,
+} from './route-miss.ts';
 export type {
   EngineDropReason,
+  EngineEvent,
   EngineLogLevel,
   EngineMemoryDevices,
   EngineOptions,

@@ -29,15 +29,23 @@ export type WorkerIo =
       socket: number;
     };
 
+/** What the control thread compiles from the peers' configuration and posts to every worker. */
+export interface PeerTables {
+  allowedIps: SharedAllowedIpsTable;
+  /** See policy.ts. */
+  policy: SharedArrayBuffer;
+}
+
 export interface WorkerSetup {
   io: WorkerIo;
   transport: SharedTransportMemory;
   crypto: CryptoProviderName;
-  allowedIps: SharedAllowedIpsTable;
+  tables: PeerTables;
   dropCounters: SharedArrayBuffer;
   activity: SharedAddressActivity;
   handshakes: SharedArrayBuffer;
   relay: SharedArrayBuffer;
+  routeMisses: SharedArrayBuffer;
   /** For the MAC1 check before a handshake message enters the ring. */
   mac1Key: Uint8Array;
   control: SharedArrayBuffer;

@@ -19,8 +19,10 @@ import { AddressActivity } from '../src/address-activity.ts';
 import { AllowedIps } from '../src/allowed-ips.ts';
 import { DataPath, outboundSlotLayout, RELAY_HEADROOM } from '../src/data-path.ts';
 import { DropCounters, UNATTRIBUTED } from '../src/drop-counters.ts';
+import { compilePolicy } from '../src/policy.ts';
 import { DatagramRing, HANDSHAKE_RING, RELAY_RING } from '../src/datagram-ring.ts';
 import { CHANNEL_DATA_HEADER_BYTES, STUN_MAGIC_COOKIE } from '../src/relay-demux.ts';
+import { RouteMissRing } from '../src/route-miss.ts';
 
 const MTU = 1280;
 
@@ -45,12 +47,14 @@ async function harness(): Promise<{
     transport,
     crypto: (await selectCryptoProvider('auto')).provider,
     allowedIps: new AllowedIps().compile().shared,
+    policy: compilePolicy([], transport.peerSlots),
     dropCounters: drops.buffer,
     activity: AddressActivity.create([], 0).shared,
     tun: new MemoryTunQueues({ queues: 1, mtu: MTU }).queue(0),
     udp: socket,
     handshakes: ring,
     relay,
+    routeMisses: new RouteMissRing(transport.buffer),
     mac1Key: key,
   });
   const batch = new DatagramBatch(1, 2048);

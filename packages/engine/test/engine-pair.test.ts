@@ -9,7 +9,7 @@ import { encodeKey, generateKeyPair, WireGuardDevice } from '@gatehouse/wireguar
 import type { KeyPair } from '@gatehouse/wireguard';
 
 import { Engine } from '../src/engine.ts';
-import type { EnginePeerStatus } from '../src/engine.ts';
+import type { EngineEvent, EnginePeerStatus } from '../src/engine.ts';
 
 const MTU = 1280;
 const RELAY = { address: '10.0.0.9', port: 7000 };
@@ -22,6 +22,7 @@ interface Side {
   sockets: MemoryUdpSocket[];
   engine: Engine;
   written: Uint8Array[];
+  events: EngineEvent[];
 }
 
 /**
@@ -147,12 +148,19 @@ async function startSide(
   const sockets = Array.from({ length: queues }, (_, queue) =>
     network.bind(`10.0.0.${last}`, 51820 + queue),
   );
+  const events: EngineEvent[] = [];
   const engine = await Engine.startWithMemoryDevices(
-    { interfaceName: `side${last}`, privateKey: keys.privateKey, mtu, watchedRanges },
+    {
+      interfaceName: `side${last}`,
+      privateKey: keys.privateKey,
+      mtu,
+      watchedRanges,
+      onEvent: (event) => events.push(event),
+    },
     [{ publicKey: remote.publicKey, ...peer }],
     { tun, network, sockets },
   );
-  return { keys, tun, sockets, engine, written: [] };
+  return { keys, tun, sockets, engine, written: [], events };
 }
 
 function collect(side: Side): Uint8Array[] {
@@ -420,5 +428,84 @@ void describe('two engines over in-memory TUN queues and UDP, data in worker thr
     });
     const drops = right.engine.status().unattributedDrops;
     assert.equal(drops['unknown-type'] + drops.malformed + drops['bad-mac1'], 0);
+  });
+
+  void it('reports handshakes as events', async () => {
+    await startPair();
+    await until('the left side’s event', () =>
+      left.events.some((event) => event.type === 'handshake-completed'),
+    );
+    assert.deepEqual(
+      left.events.find((event) => event.type === 'handshake-completed'),
+      { type: 'handshake-completed', peer: encodeKey(right.keys.publicKey) },
+    );
+  });
+
+  void it('holds packets to an address no peer covers, reports it once, and sends them once a peer covers it', async () => {
+    await startPair();
+    for (let n = 0; n < 6; n++) left.tun.inject(numbered('10.9.0.1', '10.9.7.7', n));
+    await until(
+      'the overflow beyond four held packets',
+      () => left.engine.status().unattributedDrops['route-miss-overflow'] === 2,
+    );
+    await until('the route miss', () => left.events.some((e) => e.type === 'route-miss'));
+    await sleep(20);
+    assert.deepEqual(
+      left.events.filter((event) => event.type === 'route-miss'),
+      [{ type: 'route-miss', destination: '10.9.7.7', family: 4 }],
+      'one event, not one per packet',
+    );
+    assert.equal(left.engine.status().noRoute, 6);
+    assert.equal(collect(right).length, 0);
+    left.engine.setPeers([
+      {
+        publicKey: right.keys.publicKey,
+        allowedIps: ['10.9.0.2/32', '10.9.7.0/24'],
+        endpoint: RELAY,
+      },
+    ]);
+    await until('the held packets on the right', () => collect(right).length >= 4);
+    await sleep(20);
+    assert.deepEqual(
+      collect(right).map((packet) => new DataView(packet.buffer).getUint32(28)),
+      [0, 1, 2, 3],
+    );
+    assert.equal(left.engine.status().unattributedDrops['route-miss-expired'], 0);
+  });
+
+  void it('drops and counts what a peer’s policy denies and delivers what it allows', async () => {
+    await startPair();
+    right.engine.setPeers([
+      {
+        publicKey: left.keys.publicKey,
+        allowedIps: ['10.9.0.1/32'],
+        policy: [
+          { destination: '10.9.0.2/32', protocol: 'udp', ports: [{ from: 2000, to: 2000 }] },
+        ],
+      },
+    ]);
+    const toPort = (port: number, n: number): Uint8Array => {
+      const packet = numbered('10.9.0.1', '10.9.0.2', n);
+      new DataView(packet.buffer).setUint16(22, port);
+      return packet;
+    };
+    // Workers adopt the new tables asynchronously: send until one is denied.
+    let sent = 0;
+    await until('a denied packet', () => {
+      if (sent++ % 25 === 0) left.tun.inject(toPort(2001, 1));
+      return peerStatus(right).drops['policy-denied'] >= 1;
+    });
+    collect(right).length = 0;
+    const denied = peerStatus(right).drops['policy-denied'];
+    left.tun.inject(toPort(2001, 2));
+    left.tun.inject(toPort(2000, 3));
+    await until('the allowed packet', () => collect(right).length >= 1);
+    await until('the second denial', () => peerStatus(right).drops['policy-denied'] === denied + 1);
+    await sleep(20);
+    assert.deepEqual(
+      collect(right).map((packet) => new DataView(packet.buffer).getUint32(28)),
+      [3],
+    );
+    assert.equal(peerStatus(left).drops['policy-denied'], 0, 'the client side has no policy');
   });
 });

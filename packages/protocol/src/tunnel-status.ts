@@ -49,6 +49,12 @@ export const DROP_REASONS = [
   'tun-read-dropped',
   /** TUN writes the kernel refused as malformed. */
   'tun-write-rejected',
+  /** Packets no peer covers beyond the few held per destination (or evicted with the oldest one). */
+  'route-miss-overflow',
+  /** Packets no peer covers, held until the hold time ran out. */
+  'route-miss-expired',
+  /** A decrypted packet's destination, protocol or port that the peer's policy (gateway) does not allow. */
+  'policy-denied',
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 
@@ -66,6 +72,10 @@ export const UNATTRIBUTED_DROP_REASONS = [
   /** STUN and TURN datagrams on the tunnel's socket: a full ring refused them, or nothing consumes them yet. */
   'relay-ring-full',
   'relay-unclaimed',
+  /** New route-miss destinations a full ring could not report (their packets stay held). */
+  'route-miss-unreported',
+  /** Engine events whose handler threw. */
+  'event-handler-error',
 ] as const;
 export type UnattributedDropReason = (typeof UNATTRIBUTED_DROP_REASONS)[number];
 

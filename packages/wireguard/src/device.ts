@@ -347,6 +347,15 @@ export class WireGuardDevice {
     return stats;
   }
 
+  /** Monotonic ms of the peer's latest authenticated message sent or received (keepalives too), as the data workers stamp them. */
+  lastActivityMs(publicKey: Uint8Array, nowMs: number): number | undefined {
+    const peer = this.#peer(publicKey);
+    const sent = this.#table.lastSentMs(peer.slot, nowMs);
+    const received = this.#table.lastReceivedMs(peer.slot, nowMs);
+    if (sent === undefined || received === undefined) return sent ?? received;
+    return Math.max(sent, received);
+  }
+
   /** The peer's slot in `sharedMemory`, which data workers pass to TransportPath.seal. */
   peerSlot(publicKey: Uint8Array): number {
     return this.#peer(publicKey).slot;
