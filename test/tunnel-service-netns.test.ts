@@ -101,7 +101,7 @@ void it('up configures interface, routes and DNS; survives SIGKILL; down restore
       peers: unknown[];
     };
     assert.equal(status.interfaceName, INTERFACE);
-    assert.equal(status.state, 'running');
+    assert.equal(status.state, 'connected');
     assert.deepEqual(status.dns, {
       servers: ['10.77.0.1'],
       searchDomains: ['corp.example'],

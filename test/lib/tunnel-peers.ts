@@ -178,7 +178,7 @@ class GatehousePeer implements TunnelPeer {
         );
       }
       try {
-        if ((await this.#status()).state === 'running') return;
+        if ((await this.#status()).state === 'connected') return;
       } catch (error) {
         lastError = (error as Error).message;
       }

@@ -1,23 +1,30 @@
 /**
- * gatehouse-tunnel: run a WireGuard tunnel from a wg-quick file in the
- * foreground (`up`), and talk to the running one through its control socket
- * (`down`, `status`, `dns-resources`). Exit codes: 0 done, 1 runtime error,
- * 2 usage or configuration error.
+ * gatehouse-tunnel: the tunnel service as a daemon (`serve`), a WireGuard
+ * tunnel from a wg-quick file (`up`: handed to the daemon, else run in the
+ * foreground), and the running service's control socket (`down`, `status`,
+ * `dns-resources`). Exit codes: 0 done, 1 runtime error, 2 usage or
+ * configuration error.
  */
 
 import { existsSync } from 'node:fs';
 import { basename } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { resolveDnsControlSetting, type DnsControlSetting } from '@gatehouse/netconfig';
-import { createServiceLogger, LogFile, type Logger } from '@gatehouse/logging';
-import { DEFAULT_SOCKET_PATH, requestSchemas, type DnsResource } from '@gatehouse/protocol';
+import { createServiceLogger, LogFile, type Logger, type ServiceLogger } from '@gatehouse/logging';
+import {
+  DEFAULT_SOCKET_PATH,
+  dnsResourcePatternProblem,
+  MAX_WG_QUICK_CONFIG_CHARS,
+  requestSchemas,
+  type DnsResource,
+  type RequestParams,
+} from '@gatehouse/protocol';
 import { ServiceClient, ServiceClientError } from '@gatehouse/service-ipc/client';
 import packageJson from '../package.json' with { type: 'json' };
-import { dnsResourcePatternProblem } from './dns-resource-patterns.ts';
 import { readConfigFile } from './config-file.ts';
 import { DryRunTunnel } from './dry-run-tunnel.ts';
 import { runTunnelService } from './service.ts';
-import { createSystemTunnel } from './system-tunnel.ts';
+import { createSystemTunnel, repairSystem } from './system-tunnel.ts';
 import { formatDnsResources, formatStatus } from './status-format.ts';
 import type { Tunnel } from './tunnel.ts';
 import {
@@ -28,9 +35,12 @@ import {
 } from './wg-quick-config.ts';
 
 const DOWN_WAIT_MS = 15_000;
+/** Endpoint lookups, the DNS probe and the engine's start; well beyond what they take. */
+const START_WAIT_MS = 60_000;
 const VERSION: string = packageJson.version;
 
 const USAGE = `usage:
+  gatehouse-tunnel serve [--socket PATH] [--verbose] [--log-file PATH]
   gatehouse-tunnel up --config FILE [--socket PATH] [--dns-control MODE] [--foreground]
                      [--dry-run] [--verbose] [--log-file PATH]
   gatehouse-tunnel down [--socket PATH]
@@ -38,17 +48,23 @@ const USAGE = `usage:
   gatehouse-tunnel dns-resources [--json] [--socket PATH] [PATTERN ...]
   gatehouse-tunnel --help | --version
 
-up        run the tunnel described by FILE (wg-quick format) in the foreground
-          until SIGINT, SIGTERM or \`gatehouse-tunnel down\`; the interface is
+serve     the tunnel service (root): repairs what a crashed run left, then
+          serves the control socket with no tunnel up, and starts and stops
+          tunnels on request until SIGINT or SIGTERM (which stop the tunnel)
+up        start the tunnel described by FILE (wg-quick format): when a
+          service answers on the socket it runs the tunnel and up returns once
+          the tunnel is configured; otherwise up runs it in the foreground
+          until SIGINT, SIGTERM or \`gatehouse-tunnel down\`. The interface is
           named after FILE (wg0.conf -> wg0), as wg-quick does
-          --foreground  accepted for clarity: up always stays in the foreground
+          --foreground  run in the foreground even when a service answers
           --dns-control MODE  how DNS= reaches the system: auto (default),
                         systemd-resolved, etc-resolv-conf or disabled; beats
                         $GATEHOUSE_DNS_CONTROL
-          --dry-run     check FILE and serve the control socket, configure nothing
+          --dry-run     check FILE and serve the control socket in the foreground,
+                        configure nothing
           --log-file PATH  also log JSON lines to PATH (default: $GATEHOUSE_LOG_FILE,
                         else none), mode 0640, renamed to PATH.1 at 16 MiB
-down      stop the running tunnel and wait until it is gone
+down      stop the running tunnel and wait until it is gone (a service keeps running)
 status    show the running tunnel's peers, counters, DNS and DNS resources
           (--json: machine-readable)
 dns-resources
@@ -68,6 +84,8 @@ class UsageError extends Error {}
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
+    case 'serve':
+      return serve(rest);
     case 'up':
       return up(rest);
     case 'down':
@@ -107,6 +125,33 @@ async function up(args: string[]): Promise<number> {
   const dnsControl = dnsControlFrom(values['dns-control']);
   const config = readConfig(values.config);
   if (config === undefined) return 2;
+  const socketPath = socketPathFrom(values.socket);
+  const dryRun = values['dry-run'] === true;
+  if (values.foreground !== true && !dryRun) {
+    const handed = await handToDaemon(socketPath, {
+      wgQuickConfig: config.text,
+      interfaceName,
+      dnsControl,
+    });
+    if (handed !== undefined) return handed;
+  }
+  return withServiceLogger(values, (logger) =>
+    runTunnelService({
+      foreground: { spec: tunnelSpecFromWgQuick(config.parsed, interfaceName), dnsControl },
+      socketPath,
+      createTunnel: (options) => createTunnel(dryRun, options.dnsControl, logger),
+      serviceVersion: VERSION,
+      logger,
+      logLinesLost: () => logger.linesLost,
+    }),
+  );
+}
+
+/** The service's logger while `run` runs; 2 when the log file cannot be opened. */
+async function withServiceLogger(
+  values: { verbose?: boolean | undefined; 'log-file'?: string | undefined },
+  run: (logger: ServiceLogger) => Promise<number>,
+): Promise<number> {
   const logFile = openLogFile(
     values['log-file'] ?? (process.env['GATEHOUSE_LOG_FILE'] || undefined),
   );
@@ -117,17 +162,60 @@ async function up(args: string[]): Promise<number> {
     file: logFile,
   });
   try {
-    return await runTunnelService({
-      spec: tunnelSpecFromWgQuick(config, interfaceName),
-      socketPath: socketPathFrom(values.socket),
-      tunnel: createTunnel(values['dry-run'] === true, dnsControl, logger),
-      serviceVersion: VERSION,
-      logger,
-      logLinesLost: () => logger.linesLost,
-    });
+    return await run(logger);
   } finally {
     logger.close();
   }
+}
+
+/**
+ * `up` with a daemon on the socket: it gets the file's contents and flags and answers once the
+ * tunnel is configured. Undefined when no daemon answers (then up runs in the foreground).
+ */
+async function handToDaemon(
+  socketPath: string,
+  request: RequestParams<'start-tunnel'>,
+): Promise<number | undefined> {
+  let client: ServiceClient;
+  try {
+    client = await ServiceClient.connect({ socketPath });
+  } catch (error) {
+    if (error instanceof ServiceClientError && error.code === 'not-running') return undefined;
+    throw error;
+  }
+  try {
+    if (request.wgQuickConfig.length > MAX_WG_QUICK_CONFIG_CHARS) {
+      process.stderr.write(
+        `gatehouse-tunnel: the file is longer than the service accepts (${MAX_WG_QUICK_CONFIG_CHARS} characters)\n`,
+      );
+      return 2;
+    }
+    await client.request('start-tunnel', request, { timeoutMs: START_WAIT_MS });
+    process.stdout.write(
+      `tunnel ${request.interfaceName} is up (run by the service on ${socketPath})\n`,
+    );
+    return 0;
+  } finally {
+    client.close();
+  }
+}
+
+async function serve(args: string[]): Promise<number> {
+  const { values } = parseOptions(args, {
+    socket: { type: 'string' },
+    verbose: { type: 'boolean' },
+    'log-file': { type: 'string' },
+  });
+  return withServiceLogger(values, (logger) =>
+    runTunnelService({
+      socketPath: socketPathFrom(values.socket),
+      createTunnel: (options) => createSystemTunnel({ dnsControl: options.dnsControl, logger }),
+      repair: repairSystem,
+      serviceVersion: VERSION,
+      logger,
+      logLinesLost: () => logger.linesLost,
+    }),
+  );
 }
 
 /** Undefined when no log file is wanted; null after printing why it cannot be opened. */
@@ -159,10 +247,15 @@ async function down(args: string[]): Promise<number> {
   const { values } = parseOptions(args, { socket: { type: 'string' } });
   const socketPath = socketPathFrom(values.socket);
   const client = await ServiceClient.connect({ socketPath });
+  let serviceExits: boolean;
   try {
-    await client.request('down', {});
+    ({ serviceExits } = await client.request('down', {}, { timeoutMs: DOWN_WAIT_MS }));
   } finally {
     client.close();
+  }
+  if (!serviceExits) {
+    process.stdout.write('the tunnel is down (the service keeps running)\n');
+    return 0;
   }
   const deadline = Date.now() + DOWN_WAIT_MS;
   while (existsSync(socketPath)) {
@@ -265,7 +358,7 @@ function interfaceNameFor(file: string): string {
 }
 
 /** Undefined after printing the problems. */
-function readConfig(file: string): WgQuickConfig | undefined {
+function readConfig(file: string): { text: string; parsed: WgQuickConfig } | undefined {
   let text: string;
   try {
     const read = readConfigFile(file);
@@ -277,7 +370,7 @@ function readConfig(file: string): WgQuickConfig | undefined {
     return undefined;
   }
   const parsed = parseWgQuickConfig(text);
-  if (parsed.ok) return parsed.config;
+  if (parsed.ok) return { text, parsed: parsed.config };
   process.stderr.write(`${formatConfigProblems(file, parsed.problems)}\n`);
   return undefined;
 }

@@ -47,7 +47,6 @@ export class DryRunTunnel implements Tunnel {
     if (spec === undefined) throw new Error('the dry-run tunnel is not started');
     const noDrops = Object.fromEntries(DROP_REASONS.map((reason) => [reason, 0])) as DropCounters;
     return {
-      state: 'running',
       workerRestarts: 0,
       interfaceName: spec.interfaceName,
       listenPort: spec.listenPort ?? null,

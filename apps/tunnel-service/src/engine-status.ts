@@ -24,7 +24,6 @@ export type EngineStatusView = Pick<
   | 'noRoute'
   | 'unattributedDrops'
   | 'workerRestarts'
-  | 'failure'
 >;
 
 export function tunnelStatusFromEngine(
@@ -33,9 +32,6 @@ export function tunnelStatusFromEngine(
   dnsResources: DnsResourcesStatus,
 ): TunnelReport {
   return {
-    ...(engine.failure === null
-      ? { state: 'running' as const }
-      : { state: 'failed' as const, error: engine.failure }),
     workerRestarts: engine.workerRestarts,
     interfaceName: engine.interfaceName,
     listenPort: engine.listenPort,

@@ -14,11 +14,16 @@ import {
 } from '@gatehouse/dns-stub';
 import type { EngineOptions, EnginePeer } from '@gatehouse/engine';
 import { DEFAULT_FWMARK, type DnsSettings, type InterfaceSettings } from '@gatehouse/netconfig';
-import type { DnsResourcesStatus, DnsStatus, DnsStubCounters } from '@gatehouse/protocol';
-import type { Logger } from '@gatehouse/service-ipc';
+import type {
+  ConnectionFailureReason,
+  DnsResourcesStatus,
+  DnsStatus,
+  DnsStubCounters,
+} from '@gatehouse/protocol';
+import type { Logger } from '@gatehouse/logging';
 import { resolvePeerEndpoints, type HostLookup } from './endpoint-resolution.ts';
 import { tunnelStatusFromEngine, type EngineStatusView } from './engine-status.ts';
-import { NO_DNS_RESOURCES, type Tunnel, type TunnelReport } from './tunnel.ts';
+import { NO_DNS_RESOURCES, TunnelStartError, type Tunnel, type TunnelReport } from './tunnel.ts';
 import {
   diffTunnelSpecs,
   prefixText,
@@ -140,36 +145,40 @@ export class EngineTunnel implements Tunnel {
       throw new Error('the tunnel was already started');
     const { logger } = this.#deps;
     const { interfaceName } = spec;
-    const peers = await this.#enginePeers(spec.peers);
+    const peers = await failsAs('endpoint-unresolved', () => this.#enginePeers(spec.peers));
     const mark = spec.fwMark ?? DEFAULT_FWMARK;
     const routing = this.#deps.createRouting({ interfaceName, mark });
     const undo = new UndoStack();
     try {
-      await routing.flush();
-      const dns = await this.#deps.startSystemDns(interfaceName);
+      await failsAs('setup-failed', () => routing.flush());
+      const dns = await failsAs('dns-failed', () => this.#deps.startSystemDns(interfaceName));
 
-      const engine = await this.#deps.startEngine(
-        {
-          interfaceName,
-          privateKey: spec.privateKey,
-          ...(spec.listenPort === undefined ? {} : { listenPort: spec.listenPort }),
-          fwmark: mark,
-          mtu: spec.mtu,
-          watchedRanges: [DEFAULT_IPV4_PROXY_RANGE, DEFAULT_IPV6_PROXY_RANGE],
-          log: (level, message) => logger[level](`engine: ${message}`),
-          onFailed,
-        },
-        peers,
+      const engine = await failsAs('setup-failed', () =>
+        this.#deps.startEngine(
+          {
+            interfaceName,
+            privateKey: spec.privateKey,
+            ...(spec.listenPort === undefined ? {} : { listenPort: spec.listenPort }),
+            fwmark: mark,
+            mtu: spec.mtu,
+            watchedRanges: [DEFAULT_IPV4_PROXY_RANGE, DEFAULT_IPV6_PROXY_RANGE],
+            log: (level, message) => logger[level](`engine: ${message}`),
+            onFailed,
+          },
+          peers,
+        ),
       );
       undo.push('stop the engine', () => engine.stop());
       logger.info(`data plane: ${engine.cryptoProvider} ChaCha20-Poly1305`);
 
       undo.push("remove Gatehouse's rules and routes", () => routing.flush());
-      await routing.configureInterface(interfaceSettings(spec));
-      await routing.setRoutes(spec.routes);
+      await failsAs('setup-failed', async () => {
+        await routing.configureInterface(interfaceSettings(spec));
+        await routing.setRoutes(spec.routes);
+      });
 
       undo.push('give system DNS back', () => dns.restore());
-      await dns.use(spec.dns);
+      await failsAs('dns-failed', () => dns.use(spec.dns));
 
       const running: Running = {
         spec,
@@ -182,8 +191,11 @@ export class EngineTunnel implements Tunnel {
         stub: undefined,
         change: Promise.resolve(),
       };
-      if (spec.dnsResources.length > 0)
-        running.stub = await this.#startStub(running, spec.dnsResources);
+      if (spec.dnsResources.length > 0) {
+        running.stub = await failsAs('dns-failed', () =>
+          this.#startStub(running, spec.dnsResources),
+        );
+      }
       this.#running = running;
     } catch (error) {
       await this.#unwind(undo, 'after the failed start');
@@ -387,6 +399,18 @@ export class EngineTunnel implements Tunnel {
   #mustBeRunning(): Running {
     if (this.#running === undefined) throw new Error('the tunnel is not running');
     return this.#running;
+  }
+}
+
+/** The step's error as a TunnelStartError with this reason, message and cause kept. */
+async function failsAs<T>(reason: ConnectionFailureReason, step: () => Promise<T>): Promise<T> {
+  try {
+    return await step();
+  } catch (error) {
+    if (error instanceof TunnelStartError) throw error;
+    throw new TunnelStartError(reason, (error as Error)?.message ?? String(error), {
+      cause: error,
+    });
   }
 }
 

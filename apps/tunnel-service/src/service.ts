@@ -1,27 +1,44 @@
 /**
- * `gatehouse-tunnel up`: claims the control socket, starts the tunnel,
- * serves status and down requests, and tears everything down again on every
- * way out — SIGINT, SIGTERM, `down`, a failed start or an unexpected error.
- * Bad input costs one request, never the tunnel: the control socket catches
- * and counts at its boundary, and the process-level handlers are only the
- * last resort for a fault nothing else caught.
+ * The tunnel service: claims the control socket, serves it, and starts,
+ * changes and stops one tunnel at a time. `serve` runs it as the daemon
+ * (no tunnel until a start-tunnel request; `down` leaves it serving); `up`
+ * without a daemon runs it in the foreground around one tunnel, ending with
+ * it. Every way out — SIGINT, SIGTERM, a foreground `down`, a failed data
+ * plane, an unexpected error — takes the tunnel down first. Bad input costs
+ * one request, never the tunnel: the control socket catches and counts at
+ * its boundary, and the process-level handlers are only the last resort for
+ * a fault nothing else caught.
  */
 
-import type { TunnelStatus } from '@gatehouse/protocol';
+import { resolveDnsControlSetting, type DnsControlSetting } from '@gatehouse/netconfig';
+import type { Logger } from '@gatehouse/logging';
+import {
+  dnsResourcePatternProblem,
+  type ConnectionFailure,
+  type TunnelStatus,
+} from '@gatehouse/protocol';
 import {
   RequestError,
   ServiceServer,
   type ControlSocketLimits,
-  type Logger,
+  type PeerCredentials,
 } from '@gatehouse/service-ipc';
-import { dnsResourcePatternProblem } from './dns-resource-patterns.ts';
-import type { Tunnel, TunnelReport } from './tunnel.ts';
+import { TunnelStartError, type Tunnel } from './tunnel.ts';
 import type { TunnelSpec } from './tunnel-spec.ts';
+import {
+  formatConfigProblems,
+  parseWgQuickConfig,
+  tunnelSpecFromWgQuick,
+} from './wg-quick-config.ts';
 
 export interface TunnelServiceOptions {
-  spec: TunnelSpec;
   socketPath: string;
-  tunnel: Tunnel;
+  /** A new tunnel for each start: a stopped tunnel is not started again. */
+  createTunnel: (options: { dnsControl: DnsControlSetting }) => Tunnel;
+  /** `up` without a daemon: start this tunnel at once; the service ends when it stops. */
+  foreground?: { spec: TunnelSpec; dnsControl: DnsControlSetting };
+  /** `serve`: repair what a crashed run left (rules, routes, resolv.conf) before serving. */
+  repair?: () => Promise<void>;
   serviceVersion: string;
   logger: Logger;
   /** The control socket's defaults unless told otherwise. */
@@ -30,18 +47,28 @@ export interface TunnelServiceOptions {
   logLinesLost?: () => number;
 }
 
-/** Runs in the foreground until told to stop; resolves with the process exit code. */
+interface Current {
+  tunnel: Tunnel;
+  spec: TunnelSpec;
+  phase: 'connecting' | 'connected' | 'disconnecting';
+  started: Promise<void>;
+  stopped: Promise<void> | undefined;
+  failure: ConnectionFailure | null;
+}
+
+/** Runs until told to stop; resolves with the process exit code. */
 export async function runTunnelService(options: TunnelServiceOptions): Promise<number> {
-  const { spec, tunnel, logger } = options;
-  let phase: 'starting' | 'running' | 'stopping' = 'starting';
-  let stoppingStatus: TunnelReport | undefined;
+  const { logger } = options;
+  const foreground = options.foreground !== undefined;
+  let current: Current | undefined;
+  let lastFailure: ConnectionFailure | null = null;
   let exitCode = 0;
-  let stopWanted = false;
-  let requestStop: (reason: string) => void = () => {};
-  const stopRequested = new Promise<void>((resolve) => {
-    requestStop = (reason) => {
-      if (!stopWanted) logger.info(`stopping: ${reason}`);
-      stopWanted = true;
+  let exitWanted = false;
+  let requestExit: (reason: string) => void = () => {};
+  const exitRequested = new Promise<void>((resolve) => {
+    requestExit = (reason) => {
+      if (!exitWanted) logger.info(`stopping: ${reason}`);
+      exitWanted = true;
       resolve();
     };
   });
@@ -53,12 +80,12 @@ export async function runTunnelService(options: TunnelServiceOptions): Promise<n
       logger.error(`${signal} again: exiting without finishing the teardown`);
       process.exit(1);
     }
-    requestStop(`received ${signal}`);
+    requestExit(`received ${signal}`);
   };
   const onFatal = (error: unknown) => {
     logger.error(`unexpected error: ${(error as Error)?.stack ?? String(error)}`);
     exitCode = 1;
-    requestStop('after an unexpected error');
+    requestExit('after an unexpected error');
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -72,28 +99,148 @@ export async function runTunnelService(options: TunnelServiceOptions): Promise<n
   };
 
   let server: ServiceServer;
-  const statusNow = (): TunnelStatus => ({
-    ...(stoppingStatus ?? tunnel.status()),
-    controlSocket: server.counters,
-    logLinesLost: options.logLinesLost?.() ?? 0,
-  });
+  const statusNow = (): TunnelStatus => {
+    const counters = {
+      controlSocket: server.counters,
+      logLinesLost: options.logLinesLost?.() ?? 0,
+    };
+    if (current === undefined) return { state: 'disconnected', failure: lastFailure, ...counters };
+    const { interfaceName } = current.spec;
+    switch (current.phase) {
+      case 'connecting':
+        return { state: 'connecting', interfaceName, ...counters };
+      case 'disconnecting':
+        return { state: 'disconnecting', interfaceName, failure: current.failure, ...counters };
+      case 'connected':
+        return { state: 'connected', ...current.tunnel.status(), ...counters };
+    }
+  };
   const broadcastStatus = () =>
     server.broadcast(() => ({ event: 'status-changed', status: statusNow() }));
+
+  const startTunnel = (spec: TunnelSpec, dnsControl: DnsControlSetting): Current => {
+    const tunnel = options.createTunnel({ dnsControl });
+    const entry: Current = {
+      tunnel,
+      spec,
+      phase: 'connecting',
+      started: Promise.resolve(),
+      stopped: undefined,
+      failure: null,
+    };
+    current = entry;
+    lastFailure = null;
+    // A data plane that failed for good would black-hole the routed traffic and DNS: take the
+    // tunnel down (the network works again); status says why.
+    const onFailed = (error: Error) => {
+      logger.error(`the tunnel failed: ${error.message}`);
+      void stopTunnel(entry, { reason: 'engine-failed', message: error.message });
+    };
+    entry.started = (async () => {
+      broadcastStatus();
+      try {
+        await tunnel.start(spec, onFailed);
+      } catch (error) {
+        const reason = error instanceof TunnelStartError ? error.reason : 'setup-failed';
+        const message = (error as Error)?.message ?? String(error);
+        logger.error(`tunnel ${spec.interfaceName} could not start: ${message}`);
+        if (current === entry) current = undefined;
+        lastFailure = { reason, message };
+        broadcastStatus();
+        if (foreground) {
+          exitCode = 1;
+          requestExit('the tunnel could not start');
+        }
+        throw error;
+      }
+      if (entry.phase === 'connecting') entry.phase = 'connected';
+      logger.info(`tunnel ${spec.interfaceName} is up; control socket at ${options.socketPath}`);
+      broadcastStatus();
+    })();
+    return entry;
+  };
+
+  const stopTunnel = (entry: Current, failure: ConnectionFailure | null): Promise<void> => {
+    entry.stopped ??= (async () => {
+      if (failure !== null) entry.failure = failure;
+      entry.phase = 'disconnecting';
+      const failedStart = await entry.started.then(
+        () => false,
+        () => true,
+      );
+      if (failedStart) return;
+      broadcastStatus();
+      try {
+        await entry.tunnel.stop();
+      } catch (error) {
+        logger.error(`stopping the tunnel failed: ${(error as Error).message}`);
+        exitCode = 1;
+      }
+      if (current === entry) current = undefined;
+      lastFailure = entry.failure;
+      logger.info(`tunnel ${entry.spec.interfaceName} is down`);
+      broadcastStatus();
+      if (foreground) {
+        if (entry.failure !== null) exitCode = 1;
+        requestExit('the tunnel is down');
+      }
+    })();
+    return entry.stopped;
+  };
+
+  const connected = (): Current => {
+    if (current?.phase !== 'connected')
+      throw new RequestError('not-running', `the tunnel is ${statusNow().state}`);
+    return current;
+  };
+
   try {
+    await options.repair?.();
     server = await ServiceServer.start({
       socketPath: options.socketPath,
       serviceVersion: options.serviceVersion,
       logger,
       ...(options.controlSocketLimits === undefined ? {} : { limits: options.controlSocketLimits }),
       handlers: {
-        status: () => {
-          if (phase === 'starting')
-            throw new RequestError('not-running', 'the tunnel is still starting');
+        status: () => statusNow(),
+        'start-tunnel': async (params, { peer }) => {
+          mustBeRoot(peer, 'start a tunnel');
+          if (current !== undefined) {
+            throw new RequestError(
+              'already-running',
+              `tunnel ${current.spec.interfaceName} is ${statusNow().state}: one tunnel at a time ` +
+                'for now (gatehouse-tunnel down stops it)',
+            );
+          }
+          const parsed = parseWgQuickConfig(params.wgQuickConfig);
+          if (!parsed.ok) {
+            const message = formatConfigProblems(`${params.interfaceName}.conf`, parsed.problems);
+            lastFailure = { reason: 'bad-config', message };
+            throw new RequestError('bad-request', message);
+          }
+          let dnsControl: DnsControlSetting;
+          try {
+            dnsControl = resolveDnsControlSetting(params.dnsControl, undefined);
+          } catch (error) {
+            throw new RequestError('bad-request', (error as Error).message);
+          }
+          const entry = startTunnel(
+            tunnelSpecFromWgQuick(parsed.config, params.interfaceName),
+            dnsControl,
+          );
+          try {
+            await entry.started;
+          } catch (error) {
+            throw new RequestError(
+              'tunnel-failed',
+              `tunnel ${params.interfaceName} could not start: ${(error as Error).message}`,
+            );
+          }
           return statusNow();
         },
-        'set-dns-resources': async ({ resources }) => {
-          if (phase !== 'running')
-            throw new RequestError('not-running', 'the tunnel is not running');
+        'set-dns-resources': async ({ resources }, { peer }) => {
+          mustBeRoot(peer, 'set DNS resources');
+          const { tunnel } = connected();
           const patterns = resources.map((resource) => resource.address);
           const problem = dnsResourcePatternProblem(patterns);
           if (problem !== undefined) throw new RequestError('bad-request', problem);
@@ -101,10 +248,17 @@ export async function runTunnelService(options: TunnelServiceOptions): Promise<n
           broadcastStatus();
           return result;
         },
-        down: () => {
-          // Let the answer go out before the connections are closed.
-          setImmediate(() => requestStop('asked to by a down request'));
-          return { stopping: true };
+        down: async (_params, { peer }) => {
+          mustBeRoot(peer, 'stop the tunnel');
+          const entry = current;
+          if (entry === undefined) throw new RequestError('not-running', 'no tunnel is up');
+          if (foreground) {
+            // Let the answer go out before the connections are closed.
+            setImmediate(() => void stopTunnel(entry, null));
+            return { stopping: true, serviceExits: true };
+          }
+          await stopTunnel(entry, null);
+          return { stopping: true, serviceExits: false };
         },
       },
     });
@@ -114,37 +268,25 @@ export async function runTunnelService(options: TunnelServiceOptions): Promise<n
     return 1;
   }
 
-  try {
-    if (!stopWanted) {
-      // A data plane that failed for good would black-hole the routed traffic and DNS: take the
-      // tunnel down (the network works again) and exit 1; until then status says why it failed.
-      await tunnel.start(spec, (error) => {
-        logger.error(`the tunnel failed: ${error.message}`);
-        exitCode = 1;
-        requestStop('the data plane failed');
-      });
-      phase = 'running';
-      logger.info(`tunnel ${spec.interfaceName} is up; control socket at ${options.socketPath}`);
-      broadcastStatus();
-      await stopRequested;
-      phase = 'stopping';
-      const last = tunnel.status();
-      stoppingStatus = last.state === 'failed' ? last : { ...last, state: 'stopping' };
-      broadcastStatus();
-    }
-  } catch (error) {
-    logger.error(`the tunnel failed: ${(error as Error).message}`);
-    exitCode = 1;
+  if (options.foreground === undefined) {
+    logger.info(`serving ${options.socketPath}; no tunnel up`);
+  } else if (!exitWanted) {
+    startTunnel(options.foreground.spec, options.foreground.dnsControl).started.catch(
+      () => undefined,
+    );
   }
-
-  try {
-    await tunnel.stop();
-  } catch (error) {
-    logger.error(`stopping the tunnel failed: ${(error as Error).message}`);
-    exitCode = 1;
-  }
+  await exitRequested;
+  if (current !== undefined) await stopTunnel(current, null);
   await server.stop();
   removeProcessHandlers();
-  logger.info(`tunnel ${spec.interfaceName} is down`);
   return exitCode;
+}
+
+function mustBeRoot(peer: PeerCredentials, what: string): void {
+  if (peer.uid !== 0) {
+    throw new RequestError(
+      'forbidden',
+      `only root may ${what} (the request came from uid ${peer.uid})`,
+    );
+  }
 }

@@ -1,9 +1,11 @@
 /**
- * `gatehouse-tunnel status` for people: the interface, then one table row
- * per peer.
+ * `gatehouse-tunnel status` for people: the connection state; when
+ * connected, the interface, then one table row per peer.
  */
 
 import type {
+  ConnectedTunnelStatus,
+  ConnectionFailure,
   ControlSocketCounters,
   DnsResourcesStatus,
   DnsStubCounters,
@@ -12,19 +14,52 @@ import type {
 } from '@gatehouse/protocol';
 
 export function formatStatus(status: TunnelStatus, now: number): string {
+  switch (status.state) {
+    case 'disconnected':
+      return [
+        'no tunnel (disconnected)',
+        ...failureLine(status.failure, 'last failure'),
+        ...serviceLines(status),
+      ].join('\n');
+    case 'connecting':
+      return [`interface: ${status.interfaceName} (connecting)`, ...serviceLines(status)].join(
+        '\n',
+      );
+    case 'disconnecting':
+      return [
+        `interface: ${status.interfaceName} (disconnecting)`,
+        ...failureLine(status.failure, 'failure'),
+        ...serviceLines(status),
+      ].join('\n');
+    case 'connected':
+      return formatConnected(status, now);
+  }
+}
+
+function failureLine(failure: ConnectionFailure | null, label: string): string[] {
+  return failure === null ? [] : [`  ${label} (${failure.reason}): ${failure.message}`];
+}
+
+/** The service's own counters, only the non-zero ones. */
+function serviceLines(status: TunnelStatus): string[] {
+  return [
+    ...controlSocketLine(status.controlSocket),
+    ...(status.logLinesLost === 0
+      ? []
+      : [`  log lines lost: ${status.logLinesLost} (stderr has no reader)`]),
+  ];
+}
+
+function formatConnected(status: ConnectedTunnelStatus, now: number): string {
   const lines = [
-    `interface: ${status.interfaceName} (${status.state})`,
-    ...(status.error === undefined ? [] : [`  error: ${status.error}`]),
+    `interface: ${status.interfaceName} (connected)`,
     ...(status.workerRestarts === 0 ? [] : [`  data worker restarts: ${status.workerRestarts}`]),
     `  listening port: ${status.listenPort ?? 'none'}`,
     `  crypto: ${status.cryptoProvider}`,
     `  dns: ${formatDns(status.dns)}`,
     `  dns resources: ${formatDnsResources(status.dnsResources)}`,
     `  drops without a peer: ${formatDrops({ 'no-route': status.noRoute, ...status.unattributedDrops })}`,
-    ...controlSocketLine(status.controlSocket),
-    ...(status.logLinesLost === 0
-      ? []
-      : [`  log lines lost: ${status.logLinesLost} (stderr has no reader)`]),
+    ...serviceLines(status),
     '',
   ];
   if (status.peers.length === 0) return [...lines, 'no peers'].join('\n');
@@ -91,7 +126,7 @@ function controlSocketLine(counters: ControlSocketCounters): string[] {
   return [`  control socket: ${parts.join(', ')}`];
 }
 
-function formatDns(dns: TunnelStatus['dns']): string {
+function formatDns(dns: ConnectedTunnelStatus['dns']): string {
   const parts = [];
   if (dns.servers.length > 0) parts.push(dns.servers.join(', '));
   if (dns.searchDomains.length > 0) parts.push(`search ${dns.searchDomains.join(', ')}`);

@@ -4,6 +4,7 @@ import { DnsStub, startDnsStubServer } from '@gatehouse/dns-stub';
 import { Engine } from '@gatehouse/engine';
 import {
   createSystemDnsControl,
+  DEFAULT_FWMARK,
   GatehouseRouting,
   probeSystemDns,
   type DnsControlSetting,
@@ -35,6 +36,16 @@ export function createSystemTunnel(options: {
     lookupHost: systemHostLookup,
     logger,
   });
+}
+
+/**
+ * What a crashed run left, undone before the daemon serves: Gatehouse's
+ * rules and routes (found by their protocol and priority, whatever the
+ * interface) and a resolv.conf it had rewritten.
+ */
+export async function repairSystem(): Promise<void> {
+  await new GatehouseRouting({ interfaceName: 'gatehouse', mark: DEFAULT_FWMARK }).flush();
+  await createSystemDnsControl('disabled', { interfaceName: 'gatehouse' }).restore();
 }
 
 async function startResourceStub(

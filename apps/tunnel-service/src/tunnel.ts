@@ -5,11 +5,26 @@
  * stops it.
  */
 
-import type { DnsResourcesStatus, TunnelStatus } from '@gatehouse/protocol';
+import type {
+  ConnectionFailureReason,
+  DnsResourcesStatus,
+  TunnelDetails,
+} from '@gatehouse/protocol';
 import type { TunnelSpec } from './tunnel-spec.ts';
 
-/** The tunnel's part of the status; the service adds its control socket's and its log's counters. */
-export type TunnelReport = Omit<TunnelStatus, 'controlSocket' | 'logLinesLost'>;
+/** The tunnel's part of a connected status; the service adds the state and its own counters. */
+export type TunnelReport = TunnelDetails;
+
+/** A start that failed, and at which step (the connection state's failure reason). */
+export class TunnelStartError extends Error {
+  override readonly name = 'TunnelStartError';
+  readonly reason: ConnectionFailureReason;
+
+  constructor(reason: ConnectionFailureReason, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.reason = reason;
+  }
+}
 
 export const NO_DNS_RESOURCES: DnsResourcesStatus = {
   patterns: [],
@@ -23,9 +38,9 @@ export interface Tunnel {
    * Creates and configures the interface (addresses with their prefixes,
    * MTU, link up, routes, FwMark), system DNS and the DNS resources, and
    * starts moving packets.
-   * On failure it undoes whatever it had done before rejecting. `onFailed`
-   * hears when the data plane fails for good after start; status() then
-   * reports state 'failed' with the error.
+   * On failure it undoes whatever it had done before rejecting, with a
+   * TunnelStartError naming the step. `onFailed` hears when the data plane
+   * fails for good after start (the service then stops the tunnel).
    */
   start(spec: TunnelSpec, onFailed?: (error: Error) => void): Promise<void>;
   /**

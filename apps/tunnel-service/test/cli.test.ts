@@ -16,7 +16,11 @@ import {
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DnsResourcesStatusSchema, TunnelStatusSchema } from '@gatehouse/protocol';
+import {
+  DnsResourcesStatusSchema,
+  TunnelStatusSchema,
+  type ConnectedTunnelStatus,
+} from '@gatehouse/protocol';
 import { skipLoudly } from '@gatehouse/test-support';
 
 const LAUNCHER = new URL('../bin/gatehouse-tunnel', import.meta.url).pathname;
@@ -94,6 +98,13 @@ async function startUp(
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   return { child, exited };
+}
+
+/** `status --json` output that must be a connected status. */
+function connected(json: string): ConnectedTunnelStatus {
+  const status = TunnelStatusSchema.parse(JSON.parse(json));
+  assert.equal(status.state, 'connected', json);
+  return status as ConnectedTunnelStatus;
 }
 
 function skipUnlessRoot(t: TestContext): boolean {
@@ -320,7 +331,7 @@ void test('up --dry-run serves status (table and JSON) and stops on down', async
 
     const json = await run(['status', '--json', '--socket', ws.socketPath]);
     assert.equal(json.code, 0, json.stderr);
-    const status = TunnelStatusSchema.parse(JSON.parse(json.stdout));
+    const status = connected(json.stdout);
     assert.equal(status.interfaceName, 'gh-test0');
     assert.equal(status.listenPort, 51999);
     assert.deepEqual(status.dns, {
@@ -344,7 +355,7 @@ void test('up --dry-run serves status (table and JSON) and stops on down', async
 
     const table = await run(['status'], { GATEHOUSE_SOCKET: ws.socketPath });
     assert.equal(table.code, 0, table.stderr);
-    assert.match(table.stdout, /interface: gh-test0 \(running\)/);
+    assert.match(table.stdout, /interface: gh-test0 \(connected\)/);
     assert.match(
       table.stdout,
       new RegExp(`${key(2).replace(/[+/=]/g, '\\$&')}\\s+192\\.0\\.2\\.1:51820\\s+never`),
@@ -390,7 +401,7 @@ void test('dns-resources sets and clears the DNS resources; status shows them', 
     };
     assert.deepEqual(DnsResourcesStatusSchema.parse(JSON.parse(json.stdout)), expected);
     const status = await run(['status', '--json', ...socket]);
-    assert.deepEqual(TunnelStatusSchema.parse(JSON.parse(status.stdout)).dnsResources, expected);
+    assert.deepEqual(connected(status.stdout).dnsResources, expected);
 
     const cleared = await run(['dns-resources', ...socket]);
     assert.equal(cleared.code, 0, cleared.stderr);
@@ -448,8 +459,7 @@ void test('up keeps serving after the reader of its log goes away, and counts th
     await new Promise((resolve) => idle.once('close', resolve));
     const json = await run(['status', '--json', '--socket', ws.socketPath]);
     assert.equal(json.code, 0, json.stderr);
-    const status = TunnelStatusSchema.parse(JSON.parse(json.stdout));
-    assert.equal(status.state, 'running');
+    const status = connected(json.stdout);
     assert.equal(status.controlSocket.idleClosed, 1);
     assert.ok(status.logLinesLost >= 1, `logLinesLost ${status.logLinesLost}`);
     child.kill('SIGTERM');

@@ -3,14 +3,19 @@ import { describe, it } from 'node:test';
 import { DNS_STUB_REFUSALS as STUB_REFUSALS } from '@gatehouse/dns-stub';
 import type { EngineOptions, EnginePeer, EngineStatus } from '@gatehouse/engine';
 import type { DnsSettings, InterfaceSettings } from '@gatehouse/netconfig';
-import { DNS_STUB_REFUSALS, type DnsStatus, type DnsStubCounters } from '@gatehouse/protocol';
-import { silentLogger, type Logger } from '@gatehouse/service-ipc';
+import {
+  DNS_STUB_REFUSALS,
+  type ConnectionFailureReason,
+  type DnsStatus,
+  type DnsStubCounters,
+} from '@gatehouse/protocol';
+import { silentLogger, type Logger } from '@gatehouse/logging';
 import {
   EngineTunnel,
   type EngineTunnelDependencies,
   type ResourceStubOptions,
 } from '../src/engine-tunnel.ts';
-import { NO_DNS_RESOURCES } from '../src/tunnel.ts';
+import { NO_DNS_RESOURCES, TunnelStartError } from '../src/tunnel.ts';
 import type { PeerSpec, TunnelSpec } from '../src/tunnel-spec.ts';
 import { parseWgQuickConfig, tunnelSpecFromWgQuick } from '../src/wg-quick-config.ts';
 
@@ -282,11 +287,25 @@ void describe('EngineTunnel start', () => {
     setRoutes: ['flush', 'engine.stop'],
     'dns.use': UNDO_AFTER_START,
   };
+  const reasons: Record<Step, ConnectionFailureReason> = {
+    lookup: 'endpoint-unresolved',
+    flush: 'setup-failed',
+    startSystemDns: 'dns-failed',
+    startEngine: 'setup-failed',
+    configureInterface: 'setup-failed',
+    setRoutes: 'setup-failed',
+    'dns.use': 'dns-failed',
+  };
   for (const failAt of STEPS) {
-    void it(`undoes what was done, newest first, when ${failAt} fails`, async () => {
+    void it(`undoes what was done, newest first, when ${failAt} fails (${reasons[failAt]})`, async () => {
       const h = harness({ failAt });
       const tunnel = new EngineTunnel(h.deps);
-      await assert.rejects(tunnel.start(CONFIG), new RegExp(`${failAt} failed`));
+      await assert.rejects(tunnel.start(CONFIG), (error: unknown) => {
+        assert.ok(error instanceof TunnelStartError, String(error));
+        assert.equal(error.reason, reasons[failAt]);
+        assert.match(error.message, new RegExp(`${failAt} failed`));
+        return true;
+      });
       const failedAt = h.calls.indexOf(failAt);
       assert.deepEqual(h.calls.slice(failedAt + 1), undone[failAt]);
       await tunnel.stop();
@@ -336,7 +355,7 @@ void describe('EngineTunnel stop and status', () => {
     const tunnel = new EngineTunnel(h.deps);
     await tunnel.start(CONFIG);
     const status = tunnel.status();
-    assert.equal(status.state, 'running');
+    assert.equal(status.interfaceName, 'gh-unit0');
     assert.equal(status.listenPort, 51999);
     assert.equal(status.cryptoProvider, 'openssl-evp');
     assert.deepEqual(status.dns, {
@@ -490,7 +509,7 @@ AllowedIPs = 100.96.0.0/11, fd00:2021:1111:8000::/107
     h.calls.length = 0;
     await assert.rejects(tunnel.setDnsResources(['a.example']), /startResourceStub failed/);
     assert.deepEqual(h.calls, ['configureInterface', 'startResourceStub', 'configureInterface']);
-    assert.equal(tunnel.status().state, 'running');
+    assert.equal(tunnel.status().interfaceName, 'gh-unit0', 'still running');
     assert.deepEqual(tunnel.status().dnsResources, NO_DNS_RESOURCES);
   });
 

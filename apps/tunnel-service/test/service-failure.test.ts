@@ -6,11 +6,11 @@ import { it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import type { TunnelStatus } from '@gatehouse/protocol';
-import { ServiceClient, type Logger } from '@gatehouse/service-ipc';
+import type { Logger } from '@gatehouse/logging';
+import { ServiceClient } from '@gatehouse/service-ipc';
 
 import { DryRunTunnel } from '../src/dry-run-tunnel.ts';
 import { runTunnelService } from '../src/service.ts';
-import type { TunnelReport } from '../src/tunnel.ts';
 import type { TunnelSpec } from '../src/tunnel-spec.ts';
 import { parseWgQuickConfig, tunnelSpecFromWgQuick } from '../src/wg-quick-config.ts';
 
@@ -19,7 +19,6 @@ const key = (byte: number) => Buffer.alloc(32, byte).toString('base64');
 /** A dry-run tunnel whose data plane the test can fail, as the engine does after its 4th worker death. */
 class FailingTunnel extends DryRunTunnel {
   #onFailed: ((error: Error) => void) | undefined;
-  #error: string | undefined;
   stops = 0;
 
   override async start(spec: TunnelSpec, onFailed?: (error: Error) => void): Promise<void> {
@@ -28,17 +27,11 @@ class FailingTunnel extends DryRunTunnel {
   }
 
   fail(message: string): void {
-    this.#error = message;
     this.#onFailed?.(new Error(message));
   }
 
   get started(): boolean {
     return this.#onFailed !== undefined;
-  }
-
-  override status(): TunnelReport {
-    const status = super.status();
-    return this.#error === undefined ? status : { ...status, state: 'failed', error: this.#error };
   }
 
   override async stop(): Promise<void> {
@@ -69,9 +62,9 @@ AllowedIPs = 10.9.0.0/24
     };
     const tunnel = new FailingTunnel();
     const exitCode = runTunnelService({
-      spec: tunnelSpecFromWgQuick(parsed.config, 'gh-fail0'),
+      foreground: { spec: tunnelSpecFromWgQuick(parsed.config, 'gh-fail0'), dnsControl: 'auto' },
       socketPath,
-      tunnel,
+      createTunnel: () => tunnel,
       serviceVersion: 'test',
       logger,
     });
@@ -88,7 +81,7 @@ AllowedIPs = 10.9.0.0/24
 
     tunnel.fail('data worker 0 died 4 times within 60 s (last: exited with code 1)');
     const seenBy = performance.now() + 5_000;
-    while (!seen.some((status) => status.state === 'failed') && performance.now() < seenBy) {
+    while (!seen.some((status) => status.state === 'disconnected') && performance.now() < seenBy) {
       await sleep(10);
     }
 
@@ -99,9 +92,14 @@ AllowedIPs = 10.9.0.0/24
       errors.some((line) => /the tunnel failed: data worker 0 died 4 times/.test(line)),
       errors.join('\n'),
     );
-    const failed = seen.find((status) => status.state === 'failed');
-    assert.ok(failed, `a failed status was broadcast: ${JSON.stringify(seen.map((s) => s.state))}`);
-    assert.match(failed.error ?? '', /data worker 0 died 4 times/);
+    const failed = seen.filter((status) => status.state === 'disconnecting');
+    const down = seen.filter((status) => status.state === 'disconnected');
+    assert.equal(failed.length, 1, JSON.stringify(seen.map((s) => s.state)));
+    assert.equal(down.length, 1, JSON.stringify(seen.map((s) => s.state)));
+    for (const status of [...failed, ...down]) {
+      assert.equal(status.failure?.reason, 'engine-failed');
+      assert.match(status.failure?.message ?? '', /data worker 0 died 4 times/);
+    }
   } finally {
     await rm(directory, { recursive: true, force: true });
   }

@@ -4,7 +4,8 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { DnsResourcesStatus } from '@gatehouse/protocol';
-import { ServiceClient, silentLogger } from '@gatehouse/service-ipc';
+import { silentLogger } from '@gatehouse/logging';
+import { ServiceClient } from '@gatehouse/service-ipc';
 import { skipLoudly } from '@gatehouse/test-support';
 import { DryRunTunnel } from '../src/dry-run-tunnel.ts';
 import { runTunnelService } from '../src/service.ts';
@@ -59,9 +60,9 @@ void test('a handler that throws, one that rejects later and failing status even
   tunnel.statusFailures = 1;
   const errors: string[] = [];
   const service = runTunnelService({
-    spec: spec(),
+    foreground: { spec: spec(), dnsControl: 'auto' },
     socketPath,
-    tunnel,
+    createTunnel: () => tunnel,
     serviceVersion: '0.0.0-test',
     logger: { ...silentLogger, error: (message) => errors.push(message) },
   });
@@ -96,7 +97,7 @@ void test('a handler that throws, one that rejects later and failing status even
     assert.deepEqual(applied.patterns, ['app.example']);
 
     const status = await client.request('status', {});
-    assert.equal(status.state, 'running');
+    assert.equal(status.state, 'connected');
     assert.deepEqual(status.controlSocket, {
       refusedConnections: 0,
       idleClosed: 0,

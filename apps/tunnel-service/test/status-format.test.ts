@@ -4,8 +4,8 @@ import {
   DNS_STUB_REFUSALS,
   DROP_REASONS,
   UNATTRIBUTED_DROP_REASONS,
+  type ConnectedTunnelStatus,
   type DropCounters,
-  type TunnelStatus,
   type UnattributedDropCounters,
 } from '@gatehouse/protocol';
 import {
@@ -48,8 +48,8 @@ void test('the status table lists each peer with its handshake, transfer and non
   const unattributed = Object.fromEntries(
     UNATTRIBUTED_DROP_REASONS.map((r) => [r, 0]),
   ) as UnattributedDropCounters;
-  const status: TunnelStatus = {
-    state: 'running',
+  const status: ConnectedTunnelStatus = {
+    state: 'connected',
     workerRestarts: 0,
     interfaceName: 'wg0',
     listenPort: null,
@@ -91,7 +91,7 @@ void test('the status table lists each peer with its handshake, transfer and non
   };
   const lines = formatStatus(status, NOW).split('\n');
   assert.deepEqual(lines.slice(0, 6), [
-    'interface: wg0 (running)',
+    'interface: wg0 (connected)',
     '  listening port: none',
     '  crypto: openssl-native',
     '  dns: none (not applied: not yet)',
@@ -144,17 +144,50 @@ void test('the status table lists each peer with its handshake, transfer and non
     formatStatus({ ...status, logLinesLost: 12 }, NOW).split('\n')[6],
     '  log lines lost: 12 (stderr has no reader)',
   );
-  const failed = {
-    ...status,
-    state: 'failed' as const,
-    error: 'data worker 0 died 4 times within 60 s (last: exited with code 1)',
-    workerRestarts: 3,
-  };
-  assert.deepEqual(formatStatus(failed, NOW).split('\n').slice(0, 3), [
-    'interface: wg0 (failed)',
-    '  error: data worker 0 died 4 times within 60 s (last: exited with code 1)',
+  assert.equal(
+    formatStatus({ ...status, workerRestarts: 3 }, NOW).split('\n')[1],
     '  data worker restarts: 3',
+  );
+});
+
+void test('without a tunnel: the state, the failure and why, and only non-zero service counters', () => {
+  const counters = {
+    controlSocket: {
+      refusedConnections: 0,
+      idleClosed: 0,
+      slowClosed: 0,
+      badRequests: 2,
+      handlerErrors: 0,
+      internalErrors: 0,
+    },
+    logLinesLost: 0,
+  };
+  const failure = {
+    reason: 'engine-failed' as const,
+    message: 'data worker 0 died 4 times within 60 s (last: exited with code 1)',
+  };
+  assert.equal(
+    formatStatus({ state: 'disconnected', failure: null, ...counters }, NOW),
+    'no tunnel (disconnected)\n  control socket: bad requests 2',
+  );
+  assert.deepEqual(formatStatus({ state: 'disconnected', failure, ...counters }, NOW).split('\n'), [
+    'no tunnel (disconnected)',
+    '  last failure (engine-failed): data worker 0 died 4 times within 60 s (last: exited with code 1)',
+    '  control socket: bad requests 2',
   ]);
+  assert.deepEqual(
+    formatStatus({ state: 'disconnecting', interfaceName: 'wg0', failure, ...counters }, NOW)
+      .split('\n')
+      .slice(0, 2),
+    [
+      'interface: wg0 (disconnecting)',
+      '  failure (engine-failed): data worker 0 died 4 times within 60 s (last: exited with code 1)',
+    ],
+  );
+  assert.equal(
+    formatStatus({ state: 'connecting', interfaceName: 'wg0', ...counters, logLinesLost: 1 }, NOW),
+    'interface: wg0 (connecting)\n  control socket: bad requests 2\n  log lines lost: 1 (stderr has no reader)',
+  );
 });
 
 void test('DNS resources: the patterns, then where the stub answers and forwards', () => {

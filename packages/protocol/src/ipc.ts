@@ -24,8 +24,11 @@ import { DnsResourcesStatusSchema, TunnelStatusSchema } from './tunnel-status.ts
  * 4: hardening — every drop and refusal counted in the status (no-route, unattributed,
  * malformed datagrams, handshake load, DNS stub refusals, the control socket's refusals and
  * errors); a failed tunnel state; the too-many-connections error.
+ * 5: the daemon — start-tunnel, down leaves a daemon running, a status per connection state
+ * (disconnected, connecting, connected, disconnecting) with failure reasons; forbidden,
+ * already-running and tunnel-failed errors.
  */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 
 /** The largest frame the service accepts from a client, in bytes of UTF-8. */
 export const MAX_CLIENT_MESSAGE_BYTES = 64 * 1024;
@@ -52,6 +55,9 @@ export const DnsResourceSchema = z.strictObject({
 });
 export type DnsResource = z.infer<typeof DnsResourceSchema>;
 
+/** Well above any real wg-quick file, and the request stays under the frame limit. */
+export const MAX_WG_QUICK_CONFIG_CHARS = 48 * 1024;
+
 /**
  * Every request the service understands: its parameters and its result.
  * Both sides derive their types and validation from this table. To add a
@@ -60,7 +66,29 @@ export type DnsResource = z.infer<typeof DnsResourceSchema>;
  */
 export const requestSchemas = {
   status: { params: NoParamsSchema, result: TunnelStatusSchema },
-  down: { params: NoParamsSchema, result: z.object({ stopping: z.literal(true) }) },
+  /**
+   * Starts a tunnel from a wg-quick file's contents (root only; one tunnel
+   * at a time). Answers once the interface, routes and DNS are configured,
+   * with the status then; a tunnel that cannot start answers tunnel-failed
+   * with the reason (and the status's failure says which step).
+   */
+  'start-tunnel': {
+    params: z.strictObject({
+      wgQuickConfig: z.string().max(MAX_WG_QUICK_CONFIG_CHARS),
+      interfaceName: z.string().regex(/^[A-Za-z0-9_=+.-]{1,15}$/, 'an interface name'),
+      /** How DNS= reaches the system (auto, systemd-resolved, etc-resolv-conf, disabled). */
+      dnsControl: z.string().max(32),
+    }),
+    result: TunnelStatusSchema,
+  },
+  /**
+   * Stops the tunnel. A daemon answers once it is down and keeps serving; a
+   * foreground service (`up` without a daemon) answers at once and exits.
+   */
+  down: {
+    params: NoParamsSchema,
+    result: z.object({ stopping: z.literal(true), serviceExits: z.boolean() }),
+  },
   /**
    * Replaces the DNS resources the stub answers with proxy addresses; an
    * empty list stops the stub and gives system DNS back to DNS= settings.
@@ -86,6 +114,7 @@ function requestVariant<K extends RequestKind>(kind: K) {
 
 export const RequestSchema = z.discriminatedUnion('kind', [
   requestVariant('status'),
+  requestVariant('start-tunnel'),
   requestVariant('down'),
   requestVariant('set-dns-resources'),
 ]);
@@ -98,7 +127,13 @@ export const ERROR_CODES = [
   'unauthorized',
   /** The connecting uid holds as many connections as it may. */
   'too-many-connections',
+  /** The peer may use the socket, but only root may do this. */
+  'forbidden',
   'not-running',
+  /** A tunnel is already up: one at a time. */
+  'already-running',
+  /** The tunnel could not start (the message says why). */
+  'tunnel-failed',
   'internal',
 ] as const;
 export const ErrorCodeSchema = z.enum(ERROR_CODES);

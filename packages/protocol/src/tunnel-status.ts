@@ -195,17 +195,57 @@ export const ControlSocketCountersSchema = z.object({
 });
 export type ControlSocketCounters = z.infer<typeof ControlSocketCountersSchema>;
 
-/** 'failed': the data plane failed for good (see `error`); the service then takes the tunnel down. */
-export const TUNNEL_STATES = ['starting', 'running', 'stopping', 'failed'] as const;
-export type TunnelState = (typeof TUNNEL_STATES)[number];
+/**
+ * The connection as the GUI shows it. 'connecting': the tunnel is being
+ * set up; 'connected': its interface, routes and DNS are configured and the
+ * data plane runs (only then does the status carry the tunnel's details);
+ * 'disconnecting': it is being taken down (after a failure, `failure` says
+ * why); 'disconnected': no tunnel (the last
+ * failure, if the last tunnel failed, stays until the next start).
+ */
+export const CONNECTION_STATES = [
+  'disconnected',
+  'connecting',
+  'connected',
+  'disconnecting',
+] as const;
+export type ConnectionState = (typeof CONNECTION_STATES)[number];
 
-export const TunnelStatusSchema = z.object({
-  state: z.enum(TUNNEL_STATES),
-  /** Why the tunnel failed; only with state 'failed'. */
-  error: z.string().max(2000).optional(),
+/** Why a tunnel could not start or stopped on its own. */
+export const CONNECTION_FAILURE_REASONS = [
+  /** The configuration the service was sent is invalid. */
+  'bad-config',
+  /** A peer's endpoint hostname did not resolve. */
+  'endpoint-unresolved',
+  /** The interface, its addresses, the engine or the routes could not be set up. */
+  'setup-failed',
+  /** System DNS could not be set. */
+  'dns-failed',
+  /** The data plane failed for good (data workers died more often than they may be restarted). */
+  'engine-failed',
+] as const;
+export type ConnectionFailureReason = (typeof CONNECTION_FAILURE_REASONS)[number];
+
+export const ConnectionFailureSchema = z.object({
+  reason: z.enum(CONNECTION_FAILURE_REASONS),
+  message: z.string().max(2000),
+});
+export type ConnectionFailure = z.infer<typeof ConnectionFailureSchema>;
+
+/** What the service counts whether or not a tunnel runs. */
+const ServiceCountersShape = {
+  controlSocket: ControlSocketCountersSchema,
+  /** Log lines the service could not write (its stderr's reader went away). */
+  logLinesLost: CounterSchema,
+};
+
+const InterfaceNameSchema = z.string().min(1).max(15);
+
+/** A tunnel that is up: its interface, peers, counters and DNS. */
+export const TunnelDetailsSchema = z.object({
   /** Data workers restarted after they died (at most 3 a minute, then the tunnel fails). */
   workerRestarts: CounterSchema,
-  interfaceName: z.string().min(1).max(15),
+  interfaceName: InterfaceNameSchema,
   /** Null while no UDP socket is bound. */
   listenPort: z.number().int().min(0).max(65535).nullable(),
   /** Which ChaCha20-Poly1305 implementation the data plane runs on. */
@@ -216,8 +256,32 @@ export const TunnelStatusSchema = z.object({
   unattributedDrops: UnattributedDropCountersSchema,
   dns: DnsStatusSchema,
   dnsResources: DnsResourcesStatusSchema,
-  controlSocket: ControlSocketCountersSchema,
-  /** Log lines the service could not write (its stderr's reader went away). */
-  logLinesLost: CounterSchema,
 });
+export type TunnelDetails = z.infer<typeof TunnelDetailsSchema>;
+
+/** The `status` result and the `status-changed` payload: one shape per connection state. */
+export const TunnelStatusSchema = z.discriminatedUnion('state', [
+  z.object({
+    state: z.literal('disconnected'),
+    failure: ConnectionFailureSchema.nullable(),
+    ...ServiceCountersShape,
+  }),
+  z.object({
+    state: z.literal('connecting'),
+    interfaceName: InterfaceNameSchema,
+    ...ServiceCountersShape,
+  }),
+  z.object({
+    state: z.literal('connected'),
+    ...TunnelDetailsSchema.shape,
+    ...ServiceCountersShape,
+  }),
+  z.object({
+    state: z.literal('disconnecting'),
+    interfaceName: InterfaceNameSchema,
+    failure: ConnectionFailureSchema.nullable(),
+    ...ServiceCountersShape,
+  }),
+]);
 export type TunnelStatus = z.infer<typeof TunnelStatusSchema>;
+export type ConnectedTunnelStatus = Extract<TunnelStatus, { state: 'connected' }>;

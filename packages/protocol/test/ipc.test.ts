@@ -7,11 +7,11 @@ import {
   parseRequestResult,
   parseServiceMessage,
   PROTOCOL_VERSION,
-  type TunnelStatus,
+  type ConnectedTunnelStatus,
 } from '../src/index.ts';
 
-const status: TunnelStatus = {
-  state: 'running',
+const status: ConnectedTunnelStatus = {
+  state: 'connected',
   workerRestarts: 0,
   interfaceName: 'gh0',
   listenPort: 51820,
@@ -27,7 +27,7 @@ const status: TunnelStatus = {
       txPackets: 4,
       drops: Object.fromEntries(
         DROP_REASONS.map((r) => [r, 0]),
-      ) as TunnelStatus['peers'][0]['drops'],
+      ) as ConnectedTunnelStatus['peers'][0]['drops'],
       lastHandshakeAt: null,
       persistentKeepalive: 25,
     },
@@ -35,7 +35,7 @@ const status: TunnelStatus = {
   noRoute: 2,
   unattributedDrops: Object.fromEntries(
     UNATTRIBUTED_DROP_REASONS.map((r) => [r, r === 'handshake-ring-full' ? 1 : 0]),
-  ) as TunnelStatus['unattributedDrops'],
+  ) as ConnectedTunnelStatus['unattributedDrops'],
   dns: {
     servers: ['10.0.0.53'],
     searchDomains: [],
@@ -226,7 +226,30 @@ void test('service messages: hello, both response shapes and events parse; other
 
 void test('request results are validated per kind', () => {
   assert.equal(parseRequestResult('status', status).ok, true);
-  assert.equal(parseRequestResult('down', { stopping: true }).ok, true);
+  assert.equal(parseRequestResult('down', { stopping: true, serviceExits: false }).ok, true);
+  const counters = { controlSocket: status.controlSocket, logLinesLost: 0 };
+  const failure = { reason: 'engine-failed', message: 'data worker 0 died 4 times' };
+  for (const other of [
+    { state: 'disconnected', failure: null, ...counters },
+    { state: 'disconnected', failure, ...counters },
+    { state: 'connecting', interfaceName: 'gh0', ...counters },
+    { state: 'disconnecting', interfaceName: 'gh0', failure, ...counters },
+  ])
+    assert.equal(parseRequestResult('status', other).ok, true, JSON.stringify(other));
+  assert.equal(
+    parseRequestResult('status', {
+      state: 'disconnected',
+      failure: { reason: 'made-up', message: '' },
+      ...counters,
+    }).ok,
+    false,
+    'an unknown failure reason',
+  );
+  assert.equal(
+    parseRequestResult('status', { ...status, state: 'running' }).ok,
+    false,
+    "protocol 4's state",
+  );
   assert.equal(parseRequestResult('set-dns-resources', status.dnsResources).ok, true);
   assert.equal(parseRequestResult('set-dns-resources', { stubRunning: true }).ok, false);
   const { dnsResources: _missing, ...withoutDnsResources } = status;

@@ -21,7 +21,7 @@ import {
   UNATTRIBUTED_DROP_REASONS,
   MAX_CLIENT_MESSAGE_BYTES,
   PROTOCOL_VERSION,
-  type TunnelStatus,
+  type ConnectedTunnelStatus,
 } from '@gatehouse/protocol';
 import {
   CONTROL_SOCKET_LIMITS,
@@ -41,8 +41,8 @@ import { skipLoudly } from '@gatehouse/test-support';
 
 const NO_DNS_RESOURCES = { patterns: [], stubRunning: false, stubAddresses: [], upstreams: [] };
 
-const status: TunnelStatus = {
-  state: 'running',
+const status: ConnectedTunnelStatus = {
+  state: 'connected',
   workerRestarts: 0,
   interfaceName: 'gh-test',
   listenPort: 51820,
@@ -58,7 +58,7 @@ const status: TunnelStatus = {
       txPackets: 2,
       drops: Object.fromEntries(
         DROP_REASONS.map((r) => [r, 0]),
-      ) as TunnelStatus['peers'][0]['drops'],
+      ) as ConnectedTunnelStatus['peers'][0]['drops'],
       lastHandshakeAt: 1_700_000_000_000,
       persistentKeepalive: null,
     },
@@ -66,7 +66,7 @@ const status: TunnelStatus = {
   noRoute: 0,
   unattributedDrops: Object.fromEntries(
     UNATTRIBUTED_DROP_REASONS.map((r) => [r, 0]),
-  ) as TunnelStatus['unattributedDrops'],
+  ) as ConnectedTunnelStatus['unattributedDrops'],
   dns: {
     servers: [],
     searchDomains: [],
@@ -116,8 +116,9 @@ async function startServer(
       seenPeers.push(context.peer);
       return status;
     },
-    down: () => ({ stopping: true }),
+    down: () => ({ stopping: true, serviceExits: false }),
     'set-dns-resources': () => NO_DNS_RESOURCES,
+    'start-tunnel': () => status,
     ...overrides,
   };
   const server = await ServiceServer.start({
@@ -199,7 +200,7 @@ void test('requests round-trip and the handler sees the peer credentials', async
   try {
     const client = await connectClient(socketPath);
     assert.deepEqual(await client.request('status', {}), status);
-    assert.deepEqual(await client.request('down', {}), { stopping: true });
+    assert.deepEqual(await client.request('down', {}), { stopping: true, serviceExits: false });
     assert.equal(seenPeers[0]?.pid, process.pid);
     assert.equal(seenPeers[0]?.uid, process.getuid?.());
     client.close();
@@ -456,10 +457,25 @@ void test('events reach connected clients', async () => {
   try {
     const client = await connectClient(socketPath);
     const received = new Promise((resolve) => client.onEvent(resolve));
-    server.broadcast(() => ({ event: 'status-changed', status: { ...status, state: 'stopping' } }));
+    server.broadcast(() => ({
+      event: 'status-changed',
+      status: {
+        state: 'disconnecting',
+        interfaceName: 'gh0',
+        failure: null,
+        controlSocket: status.controlSocket,
+        logLinesLost: 0,
+      },
+    }));
     assert.deepEqual(await received, {
       event: 'status-changed',
-      status: { ...status, state: 'stopping' },
+      status: {
+        state: 'disconnecting',
+        interfaceName: 'gh0',
+        failure: null,
+        controlSocket: status.controlSocket,
+        logLinesLost: 0,
+      },
     });
     client.close();
   } finally {
@@ -513,8 +529,9 @@ void test('a service speaking another protocol version is refused with a clear m
 
 const unusedHandlers: RequestHandlers = {
   status: () => status,
-  down: () => ({ stopping: true }),
+  down: () => ({ stopping: true, serviceExits: false }),
   'set-dns-resources': () => NO_DNS_RESOURCES,
+  'start-tunnel': () => status,
 };
 
 async function leaveStaleSocket(socketPath: string): Promise<void> {
@@ -718,7 +735,10 @@ void test('a client that stops reading its events is closed; the others keep rec
     reader.onEvent(() => received++);
     const big = {
       ...status,
-      peers: Array.from({ length: 100 }, () => status.peers[0] as TunnelStatus['peers'][0]),
+      peers: Array.from(
+        { length: 100 },
+        () => status.peers[0] as ConnectedTunnelStatus['peers'][0],
+      ),
     };
     let sent = 0;
     while (server.counters.slowClosed === 0 && sent < 400) {
