@@ -10,6 +10,7 @@ import type { KeyPair } from '@gatehouse/wireguard';
 
 import { Engine } from '../src/engine.ts';
 import type { EngineEvent, EnginePeerStatus } from '../src/engine.ts';
+import { ROUTE_MISS_HOLD_MS } from '../src/route-miss.ts';
 
 const MTU = 1280;
 const RELAY = { address: '10.0.0.9', port: 7000 };
@@ -507,5 +508,33 @@ void describe('two engines over in-memory TUN queues and UDP, data in worker thr
       [3],
     );
     assert.equal(peerStatus(left).drops['policy-denied'], 0, 'the client side has no policy');
+  });
+
+  void it('drops and counts held route-miss packets once the hold time runs out', async () => {
+    await startPair();
+    left.tun.inject(numbered('10.9.0.1', '10.9.7.8', 0));
+    left.tun.inject(numbered('10.9.0.1', '10.9.7.8', 1));
+    await until('the route miss', () => left.events.some((e) => e.type === 'route-miss'));
+    // Workers sweep about once a second.
+    await until(
+      'both held packets expired',
+      () => left.engine.status().unattributedDrops['route-miss-expired'] === 2,
+      ROUTE_MISS_HOLD_MS + 5000,
+    );
+    left.engine.setPeers([
+      {
+        publicKey: right.keys.publicKey,
+        allowedIps: ['10.9.0.2/32', '10.9.7.0/24'],
+        endpoint: RELAY,
+      },
+    ]);
+    left.tun.inject(numbered('10.9.0.1', '10.9.7.8', 2));
+    await until('the packet sent after the change', () => collect(right).length >= 1);
+    await sleep(20);
+    assert.deepEqual(
+      collect(right).map((packet) => new DataView(packet.buffer).getUint32(28)),
+      [2],
+      'nothing expired is sent',
+    );
   });
 });
