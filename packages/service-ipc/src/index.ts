@@ -10,6 +10,3 @@ export type { ClientErrorCode, ServiceClientOptions } from './client.ts';
 export { rootOnly } from './peer-credentials.ts';
 export type { Authorization, AuthorizationPolicy, PeerCredentials } from './peer-credentials.ts';
 export { SocketInUseError } from './socket-claim.ts';
-// Until the tunnel service imports them from @gatehouse/logging, where they live.
-export { silentLogger } from '@gatehouse/logging';
-export type { Logger } from '@gatehouse/logging';
