@@ -156,6 +156,25 @@ PersistentKeepalive = 25
 
       const second = await up();
       assert.match(second.stdout, /is up/);
+      assert.equal((await pingB()).received, 3);
+      const before = await status();
+      const handshakeBefore = before.peers?.[0]?.lastHandshakeAt ?? null;
+      assert.notEqual(handshakeBefore, null);
+      const otherKeys = await generateKeyPair();
+      writeFileSync(
+        configFile,
+        `${config}\n[Peer]\nPublicKey = ${otherKeys.publicKey}\nAllowedIPs = 10.212.0.0/24\n`,
+        { mode: 0o600 },
+      );
+      const applied = await cli('apply', ['--config', configFile]);
+      assert.match(applied.stdout, /the changes are applied/);
+      const after = await status();
+      assert.equal(after.peers?.length, 2);
+      assert.equal(after.peers?.[0]?.lastHandshakeAt, handshakeBefore, 'the session was kept');
+      const table = (await privateEtc.run(['ip', 'route', 'show', 'table', '18248'])).stdout;
+      assert.match(table, new RegExp(`^10\\.212\\.0\\.0/24 dev ${INTERFACE}`, 'm'));
+      assert.equal((await pingB()).received, 3, 'the first peer still carries traffic');
+      writeFileSync(configFile, config, { mode: 0o600 });
       const again = await up().then(
         () => undefined,
         (error: unknown) => error,

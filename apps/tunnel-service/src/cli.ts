@@ -43,6 +43,7 @@ const USAGE = `usage:
   gatehouse-tunnel serve [--socket PATH] [--verbose] [--log-file PATH]
   gatehouse-tunnel up --config FILE [--socket PATH] [--dns-control MODE] [--foreground]
                      [--dry-run] [--verbose] [--log-file PATH]
+  gatehouse-tunnel apply --config FILE [--socket PATH]
   gatehouse-tunnel down [--socket PATH]
   gatehouse-tunnel status [--json] [--socket PATH]
   gatehouse-tunnel dns-resources [--json] [--socket PATH] [PATTERN ...]
@@ -64,6 +65,9 @@ up        start the tunnel described by FILE (wg-quick format): when a
                         configure nothing
           --log-file PATH  also log JSON lines to PATH (default: $GATEHOUSE_LOG_FILE,
                         else none), mode 0640, renamed to PATH.1 at 16 MiB
+apply     change the running tunnel into FILE's configuration, applying only
+          what differs (peers left alone keep their sessions); its interface
+          name, PrivateKey, ListenPort and FwMark cannot change
 down      stop the running tunnel and wait until it is gone (a service keeps running)
 status    show the running tunnel's peers, counters, DNS and DNS resources
           (--json: machine-readable)
@@ -88,6 +92,8 @@ async function main(argv: string[]): Promise<number> {
       return serve(rest);
     case 'up':
       return up(rest);
+    case 'apply':
+      return apply(rest);
     case 'down':
       return down(rest);
     case 'status':
@@ -184,12 +190,7 @@ async function handToDaemon(
     throw error;
   }
   try {
-    if (request.wgQuickConfig.length > MAX_WG_QUICK_CONFIG_CHARS) {
-      process.stderr.write(
-        `gatehouse-tunnel: the file is longer than the service accepts (${MAX_WG_QUICK_CONFIG_CHARS} characters)\n`,
-      );
-      return 2;
-    }
+    if (!fitsRequest(request.wgQuickConfig)) return 2;
     await client.request('start-tunnel', request, { timeoutMs: START_WAIT_MS });
     process.stdout.write(
       `tunnel ${request.interfaceName} is up (run by the service on ${socketPath})\n`,
@@ -198,6 +199,15 @@ async function handToDaemon(
   } finally {
     client.close();
   }
+}
+
+/** False after saying so when the file is too long to send. */
+function fitsRequest(wgQuickConfig: string): boolean {
+  if (wgQuickConfig.length <= MAX_WG_QUICK_CONFIG_CHARS) return true;
+  process.stderr.write(
+    `gatehouse-tunnel: the file is longer than the service accepts (${MAX_WG_QUICK_CONFIG_CHARS} characters)\n`,
+  );
+  return false;
 }
 
 async function serve(args: string[]): Promise<number> {
@@ -240,6 +250,23 @@ function dnsControlFrom(flag: string | undefined): DnsControlSetting {
     return resolveDnsControlSetting(flag, process.env['GATEHOUSE_DNS_CONTROL']);
   } catch (error) {
     throw new UsageError((error as Error).message);
+  }
+}
+
+async function apply(args: string[]): Promise<number> {
+  const { values } = parseOptions(args, { config: { type: 'string' }, socket: { type: 'string' } });
+  if (values.config === undefined) throw new UsageError('apply needs --config FILE');
+  const interfaceName = interfaceNameFor(values.config);
+  const config = readConfig(values.config);
+  if (config === undefined) return 2;
+  if (!fitsRequest(config.text)) return 2;
+  const client = await ServiceClient.connect({ socketPath: socketPathFrom(values.socket) });
+  try {
+    await client.request('apply-tunnel', { wgQuickConfig: config.text, interfaceName });
+    process.stdout.write(`tunnel ${interfaceName}: the changes are applied\n`);
+    return 0;
+  } finally {
+    client.close();
   }
 }
 

@@ -13,7 +13,13 @@ import {
 } from '@gatehouse/protocol';
 import { encodeKey } from '@gatehouse/wireguard';
 import { NO_DNS_RESOURCES, type Tunnel, type TunnelReport } from './tunnel.ts';
-import { prefixText, type PeerEndpoint, type TunnelSpec } from './tunnel-spec.ts';
+import {
+  diffTunnelSpecs,
+  prefixText,
+  refuseFixedChanges,
+  type PeerEndpoint,
+  type TunnelSpec,
+} from './tunnel-spec.ts';
 
 export class DryRunTunnel implements Tunnel {
   #spec: TunnelSpec | undefined;
@@ -24,6 +30,7 @@ export class DryRunTunnel implements Tunnel {
 
   async apply(spec: TunnelSpec): Promise<void> {
     if (this.#spec === undefined) throw new Error('the dry-run tunnel is not started');
+    refuseFixedChanges(diffTunnelSpecs(this.#spec, spec));
     this.#spec = spec;
   }
 

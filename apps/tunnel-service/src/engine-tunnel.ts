@@ -27,6 +27,7 @@ import { NO_DNS_RESOURCES, TunnelStartError, type Tunnel, type TunnelReport } fr
 import {
   diffTunnelSpecs,
   prefixText,
+  refuseFixedChanges,
   type PeerSpec,
   type TunnelSpec,
   type TunnelSpecChange,
@@ -239,12 +240,7 @@ export class EngineTunnel implements Tunnel {
   async #apply(running: Running, spec: TunnelSpec): Promise<void> {
     if (this.#running !== running) throw new Error('the tunnel is stopping');
     const changes = diffTunnelSpecs(running.spec, spec);
-    const fixed = changes.find((change) => change.kind === 'fixed');
-    if (fixed !== undefined) {
-      throw new Error(
-        `${fixed.fields.join(', ')} cannot change while the tunnel runs: stop it and start the new one`,
-      );
-    }
+    refuseFixedChanges(changes);
     const previous = running.spec;
     running.spec = spec;
     try {

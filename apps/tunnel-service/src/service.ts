@@ -212,11 +212,12 @@ export async function runTunnelService(options: TunnelServiceOptions): Promise<n
                 'for now (gatehouse-tunnel down stops it)',
             );
           }
-          const parsed = parseWgQuickConfig(params.wgQuickConfig);
-          if (!parsed.ok) {
-            const message = formatConfigProblems(`${params.interfaceName}.conf`, parsed.problems);
-            lastFailure = { reason: 'bad-config', message };
-            throw new RequestError('bad-request', message);
+          let spec: TunnelSpec;
+          try {
+            spec = specFromWgQuick(params.wgQuickConfig, params.interfaceName);
+          } catch (error) {
+            lastFailure = { reason: 'bad-config', message: (error as Error).message };
+            throw error;
           }
           let dnsControl: DnsControlSetting;
           try {
@@ -224,10 +225,7 @@ export async function runTunnelService(options: TunnelServiceOptions): Promise<n
           } catch (error) {
             throw new RequestError('bad-request', (error as Error).message);
           }
-          const entry = startTunnel(
-            tunnelSpecFromWgQuick(parsed.config, params.interfaceName),
-            dnsControl,
-          );
+          const entry = startTunnel(spec, dnsControl);
           try {
             await entry.started;
           } catch (error) {
@@ -238,13 +236,34 @@ export async function runTunnelService(options: TunnelServiceOptions): Promise<n
           }
           return statusNow();
         },
+        'apply-tunnel': async (params, { peer }) => {
+          mustBeRoot(peer, 'change the tunnel');
+          const entry = connected();
+          const spec = {
+            ...specFromWgQuick(params.wgQuickConfig, params.interfaceName),
+            dnsResources: entry.spec.dnsResources,
+          };
+          try {
+            await entry.tunnel.apply(spec);
+          } catch (error) {
+            throw new RequestError(
+              'tunnel-failed',
+              `tunnel ${entry.spec.interfaceName} did not take the change: ${(error as Error).message}`,
+            );
+          }
+          entry.spec = spec;
+          logger.info(`tunnel ${spec.interfaceName}: applied a new configuration`);
+          broadcastStatus();
+          return statusNow();
+        },
         'set-dns-resources': async ({ resources }, { peer }) => {
           mustBeRoot(peer, 'set DNS resources');
-          const { tunnel } = connected();
+          const entry = connected();
           const patterns = resources.map((resource) => resource.address);
           const problem = dnsResourcePatternProblem(patterns);
           if (problem !== undefined) throw new RequestError('bad-request', problem);
-          const result = await tunnel.setDnsResources(patterns);
+          const result = await entry.tunnel.setDnsResources(patterns);
+          entry.spec = { ...entry.spec, dnsResources: patterns };
           broadcastStatus();
           return result;
         },
@@ -280,6 +299,18 @@ export async function runTunnelService(options: TunnelServiceOptions): Promise<n
   await server.stop();
   removeProcessHandlers();
   return exitCode;
+}
+
+/** The daemon's own check of a wg-quick file it was sent; problems as a bad request. */
+function specFromWgQuick(text: string, interfaceName: string): TunnelSpec {
+  const parsed = parseWgQuickConfig(text);
+  if (!parsed.ok) {
+    throw new RequestError(
+      'bad-request',
+      formatConfigProblems(`${interfaceName}.conf`, parsed.problems),
+    );
+  }
+  return tunnelSpecFromWgQuick(parsed.config, interfaceName);
 }
 
 function mustBeRoot(peer: PeerCredentials, what: string): void {

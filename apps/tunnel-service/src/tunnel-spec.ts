@@ -105,6 +105,16 @@ export function diffTunnelSpecs(from: TunnelSpec, to: TunnelSpec): TunnelSpecCha
   return changes;
 }
 
+/** Refuses changes of what the running tunnel is built around, naming them. */
+export function refuseFixedChanges(changes: readonly TunnelSpecChange[]): void {
+  const fixed = changes.find((change) => change.kind === 'fixed');
+  if (fixed !== undefined) {
+    throw new Error(
+      `${fixed.fields.join(', ')} cannot change while the tunnel runs: stop it and start the new one`,
+    );
+  }
+}
+
 export function prefixText(network: { address: string; prefixLength: number }): string {
   return `${network.address}/${network.prefixLength}`;
 }

@@ -371,6 +371,39 @@ void test('up --dry-run serves status (table and JSON) and stops on down', async
   }
 });
 
+void test('apply changes the running tunnel into the file and refuses a new ListenPort', async (t) => {
+  if (skipUnlessRoot(t)) return;
+  const ws = workspace();
+  try {
+    const { child, exited } = await startUp(ws);
+    const socket = ['--socket', ws.socketPath];
+    writeFileSync(
+      ws.configFile,
+      `${GOOD_CONFIG}\n[Peer]\nPublicKey = ${key(3)}\nAllowedIPs = 10.9.9.0/24\n`,
+      { mode: 0o600 },
+    );
+    const applied = await run(['apply', '--config', ws.configFile, ...socket]);
+    assert.equal(applied.code, 0, applied.stderr);
+    assert.equal(applied.stdout, 'tunnel gh-test0: the changes are applied\n');
+    const status = connected((await run(['status', '--json', ...socket])).stdout);
+    assert.deepEqual(
+      status.peers.map((peer) => peer.publicKey),
+      [key(2), key(3)],
+    );
+
+    writeFileSync(ws.configFile, GOOD_CONFIG.replace('51999', '51998'), { mode: 0o600 });
+    const refused = await run(['apply', '--config', ws.configFile, ...socket]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /listenPort cannot change while the tunnel runs/);
+    assert.equal(connected((await run(['status', '--json', ...socket])).stdout).peers.length, 2);
+
+    child.kill('SIGTERM');
+    assert.equal((await exited).code, 0);
+  } finally {
+    ws.cleanup();
+  }
+});
+
 void test('dns-resources sets and clears the DNS resources; status shows them', async (t) => {
   if (skipUnlessRoot(t)) return;
   const ws = workspace();

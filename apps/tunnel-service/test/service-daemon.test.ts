@@ -102,6 +102,10 @@ void test('the daemon serves with no tunnel, starts one per start-tunnel, keeps 
     assert.equal(idle.state, 'disconnected');
     assert.equal(idle.state === 'disconnected' && idle.failure, null);
     assert.equal((await refusal(client.request('down', {}))).code, 'not-running');
+    const noTunnelToChange = await refusal(
+      client.request('apply-tunnel', { wgQuickConfig: WG_QUICK, interfaceName: 'gh-d0' }),
+    );
+    assert.equal(noTunnelToChange.code, 'not-running');
     const noTunnel = await refusal(
       client.request('set-dns-resources', { resources: [{ address: 'app.example' }] }),
     );
@@ -111,6 +115,36 @@ void test('the daemon serves with no tunnel, starts one per start-tunnel, keeps 
     assert.equal(started.state, 'connected');
     assert.equal(started.state === 'connected' && started.interfaceName, 'gh-d0');
     assert.equal(tunnels.starts.length, 1);
+
+    const withPeer = `${WG_QUICK}\n[Peer]\nPublicKey = ${key(3)}\nAllowedIPs = 10.9.9.0/24\n`;
+    await client.request('set-dns-resources', { resources: [{ address: 'app.example' }] });
+    const applied = await client.request('apply-tunnel', {
+      wgQuickConfig: withPeer,
+      interfaceName: 'gh-d0',
+    });
+    assert.equal(applied.state === 'connected' && applied.peers.length, 2);
+    assert.deepEqual(
+      applied.state === 'connected' && applied.dnsResources.patterns,
+      ['app.example'],
+      'the DNS resources stay as set',
+    );
+    const moved = await refusal(
+      client.request('apply-tunnel', {
+        wgQuickConfig: withPeer.replace('[Interface]', '[Interface]\nListenPort = 4000'),
+        interfaceName: 'gh-d0',
+      }),
+    );
+    assert.equal(moved.code, 'tunnel-failed');
+    assert.match(
+      moved.message,
+      /did not take the change: listenPort cannot change while the tunnel runs/,
+    );
+    const renamed = await refusal(
+      client.request('apply-tunnel', { wgQuickConfig: withPeer, interfaceName: 'gh-d9' }),
+    );
+    assert.match(renamed.message, /interfaceName cannot change/);
+    const unchanged = await client.request('status', {});
+    assert.equal(unchanged.state === 'connected' && unchanged.peers.length, 2);
 
     const second = await refusal(
       client.request('start-tunnel', { ...start, interfaceName: 'gh-d1' }),

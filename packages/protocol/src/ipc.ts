@@ -24,9 +24,10 @@ import { DnsResourcesStatusSchema, TunnelStatusSchema } from './tunnel-status.ts
  * 4: hardening — every drop and refusal counted in the status (no-route, unattributed,
  * malformed datagrams, handshake load, DNS stub refusals, the control socket's refusals and
  * errors); a failed tunnel state; the too-many-connections error.
- * 5: the daemon — start-tunnel, down leaves a daemon running, a status per connection state
- * (disconnected, connecting, connected, disconnecting) with failure reasons; forbidden,
- * already-running and tunnel-failed errors.
+ * 5: the daemon — start-tunnel, apply-tunnel, down leaves a daemon running, a status per
+ * connection state (disconnected, connecting, connected, disconnecting) with failure reasons;
+ * forbidden, already-running and tunnel-failed errors; the engine's relay, route-miss,
+ * policy-denied and event-handler drop reasons.
  */
 export const PROTOCOL_VERSION = 5;
 
@@ -82,6 +83,19 @@ export const requestSchemas = {
     result: TunnelStatusSchema,
   },
   /**
+   * Changes the running tunnel into a wg-quick file's (root only), applying
+   * only what differs: peers left alone keep their sessions. Its interface
+   * name, key, port and mark cannot change; the DNS resources stay as set.
+   * Answers with the status after the change.
+   */
+  'apply-tunnel': {
+    params: z.strictObject({
+      wgQuickConfig: z.string().max(MAX_WG_QUICK_CONFIG_CHARS),
+      interfaceName: z.string().regex(/^[A-Za-z0-9_=+.-]{1,15}$/, 'an interface name'),
+    }),
+    result: TunnelStatusSchema,
+  },
+  /**
    * Stops the tunnel. A daemon answers once it is down and keeps serving; a
    * foreground service (`up` without a daemon) answers at once and exits.
    */
@@ -115,6 +129,7 @@ function requestVariant<K extends RequestKind>(kind: K) {
 export const RequestSchema = z.discriminatedUnion('kind', [
   requestVariant('status'),
   requestVariant('start-tunnel'),
+  requestVariant('apply-tunnel'),
   requestVariant('down'),
   requestVariant('set-dns-resources'),
 ]);
@@ -132,7 +147,7 @@ export const ERROR_CODES = [
   'not-running',
   /** A tunnel is already up: one at a time. */
   'already-running',
-  /** The tunnel could not start (the message says why). */
+  /** The tunnel could not start or take a change (the message says why). */
   'tunnel-failed',
   'internal',
 ] as const;

@@ -119,6 +119,7 @@ async function startServer(
     down: () => ({ stopping: true, serviceExits: false }),
     'set-dns-resources': () => NO_DNS_RESOURCES,
     'start-tunnel': () => status,
+    'apply-tunnel': () => status,
     ...overrides,
   };
   const server = await ServiceServer.start({
@@ -532,6 +533,7 @@ const unusedHandlers: RequestHandlers = {
   down: () => ({ stopping: true, serviceExits: false }),
   'set-dns-resources': () => NO_DNS_RESOURCES,
   'start-tunnel': () => status,
+  'apply-tunnel': () => status,
 };
 
 async function leaveStaleSocket(socketPath: string): Promise<void> {
