@@ -29,6 +29,7 @@ import { availableParallelism } from 'node:os';
 import { MessageChannel } from 'node:worker_threads';
 import type { MessagePort, Worker } from 'node:worker_threads';
 
+import { silentLogger, type Logger } from '@gatehouse/logging';
 import { closeTunQueueFds, openTunQueues, readTunKernelDrops } from '@gatehouse/tun';
 import type { MemoryTunQueues, OpenedTunQueues, TunKernelDrops } from '@gatehouse/tun';
 import {
@@ -45,6 +46,7 @@ import type {
   MemoryUdpSocket,
 } from '@gatehouse/udp';
 import {
+  checkPeerUpdate,
   DROP_REASONS as WIREGUARD_DROP_REASONS,
   H_DOORBELL,
   encodeKey,
@@ -66,7 +68,6 @@ import {
   RELAY_RING,
   UNDER_LOAD_RING_DEPTH,
 } from './datagram-ring.ts';
-import { limitMallocArenas } from './malloc-arenas.ts';
 import { startStrippedWorker } from './stripped-worker.ts';
 import { PeerIdleWatch } from './peer-idle.ts';
 import { checkPolicyRule, compilePolicy } from './policy.ts';
@@ -98,8 +99,6 @@ export interface EnginePeer {
   policy?: PolicyRule[];
 }
 
-export type EngineLogLevel = 'debug' | 'info' | 'warn' | 'error';
-
 /** What the engine tells its owner (the tunnel service, the gateway); peers by base64 public key. */
 export type EngineEvent =
   | { type: 'handshake-completed'; peer: string }
@@ -127,7 +126,7 @@ export interface EngineOptions {
   /** TUN checksum/TSO/USO offloads with GSO split and GRO coalescing (default true). */
   offloads?: boolean;
   crypto?: 'auto' | CryptoProviderName;
-  log?: (level: EngineLogLevel, message: string) => void;
+  logger?: Logger;
   /** Called on the control thread; what it throws is counted (event-handler-error) and logged. */
   onEvent?: (event: EngineEvent) => void;
   /**
@@ -259,7 +258,7 @@ export class Engine {
   readonly cryptoProvider: string;
 
   readonly #device: WireGuardDevice;
-  readonly #log: (level: EngineLogLevel, message: string) => void;
+  readonly #logger: Logger;
   readonly #workers: DataWorker[];
   readonly #control: Int32Array;
   readonly #doorbell: Int32Array;
@@ -310,7 +309,7 @@ export class Engine {
     this.listenPort = init.listenPort;
     this.cryptoProvider = init.cryptoProvider;
     this.#device = init.device;
-    this.#log = init.options.log ?? (() => {});
+    this.#logger = init.options.logger ?? silentLogger;
     this.#onEvent = init.options.onEvent ?? (() => {});
     this.#workers = init.workers;
     this.#control = init.control;
@@ -330,7 +329,6 @@ export class Engine {
   static async start(options: EngineOptions, peers: EnginePeer[]): Promise<Engine> {
     return withOwnKey(options, (options) => {
       const queues = options.queues ?? Math.min(4, availableParallelism());
-      limitMallocArenas();
       const tun = openTunQueues({
         name: options.interfaceName,
         queues,
@@ -345,7 +343,7 @@ export class Engine {
             ...(options.listenPort === undefined ? {} : { listenPort: options.listenPort }),
             ...(options.fwmark === undefined ? {} : { fwmark: options.fwmark }),
           },
-          (level, message) => options.log?.(level, `${options.interfaceName}: ${message}`),
+          (level, message) => options.logger?.[level](`${options.interfaceName}: ${message}`),
         );
       } catch (error) {
         closeTunQueueFds(tun.fds);
@@ -400,7 +398,7 @@ export class Engine {
     workerIo: (queue: number, socket: DatagramSocket) => WorkerIo,
     observeWorker?: (queue: number, worker: Worker) => void,
   ): Promise<Engine> {
-    const log = options.log ?? (() => {});
+    const logger = options.logger ?? silentLogger;
     const workers: DataWorker[] = [];
     const closeDevices = (): void => {
       for (const socket of sockets) socket.close();
@@ -408,7 +406,7 @@ export class Engine {
     };
     try {
       const selection = await selectCryptoProvider(options.crypto ?? 'auto');
-      log('info', `crypto provider ${selection.reason}`);
+      logger.info(`crypto provider ${selection.reason}`);
       const device = new WireGuardDevice({
         privateKey: options.privateKey,
         crypto: selection.provider,
@@ -439,7 +437,7 @@ export class Engine {
         const run = spawnWorker(template, queue, io, rings, tables, observeWorker);
         workers.push({ queue, io, socket: sockets[queue]!, ...rings, run });
       }
-      await Promise.all(workers.map((w) => watchWorker(w.queue, w.run, log)));
+      await Promise.all(workers.map((w) => watchWorker(w.queue, w.run, logger)));
       const engine = new Engine({
         options,
         device,
@@ -458,8 +456,7 @@ export class Engine {
       if (engine.#failure !== undefined) throw new Error(engine.#failure);
       const families =
         sockets[0] instanceof DualStackSocket && sockets[0].v6 ? 'IPv4+IPv6' : 'IPv4';
-      log(
-        'info',
+      logger.info(
         `${options.interfaceName}: ${workers.length} data worker(s), port ${engine.listenPort} (${families}), ` +
           `UDP GSO ${sockets[0]!.gso ? 'on' : 'off'}` +
           (tun === undefined ? '' : `, offloads ${JSON.stringify(tun.offloads)}`),
@@ -478,7 +475,9 @@ export class Engine {
   /**
    * Adds, removes and updates peers by public key; the AllowedIPs table is
    * rebuilt and published. Only a new preshared key replaces a peer's
-   * session; endpoint, keepalive and AllowedIPs change under it.
+   * session; endpoint, keepalive and AllowedIPs change under it. A bad
+   * peer (prefix, policy rule, endpoint, keepalive) is refused before
+   * anything changes.
    */
   setPeers(peers: EnginePeer[]): void {
     const wanted = new Map<string, EnginePeer>();
@@ -487,6 +486,7 @@ export class Engine {
       if (wanted.has(name)) throw new Error(`peer ${name} listed twice`);
       for (const cidr of peer.allowedIps) parsePrefix(cidr);
       for (const rule of peer.policy ?? []) checkPolicyRule(rule);
+      checkPeerUpdate(name, peer);
       wanted.set(name, peer);
     }
     const now = this.#now();
@@ -620,7 +620,7 @@ export class Engine {
     const drops = readTunKernelDrops(this.#kernelTun);
     if (drops === undefined && !this.#kernelTunDropsUnreadable) {
       this.#kernelTunDropsUnreadable = true;
-      this.#log('warn', `${this.#kernelTun}: the kernel's drop counters cannot be read from sysfs`);
+      this.#logger.warn(`${this.#kernelTun}: the kernel's drop counters cannot be read from sysfs`);
     }
     return drops;
   }
@@ -668,8 +668,7 @@ export class Engine {
       return;
     }
     this.#workerRestarts++;
-    this.#log(
-      'error',
+    this.#logger.error(
       `${this.interfaceName}: data worker ${data.queue} died (${cause}); restarting it`,
     );
     void this.#restart(data);
@@ -688,8 +687,8 @@ export class Engine {
     data.run = run;
     this.#supervise(data);
     try {
-      await watchWorker(data.queue, run, this.#log);
-      this.#log('info', `${this.interfaceName}: data worker ${data.queue} restarted`);
+      await watchWorker(data.queue, run, this.#logger);
+      this.#logger.info(`${this.interfaceName}: data worker ${data.queue} restarted`);
     } catch {
       // A worker that never got ready is ended; its exit counts as another death.
       await run.worker.terminate();
@@ -698,7 +697,7 @@ export class Engine {
 
   #fail(message: string): void {
     this.#failure = message;
-    this.#log('error', `${this.interfaceName}: the engine failed: ${message}`);
+    this.#logger.error(`${this.interfaceName}: the engine failed: ${message}`);
     this.#onFailed(new Error(message));
   }
 
@@ -750,12 +749,12 @@ export class Engine {
     this.#flushTransmits();
     for (let event = this.#device.pollEvent(); event; event = this.#device.pollEvent()) {
       if (event.type === 'handshake-complete') {
-        this.#log('debug', `handshake with ${event.peer} complete`);
+        this.#logger.debug(`handshake with ${event.peer} complete`);
         // Workers may hold packets for this session; they look when woken.
         for (const worker of this.#workers) worker.socket.wake();
         this.#emit({ type: 'handshake-completed', peer: event.peer });
       } else if (event.type === 'handshake-gave-up') {
-        this.#log('info', `handshake with ${event.peer} gave up`);
+        this.#logger.info(`handshake with ${event.peer} gave up`);
         this.#emit({
           type: 'handshake-failed',
           peer: event.peer,
@@ -796,8 +795,7 @@ export class Engine {
     } catch (error) {
       this.#eventHandlerErrors++;
       if (this.#eventHandlerErrors % 1000 === 1) {
-        this.#log(
-          'error',
+        this.#logger.error(
           `${this.interfaceName}: the ${event.type} event's handler failed (${this.#eventHandlerErrors} so far): ${(error as Error).message}`,
         );
       }
@@ -815,8 +813,7 @@ export class Engine {
       this.#handlerErrors++;
       // A hostile stream of such datagrams must not flood the log: the first, then every 1000th.
       if (this.#handlerErrors % 1000 === 1) {
-        this.#log(
-          'error',
+        this.#logger.error(
           `${this.interfaceName}: handling a handshake message from ${from.address} failed (${this.#handlerErrors} so far): ${(error as Error).message}`,
         );
       }
@@ -837,7 +834,7 @@ export class Engine {
     for (let t = this.#device.pollTransmit(); t; t = this.#device.pollTransmit()) {
       const { family, address } = parseAddress(t.to.address);
       if (!canSend(socket, family)) {
-        this.#log('warn', `no IPv${family} socket for ${t.to.address}`);
+        this.#logger.warn(`no IPv${family} socket for ${t.to.address}`);
         this.#drops.add(UNATTRIBUTED, DROP_UDP_SEND_FAILED);
         continue;
       }
@@ -911,11 +908,7 @@ function spawnWorker(
  * Resolves when the worker reports ready; rejects when it fails or exits
  * first. What it reports failing (then or later) is kept as its last error.
  */
-function watchWorker(
-  queue: number,
-  run: WorkerRun,
-  log: (level: EngineLogLevel, message: string) => void,
-): Promise<void> {
+function watchWorker(queue: number, run: WorkerRun, logger: Logger): Promise<void> {
   const { worker } = run;
   return new Promise((resolve, reject) => {
     const timer = setTimeout(
@@ -928,14 +921,14 @@ function watchWorker(
         resolve();
       } else {
         run.lastError = message.failed;
-        log('error', `data worker ${queue} failed: ${message.failed}`);
+        logger.error(`data worker ${queue} failed: ${message.failed}`);
         clearTimeout(timer);
         reject(new Error(`data worker ${queue} failed: ${message.failed}`));
       }
     });
     worker.on('error', (error) => {
       run.lastError = error.message;
-      log('error', `data worker ${queue}: ${error.message}`);
+      logger.error(`data worker ${queue}: ${error.message}`);
       clearTimeout(timer);
       reject(error);
     });

@@ -537,4 +537,36 @@ void describe('two engines over in-memory TUN queues and UDP, data in worker thr
       'nothing expired is sent',
     );
   });
+
+  void it('setPeers refuses a bad peer before changing anything', async () => {
+    await startPair();
+    const before = peerStatus(left);
+    const good = { publicKey: right.keys.publicKey, allowedIps: ['10.9.0.2/32'], endpoint: RELAY };
+    assert.throws(
+      () =>
+        left.engine.setPeers([
+          { publicKey: generateKeyPair().publicKey, allowedIps: ['10.9.9.0/24'] },
+          { ...good, persistentKeepaliveSeconds: 70_000 },
+        ]),
+      /persistentKeepaliveSeconds must be an integer 0-65535/,
+    );
+    assert.deepEqual(left.engine.status().peers, [before], 'no peer added, none changed');
+    assert.throws(
+      () => left.engine.setPeers([{ ...good, endpoint: { address: 'not-an-ip', port: 1 } }]),
+      /endpoint must be an IP address/,
+    );
+    assert.throws(
+      () =>
+        left.engine.setPeers([
+          {
+            ...good,
+            policy: [{ destination: '10.9.0.2', protocol: 'icmp', ports: [{ from: 1, to: 1 }] }],
+          },
+        ]),
+      /policy ports need tcp or udp/,
+    );
+    assert.deepEqual(left.engine.status().peers, [before]);
+    left.tun.inject(numbered('10.9.0.1', '10.9.0.2', 1));
+    await until('a packet on the right', () => collect(right).length >= 1);
+  });
 });

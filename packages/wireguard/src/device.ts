@@ -177,10 +177,8 @@ export class WireGuardDevice {
     if (staticStatic === null) throw new KeyFormatError(`peer ${name} is a low-order point`);
     staticStatic.fill(0);
     if (config.presharedKey !== undefined) checkKeyLength(config.presharedKey, 'preshared key');
-    if (config.endpoint !== undefined && !isValidEndpoint(config.endpoint)) {
-      throw new Error(`peer ${name}: endpoint must be an IP address and a port 0-65535`);
-    }
-    const keepalive = checkedKeepaliveSeconds(name, config.persistentKeepaliveSeconds);
+    checkPeerUpdate(name, config);
+    const keepalive = config.persistentKeepaliveSeconds ?? 0;
     const slot = this.#table.allocatePeer();
     if (slot === undefined) {
       throw new RangeError(`peer capacity of ${this.sharedMemory.peerSlots} reached`);
@@ -205,11 +203,8 @@ export class WireGuardDevice {
    */
   updatePeer(update: PeerUpdate): void {
     const peer = this.#peer(update.publicKey);
-    if (update.endpoint !== undefined && !isValidEndpoint(update.endpoint)) {
-      throw new Error(`peer ${peer.name}: endpoint must be an IP address and a port 0-65535`);
-    }
-    const keepalive = checkedKeepaliveSeconds(peer.name, update.persistentKeepaliveSeconds);
-    peer.persistentKeepaliveMs = keepalive * 1000;
+    checkPeerUpdate(peer.name, update);
+    peer.persistentKeepaliveMs = (update.persistentKeepaliveSeconds ?? 0) * 1000;
     if (update.endpoint !== undefined) this.#roam(peer, update.endpoint);
   }
 
@@ -760,12 +755,18 @@ export class WireGuardDevice {
 
 const EMPTY = new Uint8Array(0);
 
-function checkedKeepaliveSeconds(peer: string, seconds: number | undefined): number {
-  const keepalive = seconds ?? 0;
+/**
+ * Throws what addPeer and updatePeer would refuse in `update`'s endpoint
+ * and keepalive, so a caller changing many peers can check them all first.
+ */
+export function checkPeerUpdate(peer: string, update: Omit<PeerUpdate, 'publicKey'>): void {
+  if (update.endpoint !== undefined && !isValidEndpoint(update.endpoint)) {
+    throw new Error(`peer ${peer}: endpoint must be an IP address and a port 0-65535`);
+  }
+  const keepalive = update.persistentKeepaliveSeconds ?? 0;
   if (!Number.isInteger(keepalive) || keepalive < 0 || keepalive > 65535) {
     throw new RangeError(`peer ${peer}: persistentKeepaliveSeconds must be an integer 0-65535`);
   }
-  return keepalive;
 }
 
 /** Drop events beyond this many unpolled events are only counted. */
