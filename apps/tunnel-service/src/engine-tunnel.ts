@@ -20,7 +20,7 @@ import type {
   DnsStatus,
   DnsStubCounters,
 } from '@gatehouse/protocol';
-import type { Logger } from '@gatehouse/logging';
+import { prefixedLogger, type Logger } from '@gatehouse/logging';
 import { resolvePeerEndpoints, type HostLookup } from './endpoint-resolution.ts';
 import { tunnelStatusFromEngine, type EngineStatusView } from './engine-status.ts';
 import { NO_DNS_RESOURCES, TunnelStartError, type Tunnel, type TunnelReport } from './tunnel.ts';
@@ -163,7 +163,7 @@ export class EngineTunnel implements Tunnel {
             fwmark: mark,
             mtu: spec.mtu,
             watchedRanges: [DEFAULT_IPV4_PROXY_RANGE, DEFAULT_IPV6_PROXY_RANGE],
-            log: (level, message) => logger[level](`engine: ${message}`),
+            logger: prefixedLogger(logger, 'engine: '),
             onFailed,
           },
           peers,

@@ -46,7 +46,6 @@ import type {
   MemoryUdpSocket,
 } from '@gatehouse/udp';
 import {
-  checkPeerUpdate,
   DROP_REASONS as WIREGUARD_DROP_REASONS,
   H_DOORBELL,
   encodeKey,
@@ -68,6 +67,7 @@ import {
   RELAY_RING,
   UNDER_LOAD_RING_DEPTH,
 } from './datagram-ring.ts';
+import { limitMallocArenas } from './malloc-arenas.ts';
 import { startStrippedWorker } from './stripped-worker.ts';
 import { PeerIdleWatch } from './peer-idle.ts';
 import { checkPolicyRule, compilePolicy } from './policy.ts';
@@ -329,6 +329,7 @@ export class Engine {
   static async start(options: EngineOptions, peers: EnginePeer[]): Promise<Engine> {
     return withOwnKey(options, (options) => {
       const queues = options.queues ?? Math.min(4, availableParallelism());
+      limitMallocArenas();
       const tun = openTunQueues({
         name: options.interfaceName,
         queues,
@@ -475,9 +476,7 @@ export class Engine {
   /**
    * Adds, removes and updates peers by public key; the AllowedIPs table is
    * rebuilt and published. Only a new preshared key replaces a peer's
-   * session; endpoint, keepalive and AllowedIPs change under it. A bad
-   * peer (prefix, policy rule, endpoint, keepalive) is refused before
-   * anything changes.
+   * session; endpoint, keepalive and AllowedIPs change under it.
    */
   setPeers(peers: EnginePeer[]): void {
     const wanted = new Map<string, EnginePeer>();
@@ -486,7 +485,6 @@ export class Engine {
       if (wanted.has(name)) throw new Error(`peer ${name} listed twice`);
       for (const cidr of peer.allowedIps) parsePrefix(cidr);
       for (const rule of peer.policy ?? []) checkPolicyRule(rule);
-      checkPeerUpdate(name, peer);
       wanted.set(name, peer);
     }
     const now = this.#now();

@@ -16,7 +16,6 @@ export {
 export type {
   EngineDropReason,
   EngineEvent,
-  EngineLogLevel,
   EngineMemoryDevices,
   EngineOptions,
   EnginePeer,

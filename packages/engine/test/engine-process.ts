@@ -10,6 +10,7 @@
  */
 import { createInterface } from 'node:readline';
 
+import { createServiceLogger } from '@gatehouse/logging';
 import { decodeKey } from '@gatehouse/wireguard';
 
 import { Engine } from '../src/engine.ts';
@@ -30,7 +31,7 @@ const engine = await Engine.start(
   {
     ...config,
     privateKey: decodeKey(config.privateKey),
-    log: (level, message) => console.error(`${level}: ${message}`),
+    logger: createServiceLogger({ name: 'engine-process', debug: true }),
   },
   config.peers.map((peer) => ({ ...peer, publicKey: decodeKey(peer.publicKey) })),
 );

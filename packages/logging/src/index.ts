@@ -1,4 +1,4 @@
-export { silentLogger } from './logger.ts';
+export { prefixedLogger, silentLogger } from './logger.ts';
 export type { Logger, LogLevel } from './logger.ts';
 export { createServiceLogger } from './service-logger.ts';
 export type { ServiceLogger, ServiceLoggerOptions } from './service-logger.ts';

@@ -14,3 +14,13 @@ export const silentLogger: Logger = {
   warn() {},
   error() {},
 };
+
+/** `logger` with `prefix` before every message: a component's lines in the service's log. */
+export function prefixedLogger(logger: Logger, prefix: string): Logger {
+  return {
+    debug: (message) => logger.debug(prefix + message),
+    info: (message) => logger.info(prefix + message),
+    warn: (message) => logger.warn(prefix + message),
+    error: (message) => logger.error(prefix + message),
+  };
+}

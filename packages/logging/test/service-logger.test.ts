@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { createServiceLogger, LogFile } from '../src/index.ts';
+import { createServiceLogger, LogFile, prefixedLogger } from '../src/index.ts';
 
 function collecting(options: { failAfter?: number; isTTY?: boolean } = {}) {
   const written: string[] = [];
@@ -91,4 +91,25 @@ void test('the log file gets JSON lines with time, level, pid and message; stder
   assert.ok(time >= before - 1000 && time <= Date.now(), `time ${String(records[0]?.['time'])}`);
   assert.equal(written.length, 2);
   assert.equal(logger.linesLost, 0);
+});
+
+void test('a prefixed logger puts its prefix before every message, at every level', () => {
+  const lines: string[] = [];
+  const base = {
+    debug: (message: string) => lines.push(`debug ${message}`),
+    info: (message: string) => lines.push(`info ${message}`),
+    warn: (message: string) => lines.push(`warn ${message}`),
+    error: (message: string) => lines.push(`error ${message}`),
+  };
+  const engine = prefixedLogger(base, 'engine: ');
+  engine.debug('a');
+  engine.info('b');
+  engine.warn('c');
+  engine.error('d');
+  assert.deepEqual(lines, [
+    'debug engine: a',
+    'info engine: b',
+    'warn engine: c',
+    'error engine: d',
+  ]);
 });
