@@ -46,6 +46,7 @@ import type {
   MemoryUdpSocket,
 } from '@gatehouse/udp';
 import {
+  checkPeerUpdate,
   DROP_REASONS as WIREGUARD_DROP_REASONS,
   H_DOORBELL,
   encodeKey,
@@ -67,7 +68,6 @@ import {
   RELAY_RING,
   UNDER_LOAD_RING_DEPTH,
 } from './datagram-ring.ts';
-import { limitMallocArenas } from './malloc-arenas.ts';
 import { startStrippedWorker } from './stripped-worker.ts';
 import { PeerIdleWatch } from './peer-idle.ts';
 import { checkPolicyRule, compilePolicy } from './policy.ts';
@@ -329,7 +329,6 @@ export class Engine {
   static async start(options: EngineOptions, peers: EnginePeer[]): Promise<Engine> {
     return withOwnKey(options, (options) => {
       const queues = options.queues ?? Math.min(4, availableParallelism());
-      limitMallocArenas();
       const tun = openTunQueues({
         name: options.interfaceName,
         queues,
@@ -476,7 +475,9 @@ export class Engine {
   /**
    * Adds, removes and updates peers by public key; the AllowedIPs table is
    * rebuilt and published. Only a new preshared key replaces a peer's
-   * session; endpoint, keepalive and AllowedIPs change under it.
+   * session; endpoint, keepalive and AllowedIPs change under it. A bad
+   * peer (prefix, policy rule, endpoint, keepalive) is refused before
+   * anything changes.
    */
   setPeers(peers: EnginePeer[]): void {
     const wanted = new Map<string, EnginePeer>();
@@ -485,6 +486,7 @@ export class Engine {
       if (wanted.has(name)) throw new Error(`peer ${name} listed twice`);
       for (const cidr of peer.allowedIps) parsePrefix(cidr);
       for (const rule of peer.policy ?? []) checkPolicyRule(rule);
+      checkPeerUpdate(name, peer);
       wanted.set(name, peer);
     }
     const now = this.#now();
