@@ -353,16 +353,11 @@ export class DataPath {
     return held;
   }
 
-  /** Releases crypto contexts of keypairs the control thread replaced; call about once a second. */
+  /** Releases crypto contexts of keypairs the control thread replaced and expires held route misses; call about once a second. */
   sweep(): void {
     this.#transport.sweep();
     this.#routeMisses.expire(monotonicMs());
     this.#countRouteMissDrops();
-  }
-
-  /** Packets held for destinations no peer covers yet. */
-  get holdingRouteMisses(): number {
-    return this.#routeMisses.holding;
   }
 
   destroy(): void {
