@@ -4,7 +4,7 @@
  */
 
 import type { Socket } from 'node:net';
-import { socketLibc } from './socket-libc.ts';
+import { addressOf, errno, getsockopt, SO_PEERCRED, SOL_SOCKET, UCRED_SIZE } from '@gatehouse/libc';
 
 export interface PeerCredentials {
   pid: number;
@@ -26,7 +26,13 @@ export function readPeerCredentials(socket: Socket): PeerCredentials | { error: 
   // node-ipc hands over a net.Socket; its libuv handle exposes the descriptor.
   const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
   if (typeof fd !== 'number' || fd < 0) return { error: 'the connection has no file descriptor' };
-  const result = socketLibc().peerCredentials(fd);
-  if ('errno' in result) return { error: `SO_PEERCRED failed with errno ${result.errno}` };
-  return result;
+  ucredLength[0] = UCRED_SIZE;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, addressOf(ucred), addressOf(ucredLength)) !== 0) {
+    return { error: `SO_PEERCRED failed with errno ${errno()}` };
+  }
+  return { pid: ucred[0]!, uid: ucred[1]!, gid: ucred[2]! };
 }
+
+/** struct ucred { pid, uid, gid } and its length, as getsockopt fills them in. */
+const ucred = new Uint32Array(UCRED_SIZE / 4);
+const ucredLength = new Uint32Array(1);

@@ -22,7 +22,7 @@ import {
 } from 'node:fs';
 import { connect } from 'node:net';
 import { basename, dirname } from 'node:path';
-import { socketLibc } from './socket-libc.ts';
+import { errno, EWOULDBLOCK, flock, LOCK_EX, LOCK_NB, SystemCallError } from '@gatehouse/libc';
 
 export class SocketInUseError extends Error {
   override readonly name = 'SocketInUseError';
@@ -55,7 +55,7 @@ export async function claimSocketPath(
     checkDirectory(directory, directoryFd);
     const lockFd = openLock(inDirectory(`${basename(socketPath)}.lock`), `${socketPath}.lock`);
     fds.push(lockFd);
-    if (!socketLibc().tryLockExclusive(lockFd)) throw inUse(socketPath);
+    if (!tryLockExclusive(lockFd)) throw inUse(socketPath);
     const pathInDirectory = inDirectory(basename(socketPath));
     const replacedStaleSocket = await removeStaleSocket(
       socketPath,
@@ -140,6 +140,14 @@ async function removeStaleSocket(
   if (answer === 'gone') return false;
   unlinkSync(pathInDirectory);
   return true;
+}
+
+/** `flock(fd, LOCK_EX | LOCK_NB)`: true when taken, false when another process holds it. */
+function tryLockExclusive(fd: number): boolean {
+  if (flock(fd, LOCK_EX | LOCK_NB) === 0) return true;
+  const code = errno();
+  if (code === EWOULDBLOCK) return false;
+  throw new SystemCallError('flock', code);
 }
 
 function probe(

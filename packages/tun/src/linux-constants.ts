@@ -1,6 +1,6 @@
 /**
- * Linux ABI numbers for the TUN device, checked against <linux/if_tun.h>,
- * <linux/sockios.h> and <asm-generic/*.h> (x86-64). Debian 12's headers
+ * Linux ABI numbers for the TUN device, checked against <linux/if_tun.h>
+ * and <linux/sockios.h> (x86-64); libc's own are @gatehouse/libc's. Debian 12's headers
  * predate Linux 6.2, which added the USO flags; those come from the 6.2 uapi
  * headers. The virtio-net header lives in packet/virtio-net-header.ts.
  */
@@ -35,25 +35,3 @@ export const SIOCSIFTXQLEN = 0x8943;
 export const IFREQ_SIZE = 40;
 export const IFNAMSIZ = 16;
 export const IFREQ_UNION_OFFSET = 16;
-
-// <asm-generic/fcntl.h>, <bits/socket.h>, <sys/stat.h>
-export const O_RDWR = 0o2;
-export const O_NONBLOCK = 0o4000;
-export const O_CLOEXEC = 0o2000000;
-export const AF_INET = 2;
-export const SOCK_DGRAM = 2;
-export const SOCK_CLOEXEC = 0o2000000;
-export const S_IFCHR = 0o20000;
-
-// <asm-generic/poll.h>
-export const POLLOUT = 0x0004;
-export const POLLFD_SIZE = 8;
-
-// <asm-generic/errno-base.h>, <asm-generic/errno.h>
-export const EINTR = 4;
-export const EIO = 5;
-export const EAGAIN = 11;
-export const EBUSY = 16;
-export const EINVAL = 22;
-export const EPERM = 1;
-export const EMSGSIZE = 90;

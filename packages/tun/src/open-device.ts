@@ -1,10 +1,19 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
+import * as libc from '@gatehouse/libc';
 import {
   AF_INET,
   EBUSY,
   EINVAL,
   EPERM,
+  O_CLOEXEC,
+  O_NONBLOCK,
+  O_RDWR,
+  S_IFCHR,
+  SOCK_CLOEXEC,
+  SOCK_DGRAM,
+} from '@gatehouse/libc';
+import {
   IFF_MULTI_QUEUE,
   IFF_NO_PI,
   IFF_TUN,
@@ -13,14 +22,8 @@ import {
   IFNAMSIZ,
   IFREQ_SIZE,
   IFREQ_UNION_OFFSET,
-  O_CLOEXEC,
-  O_NONBLOCK,
-  O_RDWR,
-  S_IFCHR,
   SIOCSIFMTU,
   SIOCSIFTXQLEN,
-  SOCK_CLOEXEC,
-  SOCK_DGRAM,
   TUN_DEVICE_MAJOR,
   TUN_DEVICE_MINOR,
   TUN_DEVICE_PATH,
@@ -34,7 +37,6 @@ import {
   TUNSETOFFLOAD,
   TUNSETVNETHDRSZ,
 } from './linux-constants.ts';
-import { libc } from './libc.ts';
 import { VIRTIO_NET_HDR_LEN } from './packet/virtio-net-header.ts';
 
 export interface TunOffloads {
@@ -96,20 +98,19 @@ export function openTunDevice(options: OpenTunOptions): OpenedTun {
     throw new RangeError(`queues must be 1..${TUN_MAX_QUEUES}, got ${queues}`);
   }
   ensureDeviceNode();
-  const c = libc();
   const fds: number[] = [];
   try {
     let flags = IFF_TUN | IFF_NO_PI;
     if (queues > 1) flags |= IFF_MULTI_QUEUE;
     if (offload) flags |= IFF_VNET_HDR;
     for (let queue = 0; queue < queues; queue++) {
-      const fd = c.open(TUN_DEVICE_PATH, O_RDWR | O_NONBLOCK | O_CLOEXEC);
-      if (fd < 0) throw systemError(`open ${TUN_DEVICE_PATH}`, c.errno());
+      const fd = libc.open(TUN_DEVICE_PATH, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+      if (fd < 0) throw systemError(`open ${TUN_DEVICE_PATH}`, libc.errno());
       fds.push(fd);
       const request = ifreq(name);
       request.writeUInt16LE(queue === 0 ? flags | IFF_TUN_EXCL : flags, IFREQ_UNION_OFFSET);
-      if (c.ioctlPointer(fd, TUNSETIFF, request) < 0) {
-        const errno = c.errno();
+      if (libc.ioctlPointer(fd, TUNSETIFF, request) < 0) {
+        const errno = libc.errno();
         if (queue === 0 && errno === EBUSY) {
           throw new Error(
             `TUN: an interface named ${name} already exists; refusing to attach to it (another process may own it). Remove it or pick another name.`,
@@ -123,35 +124,32 @@ export function openTunDevice(options: OpenTunOptions): OpenedTun {
     setInterfaceNumber(name, SIOCSIFTXQLEN, txQueueLength, 'txqueuelen');
     return { name, fds, offloads };
   } catch (error) {
-    for (const fd of fds) c.close(fd);
+    for (const fd of fds) libc.close(fd);
     throw error;
   }
 }
 
 export function closeFds(fds: readonly number[]): void {
-  const c = libc();
-  for (const fd of fds) c.close(fd);
+  for (const fd of fds) libc.close(fd);
 }
 
 function ensureDeviceNode(): void {
   if (existsSync(TUN_DEVICE_PATH)) return;
   mkdirSync(dirname(TUN_DEVICE_PATH), { recursive: true });
-  const c = libc();
   const device = (TUN_DEVICE_MAJOR << 8) | TUN_DEVICE_MINOR;
-  if (c.mknod(TUN_DEVICE_PATH, S_IFCHR | 0o666, device) < 0) {
-    throw systemError(`mknod ${TUN_DEVICE_PATH}`, c.errno());
+  if (libc.mknod(TUN_DEVICE_PATH, S_IFCHR | 0o666, device) < 0) {
+    throw systemError(`mknod ${TUN_DEVICE_PATH}`, libc.errno());
   }
 }
 
 function enableOffloads(fd: number): TunOffloads {
-  const c = libc();
   const size = Buffer.alloc(4);
   size.writeInt32LE(VIRTIO_NET_HDR_LEN);
-  if (c.ioctlPointer(fd, TUNSETVNETHDRSZ, size) < 0) {
-    throw systemError('TUNSETVNETHDRSZ', c.errno());
+  if (libc.ioctlPointer(fd, TUNSETVNETHDRSZ, size) < 0) {
+    throw systemError('TUNSETVNETHDRSZ', libc.errno());
   }
   for (const features of OFFLOAD_CANDIDATES) {
-    if (c.ioctlValue(fd, TUNSETOFFLOAD, features) === 0) {
+    if (libc.ioctlValue(fd, TUNSETOFFLOAD, features) === 0) {
       return {
         virtioHeader: true,
         checksum: (features & TUN_F_CSUM) !== 0,
@@ -161,7 +159,7 @@ function enableOffloads(fd: number): TunOffloads {
         uso6: (features & TUN_F_USO6) !== 0,
       };
     }
-    const errno = c.errno();
+    const errno = libc.errno();
     if (errno !== EINVAL) throw systemError('TUNSETOFFLOAD', errno);
   }
   // The header stays on (IFF_VNET_HDR is fixed at creation) but carries nothing.
@@ -175,17 +173,16 @@ function enableOffloads(fd: number): TunOffloads {
  * device we just created.
  */
 function setInterfaceNumber(name: string, request: number, value: number, what: string): void {
-  const c = libc();
-  const socket = c.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (socket < 0) throw systemError('socket(AF_INET)', c.errno());
+  const socket = libc.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (socket < 0) throw systemError('socket(AF_INET)', libc.errno());
   try {
     const argument = ifreq(name);
     argument.writeInt32LE(value, IFREQ_UNION_OFFSET);
-    if (c.ioctlPointer(socket, request, argument) < 0) {
-      throw systemError(`set ${what} ${value} on ${name}`, c.errno());
+    if (libc.ioctlPointer(socket, request, argument) < 0) {
+      throw systemError(`set ${what} ${value} on ${name}`, libc.errno());
     }
   } finally {
-    c.close(socket);
+    libc.close(socket);
   }
 }
 
@@ -197,5 +194,5 @@ function ifreq(name: string): Buffer {
 
 function systemError(what: string, errno: number): Error {
   const hint = errno === EPERM ? ' (needs root or CAP_NET_ADMIN)' : '';
-  return new Error(`TUN: ${what} failed: ${libc().strerror(errno)} (errno ${errno})${hint}`);
+  return new libc.SystemCallError(`TUN: ${what} failed`, errno, hint);
 }

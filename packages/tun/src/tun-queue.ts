@@ -9,8 +9,17 @@
  * i lives in `packets[i]` at `offsets[i]`, and the view's end bounds it (a
  * read uses at most `mtu` bytes of it).
  */
-import { addressOf, libc } from './libc.ts';
-import { EAGAIN, EINTR, EINVAL, EIO, EMSGSIZE, POLLFD_SIZE, POLLOUT } from './linux-constants.ts';
+import * as libc from '@gatehouse/libc';
+import {
+  addressOf,
+  EAGAIN,
+  EINTR,
+  EINVAL,
+  EIO,
+  EMSGSIZE,
+  POLLFD_SIZE,
+  POLLOUT,
+} from '@gatehouse/libc';
 import { closeFds, openTunDevice } from './open-device.ts';
 import type { TunOffloads } from './open-device.ts';
 import { GroCoalescer } from './packet/gro-coalesce.ts';
@@ -154,9 +163,7 @@ export class TunQueue implements TunQueueIo {
   #splitViewSources: (Uint8Array | undefined)[] = [];
   #splitViewOffsets = new Int32Array(0);
   readonly #pollfd = new Int32Array(POLLFD_SIZE / 4);
-  readonly #pollAddress = addressOf(this.#pollfd.buffer);
-  #addressBuffer: ArrayBufferLike | undefined;
-  #addressBase = 0;
+  readonly #pollAddress = addressOf(this.#pollfd);
   #closed = false;
 
   constructor(fd: number, mtu: number, offloads: TunOffloads) {
@@ -172,7 +179,7 @@ export class TunQueue implements TunQueueIo {
     this.writeRoom = this.#coalescer === undefined ? mtu : 65_535;
     this.#writeLengths = new Int32Array(MAX_TUN_WRITE_BATCH);
     this.#superpacket = new Uint8Array(this.#header ? SUPERPACKET_BUFFER_SIZE : 0);
-    this.#superpacketAddress = this.#header ? addressOf(this.#superpacket.buffer) : 0;
+    this.#superpacketAddress = this.#header ? addressOf(this.#superpacket) : 0;
     this.#splitOutputs = new Array<Uint8Array>(this.readBudget).fill(this.#superpacket);
     this.#splitLengths = new Int32Array(this.readBudget);
     this.#pollfd[0] = fd;
@@ -191,7 +198,7 @@ export class TunQueue implements TunQueueIo {
       const packet = packets[read]!;
       const offset = offsets[read]!;
       const room = Math.min(packet.length - offset, this.mtu);
-      const n = this.#readInto(this.#address(packet) + offset, room);
+      const n = this.#readInto(addressOf(packet) + offset, room);
       if (n < 0) break;
       // The kernel cuts a longer packet (the interface's MTU was raised) to the room it is given.
       if (n === room && claimedIpLength(packet, offset) > n) {
@@ -251,11 +258,11 @@ export class TunQueue implements TunQueueIo {
   /** One read(); -1 when nothing is waiting. */
   #readInto(address: number, capacity: number): number {
     for (;;) {
-      const n = libc().read(this.fd, address, capacity);
+      const n = libc.read(this.fd, address, capacity);
       if (n >= 0) return n;
-      const errno = libc().errno();
+      const errno = libc.errno();
       if (errno === EAGAIN) return -1;
-      if (errno !== EINTR) throw new Error(`TUN read: ${libc().strerror(errno)} (errno ${errno})`);
+      if (errno !== EINTR) throw new libc.SystemCallError('TUN read', errno);
     }
   }
 
@@ -277,7 +284,7 @@ export class TunQueue implements TunQueueIo {
         if (length === 0) continue;
         const packet = packets[i]!;
         const start = offsets[i]! - VIRTIO_NET_HDR_LEN;
-        if (!this.#writeOne(this.#address(packet) + start, length)) refused++;
+        if (!this.#writeOne(addressOf(packet) + start, length)) refused++;
       }
       return count - refused;
     }
@@ -288,7 +295,7 @@ export class TunQueue implements TunQueueIo {
       const start = offsets[i]! - header;
       // A zeroed virtio-net header: no offload asked of the kernel.
       if (header !== 0) packet.fill(0, start, start + header);
-      if (this.#writeOne(this.#address(packet) + start, lengths[i]! + header)) written++;
+      if (this.#writeOne(addressOf(packet) + start, lengths[i]! + header)) written++;
     }
     return written;
   }
@@ -297,39 +304,30 @@ export class TunQueue implements TunQueueIo {
   #writeOne(address: number, length: number): boolean {
     let stalledSince = 0;
     for (;;) {
-      const n = libc().write(this.fd, address, length);
+      const n = libc.write(this.fd, address, length);
       if (n >= 0) return true;
-      const errno = libc().errno();
+      const errno = libc.errno();
       if (errno === EINTR) continue;
       if (errno === EAGAIN) {
         const now = performance.now();
         if (stalledSince === 0) stalledSince = now;
         else if (now - stalledSince > WRITE_STALL_LIMIT_MS) return false;
         this.#pollfd[1] = POLLOUT;
-        libc().poll(this.#pollAddress, 1, 5);
+        libc.poll(this.#pollAddress, 1, 5);
         continue;
       }
       if (errno === EINVAL || errno === EIO || errno === EMSGSIZE) {
         this.txRejected++;
         return false;
       }
-      throw new Error(`TUN write: ${libc().strerror(errno)} (errno ${errno})`);
+      throw new libc.SystemCallError('TUN write', errno);
     }
-  }
-
-  /** The native address of a view's first byte; one lookup per backing buffer in a row. */
-  #address(view: Uint8Array): number {
-    if (view.buffer !== this.#addressBuffer) {
-      this.#addressBuffer = view.buffer;
-      this.#addressBase = addressOf(view.buffer);
-    }
-    return this.#addressBase + view.byteOffset;
   }
 
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    libc().close(this.fd);
+    libc.close(this.fd);
   }
 
   /** A closed queue's fd number may already belong to another file. */

@@ -8,7 +8,7 @@ import { skipLoudly } from '@gatehouse/test-support';
 
 import { openMarkedSocket } from '../src/index.ts';
 import { getIntOption } from '../src/linux/linux-udp-socket.ts';
-import { SOL_SOCKET, SO_MARK } from '../src/linux/libc.ts';
+import { SOL_SOCKET, SO_MARK } from '@gatehouse/libc';
 
 const MARK = 0x4748;
 

@@ -14,7 +14,7 @@ import {
 } from '../src/index.ts';
 import type { DatagramSocket } from '../src/index.ts';
 import { getIntOption } from '../src/linux/linux-udp-socket.ts';
-import { SOL_SOCKET, SO_MARK } from '../src/linux/libc.ts';
+import { SOL_SOCKET, SO_MARK } from '@gatehouse/libc';
 
 interface SocketPair {
   sender: DatagramSocket;

@@ -1,5 +1,5 @@
-import * as libc from './libc.ts';
-import { addressOf } from './native-memory.ts';
+import * as libc from '@gatehouse/libc';
+import { addressOf } from '@gatehouse/libc';
 
 /**
  * An eventfd that makes a blocked `FdPoller.wait` return. The fd number may
@@ -17,7 +17,7 @@ export class Waker {
   }
 
   static create(): Waker {
-    const fd = libc.eventfd(0, libc.EFD_NONBLOCK | libc.EFD_CLOEXEC) as number;
+    const fd = libc.eventfd(0, libc.EFD_NONBLOCK | libc.EFD_CLOEXEC);
     if (fd < 0) throw new libc.SystemCallError('eventfd', libc.errno());
     return new Waker(fd, true);
   }
@@ -68,7 +68,7 @@ export class FdPoller {
    * bit `fds.length` set when woken. 0 on timeout. `timeoutMs` -1 waits forever.
    */
   wait(timeoutMs: number): number {
-    const ready = libc.poll(addressOf(this.#pollfds), this.#count, timeoutMs) as number;
+    const ready = libc.poll(addressOf(this.#pollfds), this.#count, timeoutMs);
     if (ready <= 0) return 0;
     let mask = 0;
     for (let index = 0; index < this.#count; index++) {

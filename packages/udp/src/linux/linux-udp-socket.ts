@@ -4,8 +4,8 @@ import type { DatagramSocket } from '../datagram-socket.ts';
 import { parseAddress } from '../endpoint.ts';
 import type { AddressFamily } from '../endpoint.ts';
 import { FdPoller, Waker } from './fd-poller.ts';
-import * as libc from './libc.ts';
-import { addressOf } from './native-memory.ts';
+import * as libc from '@gatehouse/libc';
+import { addressOf } from '@gatehouse/libc';
 
 export interface LinuxUdpSocketOptions {
   family: AddressFamily;
@@ -99,11 +99,7 @@ export class LinuxUdpSocket implements DatagramSocket {
 
   static open(options: LinuxUdpSocketOptions): LinuxUdpSocket {
     const domain = options.family === 4 ? libc.AF_INET : libc.AF_INET6;
-    const fd = libc.socket(
-      domain,
-      libc.SOCK_DGRAM | libc.SOCK_NONBLOCK | libc.SOCK_CLOEXEC,
-      0,
-    ) as number;
+    const fd = libc.socket(domain, libc.SOCK_DGRAM | libc.SOCK_NONBLOCK | libc.SOCK_CLOEXEC, 0);
     if (fd < 0) throw new libc.SystemCallError('socket', libc.errno());
     try {
       configure(fd, options);
@@ -163,7 +159,7 @@ export class LinuxUdpSocket implements DatagramSocket {
       this.#setPointer(iovec + 8, room);
       this.#writeMessageHeader(message, message, 1, NAME_BYTES, CONTROL_BYTES);
     }
-    const received = libc.recvmmsg(this.fd, this.#base, messages, libc.MSG_DONTWAIT, 0) as number;
+    const received = libc.recvmmsg(this.fd, this.#base, messages, libc.MSG_DONTWAIT, 0);
     if (received < 0) {
       const code = libc.errno();
       if (code === libc.EAGAIN || code === libc.EINTR) return 0;
@@ -287,12 +283,7 @@ export class LinuxUdpSocket implements DatagramSocket {
     let sent = 0;
     let stalledSince = 0;
     while (done < messages) {
-      const result = libc.sendmmsg(
-        this.fd,
-        this.#base + done * MMSGHDR_BYTES,
-        messages - done,
-        0,
-      ) as number;
+      const result = libc.sendmmsg(this.fd, this.#base + done * MMSGHDR_BYTES, messages - done, 0);
       const groupStart = done === 0 ? first : this.#groupEnds[done - 1]!;
       if (result > 0) {
         sent += this.#groupEnds[done + result - 1]! - groupStart;
@@ -453,7 +444,7 @@ function bindSocket(fd: number, options: LinuxUdpSocketOptions): void {
     if (options.address !== undefined) name.set(addressBytes(options.address, 6), 8);
     length = 28;
   }
-  if ((libc.bind(fd, addressOf(name), length) as number) !== 0) {
+  if (libc.bind(fd, addressOf(name), length) !== 0) {
     throw new libc.SystemCallError(`bind ${options.address ?? 'any'} port ${port}`, libc.errno());
   }
 }
@@ -467,7 +458,7 @@ function addressBytes(text: string, family: AddressFamily): Uint8Array {
 function localPort(fd: number): number {
   const name = new Uint8Array(NAME_BYTES);
   const length = new Uint32Array([NAME_BYTES]);
-  if ((libc.getsockname(fd, addressOf(name), addressOf(length)) as number) !== 0) {
+  if (libc.getsockname(fd, addressOf(name), addressOf(length)) !== 0) {
     throw new libc.SystemCallError('getsockname', libc.errno());
   }
   return (name[2]! << 8) | name[3]!;
@@ -477,19 +468,13 @@ function localPort(fd: number): number {
 export function getIntOption(fd: number, level: number, option: number): number | undefined {
   const value = new Int32Array(2);
   value[1] = 4;
-  const result = libc.getsockopt(
-    fd,
-    level,
-    option,
-    addressOf(value),
-    addressOf(value) + 4,
-  ) as number;
+  const result = libc.getsockopt(fd, level, option, addressOf(value), addressOf(value) + 4);
   return result === 0 ? value[0] : undefined;
 }
 
 function setIntOption(fd: number, level: number, option: number, value: number): number {
   const word = new Int32Array([value]);
-  return libc.setsockopt(fd, level, option, addressOf(word), 4) as number;
+  return libc.setsockopt(fd, level, option, addressOf(word), 4);
 }
 
 function mustSet(fd: number, level: number, option: number, value: number, name: string): void {

@@ -3,10 +3,11 @@
  * libsodium23). Unlike OpenSSL it has no key schedule to keep, so a transport
  * context is just the key, held in guarded memory from sodium_malloc (freed,
  * and thereby zeroed, by sodium_free). Pointer parameters are declared
- * `uintptr_t` and get plain numbers (see native-address.ts).
+ * `uintptr_t` and get plain numbers (addressInView, from @gatehouse/libc).
  */
 
 import koffi from 'koffi';
+import { addressInView, keepingReachable } from '@gatehouse/libc';
 import {
   AEAD_KEY_LENGTH,
   AEAD_NONCE_LENGTH,
@@ -14,7 +15,6 @@ import {
   checkAeadKeyAndNonce,
 } from './chacha20poly1305.ts';
 import type { NonceAead } from './chacha20poly1305.ts';
-import { addressInView, keepingReachable } from './native-address.ts';
 import type { CryptoProvider, TransportAead } from './provider.ts';
 import {
   checkTransportKey,

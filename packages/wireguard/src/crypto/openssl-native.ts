@@ -5,10 +5,11 @@
  *
  * A transport context keys one EVP context per direction once; per packet
  * only the nonce is set. Pointer parameters are declared `uintptr_t` and get
- * plain numbers (see native-address.ts).
+ * plain numbers (addressInView, from @gatehouse/libc).
  */
 
 import koffi from 'koffi';
+import { addressInView, keepingReachable } from '@gatehouse/libc';
 import {
   AEAD_KEY_LENGTH,
   AEAD_NONCE_LENGTH,
@@ -16,7 +17,6 @@ import {
   checkAeadKeyAndNonce,
 } from './chacha20poly1305.ts';
 import type { NonceAead } from './chacha20poly1305.ts';
-import { addressInView, keepingReachable } from './native-address.ts';
 import type { CryptoProvider, TransportAead } from './provider.ts';
 import {
   checkTransportKey,

@@ -1,21 +1,24 @@
 /**
- * Raw addresses of JavaScript memory for native calls on the hot path.
+ * Raw addresses of JavaScript memory for native calls.
  *
- * koffi converts a Buffer argument in ~40 ns but an integer in ~5 ns, so the
- * native providers declare pointer parameters as `uintptr_t` and pass plain
- * numbers. The backing store of an (Shared)ArrayBuffer does not move once it
- * has been handed out (V8 moves on-heap typed-array data off-heap the first
- * time its buffer is exposed), so its base address is looked up once and
- * cached; each call adds `byteOffset` and the caller's offset. The memory
- * must stay alive while native code uses the address: an optimizing
- * compiler treats a view as dead once its last JavaScript use (taking its
- * address) is behind it, so a GC at any later allocation may free it. Views
- * a long-lived object holds are safe; a one-shot call sequence over its own
- * views runs inside `keepingReachable`. x86-64 and arm64 user-space
- * addresses fit in 2^53.
+ * koffi converts a Buffer argument in ~40 ns but an integer in ~5 ns, so
+ * pointer parameters are `uintptr_t` and callers pass plain numbers. The
+ * backing store of an (Shared)ArrayBuffer does not move once it has been
+ * handed out (V8 moves on-heap typed-array data off-heap the first time its
+ * buffer is exposed), so its base address is looked up once and cached.
+ * The memory must stay alive while native code uses the address: an
+ * optimizing compiler treats a view as dead once its last JavaScript use
+ * (taking its address) is behind it, so a GC at any later allocation may
+ * free it. Views a long-lived object holds are safe; a one-shot call
+ * sequence over its own views runs inside `keepingReachable`. x86-64 and
+ * arm64 user-space addresses fit in 2^53.
  */
-
 import koffi from 'koffi';
+
+/** Address of the view's first byte. */
+export function addressOf(view: ArrayBufferView): number {
+  return baseAddress(view.buffer) + view.byteOffset;
+}
 
 /** Address of `view[offset]`, after checking that `length` bytes from there lie inside `view`. */
 export function addressInView(view: Uint8Array, offset: number, length: number): number {
@@ -28,10 +31,10 @@ export function addressInView(view: Uint8Array, offset: number, length: number):
 }
 
 /** Views native calls in progress use, reachable from here until those calls return. */
-const inUse: (readonly Uint8Array[])[] = [];
+const inUse: (readonly ArrayBufferView[])[] = [];
 
 /** Runs `call` (native calls on addresses of `views`) with `views` kept reachable until it returns. */
-export function keepingReachable<T>(views: readonly Uint8Array[], call: () => T): T {
+export function keepingReachable<T>(views: readonly ArrayBufferView[], call: () => T): T {
   inUse.push(views);
   try {
     return call();
