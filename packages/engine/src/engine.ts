@@ -69,10 +69,12 @@ import {
   UNDER_LOAD_RING_DEPTH,
 } from './datagram-ring.ts';
 import { startStrippedWorker } from './stripped-worker.ts';
-import { PeerIdleWatch } from './peer-idle.ts';
+import { EngineEvents } from './engine-events.ts';
+import type { PeerActivity } from './peer-idle.ts';
+import type { EngineEvent } from './engine-events.ts';
 import { checkPolicyRule, compilePolicy } from './policy.ts';
 import type { PolicyRule } from './policy.ts';
-import { ROUTE_MISS_HOLD_MS, RouteMissRing } from './route-miss.ts';
+import { RouteMissRing } from './route-miss.ts';
 import { openEngineSockets } from './udp-sockets.ts';
 import { judgeWorkerDeath, WORKER_RESTART_WINDOW_MS } from './worker-restarts.ts';
 import { CONTROL_CONFIG_EPOCH, CONTROL_STOP, CONTROL_WORDS } from './worker-protocol.ts';
@@ -98,19 +100,6 @@ export interface EnginePeer {
   /** Destinations its packets may reach (the gateway's policy); absent or empty: what AllowedIPs allow. */
   policy?: PolicyRule[];
 }
-
-/** What the engine tells its owner (the tunnel service, the gateway); peers by base64 public key. */
-export type EngineEvent =
-  | { type: 'handshake-completed'; peer: string }
-  | { type: 'handshake-failed'; peer: string; droppedPackets: number }
-  /** No packet either way (keepalives count) for PEER_IDLE_AFTER_MS; once per quiet spell. */
-  | { type: 'peer-idle'; peer: string; idleMs: number }
-  /**
-   * The first packet to an address no peer's AllowedIPs cover (once per
-   * ROUTE_MISS_HOLD_MS): a few are held, and sent once setPeers configures
-   * a peer for it.
-   */
-  | { type: 'route-miss'; destination: string; family: 4 | 6 };
 
 export interface EngineOptions {
   interfaceName: string;
@@ -250,7 +239,6 @@ const WORKER_START_TIMEOUT_MS = 10_000;
 const WORKER_STOP_TIMEOUT_MS = 1_000;
 /** pollTimeout() cannot see stamps workers write later: look again at least this often. */
 const MAX_TIMER_MS = 1_000;
-const IDLE_CHECK_INTERVAL_MS = 1_000;
 
 export class Engine {
   readonly interfaceName: string;
@@ -281,12 +269,7 @@ export class Engine {
   #failure: string | undefined;
   #handlerErrors = 0;
   #relayUnclaimed = 0;
-  #eventHandlerErrors = 0;
-  readonly #onEvent: (event: EngineEvent) => void;
-  readonly #idle = new PeerIdleWatch();
-  #nextIdleCheckMs = 0;
-  /** Route-miss destinations reported, with when: each is reported once per ROUTE_MISS_HOLD_MS. */
-  readonly #reportedMisses = new Map<string, number>();
+  readonly #events: EngineEvents;
   #timer: NodeJS.Timeout | undefined;
   #stopping: Promise<void> | undefined;
 
@@ -310,7 +293,9 @@ export class Engine {
     this.cryptoProvider = init.cryptoProvider;
     this.#device = init.device;
     this.#logger = init.options.logger ?? silentLogger;
-    this.#onEvent = init.options.onEvent ?? (() => {});
+    this.#events = new EngineEvents(init.options.onEvent ?? (() => {}), (message) =>
+      this.#logger.error(`${this.interfaceName}: ${message}`),
+    );
     this.#workers = init.workers;
     this.#control = init.control;
     this.#doorbell = new Int32Array(init.device.sharedMemory.buffer);
@@ -589,7 +574,7 @@ export class Engine {
       'relay-ring-full': 0,
       'relay-unclaimed': this.#relayUnclaimed,
       'route-miss-unreported': 0,
-      'event-handler-error': this.#eventHandlerErrors,
+      'event-handler-error': this.#events.handlerErrors,
     };
     for (const [reason, count] of Object.entries(this.#device.deviceDrops())) {
       unattributed[reason as EngineDropReason] += count;
@@ -742,7 +727,7 @@ export class Engine {
       // The STUN/TURN client will take these; until then they are counted.
       worker.relay.drain(() => this.#relayUnclaimed++);
       worker.routeMisses.drain((family, bytes, offset) =>
-        this.#routeMiss(family, formatAddress(family, bytes, offset), now.monotonicMs),
+        this.#events.routeMiss(family, formatAddress(family, bytes, offset), now.monotonicMs),
       );
     }
     this.#device.handleTimeout(now);
@@ -752,54 +737,25 @@ export class Engine {
         this.#logger.debug(`handshake with ${event.peer} complete`);
         // Workers may hold packets for this session; they look when woken.
         for (const worker of this.#workers) worker.socket.wake();
-        this.#emit({ type: 'handshake-completed', peer: event.peer });
+        this.#events.emit({ type: 'handshake-completed', peer: event.peer });
       } else if (event.type === 'handshake-gave-up') {
         this.#logger.info(`handshake with ${event.peer} gave up`);
-        this.#emit({
+        this.#events.emit({
           type: 'handshake-failed',
           peer: event.peer,
           droppedPackets: event.droppedPackets,
         });
       }
     }
-    if (now.monotonicMs >= this.#nextIdleCheckMs) {
-      this.#nextIdleCheckMs = now.monotonicMs + IDLE_CHECK_INTERVAL_MS;
-      this.#checkIdle(now.monotonicMs);
-    }
+    this.#events.checkIdle(() => this.#peerActivity(now.monotonicMs), now.monotonicMs);
     this.#schedule();
   }
 
-  #checkIdle(nowMs: number): void {
-    const activity = [...this.#peers].map(([peer, entry]) => ({
+  #peerActivity(nowMs: number): PeerActivity[] {
+    return [...this.#peers].map(([peer, entry]) => ({
       peer,
       lastActivityMs: this.#device.lastActivityMs(entry.config.publicKey, nowMs) ?? entry.addedMs,
     }));
-    for (const { peer, idleMs } of this.#idle.check(activity, nowMs)) {
-      this.#emit({ type: 'peer-idle', peer, idleMs });
-    }
-  }
-
-  /** Workers report a destination once each; the owner hears of it once. */
-  #routeMiss(family: 4 | 6, destination: string, nowMs: number): void {
-    for (const [reported, atMs] of this.#reportedMisses) {
-      if (nowMs - atMs >= ROUTE_MISS_HOLD_MS) this.#reportedMisses.delete(reported);
-    }
-    if (this.#reportedMisses.has(destination)) return;
-    this.#reportedMisses.set(destination, nowMs);
-    this.#emit({ type: 'route-miss', destination, family });
-  }
-
-  #emit(event: EngineEvent): void {
-    try {
-      this.#onEvent(event);
-    } catch (error) {
-      this.#eventHandlerErrors++;
-      if (this.#eventHandlerErrors % 1000 === 1) {
-        this.#logger.error(
-          `${this.interfaceName}: the ${event.type} event's handler failed (${this.#eventHandlerErrors} so far): ${(error as Error).message}`,
-        );
-      }
-    }
   }
 
   /**

@@ -5,6 +5,7 @@ export type { DataPathOptions } from './data-path.ts';
 export { DROP_REASONS, DropCounters } from './drop-counters.ts';
 export type { DropCounts, DropReason } from './drop-counters.ts';
 export { Engine, UNATTRIBUTED_ONLY_REASONS } from './engine.ts';
+export type { EngineEvent } from './engine-events.ts';
 export { PEER_IDLE_AFTER_MS } from './peer-idle.ts';
 export { POLICY_PROTOCOLS } from './policy.ts';
 export type { PolicyProtocol, PolicyRule, PortRange } from './policy.ts';
@@ -15,7 +16,6 @@ export {
 } from './route-miss.ts';
 export type {
   EngineDropReason,
-  EngineEvent,
   EngineMemoryDevices,
   EngineOptions,
   EnginePeer,
