@@ -52,7 +52,12 @@ export class RouteMissHold {
     return held;
   }
 
-  /** Holds the IP packet at `packet[offset]` (`length` bytes, at most the MTU), whose destination no peer covers. */
+  /**
+   * Holds the IP packet at `packet[offset]` (`length` bytes, at most the
+   * MTU), whose destination no peer covers. Multicast and broadcast (the
+   * kernel's own neighbour discovery and MLD among them) name no resource:
+   * they are neither held nor reported, only counted by the caller.
+   */
   hold(packet: Uint8Array, offset: number, length: number, nowMs: number): void {
     const version = packet[offset]! >> 4;
     if ((version !== 4 && version !== 6) || length > this.#packetBytes) {
@@ -61,6 +66,7 @@ export class RouteMissHold {
     }
     const family = version;
     const at = offset + (family === 4 ? 16 : 24);
+    if (family === 4 ? packet[at]! >= 224 : packet[at] === 0xff) return;
     const size = family === 4 ? 4 : 16;
     let index = this.#find(family, packet, at, size);
     if (index < 0) {

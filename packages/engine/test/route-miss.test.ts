@@ -121,6 +121,16 @@ void describe('RouteMissHold', () => {
     assert.deepEqual(release(['10.0.0.0/8']), [{ peer: 3, n: 1 }]);
   });
 
+  void it('neither holds nor reports multicast and broadcast destinations', () => {
+    const { hold, reported } = harness();
+    hold.hold(packetTo('ff02::16', 0), 0, 41, 0);
+    hold.hold(packetTo('224.0.0.251', 0), 0, 21, 0);
+    hold.hold(packetTo('255.255.255.255', 0), 0, 21, 0);
+    assert.deepEqual(reported(), []);
+    assert.equal(hold.holding, 0);
+    assert.deepEqual(hold.drops, { overflow: 0, expired: 0 });
+  });
+
   void it('counts what it cannot hold: a non-IP packet, one longer than the MTU', () => {
     const { hold, reported } = harness();
     hold.hold(new Uint8Array(30), 0, 30, 0);
