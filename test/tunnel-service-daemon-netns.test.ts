@@ -129,6 +129,7 @@ PersistentKeepalive = 25
           idleClosed: 0,
           slowClosed: 0,
           badRequests: 0,
+          refusedRequests: 0,
           handlerErrors: 0,
           internalErrors: 0,
         },

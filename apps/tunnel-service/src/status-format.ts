@@ -112,6 +112,7 @@ const CONTROL_SOCKET_LABELS: Record<keyof ControlSocketCounters, string> = {
   idleClosed: 'closed idle',
   slowClosed: 'closed slow',
   badRequests: 'bad requests',
+  refusedRequests: 'refused requests',
   handlerErrors: 'handler errors',
   internalErrors: 'internal errors',
 };

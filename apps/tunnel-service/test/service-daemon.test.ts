@@ -182,6 +182,9 @@ void test('the daemon serves with no tunnel, starts one per start-tunnel, keeps 
     assert.equal(failedStart.code, 'tunnel-failed');
     assert.match(failedStart.message, /tunnel gh-d0 could not start: resolvectl: no such link/);
     const afterFailedStart = await client.request('status', {});
+    // Each refusal is counted: 7 with a reason (no tunnel x3, one at a time, 3 not taken), 2 bad.
+    assert.equal(afterFailedStart.controlSocket.refusedRequests, 7);
+    assert.equal(afterFailedStart.controlSocket.badRequests, 2);
     assert.deepEqual(afterFailedStart.state === 'disconnected' && afterFailedStart.failure, {
       reason: 'dns-failed',
       message: 'resolvectl: no such link',

@@ -103,6 +103,7 @@ void test('a handler that throws, one that rejects later and failing status even
       idleClosed: 0,
       slowClosed: 0,
       badRequests: 0,
+      refusedRequests: 0,
       handlerErrors: 2,
       internalErrors: 2,
     });

@@ -84,6 +84,7 @@ void test('the status table lists each peer with its handshake, transfer and non
       idleClosed: 0,
       slowClosed: 0,
       badRequests: 0,
+      refusedRequests: 0,
       handlerErrors: 0,
       internalErrors: 0,
     },
@@ -120,11 +121,16 @@ void test('the status table lists each peer with its handshake, transfer and non
   );
   const refusing = {
     ...status,
-    controlSocket: { ...status.controlSocket, refusedConnections: 3, handlerErrors: 1 },
+    controlSocket: {
+      ...status.controlSocket,
+      refusedConnections: 3,
+      refusedRequests: 2,
+      handlerErrors: 1,
+    },
   };
   assert.equal(
     formatStatus(refusing, NOW).split('\n')[6],
-    '  control socket: refused connections 3, handler errors 1',
+    '  control socket: refused connections 3, refused requests 2, handler errors 1',
   );
   const trampled = {
     ...status,
@@ -157,6 +163,7 @@ void test('without a tunnel: the state, the failure and why, and only non-zero s
       idleClosed: 0,
       slowClosed: 0,
       badRequests: 2,
+      refusedRequests: 0,
       handlerErrors: 0,
       internalErrors: 0,
     },

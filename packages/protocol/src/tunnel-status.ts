@@ -188,6 +188,11 @@ export const ControlSocketCountersSchema = z.object({
   slowClosed: CounterSchema,
   /** Requests refused as malformed, unknown, too large or invalid. */
   badRequests: CounterSchema,
+  /**
+   * Valid requests refused with their reason: forbidden (only root may; logged with the uid),
+   * nothing to act on, one tunnel already up, a tunnel that could not start or change.
+   */
+  refusedRequests: CounterSchema,
   /** Requests whose handler failed or answered wrongly (answered "internal"). */
   handlerErrors: CounterSchema,
   /** Other errors caught at the socket: a listener that threw, an event not built or not sent. */

@@ -55,6 +55,7 @@ const status: ConnectedTunnelStatus = {
     idleClosed: 2,
     slowClosed: 3,
     badRequests: 4,
+    refusedRequests: 0,
     handlerErrors: 5,
     internalErrors: 6,
   },

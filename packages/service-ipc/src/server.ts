@@ -121,6 +121,7 @@ export class ServiceServer {
     idleClosed: 0,
     slowClosed: 0,
     badRequests: 0,
+    refusedRequests: 0,
     handlerErrors: 0,
     internalErrors: 0,
   };
@@ -383,6 +384,13 @@ export class ServiceServer {
     } catch (error) {
       if (error instanceof RequestError) {
         if (error.code === 'bad-request') this.#counters.badRequests++;
+        else this.#counters.refusedRequests++;
+        if (error.code === 'forbidden') {
+          const { pid, uid } = connection.peer;
+          this.#logger.warn(
+            `refused a "${request.kind}" request from pid ${pid} uid ${uid}: ${error.message}`,
+          );
+        }
         response = failure(request.id, error.code, error.message);
       } else {
         this.#counters.handlerErrors++;

@@ -81,6 +81,7 @@ const status: ConnectedTunnelStatus = {
     idleClosed: 0,
     slowClosed: 0,
     badRequests: 0,
+    refusedRequests: 0,
     handlerErrors: 0,
     internalErrors: 0,
   },
@@ -216,6 +217,7 @@ void test('handler failures come back in the one error shape', async (t) => {
     status: RequestHandlers['status'];
     code: string;
     message: RegExp;
+    counted: 'refusedRequests' | 'handlerErrors';
   }[] = [
     {
       name: 'a RequestError keeps its code and message',
@@ -224,6 +226,7 @@ void test('handler failures come back in the one error shape', async (t) => {
       },
       code: 'not-running',
       message: /the tunnel is stopping/,
+      counted: 'refusedRequests',
     },
     {
       name: 'any other error is internal and does not leak its text',
@@ -232,17 +235,19 @@ void test('handler failures come back in the one error shape', async (t) => {
       },
       code: 'internal',
       message: /^(?!.*secret).*status/,
+      counted: 'handlerErrors',
     },
     {
       name: 'an invalid result is internal',
       status: () => ({ ...status, listenPort: -1 }),
       code: 'internal',
       message: /invalid "status" result/,
+      counted: 'handlerErrors',
     },
   ];
   for (const c of cases) {
     await t.test(c.name, async () => {
-      const { socketPath, cleanup } = await startServer({ status: c.status });
+      const { server, socketPath, cleanup } = await startServer({ status: c.status });
       try {
         const client = await connectClient(socketPath);
         await assert.rejects(client.request('status', {}), (error: unknown) => {
@@ -251,6 +256,7 @@ void test('handler failures come back in the one error shape', async (t) => {
           assert.match(error.message, c.message);
           return true;
         });
+        assert.equal(server.counters[c.counted], 1);
         client.close();
       } finally {
         await cleanup();
@@ -852,6 +858,7 @@ void test('a throwing or rejecting handler, a bad frame and an unbuildable event
       idleClosed: 0,
       slowClosed: 0,
       badRequests: 1,
+      refusedRequests: 0,
       handlerErrors: 2,
       internalErrors: 1,
     });
