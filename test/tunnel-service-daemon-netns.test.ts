@@ -136,8 +136,11 @@ PersistentKeepalive = 25
         logLinesLost: 0,
       });
 
+      const timings: string[] = [];
       for (const round of ['first', 'second']) {
+        const upStarted = performance.now();
         const started = await up();
+        timings.push(`${round} up ${(performance.now() - upStarted).toFixed(0)} ms`);
         assert.match(started.stdout, new RegExp(`tunnel ${INTERFACE} is up \\(run by the service`));
         assert.ok(serve.output().includes(`tunnel ${INTERFACE} is up`), serve.output());
         const replies = await pingB();
@@ -148,12 +151,24 @@ PersistentKeepalive = 25
         assert.notEqual(connected.peers?.[0]?.lastHandshakeAt ?? null, null);
         assert.ok(resolvConf().toString().startsWith(MARKER), 'DNS= applied');
 
+        const downStarted = performance.now();
         const down = await cli('down');
+        timings.push(`down ${(performance.now() - downStarted).toFixed(0)} ms`);
         assert.match(down.stdout, /the tunnel is down \(the service keeps running\)/);
         assert.equal((await status()).state, 'disconnected');
         assert.ok(serve.running, 'the daemon still runs');
         assert.deepEqual(resolvConf(), ORIGINAL_RESOLV_CONF, `${round} down gave DNS back`);
       }
+
+      const pid = serve.child.pid ?? 0;
+      const daemonStatus = readFileSync(`/proc/${pid}/status`, 'utf8');
+      const kib = (field: string) =>
+        new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(daemonStatus)?.[1];
+      // Figures for the record, not assertions: CLI round trips include a Node start each.
+      t.diagnostic(
+        `daemon (${/^Name:\s+(\S+)/m.exec(daemonStatus)?.[1]}): ${timings.join(', ')}; ` +
+          `idle after down RSS ${kib('VmRSS')} KiB, peak ${kib('VmHWM')} KiB`,
+      );
 
       const second = await up();
       assert.match(second.stdout, /is up/);
