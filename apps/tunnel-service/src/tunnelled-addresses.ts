@@ -1,7 +1,7 @@
 /** Which addresses the tunnel carries: those inside some peer's AllowedIPs. */
 
 import { AllowedIps, NO_PEER } from '@gatehouse/engine';
-import { parseAddress } from '@gatehouse/udp';
+import { parseAddress } from '@gatehouse/addresses';
 import type { PeerSpec } from './tunnel-spec.ts';
 
 export type TunnelledAddressTest = (address: string) => boolean;

@@ -11,9 +11,7 @@
  * kept every assignment alive). A /11 costs 8 MiB of address space, of which
  * only the pages of stamped addresses become resident.
  */
-import { parseAddress } from '@gatehouse/udp';
-
-import { parsePrefix } from './allowed-ips.ts';
+import { parseAddress, parsePrefix } from '@gatehouse/addresses';
 
 /** The largest watched range: 2^21 addresses, Firezone's proxy ranges (a /11 and a /107). */
 export const MAX_WATCHED_RANGE_ADDRESSES = 1 << 21;

@@ -8,8 +8,8 @@
  * SharedArrayBuffer, which workers attach to and read without locks or
  * allocation. A change compiles a fresh table that replaces the old one.
  */
-import { formatAddress, parseAddress } from '@gatehouse/udp';
-import type { AddressFamily } from '@gatehouse/udp';
+import { formatPrefix, parsePrefix } from '@gatehouse/addresses';
+import type { Prefix } from '@gatehouse/addresses';
 
 export const NO_PEER = -1;
 
@@ -19,12 +19,6 @@ export interface SharedAllowedIpsTable {
   ipv6: SharedArrayBuffer;
 }
 
-interface Prefix {
-  family: AddressFamily;
-  address: Uint8Array;
-  length: number;
-}
-
 export class AllowedIps {
   readonly #entries = new Map<string, { prefix: Prefix; peer: number }>();
 
@@ -32,11 +26,11 @@ export class AllowedIps {
   set(cidr: string, peer: number): void {
     if (!Number.isInteger(peer) || peer < 0) throw new RangeError(`bad peer slot ${peer}`);
     const prefix = parsePrefix(cidr);
-    this.#entries.set(prefixKey(prefix), { prefix, peer });
+    this.#entries.set(formatPrefix(prefix), { prefix, peer });
   }
 
   delete(cidr: string): boolean {
-    return this.#entries.delete(prefixKey(parsePrefix(cidr)));
+    return this.#entries.delete(formatPrefix(parsePrefix(cidr)));
   }
 
   deletePeer(peer: number): void {
@@ -46,7 +40,7 @@ export class AllowedIps {
   /** The prefixes (normalised, as `address/length`) routed to each peer. */
   entries(): { cidr: string; peer: number }[] {
     return [...this.#entries.values()].map(({ prefix, peer }) => ({
-      cidr: `${formatAddress(prefix.family, prefix.address)}/${prefix.length}`,
+      cidr: formatPrefix(prefix),
       peer,
     }));
   }
@@ -146,20 +140,4 @@ class TrieBuilder {
     this.#nodes[node + 2] = NO_PEER;
     return node;
   }
-}
-
-export function parsePrefix(cidr: string): Prefix {
-  const slash = cidr.indexOf('/');
-  const { family, address } = parseAddress(slash < 0 ? cidr : cidr.slice(0, slash));
-  const maxLength = family === 4 ? 32 : 128;
-  const length = slash < 0 ? maxLength : Number(cidr.slice(slash + 1));
-  if (!Number.isInteger(length) || length < 0 || length > maxLength || /\/\s*$/.test(cidr)) {
-    throw new RangeError(`bad prefix length in ${cidr}`);
-  }
-  for (let bit = length; bit < maxLength; bit++) address[bit >> 3]! &= ~(0x80 >> (bit & 7));
-  return { family, address, length };
-}
-
-function prefixKey(prefix: Prefix): string {
-  return `${formatAddress(prefix.family, prefix.address)}/${prefix.length}`;
 }

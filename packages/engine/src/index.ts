@@ -1,4 +1,4 @@
-export { AllowedIps, AllowedIpsTable, NO_PEER, parsePrefix } from './allowed-ips.ts';
+export { AllowedIps, AllowedIpsTable, NO_PEER } from './allowed-ips.ts';
 export type { SharedAllowedIpsTable } from './allowed-ips.ts';
 export { DataPath, monotonicMs } from './data-path.ts';
 export type { DataPathOptions } from './data-path.ts';

@@ -11,7 +11,7 @@
  * first, or an IPv6 packet whose next header is not TCP/UDP/ICMPv6
  * (extension headers are not walked), matches only protocol-"any" rules.
  */
-import { parsePrefix } from './allowed-ips.ts';
+import { parsePrefix } from '@gatehouse/addresses';
 
 export const POLICY_PROTOCOLS = ['tcp', 'udp', 'icmp', 'any'] as const;
 export type PolicyProtocol = (typeof POLICY_PROTOCOLS)[number];

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { parseAddress } from '@gatehouse/udp';
+import { parseAddress } from '@gatehouse/addresses';
 
 import { AllowedIps, AllowedIpsTable, NO_PEER } from '../src/allowed-ips.ts';
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { parseAddress } from '@gatehouse/udp';
+import { parseAddress } from '@gatehouse/addresses';
 
 import { checkPolicyRule, compilePolicy, PolicyTable } from '../src/policy.ts';
 import type { PolicyRule } from '../src/policy.ts';

@@ -5,7 +5,8 @@
  */
 import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 
-import { DatagramBatch, LinuxUdpSocket, MAX_DATAGRAM_BYTES, parseEndpoint } from '../src/index.ts';
+import { parseEndpoint } from '@gatehouse/addresses';
+import { DatagramBatch, LinuxUdpSocket, MAX_DATAGRAM_BYTES } from '../src/index.ts';
 import type { SharedLinuxUdpSocket } from '../src/index.ts';
 
 const DATAGRAM_BYTES = 1280;

@@ -1,4 +1,4 @@
-import type { AddressFamily, Endpoint } from './endpoint.ts';
+import type { AddressFamily, Endpoint } from '@gatehouse/addresses';
 
 /** Largest UDP payload the kernel hands over in one (GRO-coalesced) receive. */
 export const MAX_DATAGRAM_BYTES = 65_535;

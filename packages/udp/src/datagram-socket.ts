@@ -1,5 +1,5 @@
 import type { DatagramBatch } from './datagram-batch.ts';
-import type { AddressFamily } from './endpoint.ts';
+import type { AddressFamily } from '@gatehouse/addresses';
 
 /**
  * A bound UDP socket that moves batches (the shape of wireguard-go's

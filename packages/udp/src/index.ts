@@ -1,7 +1,5 @@
 export { DatagramBatch, DEFAULT_BATCH_SIZE, MAX_DATAGRAM_BYTES } from './datagram-batch.ts';
 export type { DatagramSocket } from './datagram-socket.ts';
-export { formatAddress, formatEndpoint, parseAddress, parseEndpoint } from './endpoint.ts';
-export type { AddressFamily, Endpoint } from './endpoint.ts';
 export { DualStackSocket } from './linux/dual-stack-socket.ts';
 export { FdPoller, Waker } from './linux/fd-poller.ts';
 export { openMarkedSocket } from './linux/marked-socket.ts';

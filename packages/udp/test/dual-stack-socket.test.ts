@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
-import { DatagramBatch, DualStackSocket, LinuxUdpSocket, parseEndpoint } from '../src/index.ts';
+import { parseEndpoint } from '@gatehouse/addresses';
+import { DatagramBatch, DualStackSocket, LinuxUdpSocket } from '../src/index.ts';
 
 function openDualStack(port = 0): DualStackSocket {
   const v4 = LinuxUdpSocket.open({ family: 4, port, reusePort: true, gso: false, gro: false });

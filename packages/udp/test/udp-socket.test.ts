@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { describe, it } from 'node:test';
 import { Worker } from 'node:worker_threads';
 
+import { parseEndpoint } from '@gatehouse/addresses';
 import { skipLoudly } from '@gatehouse/test-support';
 
 import {
@@ -10,7 +11,6 @@ import {
   LinuxUdpSocket,
   MAX_DATAGRAM_BYTES,
   MemoryUdpNetwork,
-  parseEndpoint,
 } from '../src/index.ts';
 import type { DatagramSocket } from '../src/index.ts';
 import { getIntOption } from '../src/linux/linux-udp-socket.ts';

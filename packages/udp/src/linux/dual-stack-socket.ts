@@ -1,6 +1,6 @@
 import type { DatagramBatch } from '../datagram-batch.ts';
 import type { DatagramSocket } from '../datagram-socket.ts';
-import type { AddressFamily } from '../endpoint.ts';
+import type { AddressFamily } from '@gatehouse/addresses';
 import { FdPoller, Waker } from './fd-poller.ts';
 import type { LinuxUdpSocket } from './linux-udp-socket.ts';
 

@@ -1,8 +1,8 @@
 import { DEFAULT_BATCH_SIZE, MAX_DATAGRAM_BYTES } from '../datagram-batch.ts';
 import type { DatagramBatch } from '../datagram-batch.ts';
 import type { DatagramSocket } from '../datagram-socket.ts';
-import { parseAddress } from '../endpoint.ts';
-import type { AddressFamily } from '../endpoint.ts';
+import { parseAddress } from '@gatehouse/addresses';
+import type { AddressFamily } from '@gatehouse/addresses';
 import { FdPoller, Waker } from './fd-poller.ts';
 import * as libc from '@gatehouse/libc';
 import { addressOf } from '@gatehouse/libc';

@@ -1,7 +1,7 @@
 import type { DatagramBatch } from '../datagram-batch.ts';
 import type { DatagramSocket } from '../datagram-socket.ts';
-import { parseAddress } from '../endpoint.ts';
-import type { AddressFamily } from '../endpoint.ts';
+import { parseAddress } from '@gatehouse/addresses';
+import type { AddressFamily } from '@gatehouse/addresses';
 import { Doorbell } from './doorbell.ts';
 
 export interface MemoryUdpNetworkOptions {
