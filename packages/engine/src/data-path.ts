@@ -26,6 +26,9 @@ import type { Ecn, TunQueueIo } from '@gatehouse/tun';
 import { DatagramBatch, MAX_DATAGRAM_BYTES } from '@gatehouse/udp';
 import type { DatagramSocket } from '@gatehouse/udp';
 import {
+  AEAD_TAG_LENGTH,
+  endpointAddressLength,
+  endpointPort,
   hasValidMac1,
   MESSAGE_HANDSHAKE_COOKIE,
   MESSAGE_HANDSHAKE_COOKIE_SIZE,
@@ -37,13 +40,7 @@ import {
   MESSAGE_TRANSPORT_HEADER_SIZE,
   MESSAGE_TRANSPORT_MIN_SIZE,
   messageType,
-  NO_SLOT,
-  P_CURRENT,
-  P_ENDPOINT_SEQUENCE,
-  peerBase,
-  raiseSignal,
-  readEndpointWords,
-  SIGNAL_HANDSHAKE_NEEDED,
+  PeerSlots,
   sealedLength,
   TRANSPORT_DECRYPT_FAILED,
   TRANSPORT_EXPIRED,
@@ -51,9 +48,8 @@ import {
   TRANSPORT_REPLAY,
   TRANSPORT_UNKNOWN_RECEIVER,
   TransportPath,
-  writeEndpointWords,
 } from '@gatehouse/wireguard';
-import type { CryptoProvider, SharedTransportMemory } from '@gatehouse/wireguard';
+import type { CryptoProvider, OpenedFrom, SharedTransportMemory } from '@gatehouse/wireguard';
 
 import { AddressActivity } from './address-activity.ts';
 import type { SharedAddressActivity } from './address-activity.ts';
@@ -114,7 +110,6 @@ export interface DataPathOptions {
 const HEADROOM = MESSAGE_TRANSPORT_HEADER_SIZE;
 /** Room in front of an outbound WireGuard message for a TURN ChannelData header. */
 export const RELAY_HEADROOM = CHANNEL_DATA_HEADER_BYTES;
-const POLY1305_TAG = 16;
 /**
  * Receive slots when the socket coalesces (UDP_GRO): each must take a whole
  * 64 KiB datagram train, so 16 already carry hundreds of datagrams per call
@@ -130,8 +125,8 @@ const HANDSHAKE_SIZES: Record<number, number | undefined> = {
 
 export class DataPath {
   readonly #transport: TransportPath;
-  readonly #transportWords: Int32Array;
-  readonly #keypairSlots: number;
+  readonly #opened: OpenedFrom = { peer: -1 };
+  readonly #peers: PeerSlots;
   #allowedIps: AllowedIpsTable;
   #policy: PolicyTable;
   readonly #drops: DropCounters;
@@ -163,8 +158,8 @@ export class DataPath {
   #tunRxDropped = 0;
   #tunTxRejected = 0;
 
-  /** Per peer: the endpoint as last read from shared memory, keyed by its seqlock value. */
-  readonly #endpointSequence: Int32Array;
+  /** Per peer: the endpoint as last read from shared memory, keyed by its version. */
+  readonly #endpointVersion: Int32Array;
   readonly #endpointFamily: Uint8Array;
   readonly #endpointPort: Uint16Array;
   readonly #endpointAddress: Uint8Array;
@@ -175,8 +170,7 @@ export class DataPath {
   constructor(options: DataPathOptions) {
     const { tun, udp } = options;
     this.#transport = new TransportPath(options.transport, options.crypto);
-    this.#transportWords = new Int32Array(options.transport.buffer);
-    this.#keypairSlots = options.transport.keypairSlots;
+    this.#peers = new PeerSlots(options.transport);
     this.#allowedIps = new AllowedIpsTable(options.allowedIps);
     this.#policy = new PolicyTable(options.policy);
     this.#drops = new DropCounters(options.dropCounters);
@@ -189,7 +183,7 @@ export class DataPath {
     this.#mac1Key = options.mac1Key;
     this.#holdPerPeer = options.holdPerPeer ?? 128;
     const peers = options.transport.peerSlots;
-    this.#endpointSequence = new Int32Array(peers).fill(-1);
+    this.#endpointVersion = new Int32Array(peers).fill(-1);
     this.#endpointFamily = new Uint8Array(peers);
     this.#endpointPort = new Uint16Array(peers);
     this.#endpointAddress = new Uint8Array(peers * 16);
@@ -217,7 +211,7 @@ export class DataPath {
     // exceed one super-packet).
     const writeSlots = Math.min(MAX_TUN_WRITE_BATCH, TUN_BATCH_SIZE);
     // Padding makes a decrypted payload up to 15 bytes longer than its packet.
-    const writeSlot = roundUp(HEADROOM + tun.writeRoom + POLY1305_TAG, 64);
+    const writeSlot = roundUp(HEADROOM + tun.writeRoom + AEAD_TAG_LENGTH, 64);
     this.#writeRoom = writeSlot - HEADROOM;
     const writeMemory = new Uint8Array(writeSlots * writeSlot);
     this.#writeViews = Array.from({ length: writeSlots }, (_, slot) =>
@@ -235,11 +229,7 @@ export class DataPath {
     this.#held.clear();
     this.#routeMisses.release(this.#allowedIps, (peer, packet, offset, length) => {
       this.#holdForPeer(peer, packet, offset, length);
-      const current = Atomics.load(
-        this.#transportWords,
-        peerBase(this.#keypairSlots, peer) + P_CURRENT,
-      );
-      if (current === NO_SLOT) this.#signalHandshake(peer);
+      if (!this.#peers.hasSession(peer)) this.#peers.requestHandshake(peer);
     });
   }
 
@@ -322,11 +312,7 @@ export class DataPath {
     let queued = 0;
     let sent = 0;
     for (const [peer, packets] of this.#held) {
-      const current = Atomics.load(
-        this.#transportWords,
-        peerBase(this.#keypairSlots, peer) + P_CURRENT,
-      );
-      if (current === NO_SLOT || !this.#loadEndpoint(peer, 0)) continue;
+      if (!this.#peers.hasSession(peer) || !this.#loadEndpoint(peer, 0)) continue;
       this.#held.delete(peer);
       for (const packet of packets) {
         if (queued === out.capacity) {
@@ -372,7 +358,7 @@ export class DataPath {
 
   #hold(peer: number, data: Uint8Array, offset: number, length: number): void {
     this.#holdForPeer(peer, data, offset, length);
-    this.#signalHandshake(peer);
+    this.#peers.requestHandshake(peer);
   }
 
   #holdForPeer(peer: number, data: Uint8Array, offset: number, length: number): void {
@@ -386,10 +372,6 @@ export class DataPath {
     } else {
       held.push(data.slice(offset, offset + length));
     }
-  }
-
-  #signalHandshake(peer: number): void {
-    raiseSignal(this.#transportWords, peerBase(this.#keypairSlots, peer), SIGNAL_HANDSHAKE_NEEDED);
   }
 
   #countRouteMissDrops(): void {
@@ -406,11 +388,12 @@ export class DataPath {
 
   /** Copies the peer's endpoint into send slot `slot`; false when it has none yet. */
   #loadEndpoint(peer: number, slot: number): boolean {
-    const sequence = Atomics.load(
-      this.#transportWords,
-      peerBase(this.#keypairSlots, peer) + P_ENDPOINT_SEQUENCE,
-    );
-    if (sequence !== this.#endpointSequence[peer] && !this.#cacheEndpoint(peer)) return false;
+    if (
+      this.#peers.endpointVersion(peer) !== this.#endpointVersion[peer] &&
+      !this.#cacheEndpoint(peer)
+    ) {
+      return false;
+    }
     const out = this.#out;
     out.families[slot] = this.#endpointFamily[peer]!;
     out.ports[slot] = this.#endpointPort[peer]!;
@@ -437,15 +420,15 @@ export class DataPath {
       this.#drops.add(UNATTRIBUTED, DROP_MALFORMED);
       return;
     }
-    if (length - HEADROOM - POLY1305_TAG > this.#writeRoom) {
+    if (length - HEADROOM - AEAD_TAG_LENGTH > this.#writeRoom) {
       this.#drops.add(UNATTRIBUTED, DROP_INVALID_INNER_PACKET);
       return;
     }
     const write = this.#pendingWrites;
     const view = this.#writeViews[write]!;
-    const transport = this.#transport;
-    const opened = transport.open(data, offset, length, view, HEADROOM, now);
-    const peer = transport.lastPeer;
+    const from = this.#opened;
+    const opened = this.#transport.open(data, offset, length, view, HEADROOM, now, from);
+    const peer = from.peer;
     if (opened < 0) {
       this.#drops.add(peer < 0 ? UNATTRIBUTED : peer, dropReasonOf(opened));
       return;
@@ -517,12 +500,9 @@ export class DataPath {
   /** Roaming: an authenticated packet from a new source becomes the peer's endpoint. */
   #noteEndpoint(peer: number, slot: number): void {
     const batch = this.#in;
-    const sequence = Atomics.load(
-      this.#transportWords,
-      peerBase(this.#keypairSlots, peer) + P_ENDPOINT_SEQUENCE,
-    );
     if (
-      (sequence === this.#endpointSequence[peer] || this.#cacheEndpoint(peer)) &&
+      (this.#peers.endpointVersion(peer) === this.#endpointVersion[peer] ||
+        this.#cacheEndpoint(peer)) &&
       this.#endpointFamily[peer] === batch.families[slot] &&
       this.#endpointPort[peer] === batch.ports[slot] &&
       this.#sameCachedAddress(peer, slot)
@@ -530,9 +510,8 @@ export class DataPath {
       return;
     }
     const length = batch.families[slot] === 4 ? 4 : 16;
-    writeEndpointWords(
-      this.#transportWords,
-      peerBase(this.#keypairSlots, peer),
+    this.#peers.noteEndpoint(
+      peer,
       batch.addresses.subarray(slot * 16, slot * 16 + length),
       batch.ports[slot]!,
     );
@@ -540,14 +519,13 @@ export class DataPath {
 
   /** Reads the peer's endpoint from shared memory into the cache; false when it has none. */
   #cacheEndpoint(peer: number): boolean {
-    const base = peerBase(this.#keypairSlots, peer);
-    const sequence = Atomics.load(this.#transportWords, base + P_ENDPOINT_SEQUENCE);
-    const endpoint = readEndpointWords(this.#transportWords, base, this.#scratchAddress);
-    if (endpoint === undefined) return false;
-    this.#endpointFamily[peer] = endpoint.addressLength === 4 ? 4 : 6;
-    this.#endpointPort[peer] = endpoint.port;
+    const version = this.#peers.endpointVersion(peer);
+    const endpoint = this.#peers.readEndpoint(peer, this.#scratchAddress);
+    if (endpoint === 0) return false;
+    this.#endpointFamily[peer] = endpointAddressLength(endpoint) === 4 ? 4 : 6;
+    this.#endpointPort[peer] = endpointPort(endpoint);
     this.#endpointAddress.set(this.#scratchAddress, peer * 16);
-    this.#endpointSequence[peer] = sequence;
+    this.#endpointVersion[peer] = version;
     return true;
   }
 

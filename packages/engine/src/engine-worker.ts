@@ -45,9 +45,9 @@ if (parentPort !== null) {
       activity: setup.activity,
       tun: io.tun,
       udp: io.udp,
-      handshakes: new DatagramRing(setup.transport.buffer, HANDSHAKE_RING, setup.handshakes),
-      relay: new DatagramRing(setup.transport.buffer, RELAY_RING, setup.relay),
-      routeMisses: new RouteMissRing(setup.transport.buffer, setup.routeMisses),
+      handshakes: new DatagramRing(setup.transport, HANDSHAKE_RING, setup.handshakes),
+      relay: new DatagramRing(setup.transport, RELAY_RING, setup.relay),
+      routeMisses: new RouteMissRing(setup.transport, setup.routeMisses),
       mac1Key: setup.mac1Key,
     });
     report({ ready: true });

@@ -6,7 +6,8 @@
  * AllowedIPs table covers a held destination, its packets go on in order.
  * Memory is allocated once, at the first miss; nothing per packet.
  */
-import { H_DOORBELL } from '@gatehouse/wireguard';
+import { Doorbell } from '@gatehouse/wireguard';
+import type { SharedTransportMemory } from '@gatehouse/wireguard';
 
 import { NO_PEER } from './allowed-ips.ts';
 import type { AllowedIpsTable } from './allowed-ips.ts';
@@ -188,13 +189,13 @@ export class RouteMissRing {
   readonly buffer: SharedArrayBuffer;
   readonly #words: Int32Array;
   readonly #bytes: Uint8Array;
-  readonly #doorbell: Int32Array;
+  readonly #doorbell: Doorbell;
 
-  constructor(doorbell: SharedArrayBuffer, buffer?: SharedArrayBuffer) {
+  constructor(device: SharedTransportMemory, buffer?: SharedArrayBuffer) {
     this.buffer = buffer ?? new SharedArrayBuffer(HEADER_WORDS * 4 + ENTRIES * ENTRY_BYTES);
     this.#words = new Int32Array(this.buffer);
     this.#bytes = new Uint8Array(this.buffer);
-    this.#doorbell = new Int32Array(doorbell);
+    this.#doorbell = new Doorbell(device);
   }
 
   /** Reports the ring had no room for. */
@@ -213,8 +214,7 @@ export class RouteMissRing {
     this.#bytes[entry] = family;
     for (let byte = 0; byte < 16; byte++) this.#bytes[entry + 4 + byte] = address[offset + byte]!;
     Atomics.store(words, HEAD, head + 1);
-    Atomics.add(this.#doorbell, H_DOORBELL, 1);
-    Atomics.notify(this.#doorbell, H_DOORBELL);
+    this.#doorbell.ring();
   }
 
   /** Hands each reported destination (family, address bytes at `bytes[offset]`) to `handle`. */

@@ -37,8 +37,8 @@ async function harness(): Promise<{
 }> {
   const transport = createSharedTransportMemory({ mtu: MTU });
   const drops = new DropCounters(transport.peerSlots);
-  const ring = new DatagramRing(transport.buffer, HANDSHAKE_RING);
-  const relay = new DatagramRing(transport.buffer, RELAY_RING);
+  const ring = new DatagramRing(transport, HANDSHAKE_RING);
+  const relay = new DatagramRing(transport, RELAY_RING);
   const network = new MemoryUdpNetwork({ maxSockets: 2, queueDepth: 64 });
   const socket = network.bind('10.0.0.2', 51820);
   const sender: MemoryUdpSocket = network.bind('10.0.0.1', 4000);
@@ -54,7 +54,7 @@ async function harness(): Promise<{
     udp: socket,
     handshakes: ring,
     relay,
-    routeMisses: new RouteMissRing(transport.buffer),
+    routeMisses: new RouteMissRing(transport),
     mac1Key: key,
   });
   const batch = new DatagramBatch(1, 2048);

@@ -46,6 +46,7 @@ import {
   TransportPath,
   sealedLength,
 } from './transport.ts';
+import type { OpenedFrom } from './transport.ts';
 import {
   NO_SLOT,
   SIGNAL_HANDSHAKE_NEEDED,
@@ -129,6 +130,7 @@ export class WireGuardDevice {
   readonly #randomBytes: (n: number) => Uint8Array;
   readonly #table: KeypairTable;
   readonly #transport: TransportPath;
+  readonly #opened: OpenedFrom = { peer: -1 };
   readonly #mtu: number;
   readonly #peersByName = new Map<string, PeerState>();
   readonly #peersBySlot = new Map<number, PeerState>();
@@ -466,8 +468,17 @@ export class WireGuardDevice {
 
   #handleTransport(message: Uint8Array, from: Endpoint, now: Instant): void {
     const plaintext = new Uint8Array(message.length);
-    const result = this.#transport.open(message, 0, message.length, plaintext, 0, now.monotonicMs);
-    const peer = this.#peersBySlot.get(this.#transport.lastPeer);
+    const opened = this.#opened;
+    const result = this.#transport.open(
+      message,
+      0,
+      message.length,
+      plaintext,
+      0,
+      now.monotonicMs,
+      opened,
+    );
+    const peer = this.#peersBySlot.get(opened.peer);
     if (result < 0 && result !== TRANSPORT_INVALID_INNER_PACKET) {
       return this.#drop(peer, TRANSPORT_DROP_REASONS[result] ?? 'decrypt-failed');
     }

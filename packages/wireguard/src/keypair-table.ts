@@ -55,6 +55,8 @@ import {
   toStamp,
   readEndpointWords,
   writeEndpointWords,
+  endpointAddressLength,
+  endpointPort,
 } from './worker-contract.ts';
 import type { SharedTransportMemory } from './worker-contract.ts';
 import { REPLAY_WINDOW_WORDS } from './replay-window.ts';
@@ -269,10 +271,10 @@ export class KeypairTable {
   readEndpoint(peer: number): Endpoint | undefined {
     const address = new Uint8Array(16);
     const read = readEndpointWords(this.#words, peerBase(this.memory.keypairSlots, peer), address);
-    if (read === undefined) return undefined;
+    if (read === 0) return undefined;
     return {
-      address: formatAddressBytes(address.subarray(0, read.addressLength)),
-      port: read.port,
+      address: formatAddressBytes(address.subarray(0, endpointAddressLength(read))),
+      port: endpointPort(read),
     };
   }
 

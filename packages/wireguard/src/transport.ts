@@ -91,10 +91,13 @@ export function paddedLength(length: number, mtu: number): number {
   return Math.max(length, Math.min(padded, mtu, MAX_CONTENT_SIZE));
 }
 
-export class TransportPath {
-  /** The peer slot of the keypair the last `open` found, or -1. */
-  lastPeer = -1;
+/** Whose keypair an `open` found: each call fills it, so one instance serves every packet. */
+export interface OpenedFrom {
+  /** The peer slot, or -1 when no live keypair had the receiver index. */
+  peer: number;
+}
 
+export class TransportPath {
   readonly #words: Int32Array;
   readonly #bytes: Uint8Array;
   readonly #wordsUnsigned: Uint32Array;
@@ -207,7 +210,7 @@ export class TransportPath {
    * Opens a transport message (already classified: type 4, at least 32
    * bytes) into `dst` at `dstOffset` (it may be the message's own payload
    * offset, in place). Returns the inner packet's length (0 for a
-   * keepalive) or a code; `lastPeer` tells whose keypair it was.
+   * keepalive) or a code; `from.peer` tells whose keypair it was.
    */
   open(
     src: Uint8Array,
@@ -216,8 +219,9 @@ export class TransportPath {
     dst: Uint8Array,
     dstOffset: number,
     nowMs: number,
+    from: OpenedFrom,
   ): number {
-    this.lastPeer = -1;
+    from.peer = -1;
     const words = this.#words;
     const receiverIndex = readUint32(src, srcOffset + 4);
     const slot = receiverIndex & (this.#keypairSlots - 1);
@@ -231,7 +235,7 @@ export class TransportPath {
       return TRANSPORT_UNKNOWN_RECEIVER;
     }
     const peer = Atomics.load(words, keypairWords + K_PEER);
-    this.lastPeer = peer;
+    from.peer = peer;
     const now = toStamp(nowMs);
     const age = (now - Atomics.load(words, keypairWords + K_CREATED_MS)) >>> 0;
     const counterLow = readUint32(src, srcOffset + 8);
@@ -255,7 +259,7 @@ export class TransportPath {
     // The control thread may have recycled the slot (for another peer) since `sequence` was
     // read: the peer read then and the keys that opened the packet need not belong together.
     if (Atomics.load(words, keypairWords + K_SEQUENCE) !== sequence) {
-      this.lastPeer = -1;
+      from.peer = -1;
       return TRANSPORT_UNKNOWN_RECEIVER;
     }
 

@@ -217,16 +217,16 @@ export function writeEndpointWords(
   Atomics.add(words, sequenceAt, 1);
 }
 
-/** Reads a peer's endpoint into `address` (16 bytes); undefined when it has none. */
+/** Reads a peer's endpoint into `address` (16 bytes); packed as PeerSlots.readEndpoint returns it. */
 export function readEndpointWords(
   words: Int32Array,
   peerWordBase: number,
   address: Uint8Array,
-): { port: number; addressLength: number } | undefined {
+): number {
   const sequenceAt = peerWordBase + P_ENDPOINT_SEQUENCE;
   for (;;) {
     const before = Atomics.load(words, sequenceAt);
-    if (before === 0) return undefined;
+    if (before === 0) return 0;
     if ((before & 1) !== 0) continue;
     const portAndLength = Atomics.load(words, peerWordBase + P_ENDPOINT_PORT_AND_LENGTH);
     for (let i = 0; i < 4; i++) {
@@ -237,9 +237,97 @@ export function readEndpointWords(
       address[i * 4 + 3] = (word >>> 24) & 0xff;
     }
     if (Atomics.load(words, sequenceAt) === before) {
-      const addressLength = portAndLength >>> 16;
-      return addressLength === 0 ? undefined : { port: portAndLength & 0xffff, addressLength };
+      return portAndLength >>> 16 === 0 ? 0 : portAndLength;
     }
+  }
+}
+
+/**
+ * The peer slots as a data path uses them: whether a peer has a session,
+ * asking the control thread for a handshake, and the peer's endpoint
+ * (read and roamed under its seqlock). Allocates nothing.
+ */
+export class PeerSlots {
+  readonly #words: Int32Array;
+  readonly #keypairSlots: number;
+
+  constructor(memory: SharedTransportMemory) {
+    this.#words = new Int32Array(memory.buffer);
+    this.#keypairSlots = memory.keypairSlots;
+  }
+
+  hasSession(peer: number): boolean {
+    return Atomics.load(this.#words, peerBase(this.#keypairSlots, peer) + P_CURRENT) !== NO_SLOT;
+  }
+
+  requestHandshake(peer: number): void {
+    raiseSignal(this.#words, peerBase(this.#keypairSlots, peer), SIGNAL_HANDSHAKE_NEEDED);
+  }
+
+  /** Changes whenever the peer's endpoint is written: a copy read under one version stays valid while it holds. */
+  endpointVersion(peer: number): number {
+    return Atomics.load(this.#words, peerBase(this.#keypairSlots, peer) + P_ENDPOINT_SEQUENCE);
+  }
+
+  /**
+   * Reads the peer's endpoint address into `address` (16 bytes); returns
+   * the address length (4 or 16) shifted left by 16 with the port below,
+   * or 0 when the peer has no endpoint yet (see endpointPort, endpointAddressLength).
+   */
+  readEndpoint(peer: number, address: Uint8Array): number {
+    return readEndpointWords(this.#words, peerBase(this.#keypairSlots, peer), address);
+  }
+
+  /** Roaming: `address` (4 or 16 bytes) and `port` become the peer's endpoint. */
+  noteEndpoint(peer: number, address: Uint8Array, port: number): void {
+    writeEndpointWords(this.#words, peerBase(this.#keypairSlots, peer), address, port);
+  }
+}
+
+export function endpointPort(packed: number): number {
+  return packed & 0xffff;
+}
+
+export function endpointAddressLength(packed: number): number {
+  return packed >>> 16;
+}
+
+/**
+ * The word every worker rings after it signals a peer or fills a ring for
+ * the control thread, which sleeps on it.
+ */
+export class Doorbell {
+  readonly #words: Int32Array;
+
+  constructor(memory: SharedTransportMemory) {
+    this.#words = new Int32Array(memory.buffer);
+  }
+
+  ring(): void {
+    Atomics.add(this.#words, H_DOORBELL, 1);
+    Atomics.notify(this.#words, H_DOORBELL);
+  }
+
+  /** The ring count now: pass it to `rungSince` before looking at what the rings carry. */
+  get rings(): number {
+    return Atomics.load(this.#words, H_DOORBELL);
+  }
+
+  /** Resolves once the doorbell rings after `rings` (at once when it already has). */
+  async rungSince(rings: number): Promise<void> {
+    const waited = Atomics.waitAsync(this.#words, H_DOORBELL, rings);
+    if (waited.async) await waited.value;
+  }
+}
+
+// Atomics.waitAsync is ES2024; the project's TypeScript lib stops at ES2023.
+declare global {
+  interface Atomics {
+    waitAsync(
+      typedArray: Int32Array,
+      index: number,
+      value: number,
+    ): { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<string> };
   }
 }
 

@@ -20,13 +20,7 @@ import { addressBytes } from '../src/endpoint.ts';
 import type { Endpoint } from '../src/endpoint.ts';
 import { encodeKey } from '../src/keys.ts';
 import { TransportPath } from '../src/transport.ts';
-import {
-  K_RECEIVE_KEY,
-  K_SEND_KEY,
-  keypairBase,
-  peerBase,
-  writeEndpointWords,
-} from '../src/worker-contract.ts';
+import { K_RECEIVE_KEY, K_SEND_KEY, keypairBase, PeerSlots } from '../src/worker-contract.ts';
 import { TwoPeers, ipv4Packet } from './two-peers.ts';
 import type { Side } from './two-peers.ts';
 
@@ -463,16 +457,24 @@ void describe('WireGuardDevice key lifetime and roaming', () => {
     const net = established();
     const bob = net.bob.device;
     const worker = new TransportPath(bob.sharedMemory, libsodiumWasmProvider);
-    const words = new Int32Array(bob.sharedMemory.buffer);
+    const slots = new PeerSlots(bob.sharedMemory);
     // What a data worker does with an authenticated packet from a new source.
     const receiveInWorker = (from: Endpoint): void => {
       net.send(net.alice, ipv4Packet(40));
       const datagram = net.alice.device.pollTransmit()!.datagram;
       const plaintext = new Uint8Array(datagram.length);
-      const opened = worker.open(datagram, 0, datagram.length, plaintext, 0, net.clock.monotonicMs);
+      const opener = { peer: -1 };
+      const opened = worker.open(
+        datagram,
+        0,
+        datagram.length,
+        plaintext,
+        0,
+        net.clock.monotonicMs,
+        opener,
+      );
       assert.equal(opened, 40);
-      const base = peerBase(bob.sharedMemory.keypairSlots, worker.lastPeer);
-      writeEndpointWords(words, base, addressBytes(from.address)!, from.port);
+      slots.noteEndpoint(opener.peer, addressBytes(from.address)!, from.port);
     };
 
     const roamed = { address: '203.0.113.9', port: 4000 };

@@ -64,15 +64,16 @@ void describe('a keypair slot recycled while a packet is being opened', () => {
       (memory.keypairSlots - 1);
     const alice = net.bob.device.peerSlot(net.alice.keys.publicKey);
     const out = new Uint8Array(datagram.length);
-    assert.equal(path.open(datagram, 0, datagram.length, out, 0, net.clock.monotonicMs), 60);
-    assert.equal(path.lastPeer, alice);
+    const from = { peer: -1 };
+    assert.equal(path.open(datagram, 0, datagram.length, out, 0, net.clock.monotonicMs, from), 60);
+    assert.equal(from.peer, alice);
 
     const again = sealedByAlice(net);
     interrupt(() => recycleForPeer(memory, slot, alice + 1));
-    const result = path.open(again, 0, again.length, out, 0, net.clock.monotonicMs);
+    const result = path.open(again, 0, again.length, out, 0, net.clock.monotonicMs, from);
 
     assert.equal(result, TRANSPORT_UNKNOWN_RECEIVER);
-    assert.equal(path.lastPeer, -1);
+    assert.equal(from.peer, -1);
     path.destroy();
   });
 
