@@ -38,13 +38,12 @@ import { DatagramBatch, DualStackSocket } from '@gatehouse/udp';
 import type { DatagramSocket, MemoryUdpNetwork, MemoryUdpSocket } from '@gatehouse/udp';
 import {
   checkPeerUpdate,
-  Doorbell,
   DROP_REASONS as WIREGUARD_DROP_REASONS,
+  H_DOORBELL,
   encodeKey,
-  endpointAddressLength,
-  endpointPort,
   mac1Key,
-  PeerSlots,
+  peerBase,
+  readEndpointWords,
   selectCryptoProvider,
   WireGuardDevice,
 } from '@gatehouse/wireguard';
@@ -71,6 +70,17 @@ import { openEngineSockets } from './udp-sockets.ts';
 import { judgeWorkerDeath, WORKER_RESTART_WINDOW_MS } from './worker-restarts.ts';
 import { CONTROL_CONFIG_EPOCH, CONTROL_STOP, CONTROL_WORDS } from './worker-protocol.ts';
 import type { PeerTables, WorkerIo, WorkerReport, WorkerSetup } from './worker-protocol.ts';
+
+// Atomics.waitAsync is ES2024; the project's TypeScript lib stops at ES2023.
+declare global {
+  interface Atomics {
+    waitAsync(
+      typedArray: Int32Array,
+      index: number,
+      value: number,
+    ): { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<string> };
+  }
+}
 
 export interface EnginePeer {
   publicKey: Uint8Array;
@@ -230,8 +240,7 @@ export class Engine {
   readonly #logger: Logger;
   readonly #workers: DataWorker[];
   readonly #control: Int32Array;
-  readonly #doorbell: Doorbell;
-  readonly #peerSlots: PeerSlots;
+  readonly #doorbell: Int32Array;
   readonly #drops: DropCounters;
   readonly #activity: AddressActivity;
   readonly #peers = new Map<string, PeerEntry>();
@@ -280,8 +289,7 @@ export class Engine {
     );
     this.#workers = init.workers;
     this.#control = init.control;
-    this.#doorbell = new Doorbell(init.device.sharedMemory);
-    this.#peerSlots = new PeerSlots(init.device.sharedMemory);
+    this.#doorbell = new Int32Array(init.device.sharedMemory.buffer);
     this.#drops = init.drops;
     this.#activity = init.activity;
     this.#closeDevices = init.closeDevices;
@@ -398,9 +406,9 @@ export class Engine {
       };
       for (let queue = 0; queue < sockets.length; queue++) {
         const io = workerIo(queue, sockets[queue]!);
-        const ring = new DatagramRing(device.sharedMemory, HANDSHAKE_RING);
-        const relay = new DatagramRing(device.sharedMemory, RELAY_RING);
-        const routeMisses = new RouteMissRing(device.sharedMemory);
+        const ring = new DatagramRing(device.sharedMemory.buffer, HANDSHAKE_RING);
+        const relay = new DatagramRing(device.sharedMemory.buffer, RELAY_RING);
+        const routeMisses = new RouteMissRing(device.sharedMemory.buffer);
         const rings = { ring, relay, routeMisses };
         const run = spawnWorker(template, queue, io, rings, tables, observeWorker);
         workers.push({ queue, io, socket: sockets[queue]!, ...rings, run });
@@ -515,6 +523,7 @@ export class Engine {
   }
 
   status(): EngineStatus {
+    const words = new Int32Array(this.#device.sharedMemory.buffer);
     const address = new Uint8Array(16);
     const peers = [...this.#peers.values()].map(({ config, slot }): EnginePeerStatus => {
       const stats = this.#device.peerStats(config.publicKey);
@@ -525,16 +534,17 @@ export class Engine {
       for (const [reason, count] of Object.entries(this.#drops.read(slot))) {
         drops[reason as EngineDropReason] += count;
       }
-      const endpoint = this.#peerSlots.readEndpoint(slot, address);
+      const endpoint = readEndpointWords(
+        words,
+        peerBase(this.#device.sharedMemory.keypairSlots, slot),
+        address,
+      );
       return {
         publicKey: encodeKey(config.publicKey),
         endpoint:
-          endpoint === 0
+          endpoint === undefined
             ? null
-            : formatEndpointText(
-                address.subarray(0, endpointAddressLength(endpoint)),
-                endpointPort(endpoint),
-              ),
+            : formatEndpointText(address.subarray(0, endpoint.addressLength), endpoint.port),
         allowedIps: [...config.allowedIps],
         rxBytes: stats.rxBytes,
         txBytes: stats.txBytes,
@@ -601,7 +611,8 @@ export class Engine {
     clearTimeout(this.#timer);
     Atomics.store(this.#control, CONTROL_STOP, 1);
     for (const worker of this.#workers) worker.socket.wake();
-    this.#doorbell.ring();
+    Atomics.add(this.#doorbell, H_DOORBELL, 1);
+    Atomics.notify(this.#doorbell, H_DOORBELL);
     await Promise.all(this.#workers.map((worker) => stopWorker(worker)));
     for (const worker of this.#workers) worker.run.port.close();
     this.#closeDevices();
@@ -690,9 +701,10 @@ export class Engine {
 
   async #watchDoorbell(): Promise<void> {
     while (this.#stopping === undefined) {
-      const seen = this.#doorbell.rings;
+      const seen = Atomics.load(this.#doorbell, H_DOORBELL);
       this.#service();
-      await this.#doorbell.rungSince(seen);
+      const waited = Atomics.waitAsync(this.#doorbell, H_DOORBELL, seen);
+      if (waited.async) await waited.value;
     }
   }
 
