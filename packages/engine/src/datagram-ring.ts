@@ -9,7 +9,8 @@
  */
 import { formatAddress } from '@gatehouse/addresses';
 import type { DatagramBatch } from '@gatehouse/udp';
-import { H_DOORBELL } from '@gatehouse/wireguard';
+import { Doorbell } from '@gatehouse/wireguard';
+import type { SharedTransportMemory } from '@gatehouse/wireguard';
 import type { Endpoint } from '@gatehouse/wireguard';
 
 const HEAD = 0;
@@ -44,13 +45,13 @@ export class DatagramRing {
   readonly buffer: SharedArrayBuffer;
   readonly #words: Int32Array;
   readonly #bytes: Uint8Array;
-  readonly #doorbell: Int32Array;
+  readonly #doorbell: Doorbell;
   readonly #entries: number;
   readonly #entryBytes: number;
   readonly #maxMessage: number;
 
-  /** `doorbell`: the WireGuard device's shared memory, whose H_DOORBELL word is rung; `buffer`: another thread's ring of the same shape. */
-  constructor(doorbell: SharedArrayBuffer, shape: RingShape, buffer?: SharedArrayBuffer) {
+  /** `device`: the WireGuard device's shared memory, whose doorbell is rung; `buffer`: another thread's ring of the same shape. */
+  constructor(device: SharedTransportMemory, shape: RingShape, buffer?: SharedArrayBuffer) {
     this.#entries = shape.entries;
     this.#entryBytes = MESSAGE_AT + Math.ceil(shape.maxMessageBytes / 4) * 4;
     this.#maxMessage = shape.maxMessageBytes;
@@ -58,7 +59,7 @@ export class DatagramRing {
       buffer ?? new SharedArrayBuffer(HEADER_WORDS * 4 + this.#entries * this.#entryBytes);
     this.#words = new Int32Array(this.buffer);
     this.#bytes = new Uint8Array(this.buffer);
-    this.#doorbell = new Int32Array(doorbell);
+    this.#doorbell = new Doorbell(device);
   }
 
   /** Messages dropped because the ring was full or they were too long. */
@@ -86,8 +87,7 @@ export class DatagramRing {
     for (let i = 0; i < 16; i++) this.#bytes[entry + 12 + i] = from.addresses[slot * 16 + i]!;
     this.#bytes.set(data.subarray(offset, offset + length), entry + MESSAGE_AT);
     Atomics.store(words, HEAD, head + 1);
-    Atomics.add(this.#doorbell, H_DOORBELL, 1);
-    Atomics.notify(this.#doorbell, H_DOORBELL);
+    this.#doorbell.ring();
   }
 
   /** Consumer: hands each waiting message (a copy) and its source to `handle`. */

@@ -38,12 +38,13 @@ import { DatagramBatch, DualStackSocket } from '@gatehouse/udp';
 import type { DatagramSocket, MemoryUdpNetwork, MemoryUdpSocket } from '@gatehouse/udp';
 import {
   checkPeerUpdate,
+  Doorbell,
   DROP_REASONS as WIREGUARD_DROP_REASONS,
-  H_DOORBELL,
   encodeKey,
+  endpointAddressLength,
+  endpointPort,
   mac1Key,
-  peerBase,
-  readEndpointWords,
+  PeerSlots,
   selectCryptoProvider,
   WireGuardDevice,
 } from '@gatehouse/wireguard';
@@ -70,17 +71,6 @@ import { openEngineSockets } from './udp-sockets.ts';
 import { judgeWorkerDeath, WORKER_RESTART_WINDOW_MS } from './worker-restarts.ts';
 import { CONTROL_CONFIG_EPOCH, CONTROL_STOP, CONTROL_WORDS } from './worker-protocol.ts';
 import type { PeerTables, WorkerIo, WorkerReport, WorkerSetup } from './worker-protocol.ts';
-
-// Atomics.waitAsync is ES2024; the project's TypeScript lib stops at ES2023.
-declare global {
-  interface Atomics {
-    waitAsync(
-      typedArray: Int32Array,
-      index: number,
-      value: number,
-    ): { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<string> };
-  }
-}
 
 export interface EnginePeer {
   publicKey: Uint8Array;
@@ -240,7 +230,8 @@ export class Engine {
   readonly #logger: Logger;
   readonly #workers: DataWorker[];
   readonly #control: Int32Array;
-  readonly #doorbell: Int32Array;
+  readonly #doorbell: Doorbell;
+  readonly #peerSlots: PeerSlots;
   readonly #drops: DropCounters;
   readonly #activity: AddressActivity;
   readonly #peers = new Map<string, PeerEntry>();
@@ -289,7 +280,8 @@ export class Engine {
     );
     this.#workers = init.workers;
     this.#control = init.control;
-    this.#doorbell = new Int32Array(init.device.sharedMemory.buffer);
+    this.#doorbell = new Doorbell(init.device.sharedMemory);
+    this.#peerSlots = new PeerSlots(init.device.sharedMemory);
     this.#drops = init.drops;
     this.#activity = init.activity;
     this.#closeDevices = init.closeDevices;
@@ -406,9 +398,9 @@ export class Engine {
       };
       for (let queue = 0; queue < sockets.length; queue++) {
         const io = workerIo(queue, sockets[queue]!);
-        const ring = new DatagramRing(device.sharedMemory.buffer, HANDSHAKE_RING);
-        const relay = new DatagramRing(device.sharedMemory.buffer, RELAY_RING);
-        const routeMisses = new RouteMissRing(device.sharedMemory.buffer);
+        const ring = new DatagramRing(device.sharedMemory, HANDSHAKE_RING);
+        const relay = new DatagramRing(device.sharedMemory, RELAY_RING);
+        const routeMisses = new RouteMissRing(device.sharedMemory);
         const rings = { ring, relay, routeMisses };
         const run = spawnWorker(template, queue, io, rings, tables, observeWorker);
         workers.push({ queue, io, socket: sockets[queue]!, ...rings, run });
@@ -523,7 +515,6 @@ export class Engine {
   }
 
   status(): EngineStatus {
-    const words = new Int32Array(this.#device.sharedMemory.buffer);
     const address = new Uint8Array(16);
     const peers = [...this.#peers.values()].map(({ config, slot }): EnginePeerStatus => {
       const stats = this.#device.peerStats(config.publicKey);
@@ -534,17 +525,16 @@ export class Engine {
       for (const [reason, count] of Object.entries(this.#drops.read(slot))) {
         drops[reason as EngineDropReason] += count;
       }
-      const endpoint = readEndpointWords(
-        words,
-        peerBase(this.#device.sharedMemory.keypairSlots, slot),
-        address,
-      );
+      const endpoint = this.#peerSlots.readEndpoint(slot, address);
       return {
         publicKey: encodeKey(config.publicKey),
         endpoint:
-          endpoint === undefined
+          endpoint === 0
             ? null
-            : formatEndpointText(address.subarray(0, endpoint.addressLength), endpoint.port),
+            : formatEndpointText(
+                address.subarray(0, endpointAddressLength(endpoint)),
+                endpointPort(endpoint),
+              ),
         allowedIps: [...config.allowedIps],
         rxBytes: stats.rxBytes,
         txBytes: stats.txBytes,
@@ -611,8 +601,7 @@ export class Engine {
     clearTimeout(this.#timer);
     Atomics.store(this.#control, CONTROL_STOP, 1);
     for (const worker of this.#workers) worker.socket.wake();
-    Atomics.add(this.#doorbell, H_DOORBELL, 1);
-    Atomics.notify(this.#doorbell, H_DOORBELL);
+    this.#doorbell.ring();
     await Promise.all(this.#workers.map((worker) => stopWorker(worker)));
     for (const worker of this.#workers) worker.run.port.close();
     this.#closeDevices();
@@ -701,10 +690,9 @@ export class Engine {
 
   async #watchDoorbell(): Promise<void> {
     while (this.#stopping === undefined) {
-      const seen = Atomics.load(this.#doorbell, H_DOORBELL);
+      const seen = this.#doorbell.rings;
       this.#service();
-      const waited = Atomics.waitAsync(this.#doorbell, H_DOORBELL, seen);
-      if (waited.async) await waited.value;
+      await this.#doorbell.rungSince(seen);
     }
   }
 

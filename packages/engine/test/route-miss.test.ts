@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
 import { formatAddress, parseAddress } from '@gatehouse/addresses';
+import { createSharedTransportMemory } from '@gatehouse/wireguard';
+import type { SharedTransportMemory } from '@gatehouse/wireguard';
 
 import { AllowedIps } from '../src/allowed-ips.ts';
 import {
@@ -31,13 +33,16 @@ function packetTo(destination: string, n: number): Uint8Array {
   return packet;
 }
 
+function deviceMemory(): SharedTransportMemory {
+  return createSharedTransportMemory({ mtu: MTU, capacity: { peers: 1 } });
+}
+
 function harness(): {
   hold: RouteMissHold;
   reported: () => string[];
   release: (cidrs: string[]) => { peer: number; n: number }[];
 } {
-  const doorbell = new SharedArrayBuffer(64);
-  const ring = new RouteMissRing(doorbell);
+  const ring = new RouteMissRing(deviceMemory());
   const hold = new RouteMissHold(MTU, ring);
   return {
     hold,
@@ -144,7 +149,7 @@ void describe('RouteMissHold', () => {
 
 void describe('RouteMissRing', () => {
   void it('drops reports beyond its entries and counts them', () => {
-    const ring = new RouteMissRing(new SharedArrayBuffer(64));
+    const ring = new RouteMissRing(deviceMemory());
     const address = new Uint8Array(16);
     for (let n = 0; n < 70; n++) ring.push(4, address, 0);
     assert.equal(ring.dropped, 6);
