@@ -4,7 +4,8 @@
  * Pure: no file access, no name resolution, nothing applied.
  */
 
-import { isIP } from 'node:net';
+import { formatAddress, isAddress, parseAddress, parsePrefix } from '@gatehouse/addresses';
+import type { Address } from '@gatehouse/addresses';
 import { decodeKey } from '@gatehouse/wireguard';
 import {
   prefixText,
@@ -389,79 +390,31 @@ function parseFwMark(text: string): number | undefined {
 
 function parseInterfaceAddress(text: string): InterfaceAddress {
   const { family, address, prefixLength } = parseAddressAndPrefix(text);
-  return { family, address, prefixLength };
+  return { family, address: formatAddress(family, address), prefixLength };
 }
 
 function parseNetwork(text: string): IpNetwork {
-  const { family, address, prefixLength } = parseAddressAndPrefix(text);
-  return { family, address: networkAddress(family, address, prefixLength), prefixLength };
+  const { family, prefixLength } = parseAddressAndPrefix(text);
+  const network = parsePrefix(`${text.split('/')[0]}/${prefixLength}`);
+  return { family, address: formatAddress(family, network.address), prefixLength };
 }
 
-function parseAddressAndPrefix(text: string): IpNetwork {
+/** The address and prefix length, with the messages a wg-quick file's author reads. */
+function parseAddressAndPrefix(text: string): Address & { prefixLength: number } {
   const [address = '', prefix, ...rest] = text.split('/');
-  const family = isIP(address);
   if (address.includes('%'))
     throw new Error(`${quoted(address)}: zone indexes are not allowed here`);
-  if (family !== 4 && family !== 6) throw new Error(`${quoted(address)} is not an IP address`);
+  if (!isAddress(address)) throw new Error(`${quoted(address)} is not an IP address`);
   if (rest.length > 0) throw new Error(`${quoted(text)} has more than one "/"`);
-  const maxPrefix = family === 4 ? 32 : 128;
-  if (prefix === undefined) return { family, address, prefixLength: maxPrefix };
+  const parsed = parseAddress(address);
+  const maxPrefix = parsed.family === 4 ? 32 : 128;
+  if (prefix === undefined) return { ...parsed, prefixLength: maxPrefix };
   if (!/^[0-9]{1,3}$/.test(prefix) || Number(prefix) > maxPrefix) {
     throw new Error(
-      `${quoted(`/${prefix}`)} is not a prefix length for IPv${family} (0–${maxPrefix})`,
+      `${quoted(`/${prefix}`)} is not a prefix length for IPv${parsed.family} (0–${maxPrefix})`,
     );
   }
-  return { family, address, prefixLength: Number(prefix) };
-}
-
-function networkAddress(family: 4 | 6, address: string, prefixLength: number): string {
-  const bytes = family === 4 ? ipv4Bytes(address) : ipv6Bytes(address);
-  for (let bit = prefixLength; bit < bytes.length * 8; bit++) {
-    const index = bit >> 3;
-    bytes[index] = (bytes[index] ?? 0) & ~(0x80 >> (bit & 7));
-  }
-  return family === 4 ? bytes.join('.') : formatIpv6(bytes);
-}
-
-function ipv4Bytes(address: string): number[] {
-  return address.split('.').map(Number);
-}
-
-function ipv6Bytes(address: string): number[] {
-  let text = address.toLowerCase();
-  const tail = text.slice(text.lastIndexOf(':') + 1);
-  const embedded = isIP(tail) === 4 ? ipv4Bytes(tail) : [];
-  if (embedded.length > 0) text = text.slice(0, text.lastIndexOf(':') + 1) + '0:0';
-  const [head = '', rest] = text.split('::');
-  const headGroups = head === '' ? [] : head.split(':');
-  const restGroups = rest === undefined || rest === '' ? [] : rest.split(':');
-  const zeros = new Array<string>(8 - headGroups.length - restGroups.length).fill('0');
-  const bytes = [...headGroups, ...zeros, ...restGroups].flatMap((group) => {
-    const value = parseInt(group, 16);
-    return [value >> 8, value & 0xff];
-  });
-  if (embedded.length > 0) bytes.splice(12, 4, ...embedded);
-  return bytes;
-}
-
-/** RFC 5952 text: lower case, leading zeros dropped, the longest run of zero groups as "::". */
-function formatIpv6(bytes: number[]): string {
-  const groups: number[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(((bytes[i] ?? 0) << 8) | (bytes[i + 1] ?? 0));
-  let bestStart = -1;
-  let bestLength = 1;
-  for (let start = 0; start < 8;) {
-    let end = start;
-    while (end < 8 && groups[end] === 0) end++;
-    if (end - start > bestLength) {
-      bestStart = start;
-      bestLength = end - start;
-    }
-    start = end === start ? start + 1 : end;
-  }
-  const hex = groups.map((g) => g.toString(16));
-  if (bestStart === -1) return hex.join(':');
-  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLength).join(':')}`;
+  return { ...parsed, prefixLength: Number(prefix) };
 }
 
 function dedupeNetworks(networks: IpNetwork[]): IpNetwork[] {
@@ -478,7 +431,8 @@ function parseEndpoint(text: string): PeerEndpoint {
   const bracketed = /^\[([^\]]*)\]:([^:]*)$/.exec(text);
   if (bracketed !== null) {
     const host = bracketed[1] ?? '';
-    if (isIP(host) !== 6) throw new Error(`${quoted(`[${host}]`)} is not an IPv6 address`);
+    if (!host.includes(':') || !isAddress(host))
+      throw new Error(`${quoted(`[${host}]`)} is not an IPv6 address`);
     return { host, port: parseEndpointPort(bracketed[2] ?? '') };
   }
   const colon = text.lastIndexOf(':');
@@ -488,7 +442,7 @@ function parseEndpoint(text: string): PeerEndpoint {
   if (host.includes(':')) {
     throw new Error(`${quoted(text)}: an IPv6 endpoint needs brackets, as in [2001:db8::1]:51820`);
   }
-  if (isIP(host) !== 4 && !isHostname(host)) {
+  if (!isAddress(host) && !isHostname(host)) {
     throw new Error(`${quoted(host)} is neither an IPv4 address nor a hostname`);
   }
   return { host, port: parseEndpointPort(text.slice(colon + 1)) };
@@ -513,7 +467,7 @@ interface DnsEntry {
 
 /** As wg-quick: an IP address is a server, anything else a search domain. */
 function parseDnsEntry(text: string): DnsEntry {
-  if (isIP(text) !== 0) return { kind: 'server', value: text };
+  if (isAddress(text)) return { kind: 'server', value: text };
   if (isHostname(text)) return { kind: 'search', value: text };
   throw new Error(`${quoted(text)} is neither an IP address nor a search domain`);
 }

@@ -24,7 +24,7 @@ void test('a full configuration parses into checked values', () => {
 # a comment
 [Interface]
 PrivateKey = ${PRIVATE}
-Address = 10.0.0.2/24, fd00::2/64   # prefix kept as written
+Address = 10.0.0.2/24, FD00:0::0002/64   # prefix kept as written, address in RFC 5952 text
 Address = 192.0.2.7
 ListenPort = 51820
 MTU = 1380
@@ -208,6 +208,11 @@ void test('problems are reported with their line numbers, all of them, and nothi
       name: 'a zone index in an address',
       text: `[Interface]\nPrivateKey = ${PRIVATE}\nAddress = fe80::1%eth0/64`,
       expected: [[3, /zone indexes are not allowed/]],
+    },
+    {
+      name: 'a zone index in an endpoint',
+      text: `[Interface]\nPrivateKey = ${PRIVATE}\n[Peer]\nPublicKey = ${PEER_A}\nEndpoint = [fe80::1%eth0]:51820`,
+      expected: [[5, /is not an IPv6 address/]],
     },
   ];
   for (const c of cases) {
