@@ -26,20 +26,18 @@
  * awaits with Atomics.waitAsync next to a timer for device.pollTimeout().
  */
 import { availableParallelism } from 'node:os';
-import { MessageChannel } from 'node:worker_threads';
-import type { MessagePort, Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 
 import { silentLogger, type Logger } from '@gatehouse/logging';
 import { closeTunQueueFds, openTunQueues, readTunKernelDrops } from '@gatehouse/tun';
 import type { MemoryTunQueues, OpenedTunQueues, TunKernelDrops } from '@gatehouse/tun';
-import { formatAddress, formatEndpoint, parseAddress, parsePrefix } from '@gatehouse/addresses';
+import { formatAddress, parseAddress, parsePrefix } from '@gatehouse/addresses';
 import type { AddressFamily } from '@gatehouse/addresses';
 import { DatagramBatch, DualStackSocket } from '@gatehouse/udp';
 import type { DatagramSocket, MemoryUdpNetwork, MemoryUdpSocket } from '@gatehouse/udp';
 import {
   checkPeerUpdate,
   Doorbell,
-  DROP_REASONS as WIREGUARD_DROP_REASONS,
   encodeKey,
   endpointAddressLength,
   endpointPort,
@@ -51,17 +49,25 @@ import {
 import type { CryptoProviderName, Endpoint, Instant } from '@gatehouse/wireguard';
 
 import { AddressActivity } from './address-activity.ts';
+import { spawnWorker, stopWorker, watchWorker } from './data-workers.ts';
+import type { DataWorker, WorkerRun, WorkerTemplate } from './data-workers.ts';
 import { AllowedIps } from './allowed-ips.ts';
 import { monotonicMs } from './data-path.ts';
-import { DROP_REASONS, DROP_UDP_SEND_FAILED, DropCounters, UNATTRIBUTED } from './drop-counters.ts';
+import { DROP_UDP_SEND_FAILED, DropCounters, UNATTRIBUTED } from './drop-counters.ts';
 import {
   DatagramRing,
   HANDSHAKE_RING,
   RELAY_RING,
   UNDER_LOAD_RING_DEPTH,
 } from './datagram-ring.ts';
-import { startStrippedWorker } from './stripped-worker.ts';
 import { EngineEvents } from './engine-events.ts';
+import { emptyDrops, formatEndpointText } from './engine-status.ts';
+import type {
+  EngineDropReason,
+  EnginePeerStatus,
+  EngineStatus,
+  EngineUnattributedDropReason,
+} from './engine-status.ts';
 import type { PeerActivity } from './peer-idle.ts';
 import type { EngineEvent } from './engine-events.ts';
 import { checkPolicyRule, compilePolicy } from './policy.ts';
@@ -70,7 +76,7 @@ import { RouteMissRing } from './route-miss.ts';
 import { openEngineSockets } from './udp-sockets.ts';
 import { judgeWorkerDeath, WORKER_RESTART_WINDOW_MS } from './worker-restarts.ts';
 import { CONTROL_CONFIG_EPOCH, CONTROL_STOP, CONTROL_WORDS } from './worker-protocol.ts';
-import type { PeerTables, WorkerIo, WorkerReport, WorkerSetup } from './worker-protocol.ts';
+import type { PeerTables, WorkerIo } from './worker-protocol.ts';
 
 export interface EnginePeer {
   publicKey: Uint8Array;
@@ -108,65 +114,6 @@ export interface EngineOptions {
   watchedRanges?: readonly string[];
 }
 
-export type EngineDropReason =
-  (typeof DROP_REASONS)[number] | (typeof WIREGUARD_DROP_REASONS)[number];
-
-/**
- * Unattributed reasons beyond the per-peer ones: handshake messages a full
- * ring refused, handshake messages whose handling threw (a bug, but one
- * datagram's, never the tunnel's), and what the kernel dropped on the TUN
- * interface — packets for the tunnel while our queue was full (tx_dropped),
- * packets we wrote (rx_dropped) — and STUN/TURN datagrams not handled.
- */
-export const UNATTRIBUTED_ONLY_REASONS = [
-  'handshake-ring-full',
-  'handshake-handler-error',
-  'kernel-tun-tx-dropped',
-  'kernel-tun-rx-dropped',
-  /** STUN and TURN datagrams a full ring refused. */
-  'relay-ring-full',
-  /** STUN and TURN datagrams nothing consumes yet (no relay client). */
-  'relay-unclaimed',
-  /** New route-miss destinations a full ring could not report (their packets stay held). */
-  'route-miss-unreported',
-  /** Events whose handler threw. */
-  'event-handler-error',
-] as const;
-export type EngineUnattributedDropReason =
-  EngineDropReason | (typeof UNATTRIBUTED_ONLY_REASONS)[number];
-
-export interface EnginePeerStatus {
-  /** Base64. */
-  publicKey: string;
-  /** `address:port` or `[v6]:port`; null until one is known. */
-  endpoint: string | null;
-  allowedIps: string[];
-  rxBytes: number;
-  txBytes: number;
-  rxPackets: number;
-  txPackets: number;
-  /** Wall-clock ms of the last completed handshake; null before the first. */
-  lastHandshake: number | null;
-  /** Seconds; null when off. */
-  persistentKeepalive: number | null;
-  drops: Record<EngineDropReason, number>;
-}
-
-export interface EngineStatus {
-  interfaceName: string;
-  listenPort: number;
-  cryptoProvider: string;
-  peers: EnginePeerStatus[];
-  /** Packets to destinations no peer's AllowedIPs cover. */
-  noRoute: number;
-  /** Data workers started again after they died. */
-  workerRestarts: number;
-  /** Why the engine failed (see EngineOptions.onFailed); null while it works. */
-  failure: string | null;
-  /** Drops no peer can be blamed for (unknown receiver index, failed sends, handshake ring full). */
-  unattributedDrops: Record<EngineUnattributedDropReason, number>;
-}
-
 /** In-memory devices instead of the kernel's, for tests: queue i of `tun` pairs with `sockets[i]`. */
 export interface EngineMemoryDevices {
   tun: MemoryTunQueues;
@@ -176,38 +123,6 @@ export interface EngineMemoryDevices {
   observeWorker?: (queue: number, worker: Worker) => void;
 }
 
-/** What every data worker starts with but its own IO, rings and port and the current peer tables. */
-type WorkerTemplate = Omit<
-  WorkerSetup,
-  'io' | 'tables' | 'handshakes' | 'relay' | 'routeMisses' | 'port'
->;
-
-/**
- * One TUN queue's data worker. The control thread owns the queue's fd and
- * sockets (workers never close them), so a worker that died can be started
- * again over the same ones.
- */
-interface DataWorker {
-  queue: number;
-  io: WorkerIo;
-  socket: DatagramSocket;
-  ring: DatagramRing;
-  relay: DatagramRing;
-  routeMisses: RouteMissRing;
-  /** The current start's worker. */
-  run: WorkerRun;
-}
-
-/** One start of a data worker. */
-interface WorkerRun {
-  worker: Worker;
-  port: MessagePort;
-  /** Recorded from the spawn on, so a death before anyone supervises the worker is not lost; undefined while it runs. */
-  exitCode: number | undefined;
-  /** The last failure the worker reported, for the log and the engine's error. */
-  lastError: string | undefined;
-}
-
 interface PeerEntry {
   config: EnginePeer;
   slot: number;
@@ -215,9 +130,6 @@ interface PeerEntry {
   addedMs: number;
 }
 
-const WORKER_YOUNG_GENERATION_MB = 4;
-const WORKER_START_TIMEOUT_MS = 10_000;
-const WORKER_STOP_TIMEOUT_MS = 1_000;
 /** pollTimeout() cannot see stamps workers write later: look again at least this often. */
 const MAX_TIMER_MS = 1_000;
 
@@ -806,85 +718,6 @@ async function withOwnKey(
   }
 }
 
-/** Starts queue `queue`'s data worker over `io` (the same fds and sockets on every start). */
-function spawnWorker(
-  template: WorkerTemplate,
-  queue: number,
-  io: WorkerIo,
-  rings: { ring: DatagramRing; relay: DatagramRing; routeMisses: RouteMissRing },
-  tables: PeerTables,
-  observe: ((queue: number, worker: Worker) => void) | undefined,
-): WorkerRun {
-  const channel = new MessageChannel();
-  const setup: WorkerSetup = {
-    ...template,
-    io,
-    tables,
-    handshakes: rings.ring.buffer,
-    relay: rings.relay.buffer,
-    routeMisses: rings.routeMisses.buffer,
-    port: channel.port2,
-  };
-  const worker = startStrippedWorker(new URL('./engine-worker.ts', import.meta.url), {
-    workerData: setup,
-    transferList: [channel.port2],
-    // The data path allocates nothing per packet: a small nursery keeps RSS down.
-    resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB },
-  });
-  const run: WorkerRun = { worker, port: channel.port1, exitCode: undefined, lastError: undefined };
-  worker.once('exit', (code) => {
-    run.exitCode = code;
-  });
-  observe?.(queue, worker);
-  return run;
-}
-
-/**
- * Resolves when the worker reports ready; rejects when it fails or exits
- * first. What it reports failing (then or later) is kept as its last error.
- */
-function watchWorker(queue: number, run: WorkerRun, logger: Logger): Promise<void> {
-  const { worker } = run;
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`data worker ${queue} did not start`)),
-      WORKER_START_TIMEOUT_MS,
-    );
-    worker.on('message', (message: WorkerReport) => {
-      if ('ready' in message) {
-        clearTimeout(timer);
-        resolve();
-      } else {
-        run.lastError = message.failed;
-        logger.error(`data worker ${queue} failed: ${message.failed}`);
-        clearTimeout(timer);
-        reject(new Error(`data worker ${queue} failed: ${message.failed}`));
-      }
-    });
-    worker.on('error', (error) => {
-      run.lastError = error.message;
-      logger.error(`data worker ${queue}: ${error.message}`);
-      clearTimeout(timer);
-      reject(error);
-    });
-    worker.on('exit', () => {
-      clearTimeout(timer);
-      reject(new Error(`data worker ${queue} exited`));
-    });
-  });
-}
-
-async function stopWorker({ run }: DataWorker): Promise<void> {
-  if (run.exitCode !== undefined) return;
-  const exited = new Promise<void>((resolve) => run.worker.once('exit', () => resolve()));
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<'late'>((resolve) => {
-    timer = setTimeout(() => resolve('late'), WORKER_STOP_TIMEOUT_MS);
-  });
-  if ((await Promise.race([exited, late])) === 'late') await run.worker.terminate();
-  clearTimeout(timer);
-}
-
 /** Whether `socket` reaches endpoints of `family` (a dual-stack socket routes each datagram by it). */
 function canSend(socket: DatagramSocket, family: AddressFamily): boolean {
   return socket instanceof DualStackSocket ? socket.has(family) : socket.family === family;
@@ -898,14 +731,4 @@ function sameEndpointConfig(a: EnginePeer, b: EnginePeer): boolean {
 function sameBytes(a: Uint8Array | undefined, b: Uint8Array | undefined): boolean {
   if (a === undefined || b === undefined) return a === b;
   return a.length === b.length && a.every((byte, index) => byte === b[index]);
-}
-
-function emptyDrops(): Record<EngineDropReason, number> {
-  const drops = {} as Record<EngineDropReason, number>;
-  for (const reason of [...WIREGUARD_DROP_REASONS, ...DROP_REASONS]) drops[reason] = 0;
-  return drops;
-}
-
-function formatEndpointText(address: Uint8Array, port: number): string {
-  return formatEndpoint({ family: address.length === 4 ? 4 : 6, address, port });
 }

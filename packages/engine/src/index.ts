@@ -4,7 +4,8 @@ export { DataPath, monotonicMs } from './data-path.ts';
 export type { DataPathOptions } from './data-path.ts';
 export { DROP_REASONS, DropCounters } from './drop-counters.ts';
 export type { DropCounts, DropReason } from './drop-counters.ts';
-export { Engine, UNATTRIBUTED_ONLY_REASONS } from './engine.ts';
+export { Engine } from './engine.ts';
+export { UNATTRIBUTED_ONLY_REASONS } from './engine-status.ts';
 export type { EngineEvent } from './engine-events.ts';
 export { PEER_IDLE_AFTER_MS } from './peer-idle.ts';
 export { POLICY_PROTOCOLS } from './policy.ts';
@@ -14,13 +15,11 @@ export {
   ROUTE_MISS_HOLD_MS,
   ROUTE_MISS_PACKETS_PER_DESTINATION,
 } from './route-miss.ts';
+export type { EngineMemoryDevices, EngineOptions, EnginePeer } from './engine.ts';
 export type {
   EngineDropReason,
-  EngineMemoryDevices,
-  EngineOptions,
-  EnginePeer,
   EnginePeerStatus,
   EngineStatus,
   EngineUnattributedDropReason,
-} from './engine.ts';
+} from './engine-status.ts';
 export { DatagramRing, HANDSHAKE_RING, RELAY_RING } from './datagram-ring.ts';

@@ -10,7 +10,7 @@ import type { KeyPair } from '@gatehouse/wireguard';
 
 import { Engine } from '../src/engine.ts';
 import type { EngineEvent } from '../src/engine-events.ts';
-import type { EnginePeerStatus } from '../src/engine.ts';
+import type { EnginePeerStatus } from '../src/engine-status.ts';
 import { ROUTE_MISS_HOLD_MS } from '../src/route-miss.ts';
 
 const MTU = 1280;
