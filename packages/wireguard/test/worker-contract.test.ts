@@ -8,8 +8,14 @@ import { REPLAY_WINDOW_SIZE } from '../src/replay-window.ts';
 import { TransportPath, sealedLength } from '../src/transport.ts';
 import {
   COUNTER_BLOCK_SIZE,
+  Doorbell,
   H_DOORBELL,
+  P_SIGNALS,
+  PeerSlots,
   SIGNAL_HANDSHAKE_NEEDED,
+  createSharedTransportMemory,
+  endpointAddressLength,
+  endpointPort,
   raiseSignal,
   peerBase,
 } from '../src/worker-contract.ts';
@@ -109,5 +115,63 @@ void describe('worker contract', () => {
     net.clock.advance(1000);
     net.alice.device.handleTimeout(net.clock.now());
     assert.equal(net.alice.device.pollTransmit()?.datagram[0], 1, 'a new initiation');
+  });
+
+  void it('PeerSlots: a session once the handshake is done, a handshake request as a signal and a doorbell ring', () => {
+    const net = new TwoPeers();
+    const memory = net.alice.device.sharedMemory;
+    const slots = new PeerSlots(memory);
+    const doorbell = new Doorbell(memory);
+    const bob = net.alice.device.peerSlot(net.bob.keys.publicKey);
+    assert.equal(slots.hasSession(bob), false);
+    net.handshake();
+    assert.equal(slots.hasSession(bob), true);
+
+    const rings = doorbell.rings;
+    slots.requestHandshake(bob);
+    const words = new Int32Array(memory.buffer);
+    assert.equal(
+      words[peerBase(memory.keypairSlots, bob) + P_SIGNALS]! & SIGNAL_HANDSHAKE_NEEDED,
+      1,
+    );
+    assert.equal(doorbell.rings, rings + 1);
+    slots.requestHandshake(bob);
+    assert.equal(doorbell.rings, rings + 1, 'a bit already set rings no more');
+  });
+
+  void it('PeerSlots: endpoints read back as written, each write a new version', () => {
+    const memory = createSharedTransportMemory({ mtu: 1280, capacity: { peers: 2 } });
+    const slots = new PeerSlots(memory);
+    const address = new Uint8Array(16);
+    assert.equal(slots.readEndpoint(1, address), 0, 'none yet');
+    const before = slots.endpointVersion(1);
+
+    slots.noteEndpoint(1, Uint8Array.of(192, 0, 2, 7), 51820);
+    const v4 = slots.readEndpoint(1, address);
+    assert.deepEqual([endpointAddressLength(v4), endpointPort(v4)], [4, 51820]);
+    assert.deepEqual([...address.subarray(0, 4)], [192, 0, 2, 7]);
+    const afterV4 = slots.endpointVersion(1);
+    assert.notEqual(afterV4, before);
+
+    const v6Address = Uint8Array.from({ length: 16 }, (_, index) => 0x20 + index);
+    slots.noteEndpoint(1, v6Address, 65535);
+    const v6 = slots.readEndpoint(1, address);
+    assert.deepEqual([endpointAddressLength(v6), endpointPort(v6)], [16, 65535]);
+    assert.deepEqual(address, v6Address);
+    assert.notEqual(slots.endpointVersion(1), afterV4);
+    assert.equal(slots.readEndpoint(0, address), 0, 'the other peer still has none');
+  });
+
+  void it('Doorbell: rungSince resolves once it rings, at once when it already has', async () => {
+    const doorbell = new Doorbell(createSharedTransportMemory({ mtu: 1280 }));
+    const seen = doorbell.rings;
+    let resolved = false;
+    const waiting = doorbell.rungSince(seen).then(() => (resolved = true));
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(resolved, false);
+    doorbell.ring();
+    await waiting;
+    assert.equal(resolved, true);
+    await doorbell.rungSince(seen);
   });
 });
