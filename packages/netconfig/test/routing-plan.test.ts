@@ -221,6 +221,8 @@ void describe('normalizePrefix', () => {
     ['default', 6, '::/0'],
     ['10.0.0.1', undefined, '10.0.0.1/32'],
     ['FD00:2021:1111:8000:0:0:0:0/107', undefined, 'fd00:2021:1111:8000::/107'],
+    ['10.0.0.2/24', undefined, '10.0.0.2/24'],
+    ['::FFFF:10.0.0.1/128', undefined, '::ffff:10.0.0.1/128'],
   ];
   for (const [input, family, output] of cases) {
     void it(`${input} → ${output}`, () => assert.equal(normalizePrefix(input, family), output));

@@ -5,8 +5,7 @@
  * logic. Calls are plain method calls with explicit signatures (no
  * introspection round trip).
  */
-import { isIPv4, isIPv6 } from 'node:net';
-
+import { formatAddress, isAddress, parseAddress } from '@gatehouse/addresses';
 import { DBusError, Message, sessionBus } from 'dbus-next';
 
 import type {
@@ -15,7 +14,6 @@ import type {
   ResolvedManager,
   ResolvedServer,
 } from './resolved.ts';
-import { canonicalAddress } from './resolved.ts';
 
 const RESOLVE1 = 'org.freedesktop.resolve1';
 const RESOLVE1_PATH = '/org/freedesktop/resolve1';
@@ -215,24 +213,10 @@ export function resolvedError(error: unknown, what: string, busAddress: string):
 }
 
 function addressBytes(address: string): number[] {
-  if (isIPv4(address)) return address.split('.').map(Number);
-  if (!isIPv6(address) || address.includes('.'))
-    throw new Error(`not a plain IPv4 or IPv6 address: ${address}`);
-  const [left = '', right] = address.split('::');
-  const leftGroups = left === '' ? [] : left.split(':');
-  const rightGroups = right === undefined || right === '' ? [] : right.split(':');
-  const zeros = right === undefined ? 0 : 8 - leftGroups.length - rightGroups.length;
-  const groups = [...leftGroups, ...Array<string>(zeros).fill('0'), ...rightGroups].map((group) =>
-    parseInt(group, 16),
-  );
-  return groups.flatMap((group) => [group >> 8, group & 0xff]);
+  if (!isAddress(address)) throw new Error(`not a plain IPv4 or IPv6 address: ${address}`);
+  return [...parseAddress(address).address];
 }
 
 function addressFromBytes(bytes: Uint8Array): string {
-  if (bytes.length === 4) return bytes.join('.');
-  const groups: string[] = [];
-  for (let index = 0; index < bytes.length; index += 2) {
-    groups.push((((bytes[index] ?? 0) << 8) | (bytes[index + 1] ?? 0)).toString(16));
-  }
-  return canonicalAddress(groups.join(':'));
+  return formatAddress(bytes.length === 4 ? 4 : 6, bytes);
 }

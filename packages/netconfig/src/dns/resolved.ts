@@ -9,7 +9,8 @@
  * The bus is reached behind the `ResolvedManager` seam (resolved-dbus.ts).
  */
 import { readFile } from 'node:fs/promises';
-import { isIPv6 } from 'node:net';
+
+import { formatAddress, isAddress, parseAddress } from '@gatehouse/addresses';
 
 import type { DnsSettings } from './dns-settings.ts';
 
@@ -159,7 +160,9 @@ export async function interfaceIndexFromSysfs(interfaceName: string): Promise<nu
   return Number(text.trim());
 }
 
-/** The WHATWG URL host serializer prints IPv6 in its compressed canonical form. */
+/** An address in RFC 5952 text, so the desired and the reported servers compare equal. */
 export function canonicalAddress(address: string): string {
-  return isIPv6(address) ? new URL(`http://[${address}]/`).hostname.slice(1, -1) : address;
+  if (!isAddress(address)) return address;
+  const { family, address: bytes } = parseAddress(address);
+  return formatAddress(family, bytes);
 }

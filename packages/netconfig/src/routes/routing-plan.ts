@@ -14,7 +14,7 @@
  * connected subnets and any other non-default route of the main table still
  * win over the tunnel's default route.
  */
-import { isIPv4, isIPv6 } from 'node:net';
+import { formatAddress, isAddress, parseAddress } from '@gatehouse/addresses';
 
 /** "GH" in ASCII. */
 export const DEFAULT_FWMARK = 0x4748;
@@ -71,12 +71,14 @@ export interface AddressJson {
 
 export function familyOf(cidr: string): Family {
   const address = cidr.split('/')[0] ?? '';
-  if (isIPv4(address)) return 4;
-  if (isIPv6(address)) return 6;
-  throw new Error(`not an IPv4 or IPv6 prefix: ${cidr}`);
+  if (!isAddress(address)) throw new Error(`not an IPv4 or IPv6 prefix: ${cidr}`);
+  return parseAddress(address).family;
 }
 
-/** `10.0.0.1` → `10.0.0.1/32`, `default` → `0.0.0.0/0`, IPv6 in canonical form: how `ip -json` prints them. */
+/**
+ * `10.0.0.1` → `10.0.0.1/32`, `default` → `0.0.0.0/0`, the address in RFC 5952 text (as inet_ntop
+ * writes it), host bits kept (an interface address has them): how `ip -json` prints them.
+ */
 export function normalizePrefix(prefix: string, family?: Family): string {
   if (prefix === 'default') {
     if (family === undefined) throw new Error('"default" needs a family');
@@ -84,8 +86,7 @@ export function normalizePrefix(prefix: string, family?: Family): string {
   }
   const [address = '', length] = prefix.split('/');
   const addressFamily = familyOf(address);
-  const canonical =
-    addressFamily === 6 ? new URL(`http://[${address}]/`).hostname.slice(1, -1) : address;
+  const canonical = formatAddress(addressFamily, parseAddress(address).address);
   return `${canonical}/${length ?? (addressFamily === 4 ? 32 : 128)}`;
 }
 
