@@ -1,9 +1,5 @@
-export { AllowedIps, AllowedIpsTable, NO_PEER } from './allowed-ips.ts';
-export type { SharedAllowedIpsTable } from './allowed-ips.ts';
-export { DataPath, monotonicMs } from './data-path.ts';
-export type { DataPathOptions } from './data-path.ts';
-export { DROP_REASONS, DropCounters } from './drop-counters.ts';
-export type { DropCounts, DropReason } from './drop-counters.ts';
+export { AllowedIps, NO_PEER } from './allowed-ips.ts';
+export { DROP_REASONS } from './drop-counters.ts';
 export { Engine } from './engine.ts';
 export { UNATTRIBUTED_ONLY_REASONS } from './engine-status.ts';
 export type { EngineEvent } from './engine-events.ts';
@@ -22,4 +18,3 @@ export type {
   EngineStatus,
   EngineUnattributedDropReason,
 } from './engine-status.ts';
-export { DatagramRing, HANDSHAKE_RING, RELAY_RING } from './datagram-ring.ts';
