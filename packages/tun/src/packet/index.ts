@@ -1,6 +1,5 @@
 export { flowHash } from './flow.ts';
 export { IpPacket } from './ip-packet.ts';
-export { ipv4AddressText, ipv6AddressText } from './ip-address-text.ts';
 export {
   Ipv6HeaderChain,
   IPV6_MAX_EXTENSION_HEADERS,

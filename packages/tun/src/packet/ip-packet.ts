@@ -1,3 +1,5 @@
+import { formatAddress } from '@gatehouse/addresses';
+
 import { readUint16, readUint32 } from './byte-order.ts';
 import {
   fixIpv4HeaderChecksum,
@@ -41,7 +43,6 @@ import {
   UDP_HEADER_LENGTH,
   UDP_LENGTH,
 } from './header-layout.ts';
-import { ipv4AddressText, ipv6AddressText } from './ip-address-text.ts';
 import { IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP } from './ip-protocol.ts';
 import { Ipv6HeaderChain, walkIpv6HeaderChain } from './ipv6-extension-headers.ts';
 
@@ -332,7 +333,7 @@ export class IpPacket {
   }
 
   private addressText(at: number): string {
-    return this.version === 4 ? ipv4AddressText(this.packet, at) : ipv6AddressText(this.packet, at);
+    return formatAddress(this.version === 4 ? 4 : 6, this.packet, at);
   }
 
   private addressEquals(at: number, other: Uint8Array, otherAt: number): boolean {
