@@ -31,12 +31,11 @@ import type { Worker } from 'node:worker_threads';
 import { silentLogger, type Logger } from '@gatehouse/logging';
 import { closeTunQueueFds, openTunQueues, readTunKernelDrops } from '@gatehouse/tun';
 import type { MemoryTunQueues, OpenedTunQueues, TunKernelDrops } from '@gatehouse/tun';
-import { formatAddress, parseAddress, parsePrefix } from '@gatehouse/addresses';
+import { formatAddress, parseAddress } from '@gatehouse/addresses';
 import type { AddressFamily } from '@gatehouse/addresses';
 import { DatagramBatch, DualStackSocket } from '@gatehouse/udp';
 import type { DatagramSocket, MemoryUdpNetwork, MemoryUdpSocket } from '@gatehouse/udp';
 import {
-  checkPeerUpdate,
   Doorbell,
   encodeKey,
   endpointAddressLength,
@@ -51,7 +50,6 @@ import type { CryptoProviderName, Endpoint, Instant } from '@gatehouse/wireguard
 import { AddressActivity } from './address-activity.ts';
 import { spawnWorker, stopWorker, watchWorker } from './data-workers.ts';
 import type { DataWorker, WorkerRun, WorkerTemplate } from './data-workers.ts';
-import { AllowedIps } from './allowed-ips.ts';
 import { monotonicMs } from './data-path.ts';
 import { DROP_UDP_SEND_FAILED, DropCounters, UNATTRIBUTED } from './drop-counters.ts';
 import {
@@ -61,6 +59,8 @@ import {
   UNDER_LOAD_RING_DEPTH,
 } from './datagram-ring.ts';
 import { EngineEvents } from './engine-events.ts';
+import { checkedPeers, compilePeerTables, sameBytes, sameEndpointConfig } from './peer-config.ts';
+import type { EnginePeer, PeerEntry } from './peer-config.ts';
 import { emptyDrops, formatEndpointText } from './engine-status.ts';
 import type {
   EngineDropReason,
@@ -70,23 +70,11 @@ import type {
 } from './engine-status.ts';
 import type { PeerActivity } from './peer-idle.ts';
 import type { EngineEvent } from './engine-events.ts';
-import { checkPolicyRule, compilePolicy } from './policy.ts';
-import type { PolicyRule } from './policy.ts';
 import { RouteMissRing } from './route-miss.ts';
 import { openEngineSockets } from './udp-sockets.ts';
 import { judgeWorkerDeath, WORKER_RESTART_WINDOW_MS } from './worker-restarts.ts';
 import { CONTROL_CONFIG_EPOCH, CONTROL_STOP, CONTROL_WORDS } from './worker-protocol.ts';
 import type { PeerTables, WorkerIo } from './worker-protocol.ts';
-
-export interface EnginePeer {
-  publicKey: Uint8Array;
-  presharedKey?: Uint8Array;
-  endpoint?: { address: string; port: number };
-  allowedIps: string[];
-  persistentKeepaliveSeconds?: number;
-  /** Destinations its packets may reach (the gateway's policy); absent or empty: what AllowedIPs allow. */
-  policy?: PolicyRule[];
-}
 
 export interface EngineOptions {
   interfaceName: string;
@@ -121,13 +109,6 @@ export interface EngineMemoryDevices {
   sockets: MemoryUdpSocket[];
   /** Sees every data worker as it is started (restarts too), e.g. to make one die. */
   observeWorker?: (queue: number, worker: Worker) => void;
-}
-
-interface PeerEntry {
-  config: EnginePeer;
-  slot: number;
-  /** Monotonic ms it was added: its activity before any packet. */
-  addedMs: number;
 }
 
 /** pollTimeout() cannot see stamps workers write later: look again at least this often. */
@@ -294,10 +275,7 @@ export class Engine {
         underLoadQueueDepth: UNDER_LOAD_RING_DEPTH,
       });
       const drops = new DropCounters(device.sharedMemory.peerSlots);
-      const tables: PeerTables = {
-        allowedIps: new AllowedIps().compile().shared,
-        policy: compilePolicy([], device.sharedMemory.peerSlots),
-      };
+      const tables = compilePeerTables([], device.sharedMemory.peerSlots);
       const control = new Int32Array(new SharedArrayBuffer(CONTROL_WORDS * 4));
       const activity = AddressActivity.create(options.watchedRanges ?? [], monotonicMs());
       const template: WorkerTemplate = {
@@ -360,15 +338,7 @@ export class Engine {
    * anything changes.
    */
   setPeers(peers: EnginePeer[]): void {
-    const wanted = new Map<string, EnginePeer>();
-    for (const peer of peers) {
-      const name = encodeKey(peer.publicKey);
-      if (wanted.has(name)) throw new Error(`peer ${name} listed twice`);
-      for (const cidr of peer.allowedIps) parsePrefix(cidr);
-      for (const rule of peer.policy ?? []) checkPolicyRule(rule);
-      checkPeerUpdate(name, peer);
-      wanted.set(name, peer);
-    }
+    const wanted = checkedPeers(peers);
     const now = this.#now();
     const removed: Uint8Array[] = [];
     for (const [name, entry] of this.#peers) {
@@ -579,18 +549,7 @@ export class Engine {
   }
 
   #compileTables(): PeerTables {
-    const allowed = new AllowedIps();
-    for (const entry of this.#peers.values()) {
-      for (const cidr of entry.config.allowedIps) allowed.set(cidr, entry.slot);
-    }
-    const policies = [...this.#peers.values()].map(({ slot, config }) => ({
-      slot,
-      rules: config.policy ?? [],
-    }));
-    return {
-      allowedIps: allowed.compile().shared,
-      policy: compilePolicy(policies, this.#device.sharedMemory.peerSlots),
-    };
+    return compilePeerTables(this.#peers.values(), this.#device.sharedMemory.peerSlots);
   }
 
   #publish(tables: PeerTables): void {
@@ -721,14 +680,4 @@ async function withOwnKey(
 /** Whether `socket` reaches endpoints of `family` (a dual-stack socket routes each datagram by it). */
 function canSend(socket: DatagramSocket, family: AddressFamily): boolean {
   return socket instanceof DualStackSocket ? socket.has(family) : socket.family === family;
-}
-
-/** An unchanged configured endpoint is not written again: the peer may have roamed since. */
-function sameEndpointConfig(a: EnginePeer, b: EnginePeer): boolean {
-  return a.endpoint?.address === b.endpoint?.address && a.endpoint?.port === b.endpoint?.port;
-}
-
-function sameBytes(a: Uint8Array | undefined, b: Uint8Array | undefined): boolean {
-  if (a === undefined || b === undefined) return a === b;
-  return a.length === b.length && a.every((byte, index) => byte === b[index]);
 }

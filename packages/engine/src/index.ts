@@ -11,7 +11,8 @@ export {
   ROUTE_MISS_HOLD_MS,
   ROUTE_MISS_PACKETS_PER_DESTINATION,
 } from './route-miss.ts';
-export type { EngineMemoryDevices, EngineOptions, EnginePeer } from './engine.ts';
+export type { EngineMemoryDevices, EngineOptions } from './engine.ts';
+export type { EnginePeer } from './peer-config.ts';
 export type {
   EngineDropReason,
   EnginePeerStatus,
