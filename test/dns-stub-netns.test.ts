@@ -129,11 +129,9 @@ void it(
     const work = mkdtempSync(join(tmpdir(), 'gh-dns-stub-'));
     const network = TestNetwork.create('dnsstub');
     try {
-      const namespaceA = await network.addNamespace();
-      const namespaceB = await network.addNamespace();
-      await network.addVethPair(
-        { namespace: namespaceA, name: 'veth0', address: `${A.underlay}/24` },
-        { namespace: namespaceB, name: 'veth0', address: `${B.underlay}/24` },
+      const [namespaceA, namespaceB] = await network.addLinkedPair(
+        `${A.underlay}/24`,
+        `${B.underlay}/24`,
       );
       const [keysA, keysB, decoyKeys] = await Promise.all([
         generateKeyPair(),

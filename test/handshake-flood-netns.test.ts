@@ -61,11 +61,9 @@ void it(
     const work = mkdtempSync(join(tmpdir(), 'gh-handshake-flood-'));
     const network = TestNetwork.create('hsflood');
     try {
-      const namespaceA = await network.addNamespace();
-      const namespaceB = await network.addNamespace();
-      await network.addVethPair(
-        { namespace: namespaceA, name: 'veth0', address: `${A.underlay}/24` },
-        { namespace: namespaceB, name: 'veth0', address: `${B.underlay}/24` },
+      const [namespaceA, namespaceB] = await network.addLinkedPair(
+        `${A.underlay}/24`,
+        `${B.underlay}/24`,
       );
       await network.exec(namespaceB, ['ip', 'addr', 'add', `${FLOOD_SOURCE}/24`, 'dev', 'veth0']);
       const [keysA, keysB] = await Promise.all([generateKeyPair(), generateKeyPair()]);

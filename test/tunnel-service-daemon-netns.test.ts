@@ -61,11 +61,9 @@ void it(
     const publicDir = mkdtempSync(join(tmpdir(), 'gh-serve-public-'));
     const network = TestNetwork.create('serve');
     try {
-      const namespaceA = await network.addNamespace();
-      const namespaceB = await network.addNamespace();
-      await network.addVethPair(
-        { namespace: namespaceA, name: 'veth0', address: `${A.underlay}/24` },
-        { namespace: namespaceB, name: 'veth0', address: `${B.underlay}/24` },
+      const [namespaceA, namespaceB] = await network.addLinkedPair(
+        `${A.underlay}/24`,
+        `${B.underlay}/24`,
       );
       const [keysA, keysB] = await Promise.all([generateKeyPair(), generateKeyPair()]);
       const wireguardB = await WireGuardGo.start(network, {

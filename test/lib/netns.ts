@@ -309,6 +309,17 @@ export class TestNetwork {
     return name;
   }
 
+  /** Two new namespaces joined by `veth0` with the given addresses (CIDR); returns their names. */
+  async addLinkedPair(addressA: string, addressB: string): Promise<[string, string]> {
+    const a = await this.addNamespace();
+    const b = await this.addNamespace();
+    await this.addVethPair(
+      { namespace: a, name: 'veth0', address: addressA },
+      { namespace: b, name: 'veth0', address: addressB },
+    );
+    return [a, b];
+  }
+
   /** A veth pair between two of this network's namespaces, addressed and up. */
   async addVethPair(a: VethEnd, b: VethEnd): Promise<void> {
     this.#assertLive();
