@@ -10,6 +10,7 @@
  */
 import { createSocket } from 'node:dgram';
 import { createInterface } from 'node:readline';
+import { formatAddress, parseAddress } from '@gatehouse/addresses';
 import { selectCryptoProvider, WireGuardDevice } from '@gatehouse/wireguard';
 import type { DeviceEvent, Instant } from '@gatehouse/wireguard';
 import {
@@ -78,7 +79,12 @@ class Peer {
         : { presharedKey: decodeKey(configuration.peer.presharedKey) }),
       ...(configuration.peer.endpoint === undefined
         ? {}
-        : { endpoint: configuration.peer.endpoint }),
+        : {
+            endpoint: {
+              ...parseAddress(configuration.peer.endpoint.address),
+              port: configuration.peer.endpoint.port,
+            },
+          }),
     });
   }
 
@@ -86,7 +92,7 @@ class Peer {
     this.#socket.on('message', (message, remote) => {
       this.#device.handleDatagram(
         new Uint8Array(message.buffer, message.byteOffset, message.byteLength),
-        { address: remote.address, port: remote.port },
+        { ...parseAddress(remote.address), port: remote.port },
         now(),
       );
       this.#drive();
@@ -114,7 +120,11 @@ class Peer {
       ) {
         progressed = true;
         // Copied: the device may reuse its buffer before the asynchronous send reads it.
-        this.#socket.send(Buffer.from(transmit.datagram), transmit.to.port, transmit.to.address);
+        this.#socket.send(
+          Buffer.from(transmit.datagram),
+          transmit.to.port,
+          formatAddress(transmit.to.family, transmit.to.address),
+        );
       }
       for (let event = this.#device.pollEvent(); event; event = this.#device.pollEvent()) {
         progressed = true;

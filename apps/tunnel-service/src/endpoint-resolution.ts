@@ -6,6 +6,8 @@
 
 import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
+import { parseAddress } from '@gatehouse/addresses';
+import type { Endpoint } from '@gatehouse/addresses';
 import { encodeKey } from '@gatehouse/wireguard';
 import type { PeerSpec } from './tunnel-spec.ts';
 
@@ -19,14 +21,14 @@ export const systemHostLookup: HostLookup = async (host) =>
 export async function resolvePeerEndpoints(
   peers: readonly PeerSpec[],
   lookupHost: HostLookup,
-): Promise<Array<{ address: string; port: number } | undefined>> {
+): Promise<Array<Endpoint | undefined>> {
   return Promise.all(
     peers.map(async (peer) => {
       if (peer.endpoint === undefined) return undefined;
       const { host, port } = peer.endpoint;
-      if (isIP(host) !== 0) return { address: host, port };
+      if (isIP(host) !== 0) return { ...parseAddress(host), port };
       try {
-        return { address: await lookupHost(host), port };
+        return { ...parseAddress(await lookupHost(host)), port };
       } catch (error) {
         throw new Error(
           `peer ${encodeKey(peer.publicKey)}: cannot resolve its endpoint host "${host}": ${(error as Error).message}`,

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { parseEndpoint } from '@gatehouse/addresses';
 import { DNS_STUB_REFUSALS as STUB_REFUSALS } from '@gatehouse/dns-stub';
 import type { EngineOptions, EnginePeer, EngineStatus } from '@gatehouse/engine';
 import type { DnsSettings, InterfaceSettings } from '@gatehouse/netconfig';
@@ -237,13 +238,7 @@ void describe('EngineTunnel start', () => {
     assert.equal(options.listenPort, 51999);
     assert.deepEqual(
       peers.map((peer) => [peer.endpoint, peer.allowedIps, peer.persistentKeepaliveSeconds]),
-      [
-        [
-          { address: '192.0.2.7', port: 51820 },
-          ['10.9.0.0/24', '100.64.0.0/10', 'fd00:9::/64'],
-          25,
-        ],
-      ],
+      [[parseEndpoint('192.0.2.7:51820'), ['10.9.0.0/24', '100.64.0.0/10', 'fd00:9::/64'], 25]],
     );
     assert.deepEqual(h.interfaces, [
       { addresses: ['10.9.0.2/24', 'fd00:9::2/64'], listenOnlyAddresses: [], mtu: 1420 },
@@ -566,7 +561,7 @@ PersistentKeepalive = 25
     assert.deepEqual(h.calls, ['engine.setPeers', 'setRoutes']);
     const [peers] = h.setPeers;
     assert.deepEqual(peers?.[0], started?.peers[0], 'the untouched peer is unchanged');
-    assert.deepEqual(peers?.[1]?.endpoint, { address: '192.0.2.99', port: 4500 });
+    assert.deepEqual(peers?.[1]?.endpoint, parseEndpoint('192.0.2.99:4500'));
     assert.deepEqual(peers?.[1]?.allowedIps, ['10.9.2.0/24', '10.9.3.0/24']);
     assert.deepEqual(h.routes.at(-1), ['10.9.1.0/24', '10.9.2.0/24', '10.9.3.0/24']);
     assert.equal(tunnel.status().peers[1]?.allowedIps.length, 2);

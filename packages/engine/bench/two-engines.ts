@@ -8,6 +8,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 
+import { parseEndpoint } from '@gatehouse/addresses';
 import { MemoryTunQueues } from '@gatehouse/tun';
 import { MemoryUdpNetwork } from '@gatehouse/udp';
 import { generateKeyPair } from '@gatehouse/wireguard';
@@ -37,7 +38,7 @@ const engines = await Promise.all(
         {
           publicKey: keys[1 - side]!.publicKey,
           allowedIps: [`10.9.0.${2 - side}/32`],
-          endpoint: { address: `10.0.0.${2 - side}`, port: 51820 },
+          endpoint: parseEndpoint(`10.0.0.${2 - side}:51820`),
         },
       ],
       { tun: tuns[side]!, network, sockets: [network.bind(`10.0.0.${side + 1}`, 51820)] },

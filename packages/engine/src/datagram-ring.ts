@@ -7,11 +7,10 @@
  * push the worker rings the WireGuard device's doorbell, so the control
  * thread sleeps on one word for worker signals and both rings.
  */
-import { formatAddress } from '@gatehouse/addresses';
 import type { DatagramBatch } from '@gatehouse/udp';
 import { Doorbell } from '@gatehouse/wireguard';
 import type { SharedTransportMemory } from '@gatehouse/wireguard';
-import type { Endpoint } from '@gatehouse/wireguard';
+import type { Endpoint } from '@gatehouse/addresses';
 
 const HEAD = 0;
 const TAIL = 1;
@@ -99,10 +98,10 @@ export class DatagramRing {
       const entry = HEADER_WORDS * 4 + (tail & (this.#entries - 1)) * this.#entryBytes;
       const length = words[entry >> 2]!;
       const family = words[(entry >> 2) + 1] === 6 ? 6 : 4;
-      const address = formatAddress(family, this.#bytes, entry + 12);
+      const address = this.#bytes.slice(entry + 12, entry + 12 + (family === 4 ? 4 : 16));
       const datagram = this.#bytes.slice(entry + MESSAGE_AT, entry + MESSAGE_AT + length);
       Atomics.store(words, TAIL, tail + 1);
-      handle(datagram, { address, port: words[(entry >> 2) + 2]! });
+      handle(datagram, { family, address, port: words[(entry >> 2) + 2]! });
     }
   }
 }

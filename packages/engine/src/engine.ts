@@ -31,7 +31,7 @@ import type { Worker } from 'node:worker_threads';
 import { silentLogger, type Logger } from '@gatehouse/logging';
 import { closeTunQueueFds, openTunQueues, readTunKernelDrops } from '@gatehouse/tun';
 import type { MemoryTunQueues, OpenedTunQueues, TunKernelDrops } from '@gatehouse/tun';
-import { formatAddress, parseAddress } from '@gatehouse/addresses';
+import { formatAddress, formatEndpoint } from '@gatehouse/addresses';
 import type { AddressFamily } from '@gatehouse/addresses';
 import { DatagramBatch, DualStackSocket } from '@gatehouse/udp';
 import type { DatagramSocket, MemoryUdpNetwork, MemoryUdpSocket } from '@gatehouse/udp';
@@ -45,7 +45,8 @@ import {
   selectCryptoProvider,
   WireGuardDevice,
 } from '@gatehouse/wireguard';
-import type { CryptoProviderName, Endpoint, Instant } from '@gatehouse/wireguard';
+import type { Endpoint } from '@gatehouse/addresses';
+import type { CryptoProviderName, Instant } from '@gatehouse/wireguard';
 
 import { AddressActivity } from './address-activity.ts';
 import { spawnWorker, stopWorker, watchWorker } from './data-workers.ts';
@@ -638,13 +639,12 @@ export class Engine {
   #flushTransmits(): void {
     const socket = this.#workers[0]!.socket;
     for (let t = this.#device.pollTransmit(); t; t = this.#device.pollTransmit()) {
-      const { family, address } = parseAddress(t.to.address);
-      if (!canSend(socket, family)) {
-        this.#logger.warn(`no IPv${family} socket for ${t.to.address}`);
+      if (!canSend(socket, t.to.family)) {
+        this.#logger.warn(`no IPv${t.to.family} socket for ${formatEndpoint(t.to)}`);
         this.#drops.add(UNATTRIBUTED, DROP_UDP_SEND_FAILED);
         continue;
       }
-      this.#send.setEndpoint(0, { family, address, port: t.to.port });
+      this.#send.setEndpoint(0, t.to);
       this.#send.data.set(t.datagram, 0);
       this.#send.lengths[0] = t.datagram.length;
       this.#send.tos[0] = 0;

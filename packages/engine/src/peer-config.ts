@@ -4,6 +4,7 @@
  * up (AllowedIPs by slot, per-peer policy).
  */
 import { parsePrefix } from '@gatehouse/addresses';
+import type { Endpoint } from '@gatehouse/addresses';
 import { checkPeerUpdate, encodeKey } from '@gatehouse/wireguard';
 
 import { AllowedIps } from './allowed-ips.ts';
@@ -14,7 +15,7 @@ import type { PeerTables } from './worker-protocol.ts';
 export interface EnginePeer {
   publicKey: Uint8Array;
   presharedKey?: Uint8Array;
-  endpoint?: { address: string; port: number };
+  endpoint?: Endpoint;
   allowedIps: string[];
   persistentKeepaliveSeconds?: number;
   /** Destinations its packets may reach (the gateway's policy); absent or empty: what AllowedIPs allow. */
@@ -57,7 +58,8 @@ export function compilePeerTables(peers: Iterable<PeerEntry>, peerSlots: number)
 
 /** An unchanged configured endpoint is not written again: the peer may have roamed since. */
 export function sameEndpointConfig(a: EnginePeer, b: EnginePeer): boolean {
-  return a.endpoint?.address === b.endpoint?.address && a.endpoint?.port === b.endpoint?.port;
+  if (a.endpoint === undefined || b.endpoint === undefined) return a.endpoint === b.endpoint;
+  return a.endpoint.port === b.endpoint.port && sameBytes(a.endpoint.address, b.endpoint.address);
 }
 
 export function sameBytes(a: Uint8Array | undefined, b: Uint8Array | undefined): boolean {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
 import { blake2s } from '@noble/hashes/blake2.js';
+import { parseEndpoint } from '@gatehouse/addresses';
 import { MemoryTunQueues } from '@gatehouse/tun';
 import { DatagramBatch, MemoryUdpNetwork } from '@gatehouse/udp';
 import type { MemoryUdpSocket } from '@gatehouse/udp';
@@ -133,7 +134,7 @@ void describe('DataPath: STUN and TURN datagrams go to the relay ring, not to Wi
     const received: Uint8Array[] = [];
     relay.drain((datagram, from) => {
       received.push(datagram);
-      assert.deepEqual(from, { address: '10.0.0.1', port: 4000 });
+      assert.deepEqual(from, parseEndpoint('10.0.0.1:4000'));
     });
     assert.deepEqual(received, [stunBindingResponse(), channelData]);
     assert.deepEqual(

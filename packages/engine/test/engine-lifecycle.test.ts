@@ -3,6 +3,7 @@ import { afterEach, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Worker } from 'node:worker_threads';
 
+import { parseEndpoint } from '@gatehouse/addresses';
 import { MemoryTunQueues } from '@gatehouse/tun';
 import { MemoryUdpNetwork } from '@gatehouse/udp';
 import { generateKeyPair } from '@gatehouse/wireguard';
@@ -77,7 +78,7 @@ void describe('engine lifecycle', () => {
         {
           publicKey: rightKeys.publicKey,
           allowedIps: ['10.7.0.2/32'],
-          endpoint: { address: '10.0.0.2', port: 51820 },
+          endpoint: parseEndpoint('10.0.0.2:51820'),
         },
       ],
       {

@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { afterEach, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+import { parseEndpoint } from '@gatehouse/addresses';
+import type { Endpoint } from '@gatehouse/addresses';
 import { MemoryTunQueues } from '@gatehouse/tun';
 import { DatagramBatch, MemoryUdpNetwork } from '@gatehouse/udp';
 import type { MemoryUdpSocket } from '@gatehouse/udp';
@@ -14,7 +16,9 @@ import type { EnginePeerStatus } from '../src/engine-status.ts';
 import { ROUTE_MISS_HOLD_MS } from '../src/route-miss.ts';
 
 const MTU = 1280;
-const RELAY = { address: '10.0.0.9', port: 7000 };
+const RELAY_HOST = '10.0.0.9';
+const RELAY_PORT = 7000;
+const RELAY = parseEndpoint(`${RELAY_HOST}:${RELAY_PORT}`);
 /** Stands in for the DNS stub's proxy range on the left side. */
 const WATCHED_RANGE = '10.9.0.0/30';
 
@@ -43,8 +47,8 @@ class Relay {
   /** Datagrams forwarded either way. */
   forwarded = 0;
 
-  constructor(network: MemoryUdpNetwork, port = RELAY.port) {
-    this.#socket = network.bind(RELAY.address, port);
+  constructor(network: MemoryUdpNetwork, port = RELAY_PORT) {
+    this.#socket = network.bind(RELAY_HOST, port);
     this.#timer = setInterval(() => this.pump(), 1);
   }
 
@@ -142,7 +146,7 @@ async function startSide(
   keys: KeyPair,
   remote: KeyPair,
   queues: number,
-  peer: { allowedIps: string[]; endpoint?: { address: string; port: number } },
+  peer: { allowedIps: string[]; endpoint?: Endpoint },
   watchedRanges: string[] = [],
   mtu = MTU,
 ): Promise<Side> {
@@ -249,7 +253,7 @@ void describe('two engines over in-memory TUN queues and UDP, data in worker thr
   void it('handshakes at start and carries data both ways, with per-peer counters', async () => {
     await startPair();
     assert.equal(peerStatus(right).publicKey, encodeKey(left.keys.publicKey));
-    assert.equal(peerStatus(right).endpoint, `${RELAY.address}:${RELAY.port}`);
+    assert.equal(peerStatus(right).endpoint, `${RELAY_HOST}:${RELAY_PORT}`);
     for (let n = 0; n < 100; n++) left.tun.inject(numbered('10.9.0.1', '10.9.0.2', n));
     await until('100 packets on the right', () => collect(right).length >= 100);
     for (let n = 0; n < 50; n++) right.tun.inject(numbered('10.9.0.2', '10.9.0.1', n));
@@ -315,7 +319,7 @@ void describe('two engines over in-memory TUN queues and UDP, data in worker thr
     relay = new Relay(network);
     left = await startSide(network, 1, generateKeyPair(), generateKeyPair(), 1, {
       allowedIps: ['10.9.0.2/32'],
-      endpoint: { address: '10.0.0.77', port: 9 },
+      endpoint: parseEndpoint('10.0.0.77:9'),
     });
     await until(
       'the failed send',
@@ -387,18 +391,18 @@ void describe('two engines over in-memory TUN queues and UDP, data in worker thr
   void it('setPeers moves an endpoint and a keepalive under a live session, and AllowedIPs on the other side', async () => {
     await startPair();
     const before = { left: peerStatus(left).lastHandshake, right: peerStatus(right).lastHandshake };
-    const moved = new Relay(network, RELAY.port + 1);
+    const moved = new Relay(network, RELAY_PORT + 1);
     try {
       left.engine.setPeers([
         {
           publicKey: right.keys.publicKey,
           allowedIps: ['10.9.0.2/32'],
-          endpoint: { address: RELAY.address, port: RELAY.port + 1 },
+          endpoint: parseEndpoint(`${RELAY_HOST}:${RELAY_PORT + 1}`),
           persistentKeepaliveSeconds: 25,
         },
       ]);
       right.engine.setPeers([{ publicKey: left.keys.publicKey, allowedIps: ['10.9.0.0/24'] }]);
-      assert.equal(peerStatus(left).endpoint, `${RELAY.address}:${RELAY.port + 1}`);
+      assert.equal(peerStatus(left).endpoint, `${RELAY_HOST}:${RELAY_PORT + 1}`);
       assert.equal(peerStatus(left).persistentKeepalive, 25);
       let sent = 0;
       await until('a newly allowed packet through the new endpoint', () => {
@@ -408,7 +412,7 @@ void describe('two engines over in-memory TUN queues and UDP, data in worker thr
       right.tun.inject(numbered('10.9.0.2', '10.9.0.1', 2));
       await until('the answer on the left', () => collect(left).length >= 1);
       assert.ok(moved.forwarded >= 2, `the new endpoint forwarded ${moved.forwarded}`);
-      assert.equal(peerStatus(right).endpoint, `${RELAY.address}:${RELAY.port + 1}`, 'roamed');
+      assert.equal(peerStatus(right).endpoint, `${RELAY_HOST}:${RELAY_PORT + 1}`, 'roamed');
       assert.deepEqual(
         { left: peerStatus(left).lastHandshake, right: peerStatus(right).lastHandshake },
         before,
@@ -553,7 +557,10 @@ void describe('two engines over in-memory TUN queues and UDP, data in worker thr
     );
     assert.deepEqual(left.engine.status().peers, [before], 'no peer added, none changed');
     assert.throws(
-      () => left.engine.setPeers([{ ...good, endpoint: { address: 'not-an-ip', port: 1 } }]),
+      () =>
+        left.engine.setPeers([
+          { ...good, endpoint: { family: 4, address: new Uint8Array(3), port: 1 } },
+        ]),
       /endpoint must be an IP address/,
     );
     assert.throws(

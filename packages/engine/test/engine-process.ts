@@ -10,6 +10,7 @@
  */
 import { createInterface } from 'node:readline';
 
+import { parseAddress } from '@gatehouse/addresses';
 import { createServiceLogger } from '@gatehouse/logging';
 import { decodeKey } from '@gatehouse/wireguard';
 
@@ -33,7 +34,13 @@ const engine = await Engine.start(
     privateKey: decodeKey(config.privateKey),
     logger: createServiceLogger({ name: 'engine-process', debug: true }),
   },
-  config.peers.map((peer) => ({ ...peer, publicKey: decodeKey(peer.publicKey) })),
+  config.peers.map(({ endpoint, ...peer }) => ({
+    ...peer,
+    publicKey: decodeKey(peer.publicKey),
+    ...(endpoint === undefined
+      ? {}
+      : { endpoint: { ...parseAddress(endpoint.address), port: endpoint.port } }),
+  })),
 );
 console.log(JSON.stringify({ ready: true, listenPort: engine.listenPort }));
 

@@ -148,7 +148,6 @@ function cookieKey(publicKey: Uint8Array): Uint8Array {
   return hash(new TextEncoder().encode(LABEL_COOKIE), publicKey);
 }
 
-function cookieFor(secret: Uint8Array, source: Endpoint): Uint8Array | undefined {
-  const sourceBytes = endpointBytes(source);
-  return sourceBytes === undefined ? undefined : mac(secret, sourceBytes);
+function cookieFor(secret: Uint8Array, source: Endpoint): Uint8Array {
+  return mac(secret, endpointBytes(source));
 }

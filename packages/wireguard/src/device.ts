@@ -24,7 +24,7 @@ import { CookieChecker } from './cookie.ts';
 import { HandshakeAdmission } from './handshake-admission.ts';
 import { dh, randomBytes as systemRandomBytes } from './crypto/primitives.ts';
 import type { CryptoProvider } from './crypto/provider.ts';
-import { addressBytes, isValidEndpoint, sameEndpoint } from './endpoint.ts';
+import { isValidEndpoint, sameEndpoint } from './endpoint.ts';
 import type { Endpoint } from './endpoint.ts';
 import { NoiseHandshake, wipeConsumedInitiation, wipeInitiatorState } from './handshake.ts';
 import { KeypairTable } from './keypair-table.ts';
@@ -508,7 +508,7 @@ export class WireGuardDevice {
     }
     if (!this.#admission.isUnderLoad(now.monotonicMs)) return true;
     if (this.#cookieChecker.isMac2Valid(message, from, now.monotonicMs)) {
-      const admission = this.#admission.admit(addressBytes(from.address)!, now.monotonicMs);
+      const admission = this.#admission.admit(from.address, now.monotonicMs);
       if (admission === 'admit') return true;
       this.#drop(
         undefined,
@@ -520,7 +520,7 @@ export class WireGuardDevice {
     if (reply === undefined) {
       this.#drop(undefined, 'bad-mac2-under-load');
     } else {
-      this.#transmits.push({ to: { address: from.address, port: from.port }, datagram: reply });
+      this.#transmits.push({ to: from, datagram: reply });
       this.#drop(undefined, 'cookie-sent');
     }
     return false;
@@ -719,9 +719,7 @@ export class WireGuardDevice {
   /** The endpoint follows the source of the latest authenticated packet. */
   #roam(peer: PeerState, from: Endpoint): void {
     if (sameEndpoint(this.#endpoint(peer), from)) return;
-    const address = addressBytes(from.address);
-    if (address === undefined) return;
-    this.#table.writeEndpoint(peer.slot, address, from.port);
+    this.#table.writeEndpoint(peer.slot, from.address, from.port);
   }
 
   /**

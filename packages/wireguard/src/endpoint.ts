@@ -1,14 +1,12 @@
 /**
- * UDP endpoints: where a peer's datagrams come from and go to.
+ * UDP endpoints: where a peer's datagrams come from and go to. The type is
+ * `@gatehouse/addresses`' (a family, the address bytes and a port); these
+ * are the checks and comparisons the device needs on it.
  */
 
-import { formatAddress, isAddress, parseAddress } from '@gatehouse/addresses';
+import type { Endpoint } from '@gatehouse/addresses';
 
-export interface Endpoint {
-  /** IPv4 or IPv6 address in text form. */
-  address: string;
-  port: number;
-}
+export type { Endpoint };
 
 export function isValidEndpoint(endpoint: Endpoint): boolean {
   return (
@@ -17,35 +15,22 @@ export function isValidEndpoint(endpoint: Endpoint): boolean {
     Number.isInteger(endpoint.port) &&
     endpoint.port >= 0 &&
     endpoint.port <= 0xffff &&
-    isAddress(endpoint.address)
+    endpoint.address instanceof Uint8Array &&
+    endpoint.address.length === (endpoint.family === 4 ? 4 : endpoint.family === 6 ? 16 : -1)
   );
 }
 
 export function sameEndpoint(a: Endpoint | undefined, b: Endpoint): boolean {
-  return a !== undefined && a.port === b.port && a.address === b.address;
+  if (a === undefined || a.port !== b.port || a.family !== b.family) return false;
+  for (let i = 0; i < a.address.length; i++) if (a.address[i] !== b.address[i]) return false;
+  return a.address.length === b.address.length;
 }
 
-/**
- * The address bytes (4 for IPv4, 16 for IPv6) followed by the port in
- * network order: what a cookie is bound to. Undefined for text that is not
- * an IP address.
- */
-export function endpointBytes(endpoint: Endpoint): Uint8Array | undefined {
-  const address = addressBytes(endpoint.address);
-  if (address === undefined || !Number.isInteger(endpoint.port)) return undefined;
-  const bytes = new Uint8Array(address.length + 2);
-  bytes.set(address);
-  bytes[address.length] = (endpoint.port >>> 8) & 0xff;
-  bytes[address.length + 1] = endpoint.port & 0xff;
+/** The address bytes (4 for IPv4, 16 for IPv6) followed by the port in network order: what a cookie is bound to. */
+export function endpointBytes(endpoint: Endpoint): Uint8Array {
+  const bytes = new Uint8Array(endpoint.address.length + 2);
+  bytes.set(endpoint.address);
+  bytes[endpoint.address.length] = (endpoint.port >>> 8) & 0xff;
+  bytes[endpoint.address.length + 1] = endpoint.port & 0xff;
   return bytes;
-}
-
-/** The address's 4 or 16 bytes; undefined for text that is not an IP address. */
-export function addressBytes(address: string): Uint8Array | undefined {
-  return isAddress(address) ? parseAddress(address).address : undefined;
-}
-
-/** Text form of 4 or 16 address bytes (RFC 5952 for IPv6). */
-export function formatAddressBytes(bytes: Uint8Array): string {
-  return formatAddress(bytes.length === 4 ? 4 : 6, bytes);
 }

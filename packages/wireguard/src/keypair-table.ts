@@ -9,7 +9,6 @@
  * remaining bits are random.
  */
 
-import { formatAddressBytes } from './endpoint.ts';
 import type { Endpoint } from './endpoint.ts';
 import type { TransportKeys } from './handshake.ts';
 import {
@@ -272,8 +271,10 @@ export class KeypairTable {
     const address = new Uint8Array(16);
     const read = readEndpointWords(this.#words, peerBase(this.memory.keypairSlots, peer), address);
     if (read === 0) return undefined;
+    const length = endpointAddressLength(read);
     return {
-      address: formatAddressBytes(address.subarray(0, endpointAddressLength(read))),
+      family: length === 4 ? 4 : 6,
+      address: address.slice(0, length),
       port: endpointPort(read),
     };
   }

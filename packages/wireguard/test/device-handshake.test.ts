@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
+import { parseEndpoint } from '@gatehouse/addresses';
+
 import {
   KEEPALIVE_TIMEOUT,
   MESSAGE_HANDSHAKE_COOKIE,
@@ -16,7 +18,6 @@ import {
 } from '../src/constants.ts';
 import { libsodiumWasmProvider } from '../src/crypto/libsodium-wasm.ts';
 import type { Transmit } from '../src/device.ts';
-import { addressBytes } from '../src/endpoint.ts';
 import type { Endpoint } from '../src/endpoint.ts';
 import { encodeKey } from '../src/keys.ts';
 import { TransportPath } from '../src/transport.ts';
@@ -359,15 +360,11 @@ void describe('WireGuardDevice cookies under load', () => {
     const retry = net.alice.device.pollTransmit()!;
     loadBob(net);
 
-    net.bob.device.handleDatagram(
-      retry.datagram,
-      { address: '203.0.113.9', port: 1 },
-      net.clock.now(),
-    );
+    net.bob.device.handleDatagram(retry.datagram, parseEndpoint('203.0.113.9:1'), net.clock.now());
 
     const reply = net.bob.device.pollTransmit();
     assert.equal(reply?.datagram[0], MESSAGE_HANDSHAKE_COOKIE);
-    assert.deepEqual(reply?.to, { address: '203.0.113.9', port: 1 });
+    assert.deepEqual(reply?.to, parseEndpoint('203.0.113.9:1'));
   });
 
   void it('under load, limits each source address to its rate even with a valid MAC2', () => {
@@ -442,7 +439,7 @@ void describe('WireGuardDevice key lifetime and roaming', () => {
 
   void it('follows the peer to the source of its latest authenticated packet', () => {
     const net = established();
-    const roamed = { address: '2001:db8::7', port: 4000 };
+    const roamed = parseEndpoint('[2001:db8::7]:4000');
     net.send(net.alice, ipv4Packet(40));
     const fromNewPlace = net.alice.device.pollTransmit()!.datagram;
 
@@ -474,10 +471,10 @@ void describe('WireGuardDevice key lifetime and roaming', () => {
         opener,
       );
       assert.equal(opened, 40);
-      slots.noteEndpoint(opener.peer, addressBytes(from.address)!, from.port);
+      slots.noteEndpoint(opener.peer, from.address, from.port);
     };
 
-    const roamed = { address: '203.0.113.9', port: 4000 };
+    const roamed = parseEndpoint('203.0.113.9:4000');
     receiveInWorker(roamed);
     net.clock.advance(KEEPALIVE_TIMEOUT);
     bob.handleTimeout(net.clock.now());
@@ -485,7 +482,7 @@ void describe('WireGuardDevice key lifetime and roaming', () => {
     assert.equal(keepalive.datagram.length, 32);
     assert.deepEqual(keepalive.to, roamed);
 
-    const roamedAgain = { address: '2001:db8::9', port: 4001 };
+    const roamedAgain = parseEndpoint('[2001:db8::9]:4001');
     receiveInWorker(roamedAgain);
     bob.initiateHandshake(net.alice.keys.publicKey, net.clock.now());
     const initiation = bob.pollTransmit()!;
@@ -510,7 +507,7 @@ void describe('WireGuardDevice key lifetime and roaming', () => {
     const forged = new Uint8Array(net.alice.device.pollTransmit()!.datagram);
     forged[40]! ^= 1;
 
-    net.bob.device.handleDatagram(forged, { address: '203.0.113.66', port: 9 }, net.clock.now());
+    net.bob.device.handleDatagram(forged, parseEndpoint('203.0.113.66:9'), net.clock.now());
 
     assert.deepEqual(
       net.bob.device.peerStats(net.alice.keys.publicKey).endpoint,

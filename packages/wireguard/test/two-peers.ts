@@ -76,11 +76,11 @@ export class TwoPeers {
   constructor(options: PairOptions = {}) {
     const presharedKey = new Uint8Array(32).fill(7);
     this.alice = side(
-      { address: '192.0.2.1', port: 51820 },
+      { family: 4, address: new Uint8Array([192, 0, 2, 1]), port: 51820 },
       { randomBytes: seededRandomBytes(1), ...options.aliceDevice },
     );
     this.bob = side(
-      { address: '198.51.100.2', port: 51821 },
+      { family: 4, address: new Uint8Array([198, 51, 100, 2]), port: 51821 },
       { randomBytes: seededRandomBytes(2), ...options.bobDevice },
     );
     this.alice.device.addPeer({
