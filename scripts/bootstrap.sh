@@ -12,10 +12,11 @@ cd "$(dirname "$0")/.."
 #   iperf3                         throughput benchmarks
 #   nftables                       rules on the path in ECN tests
 #   libsodium23                    the native libsodium crypto provider
+#   chromium                       a real browser for the portal's sign-in test (playwright-core drives it)
 #   dbus-daemon                    a private system bus for the systemd-resolved test (resolved
 #                                  itself is only unpacked under .cache/, never installed)
 #   npm                            only when no npm is installed at all
-packages=(wireguard-go wireguard-tools iproute2 iputils-ping iperf3 nftables libsodium23 dbus-daemon ca-certificates)
+packages=(wireguard-go wireguard-tools iproute2 iputils-ping iperf3 nftables libsodium23 dbus-daemon ca-certificates chromium)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 
 missing=()
