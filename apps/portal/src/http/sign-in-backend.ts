@@ -1,0 +1,60 @@
+/**
+ * What the HTTP side needs from storage and tokens, in its own words: find an account by slug,
+ * a password identity by username, issue a client token, verify and revoke one. All
+ * synchronous, like the storage under it. `storageSignInBackend` implements it over the
+ * portal's PortalStorage and tokens module.
+ */
+
+export interface SignInAccount {
+  id: string;
+  slug: string;
+  name: string;
+}
+
+export interface SignInIdentity {
+  actorId: string;
+  actorName: string;
+  /** `scrypt$…`, or null when the identity has no password (then no password matches). */
+  passwordHash: string | null;
+}
+
+export type ClientTokenKind = 'browser_client' | 'headless_client';
+
+export interface IssueClientTokenInput {
+  accountId: string;
+  actorId: string;
+  kind: ClientTokenKind;
+  /** browser_client: the client's nonce, the token's prefix. */
+  nonce?: string;
+  now: number;
+  expiresAt: number;
+}
+
+export interface IssuedClientToken {
+  tokenId: string;
+  /** The whole token text (nonce + fragment for a browser_client token). Never stored. */
+  token: string;
+  /** `.<id>.<secret>`: what the deep link carries. */
+  fragment: string;
+}
+
+export interface VerifiedToken {
+  id: string;
+  accountId: string;
+  kind: string;
+  /** The actor the token signs in as (null for a gateway's token). */
+  actorId: string | null;
+}
+
+export type TokenCheck =
+  | { ok: true; token: VerifiedToken }
+  | { ok: false; reason: 'malformed' | 'unknown' | 'expired' | 'revoked' };
+
+export interface SignInBackend {
+  findAccount(slug: string): SignInAccount | undefined;
+  /** The user's password identity in the account; undefined for no such user (or a disabled one). */
+  findPasswordIdentity(accountId: string, username: string): SignInIdentity | undefined;
+  issueClientToken(input: IssueClientTokenInput): IssuedClientToken;
+  verifyToken(text: string, now: number): TokenCheck;
+  revokeToken(tokenId: string, now: number): void;
+}
