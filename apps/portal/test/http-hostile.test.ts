@@ -100,6 +100,11 @@ void test('CSRF: a missing, wrong, swapped or foreign token is 403 and issues no
       fields: fields(session),
       headers: { Cookie: session.cookie, Origin: 'https://evil.example' },
     },
+    {
+      name: 'Sec-Fetch-Site cross-site',
+      fields: fields(session),
+      headers: { Cookie: session.cookie, 'Sec-Fetch-Site': 'cross-site' },
+    },
   ];
   for (const attempt of attempts) {
     const reply = await postSignIn(port, 'acme', attempt.fields, attempt.headers);
@@ -112,7 +117,17 @@ void test('CSRF: a missing, wrong, swapped or foreign token is 403 and issues no
   assert.equal(fixture.snapshot(), snapshot, 'no token created');
   const refused = harness.portal.counters().refused;
   assert.equal(refused.csrf + refused.forbidden_origin + refused.bad_request, attempts.length);
+  assert.equal(refused.forbidden_origin, 2);
   assert.equal(harness.portal.counters().signInAttempts, 0, 'refused before the password check');
+
+  // Origin "null" (what a browser sends under Referrer-Policy: no-referrer) with a good token is
+  // a normal sign-in.
+  const nullOrigin = await postSignIn(port, 'acme', fields(session), {
+    Cookie: session.cookie,
+    Origin: 'null',
+    'Sec-Fetch-Site': 'same-origin',
+  });
+  assert.equal(nullOrigin.status, 303);
 
   // A token made for one account does not sign in to another.
   fixture.addAccount('globex', 'Globex');

@@ -58,6 +58,8 @@ export interface RequestInput {
   body?: string | Buffer;
   /** https with this CA. */
   ca?: string | Buffer;
+  /** https with the default CAs. */
+  https?: boolean;
 }
 
 /** One request on its own connection. */
@@ -84,9 +86,16 @@ export function request(port: number, input: RequestInput): Promise<Reply> {
       res.on('error', reject);
     };
     const req =
-      input.ca === undefined
+      input.ca === undefined && input.https !== true
         ? http.request(options, onResponse)
-        : https.request({ ...options, ca: input.ca, servername: 'localhost' }, onResponse);
+        : https.request(
+            {
+              ...options,
+              ...(input.ca === undefined ? {} : { ca: input.ca }),
+              servername: 'localhost',
+            },
+            onResponse,
+          );
     req.on('error', reject);
     if (input.body !== undefined) req.end(input.body);
     else req.end();

@@ -525,8 +525,15 @@ export function createPortalHttpHandler(deps: PortalHttpDeps): PortalHttp {
       return;
     }
 
+    // Origin "null" is what a browser sends under Referrer-Policy: no-referrer, so only a named
+    // other origin is refused here; Sec-Fetch-Site (sent regardless of the referrer policy)
+    // refuses cross-site and same-site posts. The CSRF token below is the check that matters.
     const origin = req.headers.origin;
-    if (origin !== undefined && origin.toLowerCase() !== expectedOrigin(req)) {
+    const fetchSite = req.headers['sec-fetch-site'];
+    const foreignOrigin =
+      origin !== undefined && origin !== 'null' && origin.toLowerCase() !== expectedOrigin(req);
+    const foreignSite = fetchSite === 'cross-site' || fetchSite === 'same-site';
+    if (foreignOrigin || foreignSite) {
       refuse(req, res, {
         status: 403,
         reason: 'forbidden_origin',
