@@ -1,0 +1,234 @@
+/**
+ * The client channel (topic "client"): what the portal tells a client and what a client asks,
+ * modelled on Firezone's client channel (connlib's client messages and the portal's client views).
+ *
+ * Portal → client: `init`, `config_changed`, `resource_created_or_updated`, `resource_deleted`,
+ * `relays_presence`, `authorization_created`, `authorization_creation_failed`, `disconnect`,
+ * and the ICE messages `ice_candidates` / `invalidate_ice_candidates` for the relay work.
+ * Client → portal: `request_authorization`, and `broadcast_ice_candidates` /
+ * `broadcast_invalidated_ice_candidates`. The join payload carries the client's WireGuard key
+ * and who it is. Instants are epoch milliseconds.
+ */
+
+import { z } from 'zod';
+import {
+  AddressRangesSchema,
+  ClientInterfaceSchema,
+  DisconnectSchema,
+  EndpointSchema,
+  EpochMsSchema,
+  IceCandidatesSchema,
+  Ipv4Schema,
+  Ipv6Schema,
+  MAX_GATEWAY_ENDPOINTS,
+  MAX_ICE_PEERS,
+  MAX_NAME_CHARS,
+  MAX_PORTAL_RESOURCES,
+  PortalIdSchema,
+  type PortalParseResult,
+  RelaysPresenceSchema,
+  RelaySchema,
+  ResolvedDomainSchema,
+  PortalResourceSchema,
+  WireGuardKeySchema,
+  isUnknownResourceType,
+  parseWithSchema,
+  sieveResources,
+  MAX_PORTAL_RELAYS,
+} from './common.ts';
+
+// ---------------------------------------------------------------------------------------------
+// Join
+
+/** What a client sends with `phx_join` on topic "client". */
+export const ClientJoinPayloadSchema = z.object({
+  /** The client's WireGuard public key for this session (a new one per sign-in is fine). */
+  public_key: WireGuardKeySchema,
+  /** A stable id the client keeps per device (Firezone's external id); the portal keys devices by it. */
+  device_id: z
+    .string()
+    .min(1)
+    .max(128)
+    .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces'),
+  /** The device's name as the user sees it (its host name). */
+  name: z.string().min(1).max(MAX_NAME_CHARS),
+  os_name: z.string().min(1).max(64),
+  os_version: z.string().min(1).max(64),
+  /** The client's version, e.g. "0.1.0". */
+  version: z.string().min(1).max(64).optional(),
+});
+export type ClientJoinPayload = z.infer<typeof ClientJoinPayloadSchema>;
+
+// ---------------------------------------------------------------------------------------------
+// Portal → client
+
+export const ClientInitSchema = z.object({
+  interface: ClientInterfaceSchema,
+  address_ranges: AddressRangesSchema,
+  resources: z.array(PortalResourceSchema).max(MAX_PORTAL_RESOURCES).default([]),
+  relays: z.array(RelaySchema).max(MAX_PORTAL_RELAYS).default([]),
+});
+
+export const ConfigChangedSchema = z.object({
+  interface: ClientInterfaceSchema,
+  address_ranges: AddressRangesSchema.optional(),
+});
+
+/** Firezone sends the bare id; Gatehouse wraps it in an object so the payload can grow. */
+export const ResourceDeletedSchema = z.object({ id: PortalIdSchema });
+
+/** The portal's answer to request_authorization, once the gateway has the flow. */
+export const AuthorizationCreatedSchema = z.object({
+  resource_id: PortalIdSchema,
+  gateway_id: PortalIdSchema,
+  site_id: PortalIdSchema,
+  gateway_public_key: WireGuardKeySchema,
+  /** Where the gateway listens; the client uses the first it can reach. */
+  gateway_endpoints: z.array(EndpointSchema).max(MAX_GATEWAY_ENDPOINTS),
+  gateway_ipv4: Ipv4Schema,
+  gateway_ipv6: Ipv6Schema,
+  /** A fresh preshared key for this client-gateway pair. */
+  preshared_key: WireGuardKeySchema,
+  /** When the authorization ends (epoch ms), or null for never. */
+  expires_at: EpochMsSchema.nullable().default(null),
+});
+
+/** Firezone's failure reasons; anything else reads as "unknown" (a newer portal's reason). */
+export const AUTHORIZATION_FAILURE_REASONS = [
+  'not_found',
+  'offline',
+  'forbidden',
+  'version_mismatch',
+  'disabled',
+  'unknown',
+] as const;
+export const AuthorizationFailureReasonSchema = z
+  .enum(AUTHORIZATION_FAILURE_REASONS)
+  .catch('unknown');
+export type AuthorizationFailureReason = z.infer<typeof AuthorizationFailureReasonSchema>;
+
+export const AuthorizationCreationFailedSchema = z.object({
+  resource_id: PortalIdSchema,
+  reason: AuthorizationFailureReasonSchema,
+});
+
+/** ICE candidates a gateway sent for this client (relay work). */
+export const GatewayIceCandidatesSchema = z.object({
+  gateway_id: PortalIdSchema,
+  candidates: IceCandidatesSchema,
+});
+
+export const portalToClientSchemas = {
+  init: ClientInitSchema,
+  config_changed: ConfigChangedSchema,
+  resource_created_or_updated: PortalResourceSchema,
+  resource_deleted: ResourceDeletedSchema,
+  relays_presence: RelaysPresenceSchema,
+  authorization_created: AuthorizationCreatedSchema,
+  authorization_creation_failed: AuthorizationCreationFailedSchema,
+  disconnect: DisconnectSchema,
+  ice_candidates: GatewayIceCandidatesSchema,
+  invalidate_ice_candidates: GatewayIceCandidatesSchema,
+} as const;
+
+type Messages<T extends Record<string, z.ZodType>> = {
+  [E in keyof T]: { event: E; payload: z.infer<T[E]> };
+}[keyof T];
+
+/** A message the portal sends a client. */
+export type PortalToClientMessage = Messages<typeof portalToClientSchemas>;
+export type PortalToClientEvent = PortalToClientMessage['event'];
+export type ClientInit = z.infer<typeof ClientInitSchema>;
+export type AuthorizationCreated = z.infer<typeof AuthorizationCreatedSchema>;
+
+// ---------------------------------------------------------------------------------------------
+// Client → portal
+
+export const RequestAuthorizationSchema = z.object({
+  resource_id: PortalIdSchema,
+  /** Gateways the client already has a tunnel to; the portal prefers them (Firezone's hint). */
+  connected_gateway_ids: z.array(PortalIdSchema).max(MAX_ICE_PEERS).default([]),
+  /** For a DNS resource: the name the client resolved and the proxy addresses its stub gave it. */
+  domain: ResolvedDomainSchema.optional(),
+});
+export type RequestAuthorization = z.infer<typeof RequestAuthorizationSchema>;
+
+/** ICE candidates the client wants delivered to these gateways (relay work). */
+export const BroadcastGatewayIceCandidatesSchema = z.object({
+  gateway_ids: z.array(PortalIdSchema).min(1).max(MAX_ICE_PEERS),
+  candidates: IceCandidatesSchema,
+});
+
+export const clientToPortalSchemas = {
+  request_authorization: RequestAuthorizationSchema,
+  broadcast_ice_candidates: BroadcastGatewayIceCandidatesSchema,
+  broadcast_invalidated_ice_candidates: BroadcastGatewayIceCandidatesSchema,
+} as const;
+
+/** A message a client sends the portal. */
+export type ClientToPortalMessage = Messages<typeof clientToPortalSchemas>;
+export type ClientToPortalEvent = ClientToPortalMessage['event'];
+
+// ---------------------------------------------------------------------------------------------
+// Parse and encode
+
+function schemaFor(table: Record<string, z.ZodType>, event: string): z.ZodType | undefined {
+  return Object.hasOwn(table, event) ? table[event] : undefined;
+}
+
+/** What a client makes of a portal push; never throws. */
+export function parsePortalToClient(
+  event: string,
+  payload: unknown,
+): PortalParseResult<PortalToClientMessage> {
+  return parseWithSchema(
+    event,
+    payload,
+    schemaFor(portalToClientSchemas, event),
+    (object, sieve) => {
+      if (event === 'init')
+        return { ...object, resources: sieveResources(object.resources, sieve, 'resources') };
+      if (event === 'resource_created_or_updated' && isUnknownResourceType(object))
+        return 'ignored';
+      return object;
+    },
+  );
+}
+
+/** What the portal makes of a client's push; never throws. */
+export function parseClientToPortal(
+  event: string,
+  payload: unknown,
+): PortalParseResult<ClientToPortalMessage> {
+  return parseWithSchema(event, payload, schemaFor(clientToPortalSchemas, event));
+}
+
+export type JoinParse<T> = { ok: true; payload: T } | { ok: false; problem: string };
+
+/** The portal's check of a client's phx_join payload; never throws. */
+export function parseClientJoin(payload: unknown): JoinParse<ClientJoinPayload> {
+  const result = parseWithSchema<{ event: string; payload: ClientJoinPayload }>(
+    'phx_join',
+    payload,
+    ClientJoinPayloadSchema,
+  );
+  return result.ok
+    ? { ok: true, payload: result.message.payload }
+    : { ok: false, problem: result.problem };
+}
+
+/** The `{event, payload}` of a portal push, ready to frame (the wire form is the message's form). */
+export function encodePortalToClient(message: PortalToClientMessage): {
+  event: string;
+  payload: unknown;
+} {
+  return { event: message.event, payload: message.payload };
+}
+
+/** The `{event, payload}` of a client push, ready to frame. */
+export function encodeClientToPortal(message: ClientToPortalMessage): {
+  event: string;
+  payload: unknown;
+} {
+  return { event: message.event, payload: message.payload };
+}
