@@ -1,0 +1,104 @@
+/**
+ * What the live side (the WebSocket channels and the mapper) needs from storage, tokens and
+ * policies, in its own words. All synchronous, like the SQLite storage under it.
+ * `storageChannelBackend` (storage-backend.ts) implements it over PortalStorage; tests may use
+ * `createMemoryChannelBackend` (memory-backend.ts).
+ */
+
+export type ChannelKind = 'client' | 'gateway';
+
+export interface ChannelToken {
+  id: string;
+  accountId: string;
+  /** browser_client | headless_client | service_account | gateway */
+  kind: string;
+  /** The actor a client token signs in as; null for a gateway token. */
+  actorId: string | null;
+  /** The site a gateway token belongs to; null for a client token. */
+  siteId: string | null;
+  /** Epoch ms. */
+  expiresAt: number;
+}
+
+export type ChannelTokenCheck =
+  | { ok: true; token: ChannelToken }
+  | { ok: false; reason: 'malformed' | 'unknown' | 'expired' | 'revoked' };
+
+export type TokenState = 'valid' | 'expired' | 'revoked' | 'unknown';
+
+export interface PortFilter {
+  protocol: 'tcp' | 'udp' | 'icmp';
+  ports?: { from: number; to: number }[];
+}
+
+export interface ResourceView {
+  id: string;
+  type: 'cidr' | 'dns' | 'internet';
+  name: string;
+  /** CIDR prefix, DNS pattern; absent for the Internet resource. */
+  address?: string;
+  addressDescription?: string | null;
+  siteId: string;
+  filters: PortFilter[];
+}
+
+export interface SiteView {
+  id: string;
+  name: string;
+}
+
+/** One account's configuration as the live side sees it, read once per change. */
+export interface AccountView {
+  accountId: string;
+  slug: string;
+  /** Tunnel and proxy prefixes (text); the proxy ones are what DNS resources' addresses come from. */
+  ranges: { tunnelIpv4: string; tunnelIpv6: string; proxyIpv4: string; proxyIpv6: string };
+  upstreamDns: string[];
+  searchDomain: string | null;
+  sites: ReadonlyMap<string, SiteView>;
+  resources: ReadonlyMap<string, ResourceView>;
+  /** The resource ids the actor's policies allow (through its groups). */
+  allowedResourceIds(actorId: string): ReadonlySet<string>;
+}
+
+export interface InterfaceAddresses {
+  ipv4: string;
+  ipv6: string;
+}
+
+export interface RegisterClientInput {
+  accountId: string;
+  actorId: string;
+  tokenId: string;
+  publicKey: string;
+  /** The client's stable device id (Firezone's external_id). */
+  externalId: string;
+  name: string;
+  now: number;
+}
+
+export interface RegisterGatewayInput {
+  accountId: string;
+  siteId: string;
+  tokenId: string;
+  publicKey: string;
+  externalId: string;
+  name: string;
+  /** host:port or [v6]:port the gateway listens on for WireGuard, if it said. */
+  endpoint: string | null;
+  now: number;
+}
+
+export interface ChannelBackend {
+  verifyToken(text: string, now: number): ChannelTokenCheck;
+  /** Whether a token verified earlier is still good (revoked by the CLI, expired by time). */
+  tokenState(tokenId: string, now: number): TokenState;
+  /** Upserts the device (public key, device id, name, last seen); its tunnel addresses. */
+  registerClient(input: RegisterClientInput): { deviceId: string } & InterfaceAddresses;
+  /** Upserts the gateway (public key, endpoint, last seen); its tunnel addresses. */
+  registerGateway(input: RegisterGatewayInput): { gatewayId: string } & InterfaceAddresses;
+  /** The account's current configuration; undefined if it is gone. */
+  accountView(accountId: string): AccountView | undefined;
+  /** Changes when another process commits to the database (PRAGMA data_version). */
+  dataVersion(): number;
+}

@@ -1,0 +1,785 @@
+/**
+ * The portal's WebSocket endpoints, `/client/websocket` and `/gateway/websocket`, on `ws` in
+ * noServer mode: `handleUpgrade` is for the HTTP server's 'upgrade' event.
+ *
+ * - The token comes in `X-Authorization: Bearer <token>` (client tokens on the client endpoint,
+ *   gateway tokens on the gateway endpoint); missing, bad, expired or revoked → HTTP 401 with a
+ *   problem-details body whose code is `invalid_token`, and nothing else happens.
+ * - Phoenix framing: `phx_join` on topic "client" / "gateway" is answered with `phx_reply`
+ *   (ok, or error with a reason) at once, then `init` is pushed; `heartbeat` on "phoenix" is
+ *   answered; `phx_leave` answered and followed by `phx_close`.
+ * - Limits: frames above `maxPayload` close the connection (1009, counted); messages above
+ *   `maxMessageBytes`, binary messages, non-JSON, wrong shapes, unknown topics or events and
+ *   messages over the per-connection rate are logged (never their content) and dropped, the
+ *   session kept, each counted by reason. A socket that does not join within `joinTimeoutMs`,
+ *   or sends nothing for `idleTimeoutMs` (heartbeats are every 10 s), is closed.
+ */
+import { randomBytes } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocket, WebSocketServer, type RawData } from 'ws';
+import { silentLogger, type Logger } from '@gatehouse/logging';
+import { writeProblemToSocket } from '../http/problem.ts';
+import {
+  createMapper,
+  flowKey,
+  type Mapper,
+  type MappedClient,
+  type MappedFlow,
+  type MappedGateway,
+  type MapperCounters,
+  type MapperOptions,
+} from '../mapper/mapper.ts';
+import { clientResources, gatewayResourcePayload, upstreamDnsPayload } from '../mapper/payloads.ts';
+import type { ChannelBackend, ChannelKind, ChannelToken } from './backend.ts';
+import {
+  clientJoinSchema,
+  encodeFrame,
+  gatewayJoinSchema,
+  inboundFrameSchema,
+  PHOENIX_TOPIC,
+  pushFrame,
+  replyFrame,
+  requestAuthorizationSchema,
+  type InboundFrame,
+  type OutboundFrame,
+} from './frames.ts';
+
+export const CLIENT_PATH = '/client/websocket';
+export const GATEWAY_PATH = '/gateway/websocket';
+const CLIENT_TOKEN_KINDS = new Set(['browser_client', 'headless_client', 'service_account']);
+
+export interface ChannelHubOptions {
+  /** Largest WebSocket frame, bytes; larger closes the connection with 1009 (default 1 MiB). */
+  maxPayload?: number;
+  /** Largest message acted on, bytes; larger is dropped, the session kept (default 64 KiB). */
+  maxMessageBytes?: number;
+  /** Per connection: messages at once, then `ratePerSecond` (defaults 40 and 20). */
+  rateBurst?: number;
+  ratePerSecond?: number;
+  /** Close a socket that has not joined by then, ms (default 30 s). */
+  joinTimeoutMs?: number;
+  /** Close a socket silent this long, ms (default 60 s: heartbeats come every 10 s). */
+  idleTimeoutMs?: number;
+  mapper?: MapperOptions;
+}
+
+export const DROP_REASONS = [
+  'binary',
+  'too_large',
+  'rate_limited',
+  'malformed',
+  'bad_payload',
+  'unknown_topic',
+  'unknown_event',
+  'not_joined',
+  'already_joined',
+] as const;
+export type DropReason = (typeof DROP_REASONS)[number];
+
+export const UPGRADE_REFUSALS = [
+  'not_found',
+  'invalid_token',
+  'wrong_token_kind',
+  'shutting_down',
+] as const;
+export type UpgradeRefusal = (typeof UPGRADE_REFUSALS)[number];
+
+export const AUTHORIZATION_FAILURES = ['forbidden', 'not_found', 'offline'] as const;
+export type AuthorizationFailure = (typeof AUTHORIZATION_FAILURES)[number];
+
+export interface ChannelCounters {
+  upgrades: number;
+  refusedUpgrades: Record<UpgradeRefusal, number>;
+  clientJoins: number;
+  gatewayJoins: number;
+  joinErrors: number;
+  heartbeats: number;
+  dropped: Record<DropReason, number>;
+  oversizedFrames: number;
+  timeouts: number;
+  authorizations: number;
+  authorizationFailures: Record<AuthorizationFailure, number>;
+  mapper: MapperCounters;
+}
+
+export interface ChannelHub {
+  /** For the HTTP server's 'upgrade' event. Refuses (401, 404) or hands the socket to ws. */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+  mapper: Mapper;
+  counters(): ChannelCounters;
+  /** Live sockets by channel (joined or not). */
+  sessionCount(): { clients: number; gateways: number };
+  /** phx_close on every joined channel, then close code 1001; resolves when all are closed. */
+  close(): Promise<void>;
+}
+
+function zeroes<K extends string>(keys: readonly K[]): Record<K, number> {
+  return Object.fromEntries(keys.map((k) => [k, 0])) as Record<K, number>;
+}
+
+/** The token of `X-Authorization: Bearer <token>`, undefined when missing or not that form. */
+export function bearerToken(req: IncomingMessage): string | undefined {
+  const header = req.headers['x-authorization'];
+  if (typeof header !== 'string') return undefined;
+  const match = /^Bearer ([\x21-\x7e]{1,1024})$/.exec(header.trim());
+  return match?.[1];
+}
+
+interface HubState {
+  backend: ChannelBackend;
+  logger: Logger;
+  now: () => number;
+  counters: Omit<ChannelCounters, 'mapper'>;
+  maxMessageBytes: number;
+  rateBurst: number;
+  ratePerSecond: number;
+  joinTimeoutMs: number;
+  idleTimeoutMs: number;
+  mapper: Mapper;
+  clients: Map<string, Set<ClientSession>>;
+  gateways: Map<string, Set<GatewaySession>>;
+  sockets: Set<Session>;
+}
+
+abstract class Session {
+  readonly hub: HubState;
+  readonly ws: WebSocket;
+  readonly token: ChannelToken;
+  readonly topic: ChannelKind;
+  readonly label: string;
+  joined = false;
+  joinRef: string | number | null = null;
+  closed = false;
+  lastMessageAt: number;
+  private tokens: number;
+  private refilledAt: number;
+  private joinTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    hub: HubState,
+    ws: WebSocket,
+    token: ChannelToken,
+    topic: ChannelKind,
+    label: string,
+  ) {
+    this.hub = hub;
+    this.ws = ws;
+    this.token = token;
+    this.topic = topic;
+    this.label = label;
+    this.lastMessageAt = hub.now();
+    this.tokens = hub.rateBurst;
+    this.refilledAt = Date.now();
+    this.joinTimer = setTimeout(() => {
+      if (!this.joined && !this.closed) {
+        hub.counters.timeouts += 1;
+        hub.logger.info(`${this.label}: did not join in time, closing`);
+        this.ws.close(1008, 'join timeout');
+      }
+    }, hub.joinTimeoutMs);
+    this.joinTimer.unref();
+    ws.on('message', (data, isBinary) => this.onMessage(data, isBinary));
+    ws.on('close', () => this.onClose());
+    ws.on('error', (error: Error & { code?: string }) => {
+      if (error.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') hub.counters.oversizedFrames += 1;
+      hub.logger.info(`${this.label}: websocket error (${error.code ?? error.message})`);
+    });
+  }
+
+  get accountId(): string {
+    return this.token.accountId;
+  }
+  get tokenId(): string {
+    return this.token.id;
+  }
+  get tokenExpiresAt(): number {
+    return this.token.expiresAt;
+  }
+
+  send(frame: OutboundFrame): void {
+    if (this.closed || this.ws.readyState !== WebSocket.OPEN) return;
+    this.ws.send(encodeFrame(frame));
+  }
+
+  push(event: string, payload: unknown): void {
+    this.send(pushFrame(this.topic, event, payload));
+  }
+
+  disconnect(reason: string): void {
+    if (this.closed) return;
+    this.hub.logger.info(`${this.label}: disconnecting (${reason})`);
+    this.push('disconnect', { reason });
+    this.leave();
+    this.closed = true;
+    this.ws.close(1000, reason);
+    this.onClose();
+  }
+
+  /** Sends phx_close for a joined channel and forgets the join. */
+  leave(): void {
+    if (!this.joined) return;
+    this.send({
+      topic: this.topic,
+      event: 'phx_close',
+      payload: {},
+      ref: null,
+      join_ref: this.joinRef,
+    });
+    this.joined = false;
+    this.left();
+  }
+
+  private drop(reason: DropReason, detail: string, frame?: InboundFrame): void {
+    this.hub.counters.dropped[reason] += 1;
+    this.hub.logger.info(`${this.label}: dropped a message (${reason}: ${detail})`);
+    if (frame !== undefined && frame.ref !== undefined && frame.ref !== null) {
+      this.send(replyFrame(frame.topic, frame.ref, 'error', { reason }));
+    }
+  }
+
+  private allow(): boolean {
+    const t = Date.now();
+    this.tokens = Math.min(
+      this.hub.rateBurst,
+      this.tokens + ((t - this.refilledAt) / 1000) * this.hub.ratePerSecond,
+    );
+    this.refilledAt = t;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+
+  private onMessage(data: RawData, isBinary: boolean): void {
+    if (this.closed) return;
+    this.lastMessageAt = this.hub.now();
+    if (!this.allow()) return this.drop('rate_limited', 'over the per-connection rate');
+    if (isBinary) return this.drop('binary', 'a binary message');
+    const size = Array.isArray(data)
+      ? data.reduce((n, b) => n + b.length, 0)
+      : (data as Buffer | ArrayBuffer).byteLength;
+    if (size > this.hub.maxMessageBytes) return this.drop('too_large', `${size} bytes`);
+    let raw: unknown;
+    try {
+      raw = JSON.parse(
+        Array.isArray(data) ? Buffer.concat(data).toString('utf8') : data.toString(),
+      );
+    } catch {
+      return this.drop('malformed', 'not JSON');
+    }
+    const parsed = inboundFrameSchema.safeParse(raw);
+    if (!parsed.success) return this.drop('malformed', 'not a Phoenix frame');
+    const frame = parsed.data;
+    try {
+      this.onFrame(frame);
+    } catch (error) {
+      this.hub.logger.error(
+        `${this.label}: handling ${frame.event} failed: ${(error as Error).message}`,
+      );
+      if (frame.ref !== undefined && frame.ref !== null) {
+        this.send(replyFrame(frame.topic, frame.ref, 'error', { reason: 'internal_error' }));
+      }
+    }
+  }
+
+  private onFrame(frame: InboundFrame): void {
+    if (frame.topic === PHOENIX_TOPIC) {
+      if (frame.event !== 'heartbeat') return this.drop('unknown_event', 'on topic phoenix', frame);
+      this.hub.counters.heartbeats += 1;
+      this.send(replyFrame(PHOENIX_TOPIC, frame.ref, 'ok', {}));
+      return;
+    }
+    if (frame.topic !== this.topic)
+      return this.drop('unknown_topic', 'a topic not served here', frame);
+    if (frame.event === 'phx_join') {
+      if (this.joined) return this.drop('already_joined', 'a second phx_join', frame);
+      this.joinRef = frame.join_ref ?? frame.ref ?? null;
+      const result = this.join(frame.payload ?? {});
+      if (!result.ok) {
+        this.hub.counters.joinErrors += 1;
+        this.hub.logger.info(`${this.label}: join refused (${result.reason})`);
+        this.send(
+          replyFrame(this.topic, frame.ref, 'error', { reason: result.reason }, this.joinRef),
+        );
+        return;
+      }
+      this.joined = true;
+      if (this.joinTimer !== undefined) clearTimeout(this.joinTimer);
+      this.send(replyFrame(this.topic, frame.ref, 'ok', {}, this.joinRef));
+      this.push('init', result.init);
+      this.afterJoin();
+      return;
+    }
+    if (!this.joined) return this.drop('not_joined', `${frame.event} before phx_join`, frame);
+    if (frame.event === 'phx_leave') {
+      this.send(replyFrame(this.topic, frame.ref, 'ok', {}, this.joinRef));
+      this.leave();
+      return;
+    }
+    this.onEvent(frame);
+  }
+
+  protected dropEvent(reason: DropReason, detail: string, frame: InboundFrame): void {
+    this.drop(reason, detail, frame);
+  }
+
+  private onClose(): void {
+    if (this.joinTimer !== undefined) clearTimeout(this.joinTimer);
+    if (!this.hub.sockets.delete(this)) return;
+    this.closed = true;
+    if (this.joined) {
+      this.joined = false;
+      this.left();
+    }
+    this.unregister();
+  }
+
+  protected abstract join(
+    payload: unknown,
+  ): { ok: true; init: unknown } | { ok: false; reason: string };
+  protected abstract afterJoin(): void;
+  protected abstract onEvent(frame: InboundFrame): void;
+  /** The channel was left (phx_leave, close, disconnect). */
+  protected abstract left(): void;
+  protected abstract unregister(): void;
+}
+
+function addTo<T>(map: Map<string, Set<T>>, key: string, value: T): void {
+  let set = map.get(key);
+  if (set === undefined) map.set(key, (set = new Set()));
+  set.add(value);
+}
+
+function removeFrom<T>(map: Map<string, Set<T>>, key: string, value: T): void {
+  const set = map.get(key);
+  if (set === undefined) return;
+  set.delete(value);
+  if (set.size === 0) map.delete(key);
+}
+
+class ClientSession extends Session implements MappedClient {
+  deviceId = '';
+  ipv4 = '';
+  ipv6 = '';
+  publicKey = '';
+  sentResources = new Map<string, string>();
+  /** resourceId → the flow on a gateway. */
+  flows = new Map<string, { gateway: GatewaySession; flow: MappedFlow }>();
+
+  get actorId(): string {
+    return this.token.actorId ?? '';
+  }
+
+  forgetFlow(resourceId: string): void {
+    this.flows.delete(resourceId);
+  }
+
+  protected join(payload: unknown): { ok: true; init: unknown } | { ok: false; reason: string } {
+    const parsed = clientJoinSchema.safeParse(payload);
+    if (!parsed.success) {
+      this.hub.counters.dropped.bad_payload += 1;
+      return { ok: false, reason: 'invalid_payload' };
+    }
+    const view = this.hub.mapper.view(this.accountId);
+    if (view === undefined) return { ok: false, reason: 'account_not_found' };
+    const device = this.hub.backend.registerClient({
+      accountId: this.accountId,
+      actorId: this.actorId,
+      tokenId: this.tokenId,
+      publicKey: parsed.data.public_key,
+      externalId: parsed.data.device_id,
+      name: parsed.data.name ?? parsed.data.device_id,
+      now: this.hub.now(),
+    });
+    this.deviceId = device.deviceId;
+    this.ipv4 = device.ipv4;
+    this.ipv6 = device.ipv6;
+    this.publicKey = parsed.data.public_key;
+    const online = onlineSites(this.hub, this.accountId);
+    const resources = clientResources(view, this.actorId, online);
+    this.sentResources = new Map([...resources].map(([id, p]) => [id, JSON.stringify(p)]));
+    this.hub.counters.clientJoins += 1;
+    return {
+      ok: true,
+      init: {
+        interface: {
+          ipv4: device.ipv4,
+          ipv6: device.ipv6,
+          upstream_dns: upstreamDnsPayload(view.upstreamDns),
+          search_domain: view.searchDomain,
+        },
+        resources: [...resources.values()],
+        relays: [],
+      },
+    };
+  }
+
+  protected afterJoin(): void {
+    addTo(this.hub.clients, this.accountId, this);
+  }
+
+  protected onEvent(frame: InboundFrame): void {
+    if (frame.event !== 'request_authorization') {
+      return this.dropEvent('unknown_event', 'an event clients do not send', frame);
+    }
+    const parsed = requestAuthorizationSchema.safeParse(frame.payload);
+    if (!parsed.success) return this.dropEvent('bad_payload', 'request_authorization', frame);
+    this.authorize(parsed.data);
+  }
+
+  private fail(resourceId: string, reason: AuthorizationFailure): void {
+    this.hub.counters.authorizationFailures[reason] += 1;
+    this.hub.logger.info(`${this.label}: authorization for ${resourceId} refused (${reason})`);
+    this.push('authorization_creation_failed', { resource_id: resourceId, reason });
+  }
+
+  private authorize(request: {
+    resource_id: string;
+    domain?: string | undefined;
+    proxy_ips?: string[] | undefined;
+  }): void {
+    const resourceId = request.resource_id;
+    const view = this.hub.mapper.view(this.accountId);
+    const resource = view?.resources.get(resourceId);
+    if (view === undefined || resource === undefined) return this.fail(resourceId, 'not_found');
+    if (!view.allowedResourceIds(this.actorId).has(resourceId))
+      return this.fail(resourceId, 'forbidden');
+    const candidates = [...(this.hub.gateways.get(this.accountId) ?? [])].filter(
+      (g) => g.joined && g.siteId === resource.siteId,
+    );
+    if (candidates.length === 0) return this.fail(resourceId, 'offline');
+    // The least loaded gateway of the site.
+    const gateway = candidates.reduce((a, b) => (b.flows.size < a.flows.size ? b : a));
+    const presharedKey = randomBytes(32).toString('base64');
+    const resourcePayload = gatewayResourcePayload(resource);
+    const flow: MappedFlow = {
+      clientId: this.deviceId,
+      resourceId,
+      resourceText: JSON.stringify(resourcePayload),
+      client: this,
+    };
+    gateway.flows.set(flowKey(this.deviceId, resourceId), flow);
+    this.flows.set(resourceId, { gateway, flow });
+    const authorize: Record<string, unknown> = {
+      client: {
+        id: this.deviceId,
+        public_key: this.publicKey,
+        preshared_key: presharedKey,
+        ipv4: this.ipv4,
+        ipv6: this.ipv6,
+      },
+      actor: { id: this.actorId },
+      resource: resourcePayload,
+      expires_at: Math.floor(this.tokenExpiresAt / 1000),
+    };
+    if (resource.type === 'dns' && request.domain !== undefined) {
+      authorize.dns = { name: request.domain, proxy_ips: request.proxy_ips ?? [] };
+    }
+    gateway.push('authorize_flow', authorize);
+    this.hub.counters.authorizations += 1;
+    this.push('authorization_created', {
+      resource_id: resourceId,
+      site_id: resource.siteId,
+      gateway_id: gateway.gatewayId,
+      gateway_public_key: gateway.publicKey,
+      gateway_endpoint: gateway.endpoint,
+      gateway_ipv4: gateway.ipv4,
+      gateway_ipv6: gateway.ipv6,
+      preshared_key: presharedKey,
+    });
+  }
+
+  protected left(): void {
+    removeFrom(this.hub.clients, this.accountId, this);
+    for (const { gateway, flow } of this.flows.values()) {
+      gateway.flows.delete(flowKey(flow.clientId, flow.resourceId));
+    }
+    this.flows.clear();
+  }
+
+  protected unregister(): void {
+    removeFrom(this.hub.clients, this.accountId, this);
+  }
+}
+
+class GatewaySession extends Session implements MappedGateway {
+  gatewayId = '';
+  publicKey = '';
+  endpoint: string | null = null;
+  ipv4 = '';
+  ipv6 = '';
+  flows = new Map<string, MappedFlow>();
+
+  get siteId(): string {
+    return this.token.siteId ?? '';
+  }
+
+  protected join(payload: unknown): { ok: true; init: unknown } | { ok: false; reason: string } {
+    const parsed = gatewayJoinSchema.safeParse(payload);
+    if (!parsed.success) {
+      this.hub.counters.dropped.bad_payload += 1;
+      return { ok: false, reason: 'invalid_payload' };
+    }
+    const view = this.hub.mapper.view(this.accountId);
+    if (view === undefined || !view.sites.has(this.siteId))
+      return { ok: false, reason: 'site_not_found' };
+    const externalId = parsed.data.device_id ?? parsed.data.public_key;
+    const gateway = this.hub.backend.registerGateway({
+      accountId: this.accountId,
+      siteId: this.siteId,
+      tokenId: this.tokenId,
+      publicKey: parsed.data.public_key,
+      externalId,
+      name: parsed.data.name ?? externalId,
+      endpoint: parsed.data.endpoint ?? null,
+      now: this.hub.now(),
+    });
+    this.gatewayId = gateway.gatewayId;
+    this.publicKey = parsed.data.public_key;
+    this.endpoint = parsed.data.endpoint ?? null;
+    this.ipv4 = gateway.ipv4;
+    this.ipv6 = gateway.ipv6;
+    this.hub.counters.gatewayJoins += 1;
+    return {
+      ok: true,
+      init: {
+        interface: { ipv4: gateway.ipv4, ipv6: gateway.ipv6 },
+        config: { ipv4_masquerade_enabled: true, ipv6_masquerade_enabled: true },
+        account_slug: view.slug,
+        relays: [],
+      },
+    };
+  }
+
+  protected afterJoin(): void {
+    addTo(this.hub.gateways, this.accountId, this);
+    // Its site may have come online: the account's clients hear of it.
+    this.hub.mapper.markDirty(this.accountId);
+  }
+
+  protected onEvent(frame: InboundFrame): void {
+    this.dropEvent('unknown_event', 'an event gateways do not send', frame);
+  }
+
+  protected left(): void {
+    removeFrom(this.hub.gateways, this.accountId, this);
+    for (const flow of this.flows.values()) {
+      flow.client.forgetFlow(flow.resourceId);
+    }
+    this.flows.clear();
+    // Its site may have gone offline.
+    this.hub.mapper.markDirty(this.accountId);
+  }
+
+  protected unregister(): void {
+    removeFrom(this.hub.gateways, this.accountId, this);
+  }
+}
+
+function onlineSites(hub: HubState, accountId: string): Set<string> {
+  const sites = new Set<string>();
+  for (const g of hub.gateways.get(accountId) ?? []) if (g.joined) sites.add(g.siteId);
+  return sites;
+}
+
+export function createChannelHub(deps: {
+  backend: ChannelBackend;
+  logger?: Logger;
+  now?: () => number;
+  options?: ChannelHubOptions;
+}): ChannelHub {
+  const logger = deps.logger ?? silentLogger;
+  const now = deps.now ?? Date.now;
+  const options = deps.options ?? {};
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: options.maxPayload ?? 1024 * 1024,
+    perMessageDeflate: false,
+    clientTracking: false,
+  });
+  let shuttingDown = false;
+  const state: HubState = {
+    backend: deps.backend,
+    logger,
+    now,
+    counters: {
+      upgrades: 0,
+      refusedUpgrades: zeroes(UPGRADE_REFUSALS),
+      clientJoins: 0,
+      gatewayJoins: 0,
+      joinErrors: 0,
+      heartbeats: 0,
+      dropped: zeroes(DROP_REASONS),
+      oversizedFrames: 0,
+      timeouts: 0,
+      authorizations: 0,
+      authorizationFailures: zeroes(AUTHORIZATION_FAILURES),
+    },
+    maxMessageBytes: options.maxMessageBytes ?? 64 * 1024,
+    rateBurst: options.rateBurst ?? 40,
+    ratePerSecond: options.ratePerSecond ?? 20,
+    joinTimeoutMs: options.joinTimeoutMs ?? 30_000,
+    idleTimeoutMs: options.idleTimeoutMs ?? 60_000,
+    mapper: undefined as unknown as Mapper,
+    clients: new Map(),
+    gateways: new Map(),
+    sockets: new Set(),
+  };
+  state.mapper = createMapper({
+    backend: deps.backend,
+    logger,
+    now,
+    options: options.mapper ?? {},
+    registry: {
+      accounts: () => new Set([...state.clients.keys(), ...state.gateways.keys()]),
+      clients: (accountId) => state.clients.get(accountId) ?? [],
+      gateways: (accountId) => state.gateways.get(accountId) ?? [],
+      onlineSites: (accountId) => onlineSites(state, accountId),
+    },
+  });
+  state.mapper.start();
+
+  const idleSweep = setInterval(
+    () => {
+      const t = now();
+      for (const s of state.sockets) {
+        if (t - s.lastMessageAt > state.idleTimeoutMs) {
+          state.counters.timeouts += 1;
+          logger.info(`${s.label}: silent for too long, closing`);
+          s.ws.terminate();
+        }
+      }
+    },
+    Math.min(10_000, state.idleTimeoutMs),
+  );
+  idleSweep.unref();
+
+  let sequence = 0;
+  const refuse = (
+    socket: Duplex,
+    reason: UpgradeRefusal,
+    status: number,
+    code: string,
+    detail: string,
+  ): void => {
+    state.counters.refusedUpgrades[reason] += 1;
+    writeProblemToSocket(socket, status, code, detail);
+  };
+
+  const handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    socket.on('error', () => socket.destroy());
+    let path: string;
+    try {
+      path = new URL(req.url ?? '/', 'http://portal.invalid').pathname;
+    } catch {
+      path = '';
+    }
+    const kind: ChannelKind | undefined =
+      path === CLIENT_PATH ? 'client' : path === GATEWAY_PATH ? 'gateway' : undefined;
+    if (kind === undefined) {
+      return refuse(socket, 'not_found', 404, 'not_found', 'No WebSocket endpoint at this path.');
+    }
+    if (shuttingDown) {
+      return refuse(socket, 'shutting_down', 503, 'shutting_down', 'The portal is stopping.');
+    }
+    const text = bearerToken(req);
+    if (text === undefined) {
+      logger.info(`${kind} upgrade refused: no X-Authorization bearer token`);
+      return refuse(
+        socket,
+        'invalid_token',
+        401,
+        'invalid_token',
+        'An X-Authorization: Bearer token is required.',
+      );
+    }
+    let check;
+    try {
+      check = deps.backend.verifyToken(text, now());
+    } catch (error) {
+      logger.error(`${kind} upgrade: verifying the token failed: ${(error as Error).message}`);
+      state.counters.refusedUpgrades.invalid_token += 1;
+      writeProblemToSocket(socket, 500, 'internal_error', 'The token could not be checked.');
+      return;
+    }
+    if (!check.ok) {
+      logger.info(`${kind} upgrade refused: token ${check.reason}`);
+      return refuse(
+        socket,
+        'invalid_token',
+        401,
+        'invalid_token',
+        'The token is not valid (malformed, unknown, expired or revoked).',
+      );
+    }
+    const token = check.token;
+    const kindOk =
+      kind === 'gateway' ? token.kind === 'gateway' : CLIENT_TOKEN_KINDS.has(token.kind);
+    if (
+      !kindOk ||
+      (kind === 'client' && token.actorId === null) ||
+      (kind === 'gateway' && token.siteId === null)
+    ) {
+      logger.info(`${kind} upgrade refused: a ${token.kind} token`);
+      return refuse(
+        socket,
+        'wrong_token_kind',
+        401,
+        'invalid_token',
+        `This endpoint takes ${kind} tokens.`,
+      );
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      state.counters.upgrades += 1;
+      sequence += 1;
+      const label = `${kind} #${sequence} (token ${token.id.slice(0, 6)}…)`;
+      const session =
+        kind === 'client'
+          ? new ClientSession(state, ws, token, 'client', label)
+          : new GatewaySession(state, ws, token, 'gateway', label);
+      state.sockets.add(session);
+      if (shuttingDown) ws.close(1001, 'shutting down');
+    });
+  };
+
+  return {
+    handleUpgrade,
+    mapper: state.mapper,
+    counters: () => ({
+      ...state.counters,
+      refusedUpgrades: { ...state.counters.refusedUpgrades },
+      dropped: { ...state.counters.dropped },
+      authorizationFailures: { ...state.counters.authorizationFailures },
+      mapper: state.mapper.counters(),
+    }),
+    sessionCount(): { clients: number; gateways: number } {
+      let clients = 0;
+      let gateways = 0;
+      for (const s of state.sockets) {
+        if (s instanceof ClientSession) clients += 1;
+        else gateways += 1;
+      }
+      return { clients, gateways };
+    },
+    async close(): Promise<void> {
+      shuttingDown = true;
+      state.mapper.stop();
+      clearInterval(idleSweep);
+      const closing = [...state.sockets].map(
+        (s) =>
+          new Promise<void>((resolve) => {
+            if (s.ws.readyState === WebSocket.CLOSED) return resolve();
+            s.ws.once('close', () => resolve());
+            s.leave();
+            s.ws.close(1001, 'shutting down');
+            setTimeout(() => {
+              s.ws.terminate();
+              resolve();
+            }, 2000).unref();
+          }),
+      );
+      await Promise.all(closing);
+      wss.close();
+    },
+  };
+}

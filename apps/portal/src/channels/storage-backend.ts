@@ -1,0 +1,175 @@
+/**
+ * The live side's ChannelBackend over the portal's PortalStorage.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { PortalStorage, ResourceFilter, Token } from '../db/storage.ts';
+import type {
+  AccountView,
+  ChannelBackend,
+  ChannelTokenCheck,
+  PortFilter,
+  ResourceView,
+  SiteView,
+  TokenState,
+} from './backend.ts';
+
+export interface StorageChannelBackendOptions {
+  /** Upstream DNS servers handed to clients in `init` (`1.1.1.1`, `[2606:4700::1111]:53`…). */
+  upstreamDns?: readonly string[];
+  /** The search domain handed to clients in `init`, if any. */
+  searchDomain?: string | null;
+}
+
+/** `<prefix>.<id>.<secret>`: prefix (the nonce or "gh") and the base64url parts, no other dots. */
+const TOKEN_TEXT = /^[A-Za-z0-9_-]{1,128}\.([A-Za-z0-9_-]{22})\.[A-Za-z0-9_-]{43}$/;
+
+function sha256Hex(text: string): string {
+  return createHash('sha256').update(text, 'utf8').digest('hex');
+}
+
+function stateOf(token: Token, now: number): TokenState {
+  if (token.revokedAt !== null) return 'revoked';
+  if (token.expiresAt !== null && token.expiresAt <= now) return 'expired';
+  return 'valid';
+}
+
+function filtersOf(filters: readonly ResourceFilter[]): PortFilter[] {
+  return filters.map((f) =>
+    f.ports === undefined || f.ports.length === 0
+      ? { protocol: f.protocol }
+      : { protocol: f.protocol, ports: f.ports.map((p) => ({ from: p.from, to: p.to })) },
+  );
+}
+
+export function storageChannelBackend(
+  storage: PortalStorage,
+  options: StorageChannelBackendOptions = {},
+): ChannelBackend {
+  const upstreamDns = [...(options.upstreamDns ?? [])];
+  const searchDomain = options.searchDomain ?? null;
+
+  const actorUsable = (actorId: string | null): boolean => {
+    if (actorId === null) return true;
+    const actor = storage.findActor(actorId);
+    return actor !== undefined && actor.disabledAt === null;
+  };
+
+  return {
+    verifyToken(text: string, now: number): ChannelTokenCheck {
+      const match = TOKEN_TEXT.exec(text);
+      if (match === null) return { ok: false, reason: 'malformed' };
+      const token = storage.findToken(match[1] as string);
+      if (token === undefined) return { ok: false, reason: 'unknown' };
+      const given = Buffer.from(sha256Hex(text), 'hex');
+      const kept = Buffer.from(token.hash, 'hex');
+      if (given.length !== kept.length || !timingSafeEqual(given, kept)) {
+        return { ok: false, reason: 'unknown' };
+      }
+      const state = stateOf(token, now);
+      if (state === 'revoked' || !actorUsable(token.actorId))
+        return { ok: false, reason: 'revoked' };
+      if (state === 'expired') return { ok: false, reason: 'expired' };
+      storage.markTokenUsed(token.id, now);
+      return {
+        ok: true,
+        token: {
+          id: token.id,
+          accountId: token.accountId,
+          kind: token.kind,
+          actorId: token.actorId,
+          siteId: token.siteId,
+          expiresAt: token.expiresAt ?? Number.MAX_SAFE_INTEGER,
+        },
+      };
+    },
+
+    tokenState(tokenId: string, now: number): TokenState {
+      const token = storage.findToken(tokenId);
+      if (token === undefined) return 'unknown';
+      const state = stateOf(token, now);
+      if (state === 'valid' && !actorUsable(token.actorId)) return 'revoked';
+      return state;
+    },
+
+    registerClient(input) {
+      const device = storage.upsertDevice({
+        accountId: input.accountId,
+        actorId: input.actorId,
+        externalId: input.externalId,
+        name: input.name,
+        publicKey: input.publicKey,
+        now: input.now,
+      });
+      return { deviceId: device.id, ipv4: device.ipv4, ipv6: device.ipv6 };
+    },
+
+    registerGateway(input) {
+      const gateway = storage.upsertGateway({
+        siteId: input.siteId,
+        externalId: input.externalId,
+        name: input.name,
+        publicKey: input.publicKey,
+        endpoint: input.endpoint,
+        now: input.now,
+      });
+      return { gatewayId: gateway.id, ipv4: gateway.ipv4, ipv6: gateway.ipv6 };
+    },
+
+    accountView(accountId: string): AccountView | undefined {
+      const account = storage.findAccount(accountId);
+      if (account === undefined) return undefined;
+      const sites = new Map<string, SiteView>();
+      for (const site of storage.listSites(accountId)) {
+        sites.set(site.id, { id: site.id, name: site.name });
+      }
+      const resources = new Map<string, ResourceView>();
+      for (const r of storage.listResources(accountId)) {
+        const view: ResourceView = {
+          id: r.id,
+          type: r.type,
+          name: r.name,
+          siteId: r.siteId,
+          filters: filtersOf(r.filters),
+        };
+        if (r.address !== null) view.address = r.address;
+        resources.set(r.id, view);
+      }
+      const groupsByActor = new Map<string, string[]>();
+      for (const m of storage.listMemberships({ accountId })) {
+        const list = groupsByActor.get(m.actorId);
+        if (list === undefined) groupsByActor.set(m.actorId, [m.groupId]);
+        else list.push(m.groupId);
+      }
+      const resourcesByGroup = new Map<string, string[]>();
+      for (const p of storage.listPolicies(accountId)) {
+        const list = resourcesByGroup.get(p.groupId);
+        if (list === undefined) resourcesByGroup.set(p.groupId, [p.resourceId]);
+        else list.push(p.resourceId);
+      }
+      const allowedCache = new Map<string, ReadonlySet<string>>();
+      return {
+        accountId,
+        slug: account.slug,
+        ranges: { ...account.ranges },
+        upstreamDns,
+        searchDomain,
+        sites,
+        resources,
+        allowedResourceIds(actorId: string): ReadonlySet<string> {
+          const cached = allowedCache.get(actorId);
+          if (cached !== undefined) return cached;
+          const allowed = new Set<string>();
+          for (const groupId of groupsByActor.get(actorId) ?? []) {
+            for (const resourceId of resourcesByGroup.get(groupId) ?? []) {
+              if (resources.has(resourceId)) allowed.add(resourceId);
+            }
+          }
+          allowedCache.set(actorId, allowed);
+          return allowed;
+        },
+      };
+    },
+
+    dataVersion: () => storage.dataVersion(),
+  };
+}
