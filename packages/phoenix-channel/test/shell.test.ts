@@ -1,0 +1,208 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { type IncomingMessage, createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { after, describe, it } from 'node:test';
+import { type ChannelEvent, PhoenixSocket } from '@gatehouse/phoenix-channel';
+import { type WebSocket, WebSocketServer } from 'ws';
+
+interface Frame {
+  topic: string;
+  event: string;
+  payload: unknown;
+  ref: string | null;
+  join_ref?: string | null;
+}
+
+/** A tiny Phoenix-ish server on 127.0.0.1: answers joins, heartbeats and pushes; refuses bad tokens. */
+async function startServer(options: { dropFirstConnection?: boolean } = {}) {
+  const upgrades: { authorization: string | undefined }[] = [];
+  const received: Frame[] = [];
+  const sockets = new Set<WebSocket>();
+  const wss = new WebSocketServer({ noServer: true });
+  const server = createServer((_request, response) => {
+    response.statusCode = 404;
+    response.end();
+  });
+  let connections = 0;
+  server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const authorization = request.headers['x-authorization'];
+    upgrades.push({ authorization: typeof authorization === 'string' ? authorization : undefined });
+    if (authorization !== 'Bearer good-token') {
+      const body = JSON.stringify({
+        type: 'about:blank',
+        title: 'Unauthorized',
+        status: 401,
+        code: 'invalid_token',
+      });
+      socket.end(
+        `HTTP/1.1 401 Unauthorized\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+      return;
+    }
+    wss.handleUpgrade(request, socket, head, (ws) => {
+      connections += 1;
+      sockets.add(ws);
+      ws.on('close', () => sockets.delete(ws));
+      if (options.dropFirstConnection === true && connections === 1) {
+        ws.terminate();
+        return;
+      }
+      ws.on('message', (data) => {
+        const frame = JSON.parse(String(data)) as Frame;
+        received.push(frame);
+        const reply = (response: unknown, status = 'ok') =>
+          ws.send(
+            JSON.stringify({
+              topic: frame.topic,
+              event: 'phx_reply',
+              ref: frame.ref,
+              payload: { status, response },
+            }),
+          );
+        if (frame.event === 'heartbeat') reply({});
+        else if (frame.event === 'phx_join') {
+          reply({});
+          ws.send(
+            JSON.stringify({
+              topic: 'client',
+              event: 'init',
+              ref: null,
+              payload: { hello: 'world' },
+            }),
+          );
+          ws.send('not json at all'); // a malformed frame: the session must stay up
+        } else if (frame.event === 'request_authorization') reply({ granted: true });
+      });
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as AddressInfo).port;
+  return {
+    url: `ws://127.0.0.1:${port}/client/websocket`,
+    upgrades,
+    received,
+    sockets,
+    async stop() {
+      for (const ws of sockets) ws.terminate();
+      wss.close();
+      server.closeAllConnections();
+      server.close();
+      await once(server, 'close');
+    },
+  };
+}
+
+/** Waits (bounded) until `predicate` holds. */
+async function until(predicate: () => boolean, what: string, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+void describe('PhoenixSocket over ws on 127.0.0.1', () => {
+  const servers: { stop(): Promise<void> }[] = [];
+  after(async () => {
+    for (const server of servers) await server.stop();
+  });
+
+  void it('sends the bearer token, joins, heartbeats, gets pushes and replies, survives a bad frame, closes', async () => {
+    const server = await startServer();
+    servers.push(server);
+    const events: ChannelEvent[] = [];
+    const socket = new PhoenixSocket({
+      url: server.url,
+      token: 'good-token',
+      topic: 'client',
+      joinPayload: { public_key: 'k' },
+      heartbeatIntervalMs: 50,
+      onEvent: (event) => events.push(event),
+    });
+    socket.start();
+    await until(() => socket.state === 'joined', 'the join');
+    assert.equal(server.upgrades[0]?.authorization, 'Bearer good-token');
+    await until(() => events.some((event) => event.type === 'message'), 'init');
+    assert.deepEqual(
+      events.find((event) => event.type === 'message'),
+      { type: 'message', event: 'init', payload: { hello: 'world' } },
+    );
+    const ref = socket.push('request_authorization', { resource_id: 'r' });
+    await until(() => events.some((event) => event.type === 'reply'), 'the reply');
+    assert.deepEqual(
+      events.find((event) => event.type === 'reply'),
+      { type: 'reply', ref, status: 'ok', response: { granted: true } },
+    );
+    await until(() => socket.stats.heartbeatsAnswered >= 2, 'two heartbeats answered');
+    assert.equal(socket.stats.malformedFrames, 1);
+    assert.equal(socket.state, 'joined');
+    await socket.close();
+    assert.equal(socket.state, 'closed');
+    await until(() => server.sockets.size === 0, 'the server to see the close');
+    assert.ok(server.received.some((frame) => frame.event === 'phx_leave'));
+  });
+
+  void it('a 401 invalid_token ends in signed-out without retrying', async () => {
+    const server = await startServer();
+    servers.push(server);
+    const events: ChannelEvent[] = [];
+    const socket = new PhoenixSocket({
+      url: server.url,
+      token: 'bad-token',
+      topic: 'client',
+      joinPayload: {},
+      backoff: { initialMs: 10, maxMs: 10 },
+      onEvent: (event) => events.push(event),
+    });
+    socket.start();
+    await socket.ended;
+    assert.equal(socket.state, 'signed-out');
+    assert.ok(events.some((event) => event.type === 'signed-out'));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(server.upgrades.length, 1);
+  });
+
+  void it('reconnects and rejoins after the server drops the connection', async () => {
+    const server = await startServer({ dropFirstConnection: true });
+    servers.push(server);
+    const events: ChannelEvent[] = [];
+    const socket = new PhoenixSocket({
+      url: server.url,
+      token: 'good-token',
+      topic: 'client',
+      joinPayload: {},
+      backoff: { initialMs: 20, maxMs: 50 },
+      onEvent: (event) => events.push(event),
+    });
+    socket.start();
+    await until(() => socket.state === 'joined', 'the rejoin');
+    assert.equal(server.upgrades.length, 2);
+    assert.ok(events.some((event) => event.type === 'disconnected'));
+    assert.equal(socket.stats.reconnects, 1);
+    await socket.close();
+  });
+
+  void it('backs off when nothing listens', async () => {
+    const server = await startServer();
+    const url = server.url;
+    await server.stop();
+    const events: ChannelEvent[] = [];
+    const socket = new PhoenixSocket({
+      url,
+      topic: 'client',
+      joinPayload: {},
+      backoff: { initialMs: 10, maxMs: 20 },
+      onEvent: (event) => events.push(event),
+    });
+    socket.start();
+    await until(
+      () => events.filter((event) => event.type === 'disconnected').length >= 2,
+      'two failed attempts',
+    );
+    await socket.close();
+    assert.equal(socket.state, 'closed');
+  });
+});
