@@ -1,8 +1,9 @@
 /**
  * The live side's ChannelBackend over the portal's PortalStorage.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { PortalStorage, ResourceFilter, Token } from '../db/storage.ts';
+import { compilePolicies, loadPolicyWorld } from '../policy/index.ts';
+import { verifyToken } from '../tokens.ts';
 import type {
   AccountView,
   ChannelBackend,
@@ -18,13 +19,6 @@ export interface StorageChannelBackendOptions {
   upstreamDns?: readonly string[];
   /** The search domain handed to clients in `init`, if any. */
   searchDomain?: string | null;
-}
-
-/** `<prefix>.<id>.<secret>`: prefix (the nonce or "gh") and the base64url parts, no other dots. */
-const TOKEN_TEXT = /^[A-Za-z0-9_-]{1,128}\.([A-Za-z0-9_-]{22})\.[A-Za-z0-9_-]{43}$/;
-
-function sha256Hex(text: string): string {
-  return createHash('sha256').update(text, 'utf8').digest('hex');
 }
 
 function stateOf(token: Token, now: number): TokenState {
@@ -56,20 +50,9 @@ export function storageChannelBackend(
 
   return {
     verifyToken(text: string, now: number): ChannelTokenCheck {
-      const match = TOKEN_TEXT.exec(text);
-      if (match === null) return { ok: false, reason: 'malformed' };
-      const token = storage.findToken(match[1] as string);
-      if (token === undefined) return { ok: false, reason: 'unknown' };
-      const given = Buffer.from(sha256Hex(text), 'hex');
-      const kept = Buffer.from(token.hash, 'hex');
-      if (given.length !== kept.length || !timingSafeEqual(given, kept)) {
-        return { ok: false, reason: 'unknown' };
-      }
-      const state = stateOf(token, now);
-      if (state === 'revoked' || !actorUsable(token.actorId))
-        return { ok: false, reason: 'revoked' };
-      if (state === 'expired') return { ok: false, reason: 'expired' };
-      storage.markTokenUsed(token.id, now);
+      const verdict = verifyToken(storage, text, now, { markUsed: true });
+      if (!verdict.ok) return verdict;
+      const token = verdict.token;
       return {
         ok: true,
         token: {
@@ -118,12 +101,14 @@ export function storageChannelBackend(
     accountView(accountId: string): AccountView | undefined {
       const account = storage.findAccount(accountId);
       if (account === undefined) return undefined;
+      const { world, siteRows } = storage.transaction(() => ({
+        world: loadPolicyWorld(storage, accountId),
+        siteRows: storage.listSites(accountId),
+      }));
       const sites = new Map<string, SiteView>();
-      for (const site of storage.listSites(accountId)) {
-        sites.set(site.id, { id: site.id, name: site.name });
-      }
+      for (const site of siteRows) sites.set(site.id, { id: site.id, name: site.name });
       const resources = new Map<string, ResourceView>();
-      for (const r of storage.listResources(accountId)) {
+      for (const r of world.resources) {
         const view: ResourceView = {
           id: r.id,
           type: r.type,
@@ -134,18 +119,7 @@ export function storageChannelBackend(
         if (r.address !== null) view.address = r.address;
         resources.set(r.id, view);
       }
-      const groupsByActor = new Map<string, string[]>();
-      for (const m of storage.listMemberships({ accountId })) {
-        const list = groupsByActor.get(m.actorId);
-        if (list === undefined) groupsByActor.set(m.actorId, [m.groupId]);
-        else list.push(m.groupId);
-      }
-      const resourcesByGroup = new Map<string, string[]>();
-      for (const p of storage.listPolicies(accountId)) {
-        const list = resourcesByGroup.get(p.groupId);
-        if (list === undefined) resourcesByGroup.set(p.groupId, [p.resourceId]);
-        else list.push(p.resourceId);
-      }
+      const index = compilePolicies(world);
       const allowedCache = new Map<string, ReadonlySet<string>>();
       return {
         accountId,
@@ -156,15 +130,11 @@ export function storageChannelBackend(
         sites,
         resources,
         allowedResourceIds(actorId: string): ReadonlySet<string> {
-          const cached = allowedCache.get(actorId);
-          if (cached !== undefined) return cached;
-          const allowed = new Set<string>();
-          for (const groupId of groupsByActor.get(actorId) ?? []) {
-            for (const resourceId of resourcesByGroup.get(groupId) ?? []) {
-              if (resources.has(resourceId)) allowed.add(resourceId);
-            }
+          let allowed = allowedCache.get(actorId);
+          if (allowed === undefined) {
+            allowed = new Set(index.resourcesFor(actorId).map((grant) => grant.resource.id));
+            allowedCache.set(actorId, allowed);
           }
-          allowedCache.set(actorId, allowed);
           return allowed;
         },
       };
