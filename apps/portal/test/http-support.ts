@@ -3,7 +3,6 @@
  * client (so tests can send what fetch would refuse to), and helpers that walk the sign-in form.
  */
 import assert from 'node:assert/strict';
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -14,7 +13,15 @@ import {
 } from '../src/http/handler.ts';
 import { createPortalServer, type PortalServer, type TlsMaterial } from '../src/http/server.ts';
 import { hashPassword } from '../src/http/passwords.ts';
-import type { SignInBackend, TokenCheck } from '../src/http/sign-in-backend.ts';
+import {
+  storageSignInBackend,
+  type SignInBackend,
+  type TokenCheck,
+} from '../src/http/sign-in-backend.ts';
+import { openSqliteStorage } from '../src/db/sqlite-storage.ts';
+import type { PortalStorage } from '../src/db/storage.ts';
+
+const FIXTURE_TIME = Date.UTC(2026, 0, 1);
 
 export interface Harness {
   portal: PortalHttp;
@@ -179,6 +186,7 @@ export class ManualClock {
  * and a snapshot of everything stored (to show a refused request changed nothing).
  */
 export interface Fixture {
+  storage: PortalStorage;
   backend: SignInBackend;
   account: { id: string; slug: string; name: string };
   addUser(username: string, name: string, password: string): { actorId: string };
@@ -190,92 +198,44 @@ export interface Fixture {
   close(): void;
 }
 
-/** An in-memory Fixture (until the SQLite storage is wired in). */
-export function createMemoryFixture(): Fixture {
-  const accounts = new Map<string, { id: string; slug: string; name: string }>();
-  const users = new Map<
-    string,
-    { accountId: string; actorId: string; actorName: string; passwordHash: string }
-  >();
-  const tokens = new Map<
-    string,
-    {
-      id: string;
-      hash: string;
-      accountId: string;
-      actorId: string;
-      kind: string;
-      expiresAt: number;
-      revokedAt: number | null;
-    }
-  >();
-  const sha = (text: string): string => createHash('sha256').update(text).digest('hex');
-  const addAccount = (slug: string, name: string) => {
-    const account = { id: randomUUID(), slug, name };
-    accounts.set(slug, account);
-    return account;
-  };
-  const account = addAccount('acme', 'Acme Corp');
-  const backend: SignInBackend = {
-    findAccount: (slug) => accounts.get(slug),
-    findPasswordIdentity: (accountId, username) => {
-      const user = users.get(`${accountId}/${username}`);
-      return user === undefined
-        ? undefined
-        : { actorId: user.actorId, actorName: user.actorName, passwordHash: user.passwordHash };
-    },
-    issueClientToken: (input) => {
-      const id = randomBytes(16).toString('base64url');
-      const fragment = `.${id}.${randomBytes(32).toString('base64url')}`;
-      const token = (input.nonce ?? 'gh') + fragment;
-      tokens.set(id, {
-        id,
-        hash: sha(token),
-        accountId: input.accountId,
-        actorId: input.actorId,
-        kind: input.kind,
-        expiresAt: input.expiresAt,
-        revokedAt: null,
-      });
-      return { tokenId: id, token, fragment };
-    },
-    verifyToken: (text, now) => {
-      const parts = text.split('.');
-      if (parts.length !== 3) return { ok: false, reason: 'malformed' };
-      const row = tokens.get(parts[1]!);
-      if (row === undefined || row.hash !== sha(text)) return { ok: false, reason: 'unknown' };
-      if (row.revokedAt !== null) return { ok: false, reason: 'revoked' };
-      if (row.expiresAt <= now) return { ok: false, reason: 'expired' };
-      return {
-        ok: true,
-        token: { id: row.id, accountId: row.accountId, kind: row.kind, actorId: row.actorId },
-      };
-    },
-    revokeToken: (id, now) => {
-      const row = tokens.get(id);
-      if (row !== undefined && row.revokedAt === null) row.revokedAt = now;
-    },
-  };
+/** A Fixture on the portal's SQLite storage in memory, with the account "acme". */
+export function createFixture(): Fixture {
+  const storage = openSqliteStorage(':memory:');
+  const created = storage.createAccount({ slug: 'acme', name: 'Acme Corp', now: FIXTURE_TIME });
+  const account = { id: created.id, slug: created.slug, name: created.name };
+  const backend = storageSignInBackend(storage);
   return {
+    storage,
     backend,
     account,
-    addAccount,
-    addUser: (username, name, password) => {
-      const actorId = randomUUID();
-      users.set(`${account.id}/${username}`, {
-        accountId: account.id,
-        actorId,
-        actorName: name,
-        passwordHash: hashPassword(password),
-      });
-      return { actorId };
+    addAccount: (slug, name) => {
+      const other = storage.createAccount({ slug, name, now: FIXTURE_TIME });
+      return { id: other.id, slug: other.slug, name: other.name };
     },
-    snapshot: () =>
-      JSON.stringify([[...accounts.values()], [...users.entries()], [...tokens.values()]]),
-    tokenCount: () => tokens.size,
+    addUser: (username, name, password) => {
+      const actor = storage.createActor({
+        accountId: account.id,
+        kind: 'user',
+        name,
+        email: username,
+        now: FIXTURE_TIME,
+      });
+      storage.setPasswordIdentity(actor.id, hashPassword(password), FIXTURE_TIME);
+      return { actorId: actor.id };
+    },
+    snapshot: () => {
+      const actors = storage.listActors();
+      return JSON.stringify({
+        accounts: storage.listAccounts(),
+        actors,
+        identities: actors.map((actor) => storage.findPasswordIdentity(actor.id) ?? null),
+        tokens: storage.listTokens(),
+        groups: storage.listGroups(),
+        memberships: storage.listMemberships({}),
+      });
+    },
+    tokenCount: () => storage.listTokens().length,
     verify: (token, now) => backend.verifyToken(token, now),
-    close: () => {},
+    close: () => storage.close(),
   };
 }
-
-export const createFixture = createMemoryFixture;

@@ -28,9 +28,11 @@ import { verifyPasswordAsync } from './passwords.ts';
 import { sendProblem } from './problem.ts';
 import { sourceAddressKey, TokenBucketLimiter, type RateLimitOptions } from './rate-limit.ts';
 import { setNoStore, setSecurityHeaders } from './security-headers.ts';
-import type { SignInBackend } from './sign-in-backend.ts';
+import type { PortalStorage } from '../db/storage.ts';
+import { DEFAULT_CLIENT_TOKEN_LIFETIME_MS } from '../tokens.ts';
+import { storageSignInBackend, type SignInBackend } from './sign-in-backend.ts';
 
-export const DEFAULT_CLIENT_TOKEN_LIFETIME_MS = 7 * 24 * 60 * 60 * 1000;
+export { DEFAULT_CLIENT_TOKEN_LIFETIME_MS };
 export const DEFAULT_BODY_LIMIT = 16 * 1024;
 /** Per account: 10 attempts at once, then one every 30 s. */
 export const DEFAULT_ACCOUNT_RATE_LIMIT: RateLimitOptions = { burst: 10, refillMs: 30_000 };
@@ -57,7 +59,10 @@ export interface PortalHttpOptions {
 }
 
 export interface PortalHttpDeps {
-  backend: SignInBackend;
+  /** The portal's storage; sign-in reads accounts and users from it and stores token rows. */
+  storage?: PortalStorage;
+  /** Instead of storage: the few operations sign-in needs (tests, other stores). */
+  backend?: SignInBackend;
   /** Epoch milliseconds. */
   now?: () => number;
   logger?: Logger;
@@ -197,7 +202,10 @@ export function deepLink(fields: {
 }
 
 export function createPortalHttpHandler(deps: PortalHttpDeps): PortalHttp {
-  const backend = deps.backend;
+  const backend =
+    deps.backend ?? (deps.storage === undefined ? undefined : storageSignInBackend(deps.storage));
+  if (backend === undefined)
+    throw new TypeError('createPortalHttpHandler needs storage or a backend');
   const now = deps.now ?? (() => Date.now());
   const logger = deps.logger ?? silentLogger;
   const options = deps.options ?? {};

@@ -89,7 +89,7 @@ export function signInPage(input: SignInPageInput): string {
     `<h1>Sign in to ${escapeHtml(accountName)}</h1>
 <p class="muted">${escapeHtml(what)}</p>
 ${input.error === undefined ? '' : `<p class="error" role="alert">${escapeHtml(input.error)}</p>\n`}<form method="post" action="${escapeHtml(action)}">
-${hidden('csrf_token', input.csrfToken)}${hidden('as', params.as)}${hidden('nonce', params.nonce)}${hidden('state', params.state)}<label for="username">Username</label>
+${hidden('csrf_token', input.csrfToken)}${hidden('as', params.as)}${hidden('nonce', params.nonce)}${hidden('state', params.state)}<label for="username">Email or name</label>
 <input type="text" id="username" name="username" autocomplete="username" required maxlength="256" value="${escapeHtml(input.username ?? '')}"${input.username === undefined ? ' autofocus' : ''}>
 <label for="password">Password</label>
 <input type="password" id="password" name="password" autocomplete="current-password" required maxlength="1024"${input.username === undefined ? '' : ' autofocus'}>

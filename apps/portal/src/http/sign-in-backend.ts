@@ -4,6 +4,8 @@
  * synchronous, like the storage under it. `storageSignInBackend` implements it over the
  * portal's PortalStorage and tokens module.
  */
+import type { PortalStorage } from '../db/storage.ts';
+import { issueToken, verifyToken } from '../tokens.ts';
 
 export interface SignInAccount {
   id: string;
@@ -57,4 +59,53 @@ export interface SignInBackend {
   issueClientToken(input: IssueClientTokenInput): IssuedClientToken;
   verifyToken(text: string, now: number): TokenCheck;
   revokeToken(tokenId: string, now: number): void;
+}
+
+/**
+ * The SignInBackend over the portal's storage: accounts by slug; a user by email, else by name
+ * (service accounts and disabled users never sign in with a password); tokens through tokens.ts.
+ */
+export function storageSignInBackend(storage: PortalStorage): SignInBackend {
+  return {
+    findAccount(slug) {
+      const account = storage.findAccountBySlug(slug);
+      return account === undefined
+        ? undefined
+        : { id: account.id, slug: account.slug, name: account.name };
+    },
+    findPasswordIdentity(accountId, username) {
+      const actor =
+        storage.findActorByEmail(accountId, username) ??
+        storage.findActorByName(accountId, username);
+      if (actor === undefined || actor.kind !== 'user' || actor.disabledAt !== null) {
+        return undefined;
+      }
+      const identity = storage.findPasswordIdentity(actor.id);
+      return {
+        actorId: actor.id,
+        actorName: actor.name,
+        passwordHash: identity?.passwordHash ?? null,
+      };
+    },
+    issueClientToken(input) {
+      const issued = issueToken(storage, {
+        accountId: input.accountId,
+        kind: input.kind,
+        actorId: input.actorId,
+        ...(input.nonce === undefined ? {} : { nonce: input.nonce }),
+        now: input.now,
+        expiresAt: input.expiresAt,
+      });
+      return { tokenId: issued.token.id, token: issued.text, fragment: issued.fragment };
+    },
+    verifyToken(text, now) {
+      const verdict = verifyToken(storage, text, now);
+      if (!verdict.ok) return verdict;
+      const { id, accountId, kind, actorId } = verdict.token;
+      return { ok: true, token: { id, accountId, kind, actorId } };
+    },
+    revokeToken(tokenId, now) {
+      storage.revokeToken(tokenId, now);
+    },
+  };
 }
