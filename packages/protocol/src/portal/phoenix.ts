@@ -50,7 +50,10 @@ const RefSchema = z
 export const PhoenixFrameSchema = z.object({
   topic: z.string().min(1).max(128),
   event: z.string().min(1).max(64),
-  payload: z.unknown().transform((payload) => payload ?? {}),
+  payload: z
+    .unknown()
+    .optional()
+    .transform((payload) => payload ?? {}),
   ref: RefSchema,
   join_ref: RefSchema,
 });
@@ -114,7 +117,10 @@ export function encodePhoenixFrame(frame: {
 
 export const PhoenixReplyPayloadSchema = z.object({
   status: z.enum(['ok', 'error']),
-  response: z.unknown().transform((response) => response ?? {}),
+  response: z
+    .unknown()
+    .optional()
+    .transform((response) => response ?? {}),
 });
 export interface PhoenixReplyPayload {
   status: 'ok' | 'error';
