@@ -376,6 +376,24 @@ void test('fuzzed bodies: random bytes, huge, chunked, wrong content type → 4x
   assert.equal(repeated.status, 400);
   assert.match(repeated.body, /username is given more than once/);
 
+  // Exactly at the limit is read (and refused for what it says, not for its size).
+  const atLimit = await post(
+    `${form({ csrf_token: session.csrfToken })}&pad=`.padEnd(16 * 1024, 'p'),
+  );
+  assert.equal(atLimit.status, 400);
+  // A client that goes away half way through its body: nothing happens, nothing hangs.
+  await new Promise<void>((resolve) => {
+    const socket = net.connect(port, '127.0.0.1', () => {
+      socket.write(
+        'POST /acme/sign_in HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n' +
+          'Content-Length: 100\r\n\r\ncsrf_token',
+        () => socket.destroy(),
+      );
+    });
+    socket.on('close', () => resolve());
+    socket.on('error', () => resolve());
+  });
+
   assert.equal(fixture.snapshot(), snapshot);
   const refused = harness.portal.counters().refused;
   assert.ok(refused.payload_too_large >= 2, JSON.stringify(refused));
