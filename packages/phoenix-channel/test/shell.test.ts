@@ -1,9 +1,15 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { type IncomingMessage, createServer } from 'node:http';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { type IncomingMessage, type Server, createServer } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
-import { after, describe, it } from 'node:test';
+import { type TestContext, after, describe, it } from 'node:test';
+import { skipLoudly } from '@gatehouse/test-support';
 import { type ChannelEvent, PhoenixSocket } from '@gatehouse/phoenix-channel';
 import { type WebSocket, WebSocketServer } from 'ws';
 
@@ -16,15 +22,22 @@ interface Frame {
 }
 
 /** A tiny Phoenix-ish server on 127.0.0.1: answers joins, heartbeats and pushes; refuses bad tokens. */
-async function startServer(options: { dropFirstConnection?: boolean } = {}) {
+async function startServer(
+  options: { dropFirstConnection?: boolean; tls?: { cert: Buffer; key: Buffer } } = {},
+) {
   const upgrades: { authorization: string | undefined }[] = [];
   const received: Frame[] = [];
   const sockets = new Set<WebSocket>();
   const wss = new WebSocketServer({ noServer: true });
-  const server = createServer((_request, response) => {
+  const notFound = (
+    _request: IncomingMessage,
+    response: { statusCode: number; end(): void },
+  ): void => {
     response.statusCode = 404;
     response.end();
-  });
+  };
+  const server: Server =
+    options.tls === undefined ? createServer(notFound) : createHttpsServer(options.tls, notFound);
   let connections = 0;
   server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
     const authorization = request.headers['x-authorization'];
@@ -81,7 +94,7 @@ async function startServer(options: { dropFirstConnection?: boolean } = {}) {
   await once(server, 'listening');
   const port = (server.address() as AddressInfo).port;
   return {
-    url: `ws://127.0.0.1:${port}/client/websocket`,
+    url: `${options.tls === undefined ? 'ws' : 'wss'}://127.0.0.1:${port}/client/websocket`,
     upgrades,
     received,
     sockets,
@@ -101,6 +114,45 @@ async function until(predicate: () => boolean, what: string, timeoutMs = 5_000):
   while (!predicate()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+/** A self-signed certificate for 127.0.0.1, made by openssl; undefined (skipped loudly) without it. */
+function makeCertificate(t: TestContext): { cert: Buffer; key: Buffer } | undefined {
+  const dir = mkdtempSync(join(tmpdir(), 'gatehouse-phoenix-tls-'));
+  try {
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-keyout',
+        join(dir, 'key.pem'),
+        '-out',
+        join(dir, 'cert.pem'),
+        '-days',
+        '2',
+        '-subj',
+        '/CN=localhost',
+        '-addext',
+        'subjectAltName=IP:127.0.0.1',
+      ],
+      { stdio: 'pipe' },
+    );
+    return { cert: readFileSync(join(dir, 'cert.pem')), key: readFileSync(join(dir, 'key.pem')) };
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+      skipLoudly(t, 'no openssl binary to make a test certificate');
+      return undefined;
+    }
+    throw error;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 
@@ -204,5 +256,42 @@ void describe('PhoenixSocket over ws on 127.0.0.1', () => {
     );
     await socket.close();
     assert.equal(socket.state, 'closed');
+  });
+
+  void it('wss: verifies the server against the given CA, and refuses it without', async (t) => {
+    const tls = makeCertificate(t);
+    if (tls === undefined) return;
+    const server = await startServer({ tls });
+    servers.push(server);
+    const trusted = new PhoenixSocket({
+      url: server.url,
+      token: 'good-token',
+      topic: 'client',
+      joinPayload: {},
+      ca: tls.cert,
+      onEvent: () => {},
+    });
+    trusted.start();
+    await until(() => trusted.state === 'joined', 'the join over TLS');
+    await trusted.close();
+
+    const events: ChannelEvent[] = [];
+    const untrusted = new PhoenixSocket({
+      url: server.url,
+      token: 'good-token',
+      topic: 'client',
+      joinPayload: {},
+      backoff: { initialMs: 10_000 },
+      onEvent: (event) => events.push(event),
+    });
+    untrusted.start();
+    await until(() => events.some((event) => event.type === 'disconnected'), 'the refusal');
+    const refusal = events.find((event) => event.type === 'disconnected');
+    assert.match(
+      refusal?.type === 'disconnected' ? refusal.reason : '',
+      /self.signed|certificate|verify/i,
+    );
+    assert.equal(server.upgrades.length, 1, 'only the trusted socket reached the server');
+    await untrusted.close();
   });
 });
