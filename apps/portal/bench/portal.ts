@@ -152,6 +152,8 @@ function simulateClient(url: string, token: string, tls: boolean): Promise<SimCl
             public_key: randomBytes(32).toString('base64'),
             device_id: randomBytes(8).toString('hex'),
             name: 'bench',
+            os_name: 'Linux',
+            os_version: '6',
           },
           ref: '1',
           join_ref: '1',

@@ -56,7 +56,13 @@ void test('policies decide: alice gets wiki through the gateway, bob gets forbid
   assert.deepEqual(offline.payload, { resource_id: world.wiki, reason: 'offline' });
 
   const gateway = await joinGateway(world);
-  assert.equal((gateway.init.payload as { account_slug: string }).account_slug, 'acme');
+  assert.deepEqual(gateway.init.payload.address_ranges, {
+    tunnel_ipv4: '100.64.0.0/11',
+    tunnel_ipv6: 'fd00:2021:1111::/107',
+    proxy_ipv4: '100.96.0.0/11',
+    proxy_ipv6: 'fd00:2021:1111:8000::/107',
+  });
+  assert.deepEqual(gateway.init.payload.authorizations, []);
   const iface = gateway.init.payload.interface as { ipv4: string; ipv6: string };
   // The site came online: both clients hear of their resources' new status.
   const update = await alice.socket.next(
@@ -76,7 +82,7 @@ void test('policies decide: alice gets wiki through the gateway, bob gets forbid
   const flow = await gateway.socket.event('authorize_flow');
   assert.equal(created.payload.resource_id, world.wiki);
   assert.equal(created.payload.gateway_public_key, gateway.publicKey);
-  assert.equal(created.payload.gateway_endpoint, '192.0.2.10:51820');
+  assert.deepEqual(created.payload.gateway_endpoints, ['192.0.2.10:51820']);
   assert.equal(created.payload.gateway_ipv4, iface.ipv4);
   assert.match(String(created.payload.preshared_key), /^[A-Za-z0-9+/]{43}=$/);
   const client = flow.payload.client as Record<string, unknown>;
@@ -87,7 +93,8 @@ void test('policies decide: alice gets wiki through the gateway, bob gets forbid
     { protocol: 'tcp', port_range_start: 443, port_range_end: 443 },
   ]);
   const token = world.storage.findToken(alice.token.id);
-  assert.equal(flow.payload.expires_at, Math.floor((token?.expiresAt as number) / 1000));
+  assert.equal(flow.payload.expires_at, token?.expiresAt);
+  assert.equal(created.payload.expires_at, token?.expiresAt);
 
   // A DNS resource: the gateway hears the name and the client's proxy addresses.
   alice.socket.send({
@@ -95,14 +102,13 @@ void test('policies decide: alice gets wiki through the gateway, bob gets forbid
     event: 'request_authorization',
     payload: {
       resource_id: world.git,
-      domain: 'a.git.corp.example',
-      proxy_ips: ['100.96.0.1', 'fd00:2021:1111:8000::1'],
+      domain: { name: 'a.git.corp.example', proxy_ips: ['100.96.0.1', 'fd00:2021:1111:8000::1'] },
     },
     ref: '11',
   });
   await alice.socket.event('authorization_created');
   const dnsFlow = await gateway.socket.event('authorize_flow');
-  assert.deepEqual(dnsFlow.payload.dns, {
+  assert.deepEqual(dnsFlow.payload.domain, {
     name: 'a.git.corp.example',
     proxy_ips: ['100.96.0.1', 'fd00:2021:1111:8000::1'],
   });

@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WebSocket } from 'ws';
+import { parsePortalToClient, parsePortalToGateway } from '@gatehouse/protocol';
 import type { PortalStorage, TokenKind } from '../src/db/storage.ts';
 import { runServe, type RunningPortal, type ServeOptions } from '../src/serve.ts';
 
@@ -151,10 +152,38 @@ export class TestSocket {
   private waiters: (() => void)[] = [];
   private nextRef = 1;
 
-  constructor(ws: WebSocket) {
+  /** Pushes that did not parse with the protocol package's schema for their channel. */
+  readonly invalid: string[] = [];
+  channel: 'client' | 'gateway' | undefined;
+  /** A gateway that answers every authorize_flow with flow_authorized, as a real one does. */
+  answerFlows = false;
+
+  constructor(ws: WebSocket, channel?: 'client' | 'gateway') {
     this.ws = ws;
+    this.channel = channel;
     ws.on('message', (data) => {
-      this.frames.push(JSON.parse(data.toString()) as Frame);
+      const frame = JSON.parse(data.toString()) as Frame;
+      if (
+        this.channel !== undefined &&
+        frame.topic === this.channel &&
+        !frame.event.startsWith('phx_')
+      ) {
+        const parse = this.channel === 'client' ? parsePortalToClient : parsePortalToGateway;
+        const result = parse(frame.event, frame.payload);
+        if (!result.ok) this.invalid.push(`${frame.event}: ${result.problem}`);
+        else if (result.ok && 'invalidResources' in result && result.invalidResources.length > 0) {
+          this.invalid.push(`${frame.event}: ${result.invalidResources.join('; ')}`);
+        }
+      }
+      this.frames.push(frame);
+      if (this.answerFlows && frame.event === 'authorize_flow') {
+        this.send({
+          topic: 'gateway',
+          event: 'flow_authorized',
+          payload: { ref: frame.payload.ref },
+          ref: null,
+        });
+      }
       this.wake();
     });
     ws.on('close', (code) => {
@@ -235,7 +264,13 @@ export class TestSocket {
     return this.closeCode as number;
   }
 
+  /** Every push so far parsed with the protocol's schema. */
+  assertValid(): void {
+    assert.deepEqual(this.invalid, [], 'pushes the protocol schema refuses');
+  }
+
   close(): void {
+    this.assertValid();
     this.ws.terminate();
   }
 }
@@ -254,7 +289,12 @@ export function connect(
   if (token !== undefined) allHeaders['X-Authorization'] = `Bearer ${token}`;
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, { headers: allHeaders, rejectUnauthorized: false });
-    ws.once('open', () => resolve({ ok: true, socket: new TestSocket(ws) }));
+    const channel = path.startsWith('/client')
+      ? 'client'
+      : path.startsWith('/gateway')
+        ? 'gateway'
+        : undefined;
+    ws.once('open', () => resolve({ ok: true, socket: new TestSocket(ws, channel) }));
     ws.once('unexpected-response', (_req, res) => {
       let body = '';
       res.setEncoding('utf8');
@@ -296,6 +336,8 @@ export async function joinClient(
     public_key: publicKey,
     device_id: `dev-${randomBytes(4).toString('hex')}`,
     name: 'laptop',
+    os_name: 'Debian',
+    os_version: '13',
   });
   assert.equal((reply.payload as { status: string }).status, 'ok', JSON.stringify(reply.payload));
   const init = await socket.event('init');
@@ -305,6 +347,7 @@ export async function joinClient(
 export async function joinGateway(
   world: World,
   siteId = world.siteId,
+  answerFlows = true,
 ): Promise<{
   socket: TestSocket;
   init: Frame;
@@ -323,10 +366,11 @@ export async function joinGateway(
     public_key: publicKey,
     device_id: 'gw-1',
     name: 'gw-1',
-    endpoint: '192.0.2.10:51820',
+    endpoints: ['192.0.2.10:51820'],
   });
   assert.equal((reply.payload as { status: string }).status, 'ok', JSON.stringify(reply.payload));
   const init = await socket.event('init');
+  socket.answerFlows = answerFlows;
   return { socket, init, token, publicKey };
 }
 

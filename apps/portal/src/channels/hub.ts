@@ -31,22 +31,30 @@ import {
   type MapperOptions,
 } from '../mapper/mapper.ts';
 import { clientResources, gatewayResourcePayload, upstreamDnsPayload } from '../mapper/payloads.ts';
-import type { ChannelBackend, ChannelKind, ChannelToken } from './backend.ts';
+import type { ChannelBackend, ChannelKind, ChannelToken, ResourceView } from './backend.ts';
 import {
-  clientJoinSchema,
-  encodeFrame,
-  gatewayJoinSchema,
-  inboundFrameSchema,
-  PHOENIX_TOPIC,
-  pushFrame,
-  replyFrame,
-  requestAuthorizationSchema,
-  type InboundFrame,
-  type OutboundFrame,
-} from './frames.ts';
+  CLIENT_TOPIC,
+  CLIENT_WEBSOCKET_PATH,
+  GATEWAY_TOPIC,
+  GATEWAY_WEBSOCKET_PATH,
+  parseClientJoin,
+  parseClientToPortal,
+  parseGatewayJoin,
+  parseGatewayToPortal,
+  parsePhoenixFrame,
+  PHOENIX_HEARTBEAT_EVENT,
+  PHOENIX_HEARTBEAT_TOPIC,
+  PHX_CLOSE,
+  PHX_JOIN,
+  PHX_LEAVE,
+  type PhoenixFrame,
+  type RequestAuthorization,
+} from '@gatehouse/protocol';
+import { encodeFrame, pushFrame, replyFrame, type OutboundFrame } from './frames.ts';
 
-export const CLIENT_PATH = '/client/websocket';
-export const GATEWAY_PATH = '/gateway/websocket';
+export const CLIENT_PATH = CLIENT_WEBSOCKET_PATH;
+export const GATEWAY_PATH = GATEWAY_WEBSOCKET_PATH;
+type InboundFrame = PhoenixFrame;
 const CLIENT_TOKEN_KINDS = new Set(['browser_client', 'headless_client', 'service_account']);
 
 export interface ChannelHubOptions {
@@ -61,6 +69,8 @@ export interface ChannelHubOptions {
   joinTimeoutMs?: number;
   /** Close a socket silent this long, ms (default 60 s: heartbeats come every 10 s). */
   idleTimeoutMs?: number;
+  /** How long a gateway has to answer authorize_flow with flow_authorized, ms (default 10 s). */
+  flowTimeoutMs?: number;
   mapper?: MapperOptions;
 }
 
@@ -74,6 +84,7 @@ export const DROP_REASONS = [
   'unknown_event',
   'not_joined',
   'already_joined',
+  'not_yet',
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
 
@@ -97,6 +108,8 @@ export interface ChannelCounters {
   heartbeats: number;
   dropped: Record<DropReason, number>;
   oversizedFrames: number;
+  /** authorize_flow without flow_authorized in time (the client was told offline). */
+  flowTimeouts: number;
   timeouts: number;
   authorizations: number;
   authorizationFailures: Record<AuthorizationFailure, number>;
@@ -136,33 +149,30 @@ interface HubState {
   ratePerSecond: number;
   joinTimeoutMs: number;
   idleTimeoutMs: number;
+  flowTimeoutMs: number;
   mapper: Mapper;
   clients: Map<string, Set<ClientSession>>;
   gateways: Map<string, Set<GatewaySession>>;
   sockets: Set<Session>;
 }
 
+type JoinResult = { ok: true; init: unknown } | { ok: false; reason: string };
+
 abstract class Session {
   readonly hub: HubState;
   readonly ws: WebSocket;
   readonly token: ChannelToken;
-  readonly topic: ChannelKind;
+  readonly topic: string;
   readonly label: string;
   joined = false;
-  joinRef: string | number | null = null;
+  joinRef: string | null = null;
   closed = false;
   lastMessageAt: number;
   private tokens: number;
   private refilledAt: number;
   private joinTimer: NodeJS.Timeout | undefined;
 
-  constructor(
-    hub: HubState,
-    ws: WebSocket,
-    token: ChannelToken,
-    topic: ChannelKind,
-    label: string,
-  ) {
+  constructor(hub: HubState, ws: WebSocket, token: ChannelToken, topic: string, label: string) {
     this.hub = hub;
     this.ws = ws;
     this.token = token;
@@ -170,7 +180,7 @@ abstract class Session {
     this.label = label;
     this.lastMessageAt = hub.now();
     this.tokens = hub.rateBurst;
-    this.refilledAt = Date.now();
+    this.refilledAt = performance.now();
     this.joinTimer = setTimeout(() => {
       if (!this.joined && !this.closed) {
         hub.counters.timeouts += 1;
@@ -196,6 +206,10 @@ abstract class Session {
   get tokenExpiresAt(): number {
     return this.token.expiresAt;
   }
+  /** The token's expiry for the wire: epoch ms, null for never. */
+  get expiresAtOnWire(): number | null {
+    return this.token.expiresAt >= Number.MAX_SAFE_INTEGER ? null : this.token.expiresAt;
+  }
 
   send(frame: OutboundFrame): void {
     if (this.closed || this.ws.readyState !== WebSocket.OPEN) return;
@@ -211,7 +225,6 @@ abstract class Session {
     this.hub.logger.info(`${this.label}: disconnecting (${reason})`);
     this.push('disconnect', { reason });
     this.leave();
-    this.closed = true;
     this.ws.close(1000, reason);
     this.onClose();
   }
@@ -221,7 +234,7 @@ abstract class Session {
     if (!this.joined) return;
     this.send({
       topic: this.topic,
-      event: 'phx_close',
+      event: PHX_CLOSE,
       payload: {},
       ref: null,
       join_ref: this.joinRef,
@@ -230,16 +243,16 @@ abstract class Session {
     this.left();
   }
 
-  private drop(reason: DropReason, detail: string, frame?: InboundFrame): void {
+  protected drop(reason: DropReason, detail: string, frame?: InboundFrame): void {
     this.hub.counters.dropped[reason] += 1;
     this.hub.logger.info(`${this.label}: dropped a message (${reason}: ${detail})`);
-    if (frame !== undefined && frame.ref !== undefined && frame.ref !== null) {
-      this.send(replyFrame(frame.topic, frame.ref, 'error', { reason }));
+    if (frame !== undefined && frame.ref !== null) {
+      this.send(replyFrame(frame.topic, frame.ref, 'error', { reason }, frame.join_ref));
     }
   }
 
   private allow(): boolean {
-    const t = Date.now();
+    const t = performance.now();
     this.tokens = Math.min(
       this.hub.rateBurst,
       this.tokens + ((t - this.refilledAt) / 1000) * this.hub.ratePerSecond,
@@ -255,46 +268,46 @@ abstract class Session {
     this.lastMessageAt = this.hub.now();
     if (!this.allow()) return this.drop('rate_limited', 'over the per-connection rate');
     if (isBinary) return this.drop('binary', 'a binary message');
-    const size = Array.isArray(data)
-      ? data.reduce((n, b) => n + b.length, 0)
-      : (data as Buffer | ArrayBuffer).byteLength;
-    if (size > this.hub.maxMessageBytes) return this.drop('too_large', `${size} bytes`);
-    let raw: unknown;
-    try {
-      raw = JSON.parse(
-        Array.isArray(data) ? Buffer.concat(data).toString('utf8') : data.toString(),
-      );
-    } catch {
-      return this.drop('malformed', 'not JSON');
+    const buffer = Array.isArray(data)
+      ? Buffer.concat(data)
+      : Buffer.isBuffer(data)
+        ? data
+        : Buffer.from(data);
+    if (buffer.length > this.hub.maxMessageBytes) {
+      return this.drop('too_large', `${buffer.length} bytes`);
     }
-    const parsed = inboundFrameSchema.safeParse(raw);
-    if (!parsed.success) return this.drop('malformed', 'not a Phoenix frame');
-    const frame = parsed.data;
+    const parsed = parsePhoenixFrame(buffer.toString('utf8'));
+    // The problem text names types and lengths, never a payload's content.
+    if (!parsed.ok) return this.drop('malformed', parsed.problem.slice(0, 160));
+    const frame = parsed.frame;
     try {
       this.onFrame(frame);
     } catch (error) {
       this.hub.logger.error(
-        `${this.label}: handling ${frame.event} failed: ${(error as Error).message}`,
+        `${this.label}: handling ${frame.event.slice(0, 64)} failed: ${(error as Error).message}`,
       );
-      if (frame.ref !== undefined && frame.ref !== null) {
+      if (frame.ref !== null) {
         this.send(replyFrame(frame.topic, frame.ref, 'error', { reason: 'internal_error' }));
       }
     }
   }
 
   private onFrame(frame: InboundFrame): void {
-    if (frame.topic === PHOENIX_TOPIC) {
-      if (frame.event !== 'heartbeat') return this.drop('unknown_event', 'on topic phoenix', frame);
+    if (frame.topic === PHOENIX_HEARTBEAT_TOPIC) {
+      if (frame.event !== PHOENIX_HEARTBEAT_EVENT) {
+        return this.drop('unknown_event', 'not a heartbeat on topic phoenix', frame);
+      }
       this.hub.counters.heartbeats += 1;
-      this.send(replyFrame(PHOENIX_TOPIC, frame.ref, 'ok', {}));
+      this.send(replyFrame(PHOENIX_HEARTBEAT_TOPIC, frame.ref, 'ok', {}));
       return;
     }
-    if (frame.topic !== this.topic)
+    if (frame.topic !== this.topic) {
       return this.drop('unknown_topic', 'a topic not served here', frame);
-    if (frame.event === 'phx_join') {
+    }
+    if (frame.event === PHX_JOIN) {
       if (this.joined) return this.drop('already_joined', 'a second phx_join', frame);
-      this.joinRef = frame.join_ref ?? frame.ref ?? null;
-      const result = this.join(frame.payload ?? {});
+      this.joinRef = frame.join_ref ?? frame.ref;
+      const result = this.join(frame.payload);
       if (!result.ok) {
         this.hub.counters.joinErrors += 1;
         this.hub.logger.info(`${this.label}: join refused (${result.reason})`);
@@ -310,8 +323,8 @@ abstract class Session {
       this.afterJoin();
       return;
     }
-    if (!this.joined) return this.drop('not_joined', `${frame.event} before phx_join`, frame);
-    if (frame.event === 'phx_leave') {
+    if (!this.joined) return this.drop('not_joined', 'a message before phx_join', frame);
+    if (frame.event === PHX_LEAVE) {
       this.send(replyFrame(this.topic, frame.ref, 'ok', {}, this.joinRef));
       this.leave();
       return;
@@ -319,29 +332,21 @@ abstract class Session {
     this.onEvent(frame);
   }
 
-  protected dropEvent(reason: DropReason, detail: string, frame: InboundFrame): void {
-    this.drop(reason, detail, frame);
-  }
-
   private onClose(): void {
     if (this.joinTimer !== undefined) clearTimeout(this.joinTimer);
-    if (!this.hub.sockets.delete(this)) return;
     this.closed = true;
+    if (!this.hub.sockets.delete(this)) return;
     if (this.joined) {
       this.joined = false;
       this.left();
     }
-    this.unregister();
   }
 
-  protected abstract join(
-    payload: unknown,
-  ): { ok: true; init: unknown } | { ok: false; reason: string };
+  protected abstract join(payload: unknown): JoinResult;
   protected abstract afterJoin(): void;
   protected abstract onEvent(frame: InboundFrame): void;
   /** The channel was left (phx_leave, close, disconnect). */
   protected abstract left(): void;
-  protected abstract unregister(): void;
 }
 
 function addTo<T>(map: Map<string, Set<T>>, key: string, value: T): void {
@@ -355,6 +360,23 @@ function removeFrom<T>(map: Map<string, Set<T>>, key: string, value: T): void {
   if (set === undefined) return;
   set.delete(value);
   if (set.size === 0) map.delete(key);
+}
+
+/** Events the protocol knows that this portal does not act on yet (the relay work's ICE). */
+const NOT_YET = new Set(['broadcast_ice_candidates', 'broadcast_invalidated_ice_candidates']);
+
+function addressRanges(ranges: {
+  tunnelIpv4: string;
+  tunnelIpv6: string;
+  proxyIpv4: string;
+  proxyIpv6: string;
+}): Record<string, string> {
+  return {
+    tunnel_ipv4: ranges.tunnelIpv4,
+    tunnel_ipv6: ranges.tunnelIpv6,
+    proxy_ipv4: ranges.proxyIpv4,
+    proxy_ipv6: ranges.proxyIpv6,
+  };
 }
 
 class ClientSession extends Session implements MappedClient {
@@ -374,10 +396,11 @@ class ClientSession extends Session implements MappedClient {
     this.flows.delete(resourceId);
   }
 
-  protected join(payload: unknown): { ok: true; init: unknown } | { ok: false; reason: string } {
-    const parsed = clientJoinSchema.safeParse(payload);
-    if (!parsed.success) {
+  protected join(payload: unknown): JoinResult {
+    const parsed = parseClientJoin(payload);
+    if (!parsed.ok) {
       this.hub.counters.dropped.bad_payload += 1;
+      this.hub.logger.info(`${this.label}: bad join payload (${parsed.problem.slice(0, 160)})`);
       return { ok: false, reason: 'invalid_payload' };
     }
     const view = this.hub.mapper.view(this.accountId);
@@ -386,17 +409,16 @@ class ClientSession extends Session implements MappedClient {
       accountId: this.accountId,
       actorId: this.actorId,
       tokenId: this.tokenId,
-      publicKey: parsed.data.public_key,
-      externalId: parsed.data.device_id,
-      name: parsed.data.name ?? parsed.data.device_id,
+      publicKey: parsed.payload.public_key,
+      externalId: parsed.payload.device_id,
+      name: parsed.payload.name,
       now: this.hub.now(),
     });
     this.deviceId = device.deviceId;
     this.ipv4 = device.ipv4;
     this.ipv6 = device.ipv6;
-    this.publicKey = parsed.data.public_key;
-    const online = onlineSites(this.hub, this.accountId);
-    const resources = clientResources(view, this.actorId, online);
+    this.publicKey = parsed.payload.public_key;
+    const resources = clientResources(view, this.actorId, onlineSites(this.hub, this.accountId));
     this.sentResources = new Map([...resources].map(([id, p]) => [id, JSON.stringify(p)]));
     this.hub.counters.clientJoins += 1;
     return {
@@ -408,6 +430,7 @@ class ClientSession extends Session implements MappedClient {
           upstream_dns: upstreamDnsPayload(view.upstreamDns),
           search_domain: view.searchDomain,
         },
+        address_ranges: addressRanges(view.ranges),
         resources: [...resources.values()],
         relays: [],
       },
@@ -419,73 +442,62 @@ class ClientSession extends Session implements MappedClient {
   }
 
   protected onEvent(frame: InboundFrame): void {
-    if (frame.event !== 'request_authorization') {
-      return this.dropEvent('unknown_event', 'an event clients do not send', frame);
+    const parsed = parseClientToPortal(frame.event, frame.payload);
+    if (!parsed.ok) {
+      const reason = parsed.kind === 'unknown_event' ? 'unknown_event' : 'bad_payload';
+      return this.drop(reason, parsed.problem.slice(0, 160), frame);
     }
-    const parsed = requestAuthorizationSchema.safeParse(frame.payload);
-    if (!parsed.success) return this.dropEvent('bad_payload', 'request_authorization', frame);
-    this.authorize(parsed.data);
+    const message = parsed.message;
+    if (message.event === 'request_authorization') return this.authorize(message.payload);
+    if (NOT_YET.has(message.event)) {
+      this.hub.counters.dropped.not_yet += 1;
+      this.hub.logger.debug(`${this.label}: ${message.event} ignored (no relays yet)`);
+    }
   }
 
-  private fail(resourceId: string, reason: AuthorizationFailure): void {
+  fail(resourceId: string, reason: AuthorizationFailure): void {
     this.hub.counters.authorizationFailures[reason] += 1;
     this.hub.logger.info(`${this.label}: authorization for ${resourceId} refused (${reason})`);
     this.push('authorization_creation_failed', { resource_id: resourceId, reason });
   }
 
-  private authorize(request: {
-    resource_id: string;
-    domain?: string | undefined;
-    proxy_ips?: string[] | undefined;
-  }): void {
+  private authorize(request: RequestAuthorization): void {
     const resourceId = request.resource_id;
     const view = this.hub.mapper.view(this.accountId);
     const resource = view?.resources.get(resourceId);
     if (view === undefined || resource === undefined) return this.fail(resourceId, 'not_found');
-    if (!view.allowedResourceIds(this.actorId).has(resourceId))
+    if (!view.allowedResourceIds(this.actorId).has(resourceId)) {
       return this.fail(resourceId, 'forbidden');
+    }
     const candidates = [...(this.hub.gateways.get(this.accountId) ?? [])].filter(
       (g) => g.joined && g.siteId === resource.siteId,
     );
     if (candidates.length === 0) return this.fail(resourceId, 'offline');
-    // The least loaded gateway of the site.
-    const gateway = candidates.reduce((a, b) => (b.flows.size < a.flows.size ? b : a));
-    const presharedKey = randomBytes(32).toString('base64');
-    const resourcePayload = gatewayResourcePayload(resource);
-    const flow: MappedFlow = {
-      clientId: this.deviceId,
-      resourceId,
-      resourceText: JSON.stringify(resourcePayload),
-      client: this,
-    };
-    gateway.flows.set(flowKey(this.deviceId, resourceId), flow);
-    this.flows.set(resourceId, { gateway, flow });
-    const authorize: Record<string, unknown> = {
-      client: {
-        id: this.deviceId,
-        public_key: this.publicKey,
-        preshared_key: presharedKey,
-        ipv4: this.ipv4,
-        ipv6: this.ipv6,
-      },
-      actor: { id: this.actorId },
-      resource: resourcePayload,
-      expires_at: Math.floor(this.tokenExpiresAt / 1000),
-    };
-    if (resource.type === 'dns' && request.domain !== undefined) {
-      authorize.dns = { name: request.domain, proxy_ips: request.proxy_ips ?? [] };
-    }
-    gateway.push('authorize_flow', authorize);
+    // A gateway the client already has a tunnel to, else the least loaded of the site.
+    const connected = new Set(request.connected_gateway_ids);
+    const preferred = candidates.filter((g) => connected.has(g.gatewayId));
+    const pool = preferred.length > 0 ? preferred : candidates;
+    const gateway = pool.reduce((a, b) => (b.flows.size < a.flows.size ? b : a));
+    gateway.authorizeFlow(this, resource, request);
+  }
+
+  /** The gateway holds the flow: tell the client how to reach it. */
+  authorizationCreated(
+    gateway: GatewaySession,
+    resource: ResourceView,
+    presharedKey: string,
+  ): void {
     this.hub.counters.authorizations += 1;
     this.push('authorization_created', {
-      resource_id: resourceId,
-      site_id: resource.siteId,
+      resource_id: resource.id,
       gateway_id: gateway.gatewayId,
+      site_id: resource.siteId,
       gateway_public_key: gateway.publicKey,
-      gateway_endpoint: gateway.endpoint,
+      gateway_endpoints: gateway.endpoints,
       gateway_ipv4: gateway.ipv4,
       gateway_ipv6: gateway.ipv6,
       preshared_key: presharedKey,
+      expires_at: this.expiresAtOnWire,
     });
   }
 
@@ -496,47 +508,56 @@ class ClientSession extends Session implements MappedClient {
     }
     this.flows.clear();
   }
+}
 
-  protected unregister(): void {
-    removeFrom(this.hub.clients, this.accountId, this);
-  }
+interface PendingFlow {
+  client: ClientSession;
+  resource: ResourceView;
+  presharedKey: string;
+  key: string;
+  timer: NodeJS.Timeout;
 }
 
 class GatewaySession extends Session implements MappedGateway {
   gatewayId = '';
   publicKey = '';
-  endpoint: string | null = null;
+  endpoints: string[] = [];
   ipv4 = '';
   ipv6 = '';
   flows = new Map<string, MappedFlow>();
+  /** authorize_flow refs awaiting flow_authorized. */
+  pending = new Map<string, PendingFlow>();
+  private nextRef = 0;
 
   get siteId(): string {
     return this.token.siteId ?? '';
   }
 
-  protected join(payload: unknown): { ok: true; init: unknown } | { ok: false; reason: string } {
-    const parsed = gatewayJoinSchema.safeParse(payload);
-    if (!parsed.success) {
+  protected join(payload: unknown): JoinResult {
+    const parsed = parseGatewayJoin(payload);
+    if (!parsed.ok) {
       this.hub.counters.dropped.bad_payload += 1;
+      this.hub.logger.info(`${this.label}: bad join payload (${parsed.problem.slice(0, 160)})`);
       return { ok: false, reason: 'invalid_payload' };
     }
     const view = this.hub.mapper.view(this.accountId);
-    if (view === undefined || !view.sites.has(this.siteId))
+    if (view === undefined || !view.sites.has(this.siteId)) {
       return { ok: false, reason: 'site_not_found' };
-    const externalId = parsed.data.device_id ?? parsed.data.public_key;
+    }
+    const externalId = parsed.payload.device_id ?? parsed.payload.public_key;
     const gateway = this.hub.backend.registerGateway({
       accountId: this.accountId,
       siteId: this.siteId,
       tokenId: this.tokenId,
-      publicKey: parsed.data.public_key,
+      publicKey: parsed.payload.public_key,
       externalId,
-      name: parsed.data.name ?? externalId,
-      endpoint: parsed.data.endpoint ?? null,
+      name: parsed.payload.name ?? externalId,
+      endpoint: parsed.payload.endpoints[0] ?? null,
       now: this.hub.now(),
     });
     this.gatewayId = gateway.gatewayId;
-    this.publicKey = parsed.data.public_key;
-    this.endpoint = parsed.data.endpoint ?? null;
+    this.publicKey = parsed.payload.public_key;
+    this.endpoints = [...parsed.payload.endpoints];
     this.ipv4 = gateway.ipv4;
     this.ipv6 = gateway.ipv6;
     this.hub.counters.gatewayJoins += 1;
@@ -544,9 +565,9 @@ class GatewaySession extends Session implements MappedGateway {
       ok: true,
       init: {
         interface: { ipv4: gateway.ipv4, ipv6: gateway.ipv6 },
-        config: { ipv4_masquerade_enabled: true, ipv6_masquerade_enabled: true },
-        account_slug: view.slug,
+        address_ranges: addressRanges(view.ranges),
         relays: [],
+        authorizations: [],
       },
     };
   }
@@ -557,22 +578,88 @@ class GatewaySession extends Session implements MappedGateway {
     this.hub.mapper.markDirty(this.accountId);
   }
 
+  authorizeFlow(
+    client: ClientSession,
+    resource: ResourceView,
+    request: RequestAuthorization,
+  ): void {
+    const presharedKey = randomBytes(32).toString('base64');
+    const resourcePayload = gatewayResourcePayload(resource);
+    const key = flowKey(client.deviceId, resource.id);
+    const flow: MappedFlow = {
+      clientId: client.deviceId,
+      resourceId: resource.id,
+      resourceText: JSON.stringify(resourcePayload),
+      client,
+    };
+    this.flows.set(key, flow);
+    client.flows.set(resource.id, { gateway: this, flow });
+    this.nextRef += 1;
+    const ref = String(this.nextRef);
+    const timer = setTimeout(() => {
+      if (!this.pending.delete(ref)) return;
+      this.hub.counters.flowTimeouts += 1;
+      this.hub.logger.info(`${this.label}: flow_authorized ${ref} did not come in time`);
+      client.fail(resource.id, 'offline');
+    }, this.hub.flowTimeoutMs);
+    timer.unref();
+    this.pending.set(ref, { client, resource, presharedKey, key, timer });
+    const authorize: Record<string, unknown> = {
+      ref,
+      client: {
+        id: client.deviceId,
+        public_key: client.publicKey,
+        preshared_key: presharedKey,
+        ipv4: client.ipv4,
+        ipv6: client.ipv6,
+      },
+      resource: resourcePayload,
+      expires_at: client.expiresAtOnWire,
+    };
+    if (resource.type === 'dns' && request.domain !== undefined) {
+      authorize.domain = { name: request.domain.name, proxy_ips: request.domain.proxy_ips };
+    }
+    this.push('authorize_flow', authorize);
+  }
+
   protected onEvent(frame: InboundFrame): void {
-    this.dropEvent('unknown_event', 'an event gateways do not send', frame);
+    const parsed = parseGatewayToPortal(frame.event, frame.payload);
+    if (!parsed.ok) {
+      const reason = parsed.kind === 'unknown_event' ? 'unknown_event' : 'bad_payload';
+      return this.drop(reason, parsed.problem.slice(0, 160), frame);
+    }
+    const message = parsed.message;
+    if (message.event === 'flow_authorized') {
+      const pending = this.pending.get(message.payload.ref);
+      if (pending === undefined) {
+        return this.drop('bad_payload', 'flow_authorized for no pending flow', frame);
+      }
+      this.pending.delete(message.payload.ref);
+      clearTimeout(pending.timer);
+      if (frame.ref !== null)
+        this.send(replyFrame(this.topic, frame.ref, 'ok', {}, frame.join_ref));
+      // Rejected meanwhile (policy gone) or the client left: nothing to tell.
+      if (!this.flows.has(pending.key) || !pending.client.joined) return;
+      pending.client.authorizationCreated(this, pending.resource, pending.presharedKey);
+      return;
+    }
+    if (NOT_YET.has(message.event)) {
+      this.hub.counters.dropped.not_yet += 1;
+      this.hub.logger.debug(`${this.label}: ${message.event} ignored (no relays yet)`);
+    }
   }
 
   protected left(): void {
     removeFrom(this.hub.gateways, this.accountId, this);
-    for (const flow of this.flows.values()) {
-      flow.client.forgetFlow(flow.resourceId);
-    }
+    for (const flow of this.flows.values()) flow.client.forgetFlow(flow.resourceId);
     this.flows.clear();
+    for (const pending of this.pending.values()) {
+      clearTimeout(pending.timer);
+      if (pending.client.joined) pending.client.fail(pending.resource.id, 'offline');
+    }
+    this.pending.clear();
     // Its site may have gone offline.
     this.hub.mapper.markDirty(this.accountId);
-  }
-
-  protected unregister(): void {
-    removeFrom(this.hub.gateways, this.accountId, this);
   }
 }
 
@@ -611,6 +698,7 @@ export function createChannelHub(deps: {
       heartbeats: 0,
       dropped: zeroes(DROP_REASONS),
       oversizedFrames: 0,
+      flowTimeouts: 0,
       timeouts: 0,
       authorizations: 0,
       authorizationFailures: zeroes(AUTHORIZATION_FAILURES),
@@ -620,6 +708,7 @@ export function createChannelHub(deps: {
     ratePerSecond: options.ratePerSecond ?? 20,
     joinTimeoutMs: options.joinTimeoutMs ?? 30_000,
     idleTimeoutMs: options.idleTimeoutMs ?? 60_000,
+    flowTimeoutMs: options.flowTimeoutMs ?? 10_000,
     mapper: undefined as unknown as Mapper,
     clients: new Map(),
     gateways: new Map(),
@@ -735,8 +824,8 @@ export function createChannelHub(deps: {
       const label = `${kind} #${sequence} (token ${token.id.slice(0, 6)}…)`;
       const session =
         kind === 'client'
-          ? new ClientSession(state, ws, token, 'client', label)
-          : new GatewaySession(state, ws, token, 'gateway', label);
+          ? new ClientSession(state, ws, token, CLIENT_TOPIC, label)
+          : new GatewaySession(state, ws, token, GATEWAY_TOPIC, label);
       state.sockets.add(session);
       if (shuttingDown) ws.close(1001, 'shutting down');
     });

@@ -11,6 +11,7 @@
  *   disconnect{reason: "token_expired"} and close.
  */
 import type { Logger } from '@gatehouse/logging';
+import { DISCONNECT_TOKEN_EXPIRED } from '@gatehouse/protocol';
 import type { AccountView, ChannelBackend } from '../channels/backend.ts';
 import { clientResources, diffResources, gatewayResourcePayload } from './payloads.ts';
 
@@ -161,21 +162,21 @@ export function createMapper(deps: {
     if (v === undefined) {
       for (const s of [...clients, ...gateways]) {
         counters.tokenDisconnects += 1;
-        s.disconnect('token_expired');
+        s.disconnect(DISCONNECT_TOKEN_EXPIRED);
       }
       return;
     }
     for (const gateway of gateways) {
       if (tokenGone(gateway, t) || !v.sites.has(gateway.siteId)) {
         counters.tokenDisconnects += 1;
-        gateway.disconnect('token_expired');
+        gateway.disconnect(DISCONNECT_TOKEN_EXPIRED);
       }
     }
     const online = registry.onlineSites(accountId);
     for (const client of clients) {
       if (tokenGone(client, t)) {
         counters.tokenDisconnects += 1;
-        client.disconnect('token_expired');
+        client.disconnect(DISCONNECT_TOKEN_EXPIRED);
         continue;
       }
       if (!client.joined) continue;
@@ -239,7 +240,7 @@ export function createMapper(deps: {
       for (const s of [...registry.clients(accountId), ...registry.gateways(accountId)]) {
         if (s.tokenExpiresAt <= t) {
           counters.tokenDisconnects += 1;
-          s.disconnect('token_expired');
+          s.disconnect(DISCONNECT_TOKEN_EXPIRED);
         }
       }
     }
@@ -270,7 +271,7 @@ export function createMapper(deps: {
         for (const s of [...registry.clients(accountId), ...registry.gateways(accountId)]) {
           if (s.tokenId === tokenId && tokenGone(s, t)) {
             counters.tokenDisconnects += 1;
-            s.disconnect('token_expired');
+            s.disconnect(DISCONNECT_TOKEN_EXPIRED);
           }
         }
       }
