@@ -282,7 +282,9 @@ function checkedFilters(filters: ResourceFilter[] | undefined): ResourceFilter[]
     }
     const entry: ResourceFilter = { protocol: filter.protocol };
     if (ports.length > 0) {
-      entry.ports = ports.map((r) => ({ from: r.from, to: r.to })).sort((a, b) => a.from - b.from);
+      entry.ports = ports
+        .map((r) => ({ from: r.from, to: r.to }))
+        .sort((a, b) => a.from - b.from || a.to - b.to);
     }
     out.push(entry);
   }
