@@ -202,6 +202,30 @@ void test('brute force from one address across accounts: the per-address limit',
   assert.deepEqual(statuses, [401, 401, 401, 429, 429]);
 });
 
+void test('X-Forwarded-For counts only with trustProxy (else a client would pick its address)', async (t) => {
+  for (const trustProxy of [false, true]) {
+    const { port, open, fields } = await setup(t, {
+      trustProxy,
+      accountRateLimit: { burst: 1000, refillMs: 1_000 },
+      addressRateLimit: { burst: 2, refillMs: 60_000 },
+    });
+    const session = await open();
+    const statuses: number[] = [];
+    for (let i = 0; i < 4; i += 1) {
+      const reply = await postSignIn(port, 'acme', fields(session, { password: `g${i}` }), {
+        Cookie: session.cookie,
+        'X-Forwarded-For': `198.51.100.7, 203.0.113.${i}`,
+      });
+      statuses.push(reply.status);
+    }
+    assert.deepEqual(
+      statuses,
+      trustProxy ? [401, 401, 401, 401] : [401, 401, 429, 429],
+      `trustProxy ${trustProxy}`,
+    );
+  }
+});
+
 void test('SQL metacharacters in every field: documented status, nothing changed', async (t) => {
   const { fixture, port, open, fields, stillServing } = await setup(t, {
     accountRateLimit: { burst: 1000, refillMs: 1_000 },

@@ -10,6 +10,7 @@ import {
   deepLink,
   type PortalHttpDeps,
 } from '../src/http/handler.ts';
+import { verifyPassword } from '../src/http/passwords.ts';
 import {
   createFixture,
   decodeEntities,
@@ -376,4 +377,73 @@ void test('the token lifetime is configurable', async (t) => {
   );
   assert.equal(fixture.verify(token, T0 + 59_999).ok, true);
   assert.deepEqual(fixture.verify(token, T0 + 60_001), { ok: false, reason: 'expired' });
+});
+
+void test('a password hash with weaker parameters is replaced by a current one at sign-in', async (t) => {
+  const { fixture, port } = await setup(t);
+  const { scryptSync, randomBytes } = await import('node:crypto');
+  const salt = randomBytes(16);
+  const weak = `scrypt$1024$8$1$${salt.toString('base64url')}$${scryptSync('old but fine', salt, 32, { N: 1024, r: 8, p: 1 }).toString('base64url')}`;
+  const carol = fixture.addUser('carol', 'Carol', 'placeholder');
+  fixture.storage.setPasswordIdentity(carol.actorId, weak, T0);
+  const session = await openSignInPage(port, '/acme?as=headless-client');
+  const reply = await postSignIn(
+    port,
+    'acme',
+    {
+      csrf_token: session.csrfToken,
+      as: 'headless-client',
+      username: 'carol',
+      password: 'old but fine',
+    },
+    { Cookie: session.cookie },
+  );
+  assert.equal(reply.status, 200, reply.body);
+  const stored = fixture.storage.findPasswordIdentity(carol.actorId)!.passwordHash;
+  assert.notEqual(stored, weak);
+  assert.match(stored, /^scrypt\$32768\$8\$1\$/);
+  assert.equal(verifyPassword('old but fine', stored), true);
+});
+
+void test('service accounts and disabled users do not sign in with a password', async (t) => {
+  const { fixture, port } = await setup(t);
+  const dave = fixture.addUser('dave', 'Dave', 'dave password');
+  fixture.storage.updateActor(dave.actorId, { disabled: true, now: T0 });
+  const robot = fixture.storage.createActor({
+    accountId: fixture.account.id,
+    kind: 'service_account',
+    name: 'robot',
+    now: T0,
+  });
+  void robot; // a service account has no password identity (the storage refuses one)
+  const snapshot = fixture.snapshot();
+  for (const [username, password] of [
+    ['dave', 'dave password'],
+    ['robot', 'robot password'],
+  ] as const) {
+    const session = await openSignInPage(port, '/acme?as=headless-client');
+    const reply = await postSignIn(
+      port,
+      'acme',
+      { csrf_token: session.csrfToken, as: 'headless-client', username, password },
+      { Cookie: session.cookie },
+    );
+    assert.equal(reply.status, 401, username);
+    assert.match(reply.body, /The username or password is not correct\./);
+  }
+  assert.equal(fixture.snapshot(), snapshot);
+  // By name works as well as by email for a user.
+  const session = await openSignInPage(port, '/acme?as=headless-client');
+  const byName = await postSignIn(
+    port,
+    'acme',
+    {
+      csrf_token: session.csrfToken,
+      as: 'headless-client',
+      username: 'Alice Example',
+      password: 'correct horse battery',
+    },
+    { Cookie: session.cookie },
+  );
+  assert.equal(byName.status, 200);
 });

@@ -14,6 +14,7 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { z } from 'zod';
+import { isAddress } from '@gatehouse/addresses';
 import { silentLogger, type Logger } from '@gatehouse/logging';
 import { readBody } from './body.ts';
 import { CSRF_FIELD, CsrfProtection } from './csrf.ts';
@@ -24,7 +25,7 @@ import {
   signInPage,
   type SignInParams,
 } from './pages.ts';
-import { verifyPasswordAsync } from './passwords.ts';
+import { hashPasswordAsync, passwordHashNeedsUpgrade, verifyPasswordAsync } from './passwords.ts';
 import { sendProblem } from './problem.ts';
 import { sourceAddressKey, TokenBucketLimiter, type RateLimitOptions } from './rate-limit.ts';
 import { setNoStore, setSecurityHeaders } from './security-headers.ts';
@@ -56,6 +57,12 @@ export interface PortalHttpOptions {
   addressRateLimit?: RateLimitOptions;
   /** 32+ bytes shared by every instance of the same portal; random per process if omitted. */
   csrfKey?: Uint8Array;
+  /**
+   * Behind a reverse proxy: take the source address for rate limits from the last entry of
+   * X-Forwarded-For (the one the proxy added) instead of the connection's. Off by default — a
+   * client could otherwise pick its own address.
+   */
+  trustProxy?: boolean;
 }
 
 export interface PortalHttpDeps {
@@ -345,6 +352,16 @@ export function createPortalHttpHandler(deps: PortalHttpDeps): PortalHttp {
     });
   };
 
+  /** The client's address: the connection's, or the proxy's X-Forwarded-For entry (trustProxy). */
+  const sourceAddress = (req: IncomingMessage): string | undefined => {
+    const forwarded = req.headers['x-forwarded-for'];
+    if (options.trustProxy === true && typeof forwarded === 'string') {
+      const last = forwarded.split(',').at(-1)!.trim();
+      if (isAddress(last)) return last;
+    }
+    return req.socket.remoteAddress;
+  };
+
   /** The origin this request was made to: the public URL's, or from the Host header. */
   const expectedOrigin = (req: IncomingMessage): string | undefined => {
     if (publicOrigin !== undefined) return publicOrigin.origin;
@@ -569,7 +586,7 @@ export function createPortalHttpHandler(deps: PortalHttpDeps): PortalHttp {
     counters.signInAttempts += 1;
     const time = now();
     const accountKey = slug.toLowerCase();
-    const addressKey = sourceAddressKey(req.socket.remoteAddress);
+    const addressKey = sourceAddressKey(sourceAddress(req));
     const byAccount = accountLimiter.check(accountKey, time);
     const byAddress = addressLimiter.check(addressKey, time);
     if (!byAccount.allowed || !byAddress.allowed) {
@@ -620,6 +637,13 @@ export function createPortalHttpHandler(deps: PortalHttpDeps): PortalHttp {
         }),
       );
       return;
+    }
+
+    if (identity.passwordHash !== null && passwordHashNeedsUpgrade(identity.passwordHash)) {
+      // Made with weaker parameters than new hashes get: replace it now that we have the password.
+      const upgraded = await hashPasswordAsync(credentials.data.password);
+      backend.replacePasswordHash?.(identity.actorId, upgraded, now());
+      logger.info(`http: ${identity.actorName}'s password hash upgraded to the current parameters`);
     }
 
     const issuedAt = now();

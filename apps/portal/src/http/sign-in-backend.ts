@@ -59,6 +59,8 @@ export interface SignInBackend {
   issueClientToken(input: IssueClientTokenInput): IssuedClientToken;
   verifyToken(text: string, now: number): TokenCheck;
   revokeToken(tokenId: string, now: number): void;
+  /** Replaces the actor's password hash (a rehash with current parameters after a sign-in). */
+  replacePasswordHash?(actorId: string, passwordHash: string, now: number): void;
 }
 
 /**
@@ -106,6 +108,9 @@ export function storageSignInBackend(storage: PortalStorage): SignInBackend {
     },
     revokeToken(tokenId, now) {
       storage.revokeToken(tokenId, now);
+    },
+    replacePasswordHash(actorId, passwordHash, now) {
+      storage.setPasswordIdentity(actorId, passwordHash, now);
     },
   };
 }
