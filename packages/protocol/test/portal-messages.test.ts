@@ -29,6 +29,8 @@ import {
   parsePortalToGateway,
   portalToClientSchemas,
   portalToGatewaySchemas,
+  portalFiltersFromRanges,
+  rangesFromPortalFilters,
 } from '../src/index.ts';
 
 type Direction =
@@ -827,4 +829,47 @@ void test('Phoenix frames: parsed, refs read as text, refused with a problem', (
   });
   assert.equal(parsePhoenixReply({ status: 'maybe', response: {} }).ok, false);
   assert.equal(parsePhoenixReply('ok').ok, false);
+});
+
+void test('filters: the storage form and the wire form convert both ways', () => {
+  const table: [
+    string,
+    Parameters<typeof portalFiltersFromRanges>[0],
+    ReturnType<typeof portalFiltersFromRanges>,
+  ][] = [
+    ['none', [], []],
+    ['every TCP port', [{ protocol: 'tcp' }], [{ protocol: 'tcp' }]],
+    ['icmp', [{ protocol: 'icmp' }], [{ protocol: 'icmp' }]],
+    [
+      'two UDP ranges and a TCP port',
+      [
+        {
+          protocol: 'udp',
+          ports: [
+            { from: 53, to: 53 },
+            { from: 1000, to: 2000 },
+          ],
+        },
+        { protocol: 'tcp', ports: [{ from: 443, to: 443 }] },
+      ],
+      [
+        { protocol: 'udp', port_range_start: 53, port_range_end: 53 },
+        { protocol: 'udp', port_range_start: 1000, port_range_end: 2000 },
+        { protocol: 'tcp', port_range_start: 443, port_range_end: 443 },
+      ],
+    ],
+  ];
+  for (const [name, storage, wire] of table) {
+    assert.deepEqual(portalFiltersFromRanges(storage), wire, name);
+    assert.deepEqual(rangesFromPortalFilters(wire), storage, name);
+  }
+  // An entry without a range widens its protocol to every port; a half range is filled in.
+  assert.deepEqual(
+    rangesFromPortalFilters([
+      { protocol: 'tcp', port_range_start: 22, port_range_end: 22 },
+      { protocol: 'tcp' },
+      { protocol: 'udp', port_range_start: 100 },
+    ]),
+    [{ protocol: 'tcp' }, { protocol: 'udp', ports: [{ from: 100, to: 65535 }] }],
+  );
 });

@@ -151,6 +151,55 @@ export const PortalFilterSchema = z
 export type PortalFilter = z.infer<typeof PortalFilterSchema>;
 const FiltersSchema = z.array(PortalFilterSchema).max(256).default([]);
 
+/** A filter as the portal stores it: a protocol and its port ranges (none: every port). */
+export interface PortRangeFilter {
+  protocol: 'tcp' | 'udp' | 'icmp';
+  ports?: { from: number; to: number }[];
+}
+
+/** The storage form → the wire form: one entry per port range, as Firezone sends them. */
+export function portalFiltersFromRanges(filters: readonly PortRangeFilter[]): PortalFilter[] {
+  const out: PortalFilter[] = [];
+  for (const filter of filters) {
+    if (filter.protocol === 'icmp') out.push({ protocol: 'icmp' });
+    else if (filter.ports === undefined || filter.ports.length === 0)
+      out.push({ protocol: filter.protocol });
+    else {
+      for (const range of filter.ports) {
+        out.push({
+          protocol: filter.protocol,
+          port_range_start: range.from,
+          port_range_end: range.to,
+        });
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * The wire form → the storage form, ranges grouped per protocol in order of appearance; a
+ * protocol with an entry that has no range (every port) keeps no ranges.
+ */
+export function rangesFromPortalFilters(filters: readonly PortalFilter[]): PortRangeFilter[] {
+  const byProtocol = new Map<PortRangeFilter['protocol'], { from: number; to: number }[] | 'all'>();
+  for (const filter of filters) {
+    if (filter.protocol === 'icmp') {
+      byProtocol.set('icmp', 'all');
+      continue;
+    }
+    const whole = filter.port_range_start === undefined && filter.port_range_end === undefined;
+    const range = { from: filter.port_range_start ?? 0, to: filter.port_range_end ?? 65535 };
+    const current = byProtocol.get(filter.protocol);
+    if (whole || current === 'all') byProtocol.set(filter.protocol, 'all');
+    else if (current === undefined) byProtocol.set(filter.protocol, [range]);
+    else current.push(range);
+  }
+  return [...byProtocol].map(([protocol, ports]) =>
+    ports === 'all' ? { protocol } : { protocol, ports },
+  );
+}
+
 /** Whether a site has a gateway connected, as the portal last saw it. */
 export const ResourceStatusSchema = z.enum(['online', 'offline', 'unknown']).catch('unknown');
 export type ResourceStatus = z.infer<typeof ResourceStatusSchema>;
