@@ -22,6 +22,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import tls from 'node:tls';
 import { parseArgs } from 'node:util';
 import { WebSocket } from 'ws';
 
@@ -128,14 +129,17 @@ interface SimClient {
   heartbeatMs: number[];
 }
 
-function simulateClient(url: string, token: string, tls: boolean): Promise<SimClient> {
+/** One TLS context for every simulated client (a context per connection would load the CA store each time). */
+const clientSecureContext = tls.createSecureContext({});
+
+function simulateClient(url: string, token: string, secure: boolean): Promise<SimClient> {
   const started = performance.now();
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, {
       headers: { 'X-Authorization': `Bearer ${token}` },
       rejectUnauthorized: false,
       perMessageDeflate: false,
-      ...(tls ? {} : {}),
+      ...(secure ? { secureContext: clientSecureContext } : {}),
     });
     const client: SimClient = { ws, joinMs: NaN, heartbeatMs: [] };
     const timer = setTimeout(() => reject(new Error('no init within 30 s')), 30_000);
@@ -321,6 +325,7 @@ async function main(): Promise<void> {
     );
 
     const started = performance.now();
+    const generatorCpu = process.cpuUsage();
     const pending: Promise<SimClient>[] = [];
     for (let i = 0; i < clients; i++) {
       const due = started + (i / rate) * 1000;
@@ -341,6 +346,15 @@ async function main(): Promise<void> {
     }
     const loaded = await request(child, 'stats');
     const joins = joinedClients.map((c) => c.joinMs).sort((a, b) => a - b);
+    const slices: string[] = [];
+    const inOrder = joinedClients.map((c) => c.joinMs);
+    for (let k = 0; k < 10; k++) {
+      const part = inOrder
+        .slice((k * inOrder.length) / 10, ((k + 1) * inOrder.length) / 10)
+        .sort((a, b) => a - b);
+      slices.push(percentile(part, 99).toFixed(0));
+    }
+    console.log(`join p99 by tenth of the run (ms): ${slices.join(' ')}`);
     const hbs = joinedClients.flatMap((c) => c.heartbeatMs).sort((a, b) => a - b);
     const cpuS = (loaded.cpuUserUs + loaded.cpuSystemUs - idle.cpuUserUs - idle.cpuSystemUs) / 1e6;
     const rssMb = loaded.rssBytes / 2 ** 20;
@@ -355,6 +369,11 @@ async function main(): Promise<void> {
     );
     console.log(
       `portal process: ${loaded.sessions} sessions, RSS ${rssMb.toFixed(1)} MB (JS heap ${(loaded.heapUsedBytes / 2 ** 20).toFixed(1)} MB, external ${(loaded.externalBytes / 2 ** 20).toFixed(1)} MB), CPU ${cpuS.toFixed(2)} s over the run (${((cpuS / ((performance.now() - started) / 1000)) * 100).toFixed(0)}% of one core)`,
+    );
+    const generator = process.cpuUsage(generatorCpu);
+    const generatorS = (generator.user + generator.system) / 1e6;
+    console.log(
+      `load generator (this process): CPU ${generatorS.toFixed(2)} s (${((generatorS / ((performance.now() - started) / 1000)) * 100).toFixed(0)}% of one core)`,
     );
     for (const c of joinedClients) c.ws.terminate();
     child.send({ type: 'stop' });
