@@ -22,6 +22,7 @@ before(async () => {
       maxMessageBytes: 64 * 1024,
       maxPayload: 1024 * 1024,
       rateBurst: 200,
+      flowTimeoutMs: 300,
       ratePerSecond: 100,
     },
   });
@@ -206,5 +207,31 @@ void test('a flood over the per-connection rate is dropped and counted; the sess
   await new Promise((r) => setTimeout(r, 1500));
   assert.ok(world.portal.hub.counters().dropped.rate_limited > before, 'nothing was rate limited');
   await socket.heartbeat();
+  socket.close();
+});
+
+void test('a gateway that never answers authorize_flow: the client hears offline; a stray flow_authorized is refused', async () => {
+  const gateway = await joinGateway(world, world.siteId, false);
+  const { socket } = await joinClient(world, world.bob);
+  const before = world.portal.hub.counters().flowTimeouts;
+  socket.send({
+    topic: 'client',
+    event: 'request_authorization',
+    payload: { resource_id: world.db },
+    ref: 'r1',
+  });
+  const flow = await gateway.socket.event('authorize_flow');
+  const failed = await socket.event('authorization_creation_failed', 3000);
+  assert.deepEqual(failed.payload, { resource_id: world.db, reason: 'offline' });
+  await socket.none((f) => f.event === 'authorization_created');
+  assert.equal(world.portal.hub.counters().flowTimeouts, before + 1);
+  // Too late, and a ref never sent: refused with an error, the session kept.
+  const late = await gateway.socket.reply('gateway', 'flow_authorized', { ref: flow.payload.ref });
+  assert.equal((late.payload as { status: string }).status, 'error');
+  const stray = await gateway.socket.reply('gateway', 'flow_authorized', { ref: 'no-such-ref' });
+  assert.equal((stray.payload as { status: string }).status, 'error');
+  await gateway.socket.heartbeat();
+  await socket.none((f) => f.event === 'authorization_created');
+  gateway.socket.close();
   socket.close();
 });
