@@ -9,7 +9,6 @@
  * SIGINT/SIGTERM closes every session (phx_close, then close code 1001), the server and the
  * database.
  */
-import { createHash, randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { silentLogger, type Logger } from '@gatehouse/logging';
 import { openSqliteStorage } from './db/sqlite-storage.ts';
@@ -20,7 +19,7 @@ import {
   type PortalHttpOptions,
 } from './http/handler.ts';
 import { createPortalServer, loadTlsFiles, type PortalServer } from './http/server.ts';
-import type { SignInBackend } from './http/sign-in-backend.ts';
+import { storageSignInBackend } from './http/sign-in-backend.ts';
 import { createChannelHub, type ChannelHub, type ChannelHubOptions } from './channels/hub.ts';
 import { storageChannelBackend } from './channels/storage-backend.ts';
 
@@ -73,57 +72,6 @@ export function parseListen(text: string): { host: string; port: number } {
   return { host: (match[1] ?? match[2]) as string, port };
 }
 
-/**
- * The sign-in side's backend over the storage. (Interim: to be replaced by the tokens module's
- * issue/verify once it lands; the token text is `<nonce or "gh">.<id>.<secret>`, only the
- * SHA-256 of the whole text kept.)
- */
-function signInBackendOver(
-  storage: PortalStorage,
-  verify: SignInBackend['verifyToken'],
-): SignInBackend {
-  return {
-    findAccount(slug) {
-      const account = storage.findAccountBySlug(slug);
-      return account === undefined
-        ? undefined
-        : { id: account.id, slug: account.slug, name: account.name };
-    },
-    findPasswordIdentity(accountId, username) {
-      const actor =
-        storage.findActorByName(accountId, username) ??
-        storage.findActorByEmail(accountId, username);
-      if (actor === undefined || actor.kind !== 'user' || actor.disabledAt !== null)
-        return undefined;
-      const identity = storage.findPasswordIdentity(actor.id);
-      return {
-        actorId: actor.id,
-        actorName: actor.name,
-        passwordHash: identity?.passwordHash ?? null,
-      };
-    },
-    issueClientToken(input) {
-      const id = randomBytes(16).toString('base64url');
-      const fragment = `.${id}.${randomBytes(32).toString('base64url')}`;
-      const token = `${input.nonce ?? 'gh'}${fragment}`;
-      storage.createToken({
-        id,
-        accountId: input.accountId,
-        kind: input.kind,
-        actorId: input.actorId,
-        hash: createHash('sha256').update(token, 'utf8').digest('hex'),
-        expiresAt: input.expiresAt,
-        now: input.now,
-      });
-      return { tokenId: id, token, fragment };
-    },
-    verifyToken: verify,
-    revokeToken(tokenId, now) {
-      storage.revokeToken(tokenId, now);
-    },
-  };
-}
-
 export async function runServe(options: ServeOptions): Promise<RunningPortal> {
   const logger = options.logger ?? silentLogger;
   const now = options.now ?? Date.now;
@@ -141,12 +89,7 @@ export async function runServe(options: ServeOptions): Promise<RunningPortal> {
     options: options.channels ?? {},
   });
   const http = createPortalHttpHandler({
-    backend: signInBackendOver(storage, (text, t) => {
-      const check = channelBackend.verifyToken(text, t);
-      if (!check.ok) return check;
-      const { id, accountId, kind, actorId } = check.token;
-      return { ok: true, token: { id, accountId, kind, actorId } };
-    }),
+    backend: storageSignInBackend(storage),
     now,
     logger,
     options: options.http ?? {},

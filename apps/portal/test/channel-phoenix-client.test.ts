@@ -89,7 +89,7 @@ void test('a client and a gateway on PhoenixSocket: join, init, heartbeats, an a
     const init = await clientEvents.message('init');
     const resources = (
       (init as { payload: { resources: { id: string; status: string }[] } }).payload.resources ?? []
-    ).map((r) => [r.id, r.status]);
+    ).map((r): [string, string] => [r.id, r.status]);
     assert.deepEqual(
       new Map(resources).get(world.wiki),
       'online',
