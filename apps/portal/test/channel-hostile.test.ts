@@ -16,8 +16,16 @@ import {
 } from './channel-support.ts';
 
 let world: World;
+const logLines: string[] = [];
+const logger = {
+  debug: (m: string) => logLines.push(m),
+  info: (m: string) => logLines.push(m),
+  warn: (m: string) => logLines.push(m),
+  error: (m: string) => logLines.push(m),
+};
 before(async () => {
   world = await startWorld({
+    logger,
     channels: {
       maxMessageBytes: 64 * 1024,
       maxPayload: 1024 * 1024,
@@ -90,6 +98,12 @@ void test('a WebSocket without or with a bad token gets 401 invalid_token and ch
     ['/gateway/websocket', good.text],
   ];
   for (const [path, token, headers] of cases) await refused(path, token, headers);
+  const secret = good.text.split('.')[2] as string;
+  assert.deepEqual(
+    logLines.filter((l) => l.includes(secret)),
+    [],
+    'a token in the log',
+  );
   const after = world.portal.hub.counters().refusedUpgrades;
   assert.equal(
     after.invalid_token +
@@ -131,6 +145,14 @@ async function hostileFrames(socket: TestSocket, topic: string): Promise<void> {
     JSON.stringify({ topic, event: 'request_authorization', payload: 'str', ref: 'x6' }),
     JSON.stringify({ topic, event: 'x'.repeat(500), payload: {} }),
     Buffer.from([0, 1, 2, 3, 255]),
+    `{"topic":"${topic}","event":"phx_join","payload":{"secret":"SECRET-IN-A-FRAME"`,
+    JSON.stringify({ topic, event: 'SECRET-IN-AN-EVENT', payload: {}, ref: 'x8' }),
+    JSON.stringify({
+      topic,
+      event: 'request_authorization',
+      payload: { resource_id: 'SECRET-IN-A-PAYLOAD' },
+      ref: 'x9',
+    }),
     JSON.stringify({
       topic,
       event: 'request_authorization',
@@ -141,6 +163,12 @@ async function hostileFrames(socket: TestSocket, topic: string): Promise<void> {
   for (const frame of junk) socket.send(frame);
   await socket.heartbeat();
   assert.equal(socket.closeCode, undefined, 'the session was closed');
+  assert.deepEqual(
+    logLines.filter((l) => l.includes('SECRET')),
+    [],
+    'frame content in the log',
+  );
+  assert.ok(logLines.some((l) => l.includes('dropped a message (malformed: not JSON)')));
   const after = world.portal.hub.counters();
   const dropped = (c: typeof after): number => Object.values(c.dropped).reduce((a, b) => a + b, 0);
   assert.ok(

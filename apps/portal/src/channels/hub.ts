@@ -156,6 +156,22 @@ interface HubState {
   sockets: Set<Session>;
 }
 
+/**
+ * What a log line may say about a frame that did not parse: a category, never the parser's own
+ * text (JSON.parse's messages quote the input, which may hold anything, a token included).
+ */
+function frameProblem(problem: string): string {
+  if (problem.includes('not JSON')) return 'not JSON';
+  if (/ characters; at most /.test(problem)) return 'too long';
+  if (problem.includes('not a JSON object')) return 'not a JSON object';
+  return 'not a Phoenix frame {topic, event, payload, ref}';
+}
+
+/** An event name for a log line: as sent when it looks like one, else a placeholder. */
+function eventName(event: string): string {
+  return /^[a-z_]{1,64}$/.test(event) ? event : '(an event name that is not [a-z_]{1,64})';
+}
+
 type JoinResult = { ok: true; init: unknown } | { ok: false; reason: string };
 
 abstract class Session {
@@ -277,14 +293,14 @@ abstract class Session {
       return this.drop('too_large', `${buffer.length} bytes`);
     }
     const parsed = parsePhoenixFrame(buffer.toString('utf8'));
-    // The problem text names types and lengths, never a payload's content.
-    if (!parsed.ok) return this.drop('malformed', parsed.problem.slice(0, 160));
+    // Logged as a category only: the parser's text may quote the input.
+    if (!parsed.ok) return this.drop('malformed', frameProblem(parsed.problem));
     const frame = parsed.frame;
     try {
       this.onFrame(frame);
     } catch (error) {
       this.hub.logger.error(
-        `${this.label}: handling ${frame.event.slice(0, 64)} failed: ${(error as Error).message}`,
+        `${this.label}: handling ${eventName(frame.event)} failed: ${(error as Error).message}`,
       );
       if (frame.ref !== null) {
         this.send(replyFrame(frame.topic, frame.ref, 'error', { reason: 'internal_error' }));
@@ -400,7 +416,7 @@ class ClientSession extends Session implements MappedClient {
     const parsed = parseClientJoin(payload);
     if (!parsed.ok) {
       this.hub.counters.dropped.bad_payload += 1;
-      this.hub.logger.info(`${this.label}: bad join payload (${parsed.problem.slice(0, 160)})`);
+      this.hub.logger.info(`${this.label}: a phx_join payload that does not parse`);
       return { ok: false, reason: 'invalid_payload' };
     }
     const view = this.hub.mapper.view(this.accountId);
@@ -445,7 +461,7 @@ class ClientSession extends Session implements MappedClient {
     const parsed = parseClientToPortal(frame.event, frame.payload);
     if (!parsed.ok) {
       const reason = parsed.kind === 'unknown_event' ? 'unknown_event' : 'bad_payload';
-      return this.drop(reason, parsed.problem.slice(0, 160), frame);
+      return this.drop(reason, `${eventName(frame.event)}: ${reason.replace('_', ' ')}`, frame);
     }
     const message = parsed.message;
     if (message.event === 'request_authorization') return this.authorize(message.payload);
@@ -537,7 +553,7 @@ class GatewaySession extends Session implements MappedGateway {
     const parsed = parseGatewayJoin(payload);
     if (!parsed.ok) {
       this.hub.counters.dropped.bad_payload += 1;
-      this.hub.logger.info(`${this.label}: bad join payload (${parsed.problem.slice(0, 160)})`);
+      this.hub.logger.info(`${this.label}: a phx_join payload that does not parse`);
       return { ok: false, reason: 'invalid_payload' };
     }
     const view = this.hub.mapper.view(this.accountId);
@@ -626,7 +642,7 @@ class GatewaySession extends Session implements MappedGateway {
     const parsed = parseGatewayToPortal(frame.event, frame.payload);
     if (!parsed.ok) {
       const reason = parsed.kind === 'unknown_event' ? 'unknown_event' : 'bad_payload';
-      return this.drop(reason, parsed.problem.slice(0, 160), frame);
+      return this.drop(reason, `${eventName(frame.event)}: ${reason.replace('_', ' ')}`, frame);
     }
     const message = parsed.message;
     if (message.event === 'flow_authorized') {
