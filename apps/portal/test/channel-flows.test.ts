@@ -218,3 +218,22 @@ void test('revocation in this process (sign-out) and expiry by time close the se
   });
   await bob.socket.closed();
 });
+
+void test("revoking a gateway's token closes it, and its site's resources go offline", async () => {
+  const gateway = await joinGateway(world);
+  const bob = await joinClient(world, world.bob);
+  const db = (bob.init.payload.resources as { id: string; status: string }[]).find(
+    (r) => r.id === world.db,
+  );
+  assert.equal(db?.status, 'online');
+  world.storage.revokeToken(gateway.token.id, Date.now());
+  world.portal.hub.mapper.markDirty(world.accountId);
+  assert.deepEqual((await gateway.socket.event('disconnect')).payload, { reason: 'token_expired' });
+  assert.equal(await gateway.socket.closed(), 1000);
+  const offline = await bob.socket.next(
+    (f) => f.event === 'resource_created_or_updated' && f.payload.id === world.db,
+  );
+  assert.equal(offline.payload.status, 'offline');
+  gateway.socket.assertValid();
+  bob.socket.close();
+});
