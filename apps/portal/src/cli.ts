@@ -95,14 +95,15 @@ export interface CliServeOptions {
 }
 
 export interface CliDeps {
-  /** serve.ts's runServe; undefined until it is wired (then `serve` says it is not built). */
-  runServe?: (options: CliServeOptions) => Promise<{ stopped: Promise<void> }>;
+  /** serve.ts's runServe (tests may pass another). */
+  runServe: (options: CliServeOptions) => Promise<{ stopped: Promise<void> }>;
 }
 
-// `serve` is serve.ts's (engineer C). Once serve.ts is committed, wire it with:
-//   import { runServe } from './serve.ts';
-//   const DEFAULT_DEPS: CliDeps = { runServe };
-const DEFAULT_DEPS: CliDeps = {};
+// serve.ts (and with it ws, the channels, the HTTP side) is loaded only by `serve`, so the
+// operator commands start quickly.
+const DEFAULT_DEPS: CliDeps = {
+  runServe: async (options) => (await import('./serve.ts')).runServe(options),
+};
 
 class UsageError extends Error {}
 
@@ -388,10 +389,6 @@ async function run(argv: string[], io: CliIo, deps: CliDeps): Promise<number> {
         .flatMap((v) => v.split(','))
         .map((v) => v.trim())
         .filter((v) => v !== '');
-      if (deps.runServe === undefined) {
-        io.stderr('gatehouse-portal: serve: not built yet (serve.ts is not wired into cli.ts)\n');
-        return 1;
-      }
       const logger = createServiceLogger({
         name: 'gatehouse-portal',
         debug: values.verbose === true,

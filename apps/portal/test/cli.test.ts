@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -351,4 +351,48 @@ void test('cli: the launcher scrubs NODE_OPTIONS and NODE_DEBUG', (t) => {
   assert.equal(run.code, 0);
   assert.equal(run.stderr, '');
   assert.match(run.stdout, /^gatehouse-portal /);
+});
+
+void test('cli: serve listens and answers while the CLI makes and revokes a token in its database, and stops on SIGTERM', async (t) => {
+  const dir = workdir(t);
+  const db = join(dir, 'portal.sqlite');
+  const file = join(dir, 'portal.yaml');
+  writeFileSync(file, FILE);
+  assert.equal(cli(['--db', db, 'apply', file]).code, 0);
+  const child = spawn(LAUNCHER, ['--db', db, 'serve', '--listen', '127.0.0.1:0'], {
+    env: baseEnv(),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (chunk: string) => (stderr += chunk));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  t.after(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  let url: string | undefined;
+  for (let i = 0; i < 200 && url === undefined; i++) {
+    url = /listening on (http:\/\/[0-9.]+:\d+)/.exec(stderr)?.[1];
+    if (url === undefined) await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  assert.ok(url, `serve did not say where it listens: ${stderr}`);
+  const page = await fetch(`${url}/acme?as=headless-client`);
+  assert.equal(page.status, 200);
+  await page.arrayBuffer();
+
+  const created = cli(['--db', db, 'token', 'create', '--service-account', 'ci']);
+  const token = created.stdout.trim();
+  assert.ok(parseToken(token));
+  assert.equal(cli(['--db', db, 'token', 'revoke', parseToken(token)!.id]).code, 0);
+
+  child.kill('SIGTERM');
+  let timer: NodeJS.Timeout | undefined;
+  const code = await Promise.race([
+    exited,
+    new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), 20_000))),
+  ]);
+  clearTimeout(timer);
+  assert.equal(code, 0, stderr);
+  assert.match(stderr, /SIGTERM, stopping/);
+  assert.ok(!stderr.includes(parseToken(token)!.secret), 'the serve log never has a secret');
 });
