@@ -237,3 +237,46 @@ void test("revoking a gateway's token closes it, and its site's resources go off
   gateway.socket.assertValid();
   bob.socket.close();
 });
+
+void test('a gateway that comes back gets the flows it held in its init, with the same keys', async () => {
+  const first = await joinGateway(world);
+  const alice = await joinClient(world, world.alice);
+  alice.socket.send({
+    topic: 'client',
+    event: 'request_authorization',
+    payload: { resource_id: world.wiki },
+    ref: 'w',
+  });
+  const created = await alice.socket.event('authorization_created');
+  first.socket.close();
+  await alice.socket.next(
+    (f) => f.event === 'resource_created_or_updated' && f.payload.status === 'offline',
+  );
+  const restoredBefore = world.portal.hub.counters().flowsRestored;
+  const again = await joinGateway(world);
+  const authorizations = again.init.payload.authorizations as {
+    ref: string;
+    client: { public_key: string; preshared_key: string };
+    resource: { id: string };
+  }[];
+  assert.equal(authorizations.length, 1, JSON.stringify(authorizations));
+  const [held] = authorizations;
+  assert.equal(held?.resource.id, world.wiki);
+  assert.equal(held?.client.public_key, alice.publicKey);
+  assert.equal(held?.client.preshared_key, created.payload.preshared_key);
+  assert.equal(world.portal.hub.counters().flowsRestored, restoredBefore + 1);
+  // Its flow_authorized for a restored flow is taken quietly; the flow is live again: removing
+  // the policy rejects it on the new session.
+  const ack = await again.socket.reply('gateway', 'flow_authorized', { ref: held?.ref });
+  assert.equal((ack.payload as { status: string }).status, 'ok');
+  await alice.socket.none((f) => f.event === 'authorization_created');
+  world.storage.deletePolicy(
+    world.storage.findPolicyFor(world.eng, world.wiki)?.id ?? assert.fail('no policy'),
+  );
+  world.portal.hub.mapper.markDirty(world.accountId);
+  assert.equal((await again.socket.event('reject_access')).payload.resource_id, world.wiki);
+  world.storage.createPolicy({ groupId: world.eng, resourceId: world.wiki, now: Date.now() });
+  world.portal.hub.mapper.markDirty(world.accountId);
+  again.socket.close();
+  alice.socket.close();
+});

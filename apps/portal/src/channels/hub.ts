@@ -31,7 +31,13 @@ import {
   type MapperOptions,
 } from '../mapper/mapper.ts';
 import { clientResources, gatewayResourcePayload, upstreamDnsPayload } from '../mapper/payloads.ts';
-import type { ChannelBackend, ChannelKind, ChannelToken, ResourceView } from './backend.ts';
+import type {
+  AccountView,
+  ChannelBackend,
+  ChannelKind,
+  ChannelToken,
+  ResourceView,
+} from './backend.ts';
 import {
   CLIENT_TOPIC,
   CLIENT_WEBSOCKET_PATH,
@@ -71,6 +77,12 @@ export interface ChannelHubOptions {
   idleTimeoutMs?: number;
   /** How long a gateway has to answer authorize_flow with flow_authorized, ms (default 10 s). */
   flowTimeoutMs?: number;
+  /**
+   * How long the flows of a gateway that went away are kept for it, ms (default 5 min): when it
+   * joins again (same site, same device id) its init carries those still allowed, so a restart
+   * does not cut the clients off.
+   */
+  flowHoldMs?: number;
   mapper?: MapperOptions;
 }
 
@@ -110,6 +122,8 @@ export interface ChannelCounters {
   oversizedFrames: number;
   /** authorize_flow without flow_authorized in time (the client was told offline). */
   flowTimeouts: number;
+  /** Flows handed back to a gateway in its init after it came back. */
+  flowsRestored: number;
   timeouts: number;
   authorizations: number;
   authorizationFailures: Record<AuthorizationFailure, number>;
@@ -150,6 +164,9 @@ interface HubState {
   joinTimeoutMs: number;
   idleTimeoutMs: number;
   flowTimeoutMs: number;
+  flowHoldMs: number;
+  /** gatewayId → the authorized flows of its last session, until `until`. */
+  heldFlows: Map<string, { flows: GatewayFlow[]; until: number }>;
   mapper: Mapper;
   clients: Map<string, Set<ClientSession>>;
   gateways: Map<string, Set<GatewaySession>>;
@@ -526,6 +543,13 @@ class ClientSession extends Session implements MappedClient {
   }
 }
 
+/** A flow as its gateway holds it: what authorize_flow said, and whether the gateway confirmed it. */
+interface GatewayFlow extends MappedFlow {
+  client: ClientSession;
+  wire: Record<string, unknown>;
+  authorized: boolean;
+}
+
 interface PendingFlow {
   client: ClientSession;
   resource: ResourceView;
@@ -540,9 +564,11 @@ class GatewaySession extends Session implements MappedGateway {
   endpoints: string[] = [];
   ipv4 = '';
   ipv6 = '';
-  flows = new Map<string, MappedFlow>();
+  flows = new Map<string, GatewayFlow>();
   /** authorize_flow refs awaiting flow_authorized. */
   pending = new Map<string, PendingFlow>();
+  /** Refs of the flows handed back in init (their flow_authorized is expected, not acted on). */
+  restoredRefs = new Set<string>();
   private nextRef = 0;
 
   get siteId(): string {
@@ -583,9 +609,37 @@ class GatewaySession extends Session implements MappedGateway {
         interface: { ipv4: gateway.ipv4, ipv6: gateway.ipv6 },
         address_ranges: addressRanges(view.ranges),
         relays: [],
-        authorizations: [],
+        authorizations: this.restoreFlows(view),
       },
     };
+  }
+
+  /** The flows this gateway held before it went away that are still allowed, now its own again. */
+  private restoreFlows(view: AccountView): Record<string, unknown>[] {
+    const held = this.hub.heldFlows.get(this.gatewayId);
+    if (held === undefined) return [];
+    this.hub.heldFlows.delete(this.gatewayId);
+    const t = this.hub.now();
+    if (held.until <= t) return [];
+    const wires: Record<string, unknown>[] = [];
+    for (const flow of held.flows) {
+      const client = flow.client;
+      const resource = view.resources.get(flow.resourceId);
+      if (!client.joined || client.tokenExpiresAt <= t || resource === undefined) continue;
+      if (resource.siteId !== this.siteId) continue;
+      if (!view.allowedResourceIds(client.actorId).has(resource.id)) continue;
+      const resourcePayload = gatewayResourcePayload(resource);
+      this.nextRef += 1;
+      const ref = String(this.nextRef);
+      flow.wire = { ...flow.wire, ref, resource: resourcePayload };
+      flow.resourceText = JSON.stringify(resourcePayload);
+      this.flows.set(flowKey(flow.clientId, flow.resourceId), flow);
+      client.flows.set(resource.id, { gateway: this, flow });
+      this.restoredRefs.add(ref);
+      wires.push(flow.wire);
+    }
+    this.hub.counters.flowsRestored += wires.length;
+    return wires;
   }
 
   protected afterJoin(): void {
@@ -602,14 +656,6 @@ class GatewaySession extends Session implements MappedGateway {
     const presharedKey = randomBytes(32).toString('base64');
     const resourcePayload = gatewayResourcePayload(resource);
     const key = flowKey(client.deviceId, resource.id);
-    const flow: MappedFlow = {
-      clientId: client.deviceId,
-      resourceId: resource.id,
-      resourceText: JSON.stringify(resourcePayload),
-      client,
-    };
-    this.flows.set(key, flow);
-    client.flows.set(resource.id, { gateway: this, flow });
     this.nextRef += 1;
     const ref = String(this.nextRef);
     const timer = setTimeout(() => {
@@ -635,6 +681,16 @@ class GatewaySession extends Session implements MappedGateway {
     if (resource.type === 'dns' && request.domain !== undefined) {
       authorize.domain = { name: request.domain.name, proxy_ips: request.domain.proxy_ips };
     }
+    const flow: GatewayFlow = {
+      clientId: client.deviceId,
+      resourceId: resource.id,
+      resourceText: JSON.stringify(resourcePayload),
+      client,
+      wire: authorize,
+      authorized: false,
+    };
+    this.flows.set(key, flow);
+    client.flows.set(resource.id, { gateway: this, flow });
     this.push('authorize_flow', authorize);
   }
 
@@ -646,6 +702,12 @@ class GatewaySession extends Session implements MappedGateway {
     }
     const message = parsed.message;
     if (message.event === 'flow_authorized') {
+      if (this.restoredRefs.delete(message.payload.ref)) {
+        if (frame.ref !== null) {
+          this.send(replyFrame(this.topic, frame.ref, 'ok', {}, frame.join_ref));
+        }
+        return;
+      }
       const pending = this.pending.get(message.payload.ref);
       if (pending === undefined) {
         return this.drop('bad_payload', 'flow_authorized for no pending flow', frame);
@@ -655,7 +717,9 @@ class GatewaySession extends Session implements MappedGateway {
       if (frame.ref !== null)
         this.send(replyFrame(this.topic, frame.ref, 'ok', {}, frame.join_ref));
       // Rejected meanwhile (policy gone) or the client left: nothing to tell.
-      if (!this.flows.has(pending.key) || !pending.client.joined) return;
+      const flow = this.flows.get(pending.key);
+      if (flow === undefined || !pending.client.joined) return;
+      flow.authorized = true;
       pending.client.authorizationCreated(this, pending.resource, pending.presharedKey);
       return;
     }
@@ -667,8 +731,16 @@ class GatewaySession extends Session implements MappedGateway {
 
   protected left(): void {
     removeFrom(this.hub.gateways, this.accountId, this);
+    const held = [...this.flows.values()].filter((f) => f.authorized && f.client.joined);
+    if (held.length > 0 && this.gatewayId !== '') {
+      this.hub.heldFlows.set(this.gatewayId, {
+        flows: held,
+        until: this.hub.now() + this.hub.flowHoldMs,
+      });
+    }
     for (const flow of this.flows.values()) flow.client.forgetFlow(flow.resourceId);
     this.flows.clear();
+    this.restoredRefs.clear();
     for (const pending of this.pending.values()) {
       clearTimeout(pending.timer);
       if (pending.client.joined) pending.client.fail(pending.resource.id, 'offline');
@@ -715,6 +787,7 @@ export function createChannelHub(deps: {
       dropped: zeroes(DROP_REASONS),
       oversizedFrames: 0,
       flowTimeouts: 0,
+      flowsRestored: 0,
       timeouts: 0,
       authorizations: 0,
       authorizationFailures: zeroes(AUTHORIZATION_FAILURES),
@@ -725,6 +798,8 @@ export function createChannelHub(deps: {
     joinTimeoutMs: options.joinTimeoutMs ?? 30_000,
     idleTimeoutMs: options.idleTimeoutMs ?? 60_000,
     flowTimeoutMs: options.flowTimeoutMs ?? 10_000,
+    flowHoldMs: options.flowHoldMs ?? 5 * 60_000,
+    heldFlows: new Map(),
     mapper: undefined as unknown as Mapper,
     clients: new Map(),
     gateways: new Map(),
@@ -753,6 +828,9 @@ export function createChannelHub(deps: {
           logger.info(`${s.label}: silent for too long, closing`);
           s.ws.terminate();
         }
+      }
+      for (const [gatewayId, held] of state.heldFlows) {
+        if (held.until <= t) state.heldFlows.delete(gatewayId);
       }
     },
     Math.min(10_000, state.idleTimeoutMs),
