@@ -37,7 +37,11 @@ interface ChildStats {
   cpuSystemUs: number;
   heapUsedBytes: number;
   externalBytes: number;
+  /** Event-loop utilisation since the previous stats request (0..1). */
+  loopUtilization: number;
   sessions: number;
+  joinBatches: number;
+  largestJoinBatch: number;
 }
 type ChildMessage = ChildReady | ChildStats;
 
@@ -54,8 +58,12 @@ async function childMain(): Promise<void> {
     upstreamDns: ['1.1.1.1'],
     handleSignals: true,
   });
+  let lastElu = performance.eventLoopUtilization();
   process.on('message', (message: { type: string }) => {
     if (message.type === 'stats') {
+      const elu = performance.eventLoopUtilization();
+      const loopUtilization = performance.eventLoopUtilization(elu, lastElu).utilization;
+      lastElu = elu;
       const cpu = process.cpuUsage();
       const memory = process.memoryUsage();
       const reply: ChildStats = {
@@ -63,9 +71,12 @@ async function childMain(): Promise<void> {
         rssBytes: memory.rss,
         heapUsedBytes: memory.heapUsed,
         externalBytes: memory.external + memory.arrayBuffers,
+        loopUtilization,
         cpuUserUs: cpu.user,
         cpuSystemUs: cpu.system,
         sessions: portal.hub.sessionCount().clients,
+        joinBatches: portal.hub.counters().joinBatches,
+        largestJoinBatch: portal.hub.counters().largestJoinBatch,
       };
       process.send?.(reply);
     } else if (message.type === 'stop') {
@@ -311,7 +322,15 @@ async function main(): Promise<void> {
       );
       args.push(cert, key);
     }
-    child = fork(SELF, ['--child', ...args], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    // PORTAL_BENCH_CPU_PROF=DIR: the portal writes a V8 CPU profile there when it stops.
+    const profileDir = process.env.PORTAL_BENCH_CPU_PROF;
+    child = fork(SELF, ['--child', ...args], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      execArgv: [
+        ...process.execArgv,
+        ...(profileDir !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []),
+      ],
+    });
     const port = await new Promise<number>((resolve, reject) => {
       child?.once('message', (m: ChildMessage) =>
         m.type === 'ready' ? resolve(m.port) : reject(new Error('unexpected')),
@@ -368,7 +387,7 @@ async function main(): Promise<void> {
       `heartbeat round trip (${heartbeats} per client, all at once): p50 ${percentile(hbs, 50).toFixed(1)} ms, p99 ${percentile(hbs, 99).toFixed(1)} ms`,
     );
     console.log(
-      `portal process: ${loaded.sessions} sessions, RSS ${rssMb.toFixed(1)} MB (JS heap ${(loaded.heapUsedBytes / 2 ** 20).toFixed(1)} MB, external ${(loaded.externalBytes / 2 ** 20).toFixed(1)} MB), CPU ${cpuS.toFixed(2)} s over the run (${((cpuS / ((performance.now() - started) / 1000)) * 100).toFixed(0)}% of one core)`,
+      `portal process: ${loaded.sessions} sessions (joins in ${loaded.joinBatches} transactions, at most ${loaded.largestJoinBatch} in one), RSS ${rssMb.toFixed(1)} MB (JS heap ${(loaded.heapUsedBytes / 2 ** 20).toFixed(1)} MB, external ${(loaded.externalBytes / 2 ** 20).toFixed(1)} MB), event loop ${(loaded.loopUtilization * 100).toFixed(0)}% busy, CPU ${cpuS.toFixed(2)} s over the run (${((cpuS / ((performance.now() - started) / 1000)) * 100).toFixed(0)}% of one core)`,
     );
     const generator = process.cpuUsage(generatorCpu);
     const generatorS = (generator.user + generator.system) / 1e6;

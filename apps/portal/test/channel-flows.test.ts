@@ -5,7 +5,14 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { joinClient, joinGateway, resourceIds, startWorld, type World } from './channel-support.ts';
+import {
+  joinClient,
+  joinGateway,
+  resourceIds,
+  startWorld,
+  wgKey,
+  type World,
+} from './channel-support.ts';
 
 let world: World;
 before(async () => {
@@ -279,4 +286,36 @@ void test('a gateway that comes back gets the flows it held in its init, with th
   world.portal.hub.mapper.markDirty(world.accountId);
   again.socket.close();
   alice.socket.close();
+});
+
+void test('a message sent right behind phx_join is answered after the join, in order', async () => {
+  const { connected, makeToken } = await import('./channel-support.ts');
+  const token = makeToken(world.storage, {
+    accountId: world.accountId,
+    kind: 'headless_client',
+    actorId: world.bob,
+  });
+  const socket = await connected(world.portal, '/client/websocket', token.text);
+  const join = {
+    public_key: wgKey(),
+    device_id: 'eager',
+    name: 'eager',
+    os_name: 'Debian',
+    os_version: '13',
+  };
+  socket.send({ topic: 'client', event: 'phx_join', payload: join, ref: '1', join_ref: '1' });
+  socket.send({
+    topic: 'client',
+    event: 'request_authorization',
+    payload: { resource_id: world.wiki },
+    ref: '2',
+    join_ref: '1',
+  });
+  const failed = await socket.event('authorization_creation_failed');
+  assert.deepEqual(failed.payload, { resource_id: world.wiki, reason: 'forbidden' });
+  // The join's reply and init came first.
+  const order = socket.frames.map((f) => f.event);
+  assert.deepEqual(order.slice(0, 2), ['phx_reply', 'init'], JSON.stringify(order));
+  assert.ok(world.portal.hub.counters().joinBatches >= 1);
+  socket.close();
 });

@@ -99,6 +99,8 @@ export interface ChannelBackend {
   registerGateway(input: RegisterGatewayInput): { gatewayId: string } & InterfaceAddresses;
   /** The account's current configuration; undefined if it is gone. */
   accountView(accountId: string): AccountView | undefined;
+  /** Runs fn in one transaction (nested calls are savepoints); fn is synchronous. */
+  transaction<T>(fn: () => T): T;
   /** Changes when another process commits to the database (PRAGMA data_version). */
   dataVersion(): number;
 }

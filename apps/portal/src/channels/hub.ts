@@ -124,6 +124,9 @@ export interface ChannelCounters {
   flowTimeouts: number;
   /** Flows handed back to a gateway in its init after it came back. */
   flowsRestored: number;
+  /** Join batches run (one transaction each) and the largest. */
+  joinBatches: number;
+  largestJoinBatch: number;
   timeouts: number;
   authorizations: number;
   authorizationFailures: Record<AuthorizationFailure, number>;
@@ -167,6 +170,7 @@ interface HubState {
   flowHoldMs: number;
   /** gatewayId → the authorized flows of its last session, until `until`. */
   heldFlows: Map<string, { flows: GatewayFlow[]; until: number }>;
+  joinQueue: QueuedJoin[];
   mapper: Mapper;
   clients: Map<string, Set<ClientSession>>;
   gateways: Map<string, Set<GatewaySession>>;
@@ -189,6 +193,55 @@ function eventName(event: string): string {
   return /^[a-z_]{1,64}$/.test(event) ? event : '(an event name that is not [a-z_]{1,64})';
 }
 
+/** Messages kept while a join is being answered. */
+const MAX_EARLY_FRAMES = 16;
+
+interface QueuedJoin {
+  session: Session;
+  payload: unknown;
+  ref: string | null;
+}
+
+/**
+ * Joins are answered in batches: every phx_join read in one turn of the event loop is handled
+ * in one database transaction on the next (setImmediate), so a burst of joins costs one commit
+ * rather than one each. At low load a batch is one join and costs nothing extra.
+ */
+function enqueueJoin(hub: HubState, join: QueuedJoin): void {
+  hub.joinQueue.push(join);
+  if (hub.joinQueue.length === 1) setImmediate(() => flushJoins(hub));
+}
+
+function flushJoins(hub: HubState): void {
+  const batch = hub.joinQueue;
+  hub.joinQueue = [];
+  if (batch.length === 0) return;
+  hub.counters.joinBatches += 1;
+  hub.counters.largestJoinBatch = Math.max(hub.counters.largestJoinBatch, batch.length);
+  let results: JoinResult[];
+  try {
+    results = hub.backend.transaction(() =>
+      batch.map((item): JoinResult => {
+        if (item.session.closed) return { ok: false, reason: 'closed' };
+        try {
+          return item.session.runJoin(item.payload);
+        } catch (error) {
+          hub.logger.error(`${item.session.label}: join failed: ${(error as Error).message}`);
+          return { ok: false, reason: 'internal_error' };
+        }
+      }),
+    );
+  } catch (error) {
+    hub.logger.error(
+      `channels: a batch of ${batch.length} joins failed: ${(error as Error).message}`,
+    );
+    results = batch.map(() => ({ ok: false, reason: 'internal_error' }));
+  }
+  batch.forEach((item, i) => {
+    item.session.finishJoin(results[i] as JoinResult, item.ref);
+  });
+}
+
 type JoinResult = { ok: true; init: unknown } | { ok: false; reason: string };
 
 abstract class Session {
@@ -198,6 +251,9 @@ abstract class Session {
   readonly topic: string;
   readonly label: string;
   joined = false;
+  /** phx_join is queued for the next batch. */
+  joining = false;
+  private early: InboundFrame[] = [];
   joinRef: string | null = null;
   closed = false;
   lastMessageAt: number;
@@ -337,23 +393,19 @@ abstract class Session {
     if (frame.topic !== this.topic) {
       return this.drop('unknown_topic', 'a topic not served here', frame);
     }
+    if (this.joining) {
+      // Sent right after phx_join, before it is answered: handled once it is.
+      if (this.early.length >= MAX_EARLY_FRAMES) {
+        return this.drop('rate_limited', 'too many messages before the join was answered', frame);
+      }
+      this.early.push(frame);
+      return;
+    }
     if (frame.event === PHX_JOIN) {
       if (this.joined) return this.drop('already_joined', 'a second phx_join', frame);
       this.joinRef = frame.join_ref ?? frame.ref;
-      const result = this.join(frame.payload);
-      if (!result.ok) {
-        this.hub.counters.joinErrors += 1;
-        this.hub.logger.info(`${this.label}: join refused (${result.reason})`);
-        this.send(
-          replyFrame(this.topic, frame.ref, 'error', { reason: result.reason }, this.joinRef),
-        );
-        return;
-      }
-      this.joined = true;
-      if (this.joinTimer !== undefined) clearTimeout(this.joinTimer);
-      this.send(replyFrame(this.topic, frame.ref, 'ok', {}, this.joinRef));
-      this.push('init', result.init);
-      this.afterJoin();
+      this.joining = true;
+      enqueueJoin(this.hub, { session: this, payload: frame.payload, ref: frame.ref });
       return;
     }
     if (!this.joined) return this.drop('not_joined', 'a message before phx_join', frame);
@@ -363,6 +415,40 @@ abstract class Session {
       return;
     }
     this.onEvent(frame);
+  }
+
+  /** The join's database work, run inside the batch's transaction. */
+  runJoin(payload: unknown): JoinResult {
+    return this.join(payload);
+  }
+
+  /** After the batch committed (or failed): the reply, init, and what was sent meanwhile. */
+  finishJoin(result: JoinResult, ref: string | null): void {
+    this.joining = false;
+    const early = this.early;
+    this.early = [];
+    if (this.closed) return;
+    if (!result.ok) {
+      this.hub.counters.joinErrors += 1;
+      this.hub.logger.info(`${this.label}: join refused (${result.reason})`);
+      this.send(replyFrame(this.topic, ref, 'error', { reason: result.reason }, this.joinRef));
+    } else {
+      this.joined = true;
+      if (this.joinTimer !== undefined) clearTimeout(this.joinTimer);
+      this.send(replyFrame(this.topic, ref, 'ok', {}, this.joinRef));
+      this.push('init', result.init);
+      this.afterJoin();
+    }
+    for (const frame of early) {
+      if (this.closed) return;
+      try {
+        this.onFrame(frame);
+      } catch (error) {
+        this.hub.logger.error(
+          `${this.label}: handling ${eventName(frame.event)} failed: ${(error as Error).message}`,
+        );
+      }
+    }
   }
 
   private onClose(): void {
@@ -788,6 +874,8 @@ export function createChannelHub(deps: {
       oversizedFrames: 0,
       flowTimeouts: 0,
       flowsRestored: 0,
+      joinBatches: 0,
+      largestJoinBatch: 0,
       timeouts: 0,
       authorizations: 0,
       authorizationFailures: zeroes(AUTHORIZATION_FAILURES),
@@ -800,6 +888,7 @@ export function createChannelHub(deps: {
     flowTimeoutMs: options.flowTimeoutMs ?? 10_000,
     flowHoldMs: options.flowHoldMs ?? 5 * 60_000,
     heldFlows: new Map(),
+    joinQueue: [],
     mapper: undefined as unknown as Mapper,
     clients: new Map(),
     gateways: new Map(),

@@ -50,7 +50,8 @@ export function storageChannelBackend(
 
   return {
     verifyToken(text: string, now: number): ChannelTokenCheck {
-      const verdict = verifyToken(storage, text, now, { markUsed: true });
+      // The token's last use is recorded by the join, in the device's transaction (one commit).
+      const verdict = verifyToken(storage, text, now);
       if (!verdict.ok) return verdict;
       const token = verdict.token;
       return {
@@ -75,25 +76,31 @@ export function storageChannelBackend(
     },
 
     registerClient(input) {
-      const device = storage.upsertDevice({
-        accountId: input.accountId,
-        actorId: input.actorId,
-        externalId: input.externalId,
-        name: input.name,
-        publicKey: input.publicKey,
-        now: input.now,
+      const device = storage.transaction(() => {
+        storage.markTokenUsed(input.tokenId, input.now);
+        return storage.upsertDevice({
+          accountId: input.accountId,
+          actorId: input.actorId,
+          externalId: input.externalId,
+          name: input.name,
+          publicKey: input.publicKey,
+          now: input.now,
+        });
       });
       return { deviceId: device.id, ipv4: device.ipv4, ipv6: device.ipv6 };
     },
 
     registerGateway(input) {
-      const gateway = storage.upsertGateway({
-        siteId: input.siteId,
-        externalId: input.externalId,
-        name: input.name,
-        publicKey: input.publicKey,
-        endpoint: input.endpoint,
-        now: input.now,
+      const gateway = storage.transaction(() => {
+        storage.markTokenUsed(input.tokenId, input.now);
+        return storage.upsertGateway({
+          siteId: input.siteId,
+          externalId: input.externalId,
+          name: input.name,
+          publicKey: input.publicKey,
+          endpoint: input.endpoint,
+          now: input.now,
+        });
       });
       return { gatewayId: gateway.id, ipv4: gateway.ipv4, ipv6: gateway.ipv6 };
     },
@@ -140,6 +147,7 @@ export function storageChannelBackend(
       };
     },
 
+    transaction: (fn) => storage.transaction(fn),
     dataVersion: () => storage.dataVersion(),
   };
 }
