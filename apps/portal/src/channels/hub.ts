@@ -5,9 +5,15 @@
  * - The token comes in `X-Authorization: Bearer <token>` (client tokens on the client endpoint,
  *   gateway tokens on the gateway endpoint); missing, bad, expired or revoked → HTTP 401 with a
  *   problem-details body whose code is `invalid_token`, and nothing else happens.
- * - Phoenix framing: `phx_join` on topic "client" / "gateway" is answered with `phx_reply`
- *   (ok, or error with a reason) at once, then `init` is pushed; `heartbeat` on "phoenix" is
- *   answered; `phx_leave` answered and followed by `phx_close`.
+ * - Phoenix framing (the protocol package's): `phx_join` on topic "client" / "gateway" is
+ *   answered with `phx_reply` (ok, or error with a reason) on the next event-loop turn — joins
+ *   read in one turn share one database transaction — then `init` is pushed; `heartbeat` on
+ *   "phoenix" is answered; `phx_leave` answered and followed by `phx_close`.
+ * - request_authorization: policy check, an online gateway of the resource's site (one the
+ *   client is already connected to first, else the least loaded), `authorize_flow` to it; the
+ *   client's `authorization_created` follows the gateway's `flow_authorized` (or
+ *   `authorization_creation_failed` forbidden | not_found | offline). A gateway that comes back
+ *   within `flowHoldMs` gets its still-allowed flows back in its init.
  * - Limits: frames above `maxPayload` close the connection (1009, counted); messages above
  *   `maxMessageBytes`, binary messages, non-JSON, wrong shapes, unknown topics or events and
  *   messages over the per-connection rate are logged (never their content) and dropped, the
