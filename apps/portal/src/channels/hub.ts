@@ -130,6 +130,8 @@ export interface ChannelCounters {
   flowTimeouts: number;
   /** Flows handed back to a gateway in its init after it came back. */
   flowsRestored: number;
+  /** Sessions cut off because they left more than 8 MiB unread. */
+  slowConsumers: number;
   /** Join batches run (one transaction each) and the largest. */
   joinBatches: number;
   largestJoinBatch: number;
@@ -198,6 +200,9 @@ function frameProblem(problem: string): string {
 function eventName(event: string): string {
   return /^[a-z_]{1,64}$/.test(event) ? event : '(an event name that is not [a-z_]{1,64})';
 }
+
+/** Bytes queued for a peer beyond which it is cut off. */
+const MAX_BUFFERED_BYTES = 8 * 1024 * 1024;
 
 /** Messages kept while a join is being answered. */
 const MAX_EARLY_FRAMES = 16;
@@ -308,6 +313,13 @@ abstract class Session {
 
   send(frame: OutboundFrame): void {
     if (this.closed || this.ws.readyState !== WebSocket.OPEN) return;
+    if (this.ws.bufferedAmount > MAX_BUFFERED_BYTES) {
+      // A peer that does not read: its queue would grow without bound.
+      this.hub.counters.slowConsumers += 1;
+      this.hub.logger.info(`${this.label}: ${this.ws.bufferedAmount} bytes unread, closing`);
+      this.ws.terminate();
+      return;
+    }
     this.ws.send(encodeFrame(frame));
   }
 
@@ -880,6 +892,7 @@ export function createChannelHub(deps: {
       oversizedFrames: 0,
       flowTimeouts: 0,
       flowsRestored: 0,
+      slowConsumers: 0,
       joinBatches: 0,
       largestJoinBatch: 0,
       timeouts: 0,
