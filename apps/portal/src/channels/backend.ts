@@ -77,6 +77,19 @@ export interface RegisterClientInput {
   now: number;
 }
 
+export const CLIENT_JOIN_REFUSALS = [
+  'token_bound_to_another_device',
+  'too_many_devices',
+  'public_key_in_use',
+] as const;
+export type ClientJoinRefusal = (typeof CLIENT_JOIN_REFUSALS)[number];
+
+/** Devices one actor may have; a join that would make more is refused. */
+export const MAX_DEVICES_PER_ACTOR = 64;
+
+export type RegisterClientResult =
+  ({ ok: true; deviceId: string } & InterfaceAddresses) | { ok: false; reason: ClientJoinRefusal };
+
 export interface RegisterGatewayInput {
   accountId: string;
   siteId: string;
@@ -93,8 +106,14 @@ export interface ChannelBackend {
   verifyToken(text: string, now: number): ChannelTokenCheck;
   /** Whether a token verified earlier is still good (revoked by the CLI, expired by time). */
   tokenState(tokenId: string, now: number): TokenState;
-  /** Upserts the device (public key, device id, name, last seen); its tunnel addresses. */
-  registerClient(input: RegisterClientInput): { deviceId: string } & InterfaceAddresses;
+  /**
+   * Upserts the device (public key, device id, name, last seen); its tunnel addresses. Refused
+   * (nothing written) when the token is bound to another device, the actor has
+   * MAX_DEVICES_PER_ACTOR devices already, or another device of the account holds the key.
+   */
+  registerClient(input: RegisterClientInput): RegisterClientResult;
+  /** A device's current tunnel addresses (they change when the account's ranges do). */
+  deviceAddresses(deviceId: string): InterfaceAddresses | undefined;
   /** Upserts the gateway (public key, endpoint, last seen); its tunnel addresses. */
   registerGateway(input: RegisterGatewayInput): { gatewayId: string } & InterfaceAddresses;
   /** The account's current configuration; undefined if it is gone. */

@@ -25,6 +25,8 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import { silentLogger, type Logger } from '@gatehouse/logging';
+import { parseAddress, parsePrefix, prefixContains } from '@gatehouse/addresses';
+import { parseDomainPattern } from '@gatehouse/dns-stub';
 import { writeProblemToSocket } from '../http/problem.ts';
 import {
   createMapper,
@@ -37,9 +39,11 @@ import {
   type MapperOptions,
 } from '../mapper/mapper.ts';
 import { clientResources, gatewayResourcePayload, upstreamDnsPayload } from '../mapper/payloads.ts';
+import { CLIENT_JOIN_REFUSALS } from './backend.ts';
 import type {
   AccountView,
   ChannelBackend,
+  ClientJoinRefusal,
   ChannelKind,
   ChannelToken,
   ResourceView,
@@ -47,6 +51,7 @@ import type {
 import {
   CLIENT_TOPIC,
   CLIENT_WEBSOCKET_PATH,
+  DISCONNECT_TOKEN_EXPIRED,
   GATEWAY_TOPIC,
   GATEWAY_WEBSOCKET_PATH,
   parseClientJoin,
@@ -102,6 +107,7 @@ export const DROP_REASONS = [
   'unknown_event',
   'not_joined',
   'already_joined',
+  'too_many_joins',
   'not_yet',
 ] as const;
 export type DropReason = (typeof DROP_REASONS)[number];
@@ -138,6 +144,18 @@ export interface ChannelCounters {
   timeouts: number;
   authorizations: number;
   authorizationFailures: Record<AuthorizationFailure, number>;
+  /** phx_join refused because the socket's token was revoked or expired since the upgrade. */
+  tokenRefusedJoins: number;
+  /** Client joins refused for the device: token bound elsewhere, too many, key in use. */
+  clientJoinRefusals: Record<ClientJoinRefusal, number>;
+  /** request_authorization for a DNS resource whose name or proxy addresses were refused. */
+  invalidDomainRequests: number;
+  /** reject_access sent by the hub (a flow_authorized that never came, a client cut off). */
+  rejectAccessSent: number;
+  /** Dropped messages not logged (one line per reason per connection per interval). */
+  dropLogsSuppressed: number;
+  /** config_changed pushed to clients. */
+  configChangesSent: number;
   mapper: MapperCounters;
 }
 
@@ -180,9 +198,12 @@ interface HubState {
   heldFlows: Map<string, { flows: GatewayFlow[]; until: number }>;
   joinQueue: QueuedJoin[];
   mapper: Mapper;
+  /** Joined sessions by account. */
   clients: Map<string, Set<ClientSession>>;
   gateways: Map<string, Set<GatewaySession>>;
   sockets: Set<Session>;
+  /** Every live socket (joined or not) by account. */
+  byAccount: Map<string, Set<Session>>;
 }
 
 /**
@@ -206,6 +227,12 @@ const MAX_BUFFERED_BYTES = 8 * 1024 * 1024;
 
 /** Messages kept while a join is being answered. */
 const MAX_EARLY_FRAMES = 16;
+
+/** phx_join attempts one socket may make; more closes it. */
+export const MAX_JOINS_PER_SOCKET = 8;
+
+/** A dropped message is logged once per reason per connection per this interval, ms. */
+export const DROP_LOG_INTERVAL_MS = 60_000;
 
 interface QueuedJoin {
   session: Session;
@@ -253,7 +280,9 @@ function flushJoins(hub: HubState): void {
   });
 }
 
-type JoinResult = { ok: true; init: unknown } | { ok: false; reason: string };
+type JoinResult =
+  | { ok: true; init: unknown }
+  | { ok: false; reason: string; counter?: 'tokenRefusedJoins'; disconnect?: boolean };
 
 abstract class Session {
   readonly hub: HubState;
@@ -271,6 +300,9 @@ abstract class Session {
   private tokens: number;
   private refilledAt: number;
   private joinTimer: NodeJS.Timeout | undefined;
+  private joinAttempts = 0;
+  /** reason → when a drop of it was last logged (performance.now()) and how many since. */
+  private dropLog = new Map<DropReason, { at: number; since: number }>();
 
   constructor(hub: HubState, ws: WebSocket, token: ChannelToken, topic: string, label: string) {
     this.hub = hub;
@@ -352,7 +384,17 @@ abstract class Session {
 
   protected drop(reason: DropReason, detail: string, frame?: InboundFrame): void {
     this.hub.counters.dropped[reason] += 1;
-    this.hub.logger.info(`${this.label}: dropped a message (${reason}: ${detail})`);
+    const t = performance.now();
+    const last = this.dropLog.get(reason);
+    if (last === undefined || t - last.at >= DROP_LOG_INTERVAL_MS) {
+      const since =
+        last !== undefined && last.since > 0 ? ` (and ${last.since} more since the last line)` : '';
+      this.hub.logger.info(`${this.label}: dropped a message (${reason}: ${detail})${since}`);
+      this.dropLog.set(reason, { at: t, since: 0 });
+    } else {
+      last.since += 1;
+      this.hub.counters.dropLogsSuppressed += 1;
+    }
     if (frame !== undefined && frame.ref !== null) {
       this.send(replyFrame(frame.topic, frame.ref, 'error', { reason }, frame.join_ref));
     }
@@ -421,6 +463,12 @@ abstract class Session {
     }
     if (frame.event === PHX_JOIN) {
       if (this.joined) return this.drop('already_joined', 'a second phx_join', frame);
+      this.joinAttempts += 1;
+      if (this.joinAttempts > MAX_JOINS_PER_SOCKET) {
+        this.drop('too_many_joins', `more than ${MAX_JOINS_PER_SOCKET} phx_join`, frame);
+        this.ws.close(1008, 'too many joins');
+        return;
+      }
       this.joinRef = frame.join_ref ?? frame.ref;
       this.joining = true;
       enqueueJoin(this.hub, { session: this, payload: frame.payload, ref: frame.ref });
@@ -437,6 +485,16 @@ abstract class Session {
 
   /** The join's database work, run inside the batch's transaction. */
   runJoin(payload: unknown): JoinResult {
+    // The token was checked at the upgrade; it may have been revoked or expired since.
+    const t = this.hub.now();
+    if (this.tokenExpiresAt <= t || this.hub.backend.tokenState(this.tokenId, t) !== 'valid') {
+      return {
+        ok: false,
+        reason: DISCONNECT_TOKEN_EXPIRED,
+        counter: 'tokenRefusedJoins',
+        disconnect: true,
+      };
+    }
     return this.join(payload);
   }
 
@@ -450,6 +508,11 @@ abstract class Session {
       this.hub.counters.joinErrors += 1;
       this.hub.logger.info(`${this.label}: join refused (${result.reason})`);
       this.send(replyFrame(this.topic, ref, 'error', { reason: result.reason }, this.joinRef));
+      if (result.counter !== undefined) this.hub.counters[result.counter] += 1;
+      if (result.disconnect === true) {
+        this.disconnect(result.reason);
+        return;
+      }
     } else {
       this.joined = true;
       if (this.joinTimer !== undefined) clearTimeout(this.joinTimer);
@@ -473,6 +536,7 @@ abstract class Session {
     if (this.joinTimer !== undefined) clearTimeout(this.joinTimer);
     this.closed = true;
     if (!this.hub.sockets.delete(this)) return;
+    removeFrom(this.hub.byAccount, this.accountId, this);
     if (this.joined) {
       this.joined = false;
       this.left();
@@ -529,8 +593,50 @@ class ClientSession extends Session implements MappedClient {
     return this.token.actorId ?? '';
   }
 
-  forgetFlow(resourceId: string): void {
-    this.flows.delete(resourceId);
+  /** What init's interface and address_ranges said last (JSON text), for config_changed. */
+  private sentConfig = '';
+
+  forgetFlow(resourceId: string, gateway: MappedGateway): void {
+    if (this.flows.get(resourceId)?.gateway === gateway) this.flows.delete(resourceId);
+  }
+
+  private configPayload(view: AccountView): { interface: unknown; address_ranges: unknown } {
+    return {
+      interface: {
+        ipv4: this.ipv4,
+        ipv6: this.ipv6,
+        upstream_dns: upstreamDnsPayload(view.upstreamDns),
+        search_domain: view.searchDomain,
+      },
+      address_ranges: addressRanges(view.ranges),
+    };
+  }
+
+  configChanged(view: AccountView): void {
+    const before = this.sentConfig;
+    let config = this.configPayload(view);
+    if (JSON.stringify(config) === before) return;
+    // Ranges changed: the device may have been renumbered into the new tunnel range.
+    const addresses = this.hub.backend.deviceAddresses(this.deviceId);
+    if (addresses !== undefined) {
+      this.ipv4 = addresses.ipv4;
+      this.ipv6 = addresses.ipv6;
+      config = this.configPayload(view);
+    }
+    const text = JSON.stringify(config);
+    if (text === before) return;
+    this.sentConfig = text;
+    this.hub.counters.configChangesSent += 1;
+    this.push('config_changed', config);
+  }
+
+  /** Cut off (token gone, actor disabled): each gateway drops this client's flows. */
+  override disconnect(reason: string): void {
+    if (this.closed) return;
+    const flows = [...this.flows.values()];
+    super.disconnect(reason);
+    for (const { gateway, flow } of flows) gateway.rejectFlow(flow);
+    this.flows.clear();
   }
 
   protected join(payload: unknown): JoinResult {
@@ -551,6 +657,10 @@ class ClientSession extends Session implements MappedClient {
       name: parsed.payload.name,
       now: this.hub.now(),
     });
+    if (!device.ok) {
+      this.hub.counters.clientJoinRefusals[device.reason] += 1;
+      return { ok: false, reason: device.reason };
+    }
     this.deviceId = device.deviceId;
     this.ipv4 = device.ipv4;
     this.ipv6 = device.ipv6;
@@ -558,16 +668,12 @@ class ClientSession extends Session implements MappedClient {
     const resources = clientResources(view, this.actorId, onlineSites(this.hub, this.accountId));
     this.sentResources = new Map([...resources].map(([id, p]) => [id, JSON.stringify(p)]));
     this.hub.counters.clientJoins += 1;
+    const config = this.configPayload(view);
+    this.sentConfig = JSON.stringify(config);
     return {
       ok: true,
       init: {
-        interface: {
-          ipv4: device.ipv4,
-          ipv6: device.ipv6,
-          upstream_dns: upstreamDnsPayload(view.upstreamDns),
-          search_domain: view.searchDomain,
-        },
-        address_ranges: addressRanges(view.ranges),
+        ...config,
         resources: [...resources.values()],
         relays: [],
       },
@@ -576,6 +682,14 @@ class ClientSession extends Session implements MappedClient {
 
   protected afterJoin(): void {
     addTo(this.hub.clients, this.accountId, this);
+    // The same device back: the flows its gateways still hold for it are this session's now.
+    for (const gateway of this.hub.gateways.get(this.accountId) ?? []) {
+      for (const flow of gateway.flows.values()) {
+        if (flow.clientId !== this.deviceId || flow.client === this || flow.client.joined) continue;
+        flow.client = this;
+        this.flows.set(flow.resourceId, { gateway, flow });
+      }
+    }
   }
 
   protected onEvent(frame: InboundFrame): void {
@@ -605,6 +719,14 @@ class ClientSession extends Session implements MappedClient {
     if (view === undefined || resource === undefined) return this.fail(resourceId, 'not_found');
     if (!view.allowedResourceIds(this.actorId).has(resourceId)) {
       return this.fail(resourceId, 'forbidden');
+    }
+    if (resource.type === 'dns') {
+      const problem = domainProblem(view, resource, request);
+      if (problem !== undefined) {
+        this.hub.counters.invalidDomainRequests += 1;
+        this.hub.logger.info(`${this.label}: request_authorization refused: ${problem}`);
+        return this.fail(resourceId, 'forbidden');
+      }
     }
     const candidates = [...(this.hub.gateways.get(this.accountId) ?? [])].filter(
       (g) => g.joined && g.siteId === resource.siteId,
@@ -640,11 +762,41 @@ class ClientSession extends Session implements MappedClient {
 
   protected left(): void {
     removeFrom(this.hub.clients, this.accountId, this);
-    for (const { gateway, flow } of this.flows.values()) {
-      gateway.flows.delete(flowKey(flow.clientId, flow.resourceId));
-    }
-    this.flows.clear();
+    // The flows stay on their gateways, keyed by the device: the mapper still rejects them when
+    // the policy, the resource or the token goes, and the device joining again takes them back.
   }
+}
+
+/** Why a DNS resource's request_authorization is refused, or undefined when it is fine. */
+function domainProblem(
+  view: AccountView,
+  resource: ResourceView,
+  request: RequestAuthorization,
+): string | undefined {
+  const domain = request.domain;
+  if (domain === undefined) return 'a DNS resource without a domain';
+  let matches: boolean;
+  try {
+    matches = parseDomainPattern(resource.address ?? '').matches(domain.name);
+  } catch {
+    return "the resource's pattern does not parse";
+  }
+  if (!matches) return "a name outside the resource's pattern";
+  const v4 = parsePrefix(view.ranges.proxyIpv4);
+  const v6 = parsePrefix(view.ranges.proxyIpv6);
+  for (const ip of domain.proxy_ips) {
+    let address;
+    try {
+      address = parseAddress(ip);
+    } catch {
+      return 'a proxy address that is not an IP address';
+    }
+    const range = address.family === 4 ? v4 : v6;
+    if (range.family !== address.family || !prefixContains(range, address.address)) {
+      return "a proxy address outside the account's proxy ranges";
+    }
+  }
+  return undefined;
 }
 
 /** A flow as its gateway holds it: what authorize_flow said, and whether the gateway confirmed it. */
@@ -656,6 +808,7 @@ interface GatewayFlow extends MappedFlow {
 
 interface PendingFlow {
   client: ClientSession;
+  flow: GatewayFlow;
   resource: ResourceView;
   presharedKey: string;
   key: string;
@@ -677,6 +830,16 @@ class GatewaySession extends Session implements MappedGateway {
 
   get siteId(): string {
     return this.token.siteId ?? '';
+  }
+
+  /** Drops `flow` if it is still this gateway's, tells the gateway (reject_access). */
+  rejectFlow(flow: MappedFlow): void {
+    const key = flowKey(flow.clientId, flow.resourceId);
+    if (this.flows.get(key) !== flow) return;
+    this.flows.delete(key);
+    flow.client.forgetFlow(flow.resourceId, this);
+    this.hub.counters.rejectAccessSent += 1;
+    this.push('reject_access', { client_id: flow.clientId, resource_id: flow.resourceId });
   }
 
   protected join(payload: unknown): JoinResult {
@@ -760,16 +923,22 @@ class GatewaySession extends Session implements MappedGateway {
     const presharedKey = randomBytes(32).toString('base64');
     const resourcePayload = gatewayResourcePayload(resource);
     const key = flowKey(client.deviceId, resource.id);
+    // The client's earlier flow to this resource on another gateway is replaced.
+    const earlier = client.flows.get(resource.id);
+    if (earlier !== undefined && earlier.gateway !== this) earlier.gateway.rejectFlow(earlier.flow);
     this.nextRef += 1;
     const ref = String(this.nextRef);
     const timer = setTimeout(() => {
-      if (!this.pending.delete(ref)) return;
+      const pending = this.pending.get(ref);
+      if (pending === undefined) return;
+      this.pending.delete(ref);
       this.hub.counters.flowTimeouts += 1;
       this.hub.logger.info(`${this.label}: flow_authorized ${ref} did not come in time`);
+      // The gateway may have it half set up: it drops it too.
+      this.rejectFlow(pending.flow);
       client.fail(resource.id, 'offline');
     }, this.hub.flowTimeoutMs);
     timer.unref();
-    this.pending.set(ref, { client, resource, presharedKey, key, timer });
     const authorize: Record<string, unknown> = {
       ref,
       client: {
@@ -795,6 +964,7 @@ class GatewaySession extends Session implements MappedGateway {
     };
     this.flows.set(key, flow);
     client.flows.set(resource.id, { gateway: this, flow });
+    this.pending.set(ref, { client, flow, resource, presharedKey, key, timer });
     this.push('authorize_flow', authorize);
   }
 
@@ -822,7 +992,7 @@ class GatewaySession extends Session implements MappedGateway {
         this.send(replyFrame(this.topic, frame.ref, 'ok', {}, frame.join_ref));
       // Rejected meanwhile (policy gone) or the client left: nothing to tell.
       const flow = this.flows.get(pending.key);
-      if (flow === undefined || !pending.client.joined) return;
+      if (flow !== pending.flow || !pending.client.joined) return;
       flow.authorized = true;
       pending.client.authorizationCreated(this, pending.resource, pending.presharedKey);
       return;
@@ -842,7 +1012,7 @@ class GatewaySession extends Session implements MappedGateway {
         until: this.hub.now() + this.hub.flowHoldMs,
       });
     }
-    for (const flow of this.flows.values()) flow.client.forgetFlow(flow.resourceId);
+    for (const flow of this.flows.values()) flow.client.forgetFlow(flow.resourceId, this);
     this.flows.clear();
     this.restoredRefs.clear();
     for (const pending of this.pending.values()) {
@@ -898,6 +1068,12 @@ export function createChannelHub(deps: {
       timeouts: 0,
       authorizations: 0,
       authorizationFailures: zeroes(AUTHORIZATION_FAILURES),
+      tokenRefusedJoins: 0,
+      clientJoinRefusals: zeroes(CLIENT_JOIN_REFUSALS),
+      invalidDomainRequests: 0,
+      rejectAccessSent: 0,
+      dropLogsSuppressed: 0,
+      configChangesSent: 0,
     },
     maxMessageBytes: options.maxMessageBytes ?? 64 * 1024,
     rateBurst: options.rateBurst ?? 40,
@@ -912,6 +1088,7 @@ export function createChannelHub(deps: {
     clients: new Map(),
     gateways: new Map(),
     sockets: new Set(),
+    byAccount: new Map(),
   };
   state.mapper = createMapper({
     backend: deps.backend,
@@ -919,7 +1096,8 @@ export function createChannelHub(deps: {
     now,
     options: options.mapper ?? {},
     registry: {
-      accounts: () => new Set([...state.clients.keys(), ...state.gateways.keys()]),
+      accounts: () => new Set(state.byAccount.keys()),
+      sessions: (accountId) => state.byAccount.get(accountId) ?? [],
       clients: (accountId) => state.clients.get(accountId) ?? [],
       gateways: (accountId) => state.gateways.get(accountId) ?? [],
       onlineSites: (accountId) => onlineSites(state, accountId),
@@ -1029,6 +1207,7 @@ export function createChannelHub(deps: {
           ? new ClientSession(state, ws, token, CLIENT_TOPIC, label)
           : new GatewaySession(state, ws, token, GATEWAY_TOPIC, label);
       state.sockets.add(session);
+      addTo(state.byAccount, token.accountId, session);
       if (shuttingDown) ws.close(1001, 'shutting down');
     });
   };
@@ -1041,6 +1220,7 @@ export function createChannelHub(deps: {
       refusedUpgrades: { ...state.counters.refusedUpgrades },
       dropped: { ...state.counters.dropped },
       authorizationFailures: { ...state.counters.authorizationFailures },
+      clientJoinRefusals: { ...state.counters.clientJoinRefusals },
       mapper: state.mapper.counters(),
     }),
     sessionCount(): { clients: number; gateways: number } {

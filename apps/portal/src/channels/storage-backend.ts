@@ -9,10 +9,12 @@ import type {
   ChannelBackend,
   ChannelTokenCheck,
   PortFilter,
+  RegisterClientResult,
   ResourceView,
   SiteView,
   TokenState,
 } from './backend.ts';
+import { MAX_DEVICES_PER_ACTOR } from './backend.ts';
 
 export interface StorageChannelBackendOptions {
   /** Upstream DNS servers handed to clients in `init` (`1.1.1.1`, `[2606:4700::1111]:53`…). */
@@ -75,10 +77,28 @@ export function storageChannelBackend(
       return state;
     },
 
-    registerClient(input) {
-      const device = storage.transaction(() => {
+    registerClient(input): RegisterClientResult {
+      return storage.transaction((): RegisterClientResult => {
+        const bound = storage.bindTokenDevice(input.tokenId, input.externalId);
+        if (bound !== input.externalId)
+          return { ok: false, reason: 'token_bound_to_another_device' };
+        const existing = storage.findDeviceByExternalId(
+          input.accountId,
+          input.actorId,
+          input.externalId,
+        );
+        const others = storage
+          .findDevicesByPublicKey(input.accountId, input.publicKey)
+          .filter((d) => d.id !== existing?.id);
+        if (others.length > 0) return { ok: false, reason: 'public_key_in_use' };
+        if (
+          existing === undefined &&
+          storage.listDevices(input.accountId, input.actorId).length >= MAX_DEVICES_PER_ACTOR
+        ) {
+          return { ok: false, reason: 'too_many_devices' };
+        }
         storage.markTokenUsed(input.tokenId, input.now);
-        return storage.upsertDevice({
+        const device = storage.upsertDevice({
           accountId: input.accountId,
           actorId: input.actorId,
           externalId: input.externalId,
@@ -86,8 +106,13 @@ export function storageChannelBackend(
           publicKey: input.publicKey,
           now: input.now,
         });
+        return { ok: true, deviceId: device.id, ipv4: device.ipv4, ipv6: device.ipv6 };
       });
-      return { deviceId: device.id, ipv4: device.ipv4, ipv6: device.ipv6 };
+    },
+
+    deviceAddresses(deviceId: string) {
+      const device = storage.findDevice(deviceId);
+      return device === undefined ? undefined : { ipv4: device.ipv4, ipv6: device.ipv6 };
     },
 
     registerGateway(input) {

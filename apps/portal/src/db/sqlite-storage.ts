@@ -744,6 +744,18 @@ class SqliteStorage implements PortalStorage {
     this.#run('token', 'UPDATE tokens SET last_used_at = ? WHERE id = ?', now, id);
   }
 
+  bindTokenDevice(id: string, externalId: string): string {
+    this.#run(
+      'token',
+      'UPDATE tokens SET device_external_id = ? WHERE id = ? AND device_external_id IS NULL',
+      externalId,
+      id,
+    );
+    const row = this.#get('SELECT device_external_id FROM tokens WHERE id = ?', id);
+    const bound = row?.device_external_id;
+    return typeof bound === 'string' ? bound : externalId;
+  }
+
   listTokens(filter: TokenFilter = {}): Token[] {
     const active = filter.activeOnly === true;
     return this.#all(
@@ -818,6 +830,14 @@ class SqliteStorage implements PortalStorage {
       externalId,
     );
     return row && deviceFrom(row);
+  }
+
+  findDevicesByPublicKey(accountId: Id, publicKey: string): Device[] {
+    return this.#all(
+      `${DEVICE_SELECT} WHERE d.account_id = ? AND d.public_key = ?`,
+      accountId,
+      publicKey,
+    ).map(deviceFrom);
   }
 
   touchDevice(id: Id, now: Millis, remoteAddress?: string | null): void {

@@ -385,6 +385,11 @@ export interface PortalStorage {
   /** Sets revokedAt unless already set. True when this call revoked it. */
   revokeToken(id: string, now: Millis): boolean;
   markTokenUsed(id: string, now: Millis): void;
+  /**
+   * Binds a client token to a device's external id on its first join; returns the external id
+   * the token is bound to (the given one, or the one it was bound to before).
+   */
+  bindTokenDevice(id: string, externalId: string): string;
   listTokens(filter?: TokenFilter): Token[];
 
   // devices
@@ -395,6 +400,8 @@ export interface PortalStorage {
   upsertDevice(input: UpsertDeviceInput): Device;
   findDevice(id: Id): Device | undefined;
   findDeviceByExternalId(accountId: Id, actorId: Id, externalId: string): Device | undefined;
+  /** The account's devices holding this WireGuard public key. */
+  findDevicesByPublicKey(accountId: Id, publicKey: string): Device[];
   touchDevice(id: Id, now: Millis, remoteAddress?: string | null): void;
   deleteDevice(id: Id): boolean;
   listDevices(accountId?: Id, actorId?: Id): Device[];

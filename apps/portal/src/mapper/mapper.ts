@@ -41,8 +41,11 @@ export interface MappedClient extends MappedSession {
   readonly deviceId: string;
   /** id → JSON text of what this client was last told about each resource. */
   sentResources: Map<string, string>;
-  /** The flow to `resourceId` was rejected or its gateway left. */
-  forgetFlow(resourceId: string): void;
+  /** Pushes config_changed if the account's interface settings or ranges changed since init. */
+  configChanged?(view: AccountView): void;
+  /** The flow to `resourceId` on `gateway` was rejected or the gateway left (a no-op if the
+   * client's flow to that resource is now on another gateway). */
+  forgetFlow(resourceId: string, gateway: MappedGateway): void;
 }
 
 export interface MappedGateway extends MappedSession {
@@ -53,8 +56,13 @@ export interface MappedGateway extends MappedSession {
 }
 
 export interface MapperRegistry {
+  /** Accounts with at least one live socket (joined or not). */
   accounts(): Iterable<string>;
+  /** Every live socket of the account, joined or not: tokens are checked on all of them. */
+  sessions(accountId: string): Iterable<MappedSession>;
+  /** Joined clients. */
   clients(accountId: string): Iterable<MappedClient>;
+  /** Joined gateways. */
   gateways(accountId: string): Iterable<MappedGateway>;
   /** Sites of the account with at least one joined gateway. */
   onlineSites(accountId: string): ReadonlySet<string>;
@@ -153,33 +161,71 @@ export function createMapper(deps: {
     return backend.tokenState(session.tokenId, t) !== 'valid';
   };
 
+  /** The gateway drops the flow; the client (if the flow is still its own there) forgets it. */
+  const rejectFlow = (gateway: MappedGateway, key: string, flow: MappedFlow): void => {
+    if (gateway.flows.get(key) !== flow) return;
+    gateway.flows.delete(key);
+    flow.client.forgetFlow(flow.resourceId, gateway);
+    counters.rejectAccessSent += 1;
+    gateway.push('reject_access', { client_id: flow.clientId, resource_id: flow.resourceId });
+  };
+
+  /** Every live socket of the account whose token is gone: disconnect{token_expired}. */
+  const disconnectGone = (accountId: string, t: number, byTimeOnly: boolean): void => {
+    for (const s of [...registry.sessions(accountId)]) {
+      const gone = byTimeOnly ? s.tokenExpiresAt <= t : tokenGone(s, t);
+      if (gone) {
+        counters.tokenDisconnects += 1;
+        s.disconnect(DISCONNECT_TOKEN_EXPIRED);
+      }
+    }
+  };
+
+  /**
+   * Flows kept for clients that closed without their token going: rejected once that token is
+   * gone (expired, revoked, actor disabled), checked once per token.
+   */
+  const rejectFlowsOfGoneTokens = (accountId: string, t: number, byTimeOnly: boolean): void => {
+    const verdicts = new Map<string, boolean>();
+    for (const gateway of [...registry.gateways(accountId)]) {
+      for (const [key, flow] of [...gateway.flows]) {
+        if (flow.client.joined) continue;
+        let gone = verdicts.get(flow.client.tokenId);
+        if (gone === undefined) {
+          gone = byTimeOnly ? flow.client.tokenExpiresAt <= t : tokenGone(flow.client, t);
+          verdicts.set(flow.client.tokenId, gone);
+        }
+        if (gone) rejectFlow(gateway, key, flow);
+      }
+    }
+  };
+
   const recomputeAccount = (accountId: string): void => {
     counters.recomputes += 1;
     const t = now();
     const v = view(accountId);
-    const clients = [...registry.clients(accountId)];
-    const gateways = [...registry.gateways(accountId)];
     if (v === undefined) {
-      for (const s of [...clients, ...gateways]) {
+      for (const s of [...registry.sessions(accountId)]) {
         counters.tokenDisconnects += 1;
         s.disconnect(DISCONNECT_TOKEN_EXPIRED);
       }
       return;
     }
-    for (const gateway of gateways) {
-      if (tokenGone(gateway, t) || !v.sites.has(gateway.siteId)) {
+    // Every socket, joined or not: one that left its channel may join again later.
+    disconnectGone(accountId, t, false);
+    for (const gateway of [...registry.gateways(accountId)]) {
+      if (!v.sites.has(gateway.siteId)) {
         counters.tokenDisconnects += 1;
         gateway.disconnect(DISCONNECT_TOKEN_EXPIRED);
       }
     }
+    rejectFlowsOfGoneTokens(accountId, t, false);
+    const clients = [...registry.clients(accountId)];
+    const gateways = [...registry.gateways(accountId)];
     const online = registry.onlineSites(accountId);
     for (const client of clients) {
-      if (tokenGone(client, t)) {
-        counters.tokenDisconnects += 1;
-        client.disconnect(DISCONNECT_TOKEN_EXPIRED);
-        continue;
-      }
       if (!client.joined) continue;
+      client.configChanged?.(v);
       const diff = diffResources(client.sentResources, clientResources(v, client.actorId, online));
       client.sentResources = diff.next;
       for (const payload of diff.upserts) {
@@ -193,17 +239,14 @@ export function createMapper(deps: {
     }
     for (const gateway of gateways) {
       if (!gateway.joined) continue;
-      for (const [key, flow] of gateway.flows) {
+      for (const [key, flow] of [...gateway.flows]) {
         const resource = v.resources.get(flow.resourceId);
         const allowed =
           resource !== undefined &&
           resource.siteId === gateway.siteId &&
           v.allowedResourceIds(flow.client.actorId).has(flow.resourceId);
         if (!allowed) {
-          gateway.flows.delete(key);
-          flow.client.forgetFlow(flow.resourceId);
-          counters.rejectAccessSent += 1;
-          gateway.push('reject_access', { client_id: flow.clientId, resource_id: flow.resourceId });
+          rejectFlow(gateway, key, flow);
           continue;
         }
         const text = JSON.stringify(gatewayResourcePayload(resource));
@@ -236,13 +279,9 @@ export function createMapper(deps: {
   /** Token expiry by time needs no database: checked against what each session holds. */
   const expireByTime = (): void => {
     const t = now();
-    for (const accountId of registry.accounts()) {
-      for (const s of [...registry.clients(accountId), ...registry.gateways(accountId)]) {
-        if (s.tokenExpiresAt <= t) {
-          counters.tokenDisconnects += 1;
-          s.disconnect(DISCONNECT_TOKEN_EXPIRED);
-        }
-      }
+    for (const accountId of [...registry.accounts()]) {
+      disconnectGone(accountId, t, true);
+      rejectFlowsOfGoneTokens(accountId, t, true);
     }
   };
 
@@ -267,13 +306,14 @@ export function createMapper(deps: {
     flush,
     tokenRevoked(tokenId: string): void {
       const t = now();
-      for (const accountId of registry.accounts()) {
-        for (const s of [...registry.clients(accountId), ...registry.gateways(accountId)]) {
+      for (const accountId of [...registry.accounts()]) {
+        for (const s of [...registry.sessions(accountId)]) {
           if (s.tokenId === tokenId && tokenGone(s, t)) {
             counters.tokenDisconnects += 1;
             s.disconnect(DISCONNECT_TOKEN_EXPIRED);
           }
         }
+        rejectFlowsOfGoneTokens(accountId, t, false);
       }
     },
     counters: () => ({ ...counters }),
