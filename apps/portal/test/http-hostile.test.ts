@@ -31,7 +31,7 @@ const PASSWORD = 'the right password';
 
 async function setup(t: TestContext, options: PortalHttpOptions = {}) {
   const fixture = createFixture();
-  fixture.addUser('alice', 'Alice', PASSWORD);
+  fixture.addUser('alice@example.com', 'Alice', PASSWORD);
   const clock = new ManualClock(T0);
   const harness = await startHarness({ backend: fixture.backend, now: clock.now, options });
   t.after(async () => {
@@ -45,7 +45,7 @@ async function setup(t: TestContext, options: PortalHttpOptions = {}) {
     as: 'gui-client',
     nonce: NONCE,
     state: STATE,
-    username: 'alice',
+    username: 'alice@example.com',
     password: PASSWORD,
     ...extra,
   });
@@ -134,7 +134,7 @@ void test('CSRF: a missing, wrong, swapped or foreign token is 403 and issues no
   const forGlobex = await postSignIn(
     port,
     'globex',
-    { ...fields(session), username: 'alice' },
+    { ...fields(session), username: 'alice@example.com' },
     {
       Cookie: session.cookie,
     },
@@ -389,9 +389,12 @@ void test('fuzzed bodies: random bytes, huge, chunked, wrong content type → 4x
   assert.match(chunked, /^HTTP\/1\.1 413 /);
 
   for (const type of ['application/json', 'text/plain', 'multipart/form-data; boundary=x', '']) {
-    const reply = await post(JSON.stringify({ username: 'alice', password: PASSWORD }), {
-      'Content-Type': type,
-    });
+    const reply = await post(
+      JSON.stringify({ username: 'alice@example.com', password: PASSWORD }),
+      {
+        'Content-Type': type,
+      },
+    );
     assert.equal(reply.status, 415, `content type ${JSON.stringify(type)}`);
   }
   const notUtf8 = await post(Buffer.from([0x75, 0x3d, 0xff, 0xfe, 0x26]));

@@ -27,7 +27,7 @@ const T0 = Date.UTC(2026, 11, 3, 12, 0, 0);
 
 async function setup(t: TestContext, extra: Partial<PortalHttpDeps> = {}) {
   const fixture = createFixture();
-  const user = fixture.addUser('alice', 'Alice Example', 'correct horse battery');
+  const user = fixture.addUser('alice@example.com', 'Alice Example', 'correct horse battery');
   const clock = new ManualClock(T0);
   const harness = await startHarness({ backend: fixture.backend, now: clock.now, ...extra });
   t.after(async () => {
@@ -95,7 +95,7 @@ void test('the GUI client flow: form, password, 303 to the deep link whose token
       as: 'gui-client',
       nonce: NONCE,
       state: STATE,
-      username: 'alice',
+      username: 'alice@example.com',
       password: 'correct horse battery',
     },
     { Cookie: session.cookie, Origin: `http://127.0.0.1:${port}` },
@@ -149,7 +149,7 @@ void test('a wrong password, or an unknown user, says so without saying which, a
   const wrongPassword = await postSignIn(
     port,
     'acme',
-    { ...base, username: 'alice', password: 'wrong' },
+    { ...base, username: 'alice@example.com', password: 'wrong' },
     { Cookie: session.cookie },
   );
   const unknownUser = await postSignIn(
@@ -175,7 +175,7 @@ void test('a wrong password, or an unknown user, says so without saying which, a
     {
       ...base,
       csrf_token: decodeEntities(/name="csrf_token" value="([^"]+)"/.exec(wrongPassword.body)![1]!),
-      username: 'alice',
+      username: 'alice@example.com',
       password: 'correct horse battery',
     },
     { Cookie: session.cookie },
@@ -193,7 +193,7 @@ void test('the headless flow shows the token once, uncached, and it verifies', a
     {
       csrf_token: session.csrfToken,
       as: 'headless-client',
-      username: 'alice',
+      username: 'alice@example.com',
       password: 'correct horse battery',
     },
     { Cookie: session.cookie },
@@ -230,7 +230,7 @@ void test('sign-out revokes the token it carries; then the token is refused', as
         as: 'gui-client',
         nonce: NONCE,
         state: STATE,
-        username: 'alice',
+        username: 'alice@example.com',
         password: 'correct horse battery',
       },
       { Cookie: session.cookie },
@@ -322,7 +322,7 @@ void test('deep link parameters are percent-encoded and decode to exactly what w
 
 void test('a state full of URL specials survives the whole flow', async (t) => {
   const { fixture, port } = await setup(t);
-  fixture.addUser('bob', 'Bob & "Sons" <b>', 'hunter2hunter2');
+  fixture.addUser('bob@example.com', 'Bob & "Sons" <b>', 'hunter2hunter2');
   const state = "x&y=z+w#q%25?/;:@!$'()*,~";
   const path = `/acme?as=gui-client&nonce=${NONCE}&state=${encodeURIComponent(state)}`;
   const session = await openSignInPage(port, path);
@@ -336,7 +336,7 @@ void test('a state full of URL specials survives the whole flow', async (t) => {
       as: 'gui-client',
       nonce: NONCE,
       state,
-      username: 'bob',
+      username: 'bob@example.com',
       password: 'hunter2hunter2',
     },
     { Cookie: session.cookie },
@@ -350,7 +350,7 @@ void test('a state full of URL specials survives the whole flow', async (t) => {
 
 void test('the token lifetime is configurable', async (t) => {
   const fixture = createFixture();
-  fixture.addUser('alice', 'Alice', 'pw-pw-pw-pw');
+  fixture.addUser('alice@example.com', 'Alice', 'pw-pw-pw-pw');
   const harness = await startHarness({
     backend: fixture.backend,
     now: () => T0,
@@ -367,7 +367,7 @@ void test('the token lifetime is configurable', async (t) => {
     {
       csrf_token: session.csrfToken,
       as: 'headless-client',
-      username: 'alice',
+      username: 'alice@example.com',
       password: 'pw-pw-pw-pw',
     },
     { Cookie: session.cookie },
@@ -384,7 +384,7 @@ void test('a password hash with weaker parameters is replaced by a current one a
   const { scryptSync, randomBytes } = await import('node:crypto');
   const salt = randomBytes(16);
   const weak = `scrypt$1024$8$1$${salt.toString('base64url')}$${scryptSync('old but fine', salt, 32, { N: 1024, r: 8, p: 1 }).toString('base64url')}`;
-  const carol = fixture.addUser('carol', 'Carol', 'placeholder');
+  const carol = fixture.addUser('carol@example.com', 'Carol', 'placeholder');
   fixture.storage.setPasswordIdentity(carol.actorId, weak, T0);
   const session = await openSignInPage(port, '/acme?as=headless-client');
   const reply = await postSignIn(
@@ -393,7 +393,7 @@ void test('a password hash with weaker parameters is replaced by a current one a
     {
       csrf_token: session.csrfToken,
       as: 'headless-client',
-      username: 'carol',
+      username: 'carol@example.com',
       password: 'old but fine',
     },
     { Cookie: session.cookie },
@@ -407,7 +407,7 @@ void test('a password hash with weaker parameters is replaced by a current one a
 
 void test('service accounts and disabled users do not sign in with a password', async (t) => {
   const { fixture, port } = await setup(t);
-  const dave = fixture.addUser('dave', 'Dave', 'dave password');
+  const dave = fixture.addUser('dave@example.com', 'Dave', 'dave password');
   fixture.storage.updateActor(dave.actorId, { disabled: true, now: T0 });
   const robot = fixture.storage.createActor({
     accountId: fixture.account.id,
@@ -418,7 +418,7 @@ void test('service accounts and disabled users do not sign in with a password', 
   void robot; // a service account has no password identity (the storage refuses one)
   const snapshot = fixture.snapshot();
   for (const [username, password] of [
-    ['dave', 'dave password'],
+    ['dave@example.com', 'dave password'],
     ['robot', 'robot password'],
   ] as const) {
     const session = await openSignInPage(port, '/acme?as=headless-client');

@@ -80,7 +80,7 @@ void test('HTTPS: the sign-in flow over TLS, with Secure __Host- cookies and HST
   const made = makeCertificate(t);
   if (made === undefined) return;
   const fixture = createFixture();
-  fixture.addUser('alice', 'Alice', 'tls password');
+  fixture.addUser('alice@example.com', 'Alice', 'tls password');
   const tls = loadTlsFiles({ tlsCert: made.cert, tlsKey: made.key })!;
   const harness = await startHarness({ backend: fixture.backend }, { tls });
   t.after(async () => {
@@ -118,7 +118,7 @@ void test('HTTPS: the sign-in flow over TLS, with Secure __Host- cookies and HST
     body: form({
       csrf_token: hiddenField(page.body, 'csrf_token')!,
       as: 'headless-client',
-      username: 'alice',
+      username: 'alice@example.com',
       password: 'tls password',
     }),
   });
@@ -140,7 +140,7 @@ void test('HTTPS: the sign-in flow over TLS, with Secure __Host- cookies and HST
     body: form({
       csrf_token: hiddenField(page.body, 'csrf_token')!,
       as: 'headless-client',
-      username: 'alice',
+      username: 'alice@example.com',
       password: 'tls password',
     }),
   });

@@ -32,7 +32,7 @@ async function launch(t: TestContext): Promise<Browser | undefined> {
 
 async function setup(t: TestContext) {
   const fixture = createFixture();
-  const user = fixture.addUser('alice', 'Alice Example', 'browser password');
+  const user = fixture.addUser('alice@example.com', 'Alice Example', 'browser password');
   const harness = await startHarness({ backend: fixture.backend });
   t.after(async () => {
     await harness.close();
@@ -79,14 +79,14 @@ void test('Chromium: sign in on the page, the deep link carries a token that ver
   assert.match(fontFamily, /system-ui/);
 
   // A wrong password first: the page says so.
-  await page.fill('#username', 'alice');
+  await page.fill('#username', 'alice@example.com');
   await page.fill('#password', 'not it');
   const wrong = page.waitForResponse((r) => r.url().endsWith('/acme/sign_in'));
   await page.click('button[type=submit]');
   assert.equal((await wrong).status(), 401);
   await page.waitForSelector('.error');
   assert.equal(await page.textContent('.error'), 'The username or password is not correct.');
-  assert.equal(await page.inputValue('#username'), 'alice');
+  assert.equal(await page.inputValue('#username'), 'alice@example.com');
 
   // Then the right one; the sign-in response is a 303 to the deep link.
   await page.fill('#password', 'browser password');
@@ -128,7 +128,7 @@ void test('Chromium: the headless sign-in shows the token once; a cross-site for
   const context = await browser.newContext();
   const page = await context.newPage();
   await page.goto(`${harness.origin}/acme?as=headless-client`);
-  await page.fill('#username', 'alice');
+  await page.fill('#username', 'alice@example.com');
   await page.fill('#password', 'browser password');
   const signedIn = page.waitForResponse((r) => r.url().endsWith('/acme/sign_in'));
   await page.click('button[type=submit]');
@@ -157,7 +157,7 @@ void test('Chromium: the headless sign-in shows the token once; a cross-site for
       contentType: 'text/html',
       body: `<form id="f" method="post" action="${harness.origin}/acme/sign_in">
 <input name="csrf_token" value="${csrfField ?? 'x'}"><input name="as" value="headless-client">
-<input name="username" value="alice"><input name="password" value="browser password">
+<input name="username" value="alice@example.com"><input name="password" value="browser password">
 <button id="go" type="submit">go</button></form>`,
     }),
   );

@@ -3,8 +3,9 @@
  *
  * The page sets a random cookie (HttpOnly, SameSite=Strict, Secure and `__Host-` prefixed when
  * the portal is served over TLS) and puts HMAC-SHA256(key, account slug ‖ cookie) into a hidden
- * form field. A POST is accepted only with both, and the field matching the cookie's MAC for
- * the account posted to. Another site can neither read the cookie nor mint the MAC, and
+ * form field, with the time the form was issued in the MAC's input (`<issued at>.<MAC>`). A POST
+ * is accepted only with both, the field matching the cookie's MAC for the account posted to,
+ * and the form at most 12 hours old (CSRF_TOKEN_MAX_AGE_MS). Another site can neither read the cookie nor mint the MAC, and
  * SameSite=Strict keeps the browser from sending the cookie with a cross-site POST at all.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
@@ -13,9 +14,16 @@ export const CSRF_FIELD = 'csrf_token';
 const COOKIE_PLAIN = 'gatehouse_csrf';
 const COOKIE_SECURE = '__Host-gatehouse_csrf';
 const COOKIE_VALUE = /^[A-Za-z0-9_-]{43}$/;
-const MAC_TEXT = /^[A-Za-z0-9_-]{43}$/;
-/** How long the browser keeps the cookie: a form left open this long still posts. */
-const COOKIE_MAX_AGE_S = 12 * 60 * 60;
+/** A form token: its issue time (epoch ms, decimal) and the MAC. */
+const FIELD_TEXT = /^(\d{1,16})\.([A-Za-z0-9_-]{43})$/;
+/** A form token older than this is refused (the page says to reload the form): 12 hours. */
+export const CSRF_TOKEN_MAX_AGE_MS = 12 * 60 * 60 * 1000;
+/** A token "issued" further in the future than this is refused too (another instance's clock). */
+const CSRF_CLOCK_SKEW_MS = 60 * 1000;
+/** How long the browser keeps the cookie: as long as a form token lasts. */
+const COOKIE_MAX_AGE_S = CSRF_TOKEN_MAX_AGE_MS / 1000;
+
+export type CsrfVerdict = 'ok' | 'invalid' | 'expired';
 
 export class CsrfProtection {
   readonly #key: Buffer;
@@ -54,25 +62,44 @@ export class CsrfProtection {
     return attributes.join('; ');
   }
 
-  /** The form field value for the cookie `cookieValue` on account `accountSlug`'s form. */
-  formToken(cookieValue: string, accountSlug: string): string {
-    return createHmac('sha256', this.#key)
-      .update(`gatehouse-csrf\0${accountSlug}\0${cookieValue}`)
-      .digest('base64url');
+  /**
+   * The form field value for the cookie `cookieValue` on account `accountSlug`'s form, issued at
+   * `now` (epoch ms): `<issued at, ms>.<MAC>`, the issue time inside the MAC's input.
+   */
+  formToken(cookieValue: string, accountSlug: string, now: number): string {
+    const issuedAt = Math.max(0, Math.floor(now));
+    return `${issuedAt}.${this.#mac(cookieValue, accountSlug, issuedAt)}`;
   }
 
-  /** Whether `fieldValue` is the form token of `cookieValue` for `accountSlug` (constant time). */
+  /**
+   * Whether `fieldValue` is a form token of `cookieValue` for `accountSlug` (the MAC compared
+   * in constant time) that is at most CSRF_TOKEN_MAX_AGE_MS old at `now`: 'ok', 'expired' (a
+   * genuine token, too old — or issued in the future beyond a minute's clock skew), or
+   * 'invalid'.
+   */
   verify(
     cookieValue: string | undefined,
     fieldValue: string | undefined,
     accountSlug: string,
-  ): boolean {
-    if (cookieValue === undefined || fieldValue === undefined || !MAC_TEXT.test(fieldValue)) {
-      return false;
-    }
-    const expected = Buffer.from(this.formToken(cookieValue, accountSlug), 'base64url');
-    const given = Buffer.from(fieldValue, 'base64url');
-    return given.length === expected.length && timingSafeEqual(given, expected);
+    now: number,
+  ): CsrfVerdict {
+    if (cookieValue === undefined || fieldValue === undefined) return 'invalid';
+    const match = FIELD_TEXT.exec(fieldValue);
+    if (match === null) return 'invalid';
+    const issuedAt = Number(match[1]);
+    if (!Number.isSafeInteger(issuedAt)) return 'invalid';
+    const expected = Buffer.from(this.#mac(cookieValue, accountSlug, issuedAt), 'base64url');
+    const given = Buffer.from(match[2]!, 'base64url');
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) return 'invalid';
+    const age = now - issuedAt;
+    if (age > CSRF_TOKEN_MAX_AGE_MS || age < -CSRF_CLOCK_SKEW_MS) return 'expired';
+    return 'ok';
+  }
+
+  #mac(cookieValue: string, accountSlug: string, issuedAt: number): string {
+    return createHmac('sha256', this.#key)
+      .update(`gatehouse-csrf\0${accountSlug}\0${cookieValue}\0${issuedAt}`)
+      .digest('base64url');
   }
 }
 

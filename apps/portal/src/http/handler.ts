@@ -17,7 +17,7 @@ import { z } from 'zod';
 import { isAddress } from '@gatehouse/addresses';
 import { silentLogger, type Logger } from '@gatehouse/logging';
 import { readBody } from './body.ts';
-import { CSRF_FIELD, CsrfProtection } from './csrf.ts';
+import { CSRF_FIELD, CSRF_TOKEN_MAX_AGE_MS, CsrfProtection } from './csrf.ts';
 import {
   accountPage,
   errorPage,
@@ -27,7 +27,12 @@ import {
 } from './pages.ts';
 import { hashPasswordAsync, passwordHashNeedsUpgrade, verifyPasswordAsync } from './passwords.ts';
 import { sendProblem } from './problem.ts';
-import { sourceAddressKey, TokenBucketLimiter, type RateLimitOptions } from './rate-limit.ts';
+import {
+  signInUserKey,
+  sourceAddressKey,
+  TokenBucketLimiter,
+  type RateLimitOptions,
+} from './rate-limit.ts';
 import { setNoStore, setSecurityHeaders } from './security-headers.ts';
 import type { PortalStorage } from '../db/storage.ts';
 import { DEFAULT_CLIENT_TOKEN_LIFETIME_MS } from '../tokens.ts';
@@ -35,9 +40,17 @@ import { storageSignInBackend, type SignInBackend } from './sign-in-backend.ts';
 
 export { DEFAULT_CLIENT_TOKEN_LIFETIME_MS };
 export const DEFAULT_BODY_LIMIT = 16 * 1024;
-/** Per account: 10 attempts at once, then one every 30 s. */
-export const DEFAULT_ACCOUNT_RATE_LIMIT: RateLimitOptions = { burst: 10, refillMs: 30_000 };
-/** Per source address (IPv6 by /64): 20 attempts at once, then one every 15 s. */
+/**
+ * Failed sign-ins per account and user name (the name as typed, normalised): 10 at once, then
+ * one every 30 s. Keyed by user so one attacker guessing at one name locks out only that name,
+ * not everyone in the account; successful sign-ins cost nothing.
+ */
+export const DEFAULT_ACCOUNT_RATE_LIMIT: RateLimitOptions = {
+  burst: 10,
+  refillMs: 30_000,
+  maxKeys: 100_000,
+};
+/** Failed sign-ins per source address (IPv6 by /64): 20 at once, then one every 15 s. */
 export const DEFAULT_ADDRESS_RATE_LIMIT: RateLimitOptions = { burst: 20, refillMs: 15_000 };
 
 export const DEEP_LINK_BASE = 'gatehouse://handle_client_sign_in_callback';
@@ -53,7 +66,9 @@ export interface PortalHttpOptions {
   publicUrl?: string;
   /** Largest request body, bytes (default 16 KiB; larger → 413). */
   bodyLimit?: number;
+  /** Failed sign-ins per account and user name (see DEFAULT_ACCOUNT_RATE_LIMIT). */
   accountRateLimit?: RateLimitOptions;
+  /** Failed sign-ins per source address (see DEFAULT_ADDRESS_RATE_LIMIT). */
   addressRateLimit?: RateLimitOptions;
   /** 32+ bytes shared by every instance of the same portal; random per process if omitted. */
   csrfKey?: Uint8Array;
@@ -463,7 +478,7 @@ export function createPortalHttpHandler(deps: PortalHttpDeps): PortalHttp {
         accountSlug: account.slug,
         accountName: account.name,
         params: parsed.params,
-        csrfToken: csrf.formToken(cookie, account.slug),
+        csrfToken: csrf.formToken(cookie, account.slug, now()),
       }),
     );
   };
@@ -570,7 +585,19 @@ export function createPortalHttpHandler(deps: PortalHttpDeps): PortalHttp {
       return;
     }
     const cookie = csrf.cookieFrom(req.headers.cookie, isSecure(req));
-    if (!csrf.verify(cookie, credentials.data[CSRF_FIELD], slug)) {
+    const csrfVerdict = csrf.verify(cookie, credentials.data[CSRF_FIELD], slug, now());
+    if (csrfVerdict === 'expired') {
+      refuse(req, res, {
+        status: 403,
+        reason: 'csrf',
+        code: 'csrf_token_expired',
+        title: 'This form has expired',
+        message: `The sign-in form was opened more than ${CSRF_TOKEN_MAX_AGE_MS / 3_600_000} hours ago. Reload the sign-in page and sign in again.`,
+        retryHref,
+      });
+      return;
+    }
+    if (csrfVerdict !== 'ok') {
       refuse(req, res, {
         status: 403,
         reason: 'csrf',
@@ -585,7 +612,7 @@ export function createPortalHttpHandler(deps: PortalHttpDeps): PortalHttp {
 
     counters.signInAttempts += 1;
     const time = now();
-    const accountKey = slug.toLowerCase();
+    const accountKey = signInUserKey(slug, credentials.data.username);
     const addressKey = sourceAddressKey(sourceAddress(req));
     const byAccount = accountLimiter.check(accountKey, time);
     const byAddress = addressLimiter.check(addressKey, time);
@@ -611,6 +638,9 @@ export function createPortalHttpHandler(deps: PortalHttpDeps): PortalHttp {
       });
       return;
     }
+    // Only failed attempts are charged. The attempt is reserved now, before the password check,
+    // so that guesses sent at once cannot all pass the check above while their hashes run; a
+    // right password gives it back.
     accountLimiter.take(accountKey, time);
     addressLimiter.take(addressKey, time);
 
@@ -621,6 +651,11 @@ export function createPortalHttpHandler(deps: PortalHttpDeps): PortalHttp {
     }
     const identity = backend.findPasswordIdentity(account.id, credentials.data.username);
     const matches = await verifyPasswordAsync(credentials.data.password, identity?.passwordHash);
+    if (matches && identity !== undefined) {
+      const after = now();
+      accountLimiter.refund(accountKey, after);
+      addressLimiter.refund(addressKey, after);
+    }
     if (!matches || identity === undefined) {
       counters.refused.wrong_credentials += 1;
       logger.info(`http: a sign-in to account ${account.slug} failed (wrong username or password)`);
@@ -631,7 +666,7 @@ export function createPortalHttpHandler(deps: PortalHttpDeps): PortalHttp {
           accountSlug: account.slug,
           accountName: account.name,
           params,
-          csrfToken: csrf.formToken(csrfCookie(req, res), account.slug),
+          csrfToken: csrf.formToken(csrfCookie(req, res), account.slug, now()),
           error: 'The username or password is not correct.',
           username: credentials.data.username,
         }),

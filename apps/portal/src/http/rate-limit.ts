@@ -72,6 +72,18 @@ export class TokenBucketLimiter {
     return decision;
   }
 
+  /**
+   * Gives back one attempt taken for `key` (capped at the burst): a sign-in reserves an attempt
+   * before checking the password — so concurrent guesses cannot all pass one check — and
+   * returns it when the password was right, so only failed attempts are charged.
+   */
+  refund(key: string, now: number): void {
+    const bucket = this.#buckets.get(key);
+    if (bucket === undefined) return;
+    const tokens = Math.min(this.#burst, this.#refilled(bucket, now) + 1);
+    this.#buckets.set(key, { tokens, updatedAt: Math.max(bucket.updatedAt, now) });
+  }
+
   /** Counts a refusal decided elsewhere (another limiter refused the same attempt). */
   noteRefused(): void {
     this.#refused += 1;
@@ -130,4 +142,18 @@ export function sourceAddressKey(remoteAddress: string | undefined): string {
     groups.push(((bytes[index]! << 8) | bytes[index + 1]!).toString(16));
   }
   return `${groups.join(':')}::/64`;
+}
+
+/** Longest user name (after normalising) a per-user rate-limit key keeps. */
+const USER_KEY_MAX = 256;
+
+/**
+ * The rate-limit key of a sign-in to account `accountSlug` as `username`: the slug lowercased,
+ * the user name trimmed, NFKC-normalised and lowercased (so "Alice@Example.com " and
+ * "alice@example.com" share one bucket) and cut to 256 characters. The number of such keys is
+ * bounded by the limiter's maxKeys.
+ */
+export function signInUserKey(accountSlug: string, username: string): string {
+  const user = username.trim().normalize('NFKC').toLowerCase().slice(0, USER_KEY_MAX);
+  return `${accountSlug.toLowerCase()}\0${user}`;
 }

@@ -64,8 +64,9 @@ export interface SignInBackend {
 }
 
 /**
- * The SignInBackend over the portal's storage: accounts by slug; a user by email, else by name
- * (service accounts and disabled users never sign in with a password); tokens through tokens.ts.
+ * The SignInBackend over the portal's storage: accounts by slug; a user by email when the input
+ * holds an "@", else by name — one lookup, never both, so a name cannot stand for another user's
+ * email (service accounts and disabled users never sign in with a password); tokens through tokens.ts.
  */
 export function storageSignInBackend(storage: PortalStorage): SignInBackend {
   return {
@@ -76,9 +77,9 @@ export function storageSignInBackend(storage: PortalStorage): SignInBackend {
         : { id: account.id, slug: account.slug, name: account.name };
     },
     findPasswordIdentity(accountId, username) {
-      const actor =
-        storage.findActorByEmail(accountId, username) ??
-        storage.findActorByName(accountId, username);
+      const actor = username.includes('@')
+        ? storage.findActorByEmail(accountId, username)
+        : storage.findActorByName(accountId, username);
       if (actor === undefined || actor.kind !== 'user' || actor.disabledAt !== null) {
         return undefined;
       }
