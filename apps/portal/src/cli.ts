@@ -35,7 +35,7 @@ export const DEFAULT_DB_FILE = 'gatehouse-portal.sqlite';
 
 export const USAGE = `usage:
   gatehouse-portal [--db PATH] serve [--listen HOST:PORT] [--tls-cert FILE --tls-key FILE]
-                   [--public-url URL] [--client-token-lifetime DURATION]
+                   [--public-url URL] [--client-token-lifetime DURATION] [--trust-proxy]
                    [--upstream-dns ADDR ...] [--search-domain NAME] [--verbose]
   gatehouse-portal [--db PATH] apply FILE [--dry-run]
   gatehouse-portal [--db PATH] token create --service-account NAME [--account SLUG] [--expires-in DURATION]
@@ -55,6 +55,9 @@ serve       the sign-in pages and the client and gateway WebSocket endpoints
             --tls-cert/--tls-key  PEM files: HTTPS and WSS
             --public-url URL  where people reach the portal (its origin is checked on sign-in)
             --client-token-lifetime DURATION  tokens made by signing in (default 7d)
+            --trust-proxy  behind a reverse proxy: sign-in limits per source address
+                           take it from the last X-Forwarded-For entry (only if the proxy
+                           sets it; otherwise a client could pick its own address)
             --upstream-dns ADDR  resolvers told to clients (repeat, or comma-separated)
             --search-domain NAME  the search domain told to clients
 apply       make the database match FILE (YAML or JSON: accounts, users, service
@@ -90,7 +93,7 @@ export interface CliServeOptions {
   tlsKey?: string;
   upstreamDns?: string[];
   searchDomain?: string;
-  http?: { publicUrl?: string; clientTokenLifetimeMs?: number };
+  http?: { publicUrl?: string; clientTokenLifetimeMs?: number; trustProxy?: boolean };
   logger?: Logger;
 }
 
@@ -367,6 +370,7 @@ async function run(argv: string[], io: CliIo, deps: CliDeps): Promise<number> {
           'client-token-lifetime': { type: 'string' },
           'upstream-dns': { type: 'string', multiple: true },
           'search-domain': { type: 'string' },
+          'trust-proxy': { type: 'boolean' },
           verbose: { type: 'boolean' },
         },
         { min: 0, max: 0, what: '' },
@@ -401,7 +405,11 @@ async function run(argv: string[], io: CliIo, deps: CliDeps): Promise<number> {
         ...(tlsCert !== undefined && tlsKey !== undefined ? { tlsCert, tlsKey } : {}),
         upstreamDns,
         ...(searchDomain !== undefined ? { searchDomain } : {}),
-        http: { ...(publicUrl !== undefined ? { publicUrl } : {}), clientTokenLifetimeMs },
+        http: {
+          ...(publicUrl !== undefined ? { publicUrl } : {}),
+          clientTokenLifetimeMs,
+          ...(values['trust-proxy'] === true ? { trustProxy: true } : {}),
+        },
         logger,
       });
       await running.stopped;

@@ -396,3 +396,31 @@ void test('cli: serve listens and answers while the CLI makes and revokes a toke
   assert.match(stderr, /SIGTERM, stopping/);
   assert.ok(!stderr.includes(parseToken(token)!.secret), 'the serve log never has a secret');
 });
+
+void test('cli: serve --trust-proxy reaches the HTTP options (off without it); usage lists it', async (t) => {
+  const { main, USAGE } = await import('../src/cli.ts');
+  assert.match(USAGE, /\[--trust-proxy\]/);
+  assert.match(USAGE, /--trust-proxy {2}behind a reverse proxy/);
+  const dir = workdir(t);
+  const seen: { http?: { trustProxy?: boolean } }[] = [];
+  const io = {
+    stdout: () => {},
+    stderr: (text: string) => {
+      throw new Error(`unexpected stderr: ${text}`);
+    },
+    env: {},
+    now: () => Date.now(),
+  };
+  const deps = {
+    runServe: (options: { http?: { trustProxy?: boolean } }) => {
+      seen.push(options);
+      return Promise.resolve({ stopped: Promise.resolve() });
+    },
+  };
+  const db = join(dir, 'p.sqlite');
+  assert.equal(await main(['--db', db, 'serve', '--trust-proxy'], io, deps), 0);
+  assert.equal(await main(['--db', db, 'serve'], io, deps), 0);
+  assert.equal(seen.length, 2);
+  assert.equal(seen[0]!.http?.trustProxy, true);
+  assert.equal(seen[1]!.http?.trustProxy, undefined);
+});
