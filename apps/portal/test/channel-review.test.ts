@@ -332,3 +332,30 @@ void test("config_changed: the account's ranges change and joined clients hear t
   await alice.socket.none((f) => f.event === 'config_changed', 200);
   alice.socket.close();
 });
+
+void test("a disabled actor's client is cut off and its gateway gets reject_access for its flows", async () => {
+  const gateway = await joinGateway(world);
+  const dave = world.storage.createActor({
+    accountId: world.accountId,
+    kind: 'user',
+    name: 'dave',
+    now: Date.now(),
+  }).id;
+  world.storage.addMembership(world.eng, dave, Date.now());
+  world.portal.hub.mapper.markDirty(world.accountId);
+  const client = await joinClient(world, dave);
+  request(client.socket, { resource_id: world.wiki });
+  await client.socket.event('authorization_created');
+  const flow = await gateway.socket.event('authorize_flow');
+  world.storage.updateActor(dave, { disabled: true, now: Date.now() });
+  world.portal.hub.mapper.markDirty(world.accountId);
+  assert.deepEqual((await client.socket.event('disconnect', 5000)).payload, {
+    reason: 'token_expired',
+  });
+  const reject = await gateway.socket.event('reject_access', 3000);
+  assert.deepEqual(reject.payload, {
+    client_id: (flow.payload.client as { id: string }).id,
+    resource_id: world.wiki,
+  });
+  gateway.socket.close();
+});
