@@ -21,3 +21,14 @@ export type {
 } from './channel.ts';
 export { PhoenixSocket, retryAfterMs } from './shell.ts';
 export type { PhoenixSocketOptions } from './shell.ts';
+export {
+  CA_FILE_ENV,
+  CaFileError,
+  SYSTEM_CA_BUNDLE,
+  pemCertificates,
+  portalTrustedCas,
+  readCaFile,
+  resolvePortalCa,
+  systemCaCertificates,
+} from './trust.ts';
+export type { PortalCa, PortalCaInput } from './trust.ts';

@@ -1,6 +1,6 @@
 /**
  * The IO shell around PhoenixChannel: one WebSocket (the `ws` package) to a URL, the token in an
- * `X-Authorization: Bearer` header, an optional CA for TLS, and a timer that calls
+ * `X-Authorization: Bearer` header, TLS verified against the system store (plus a CA file), and a timer that calls
  * handleTimeout when the machine asks. Everything the machine decides comes out of its effects;
  * the shell only carries them out and reports what the socket does.
  */
@@ -16,6 +16,7 @@ import {
   PhoenixChannel,
   type PhoenixChannelOptions,
 } from './channel.ts';
+import { portalTrustedCas } from './trust.ts';
 
 /** The most of an error response's body the shell reads (problem details are small). */
 const MAX_ERROR_BODY_BYTES = 16 * 1024;
@@ -25,8 +26,14 @@ export interface PhoenixSocketOptions extends PhoenixChannelOptions {
   url: string;
   /** The bearer token; sent as `X-Authorization: Bearer <token>` and never logged. */
   token?: string;
-  /** CA certificates (PEM) to verify a wss:// server against instead of the system store. */
+  /** CA certificates (PEM) trusted for a wss:// server in addition to the system store. */
   ca?: string | Buffer | (string | Buffer)[];
+  /**
+   * A PEM file of CA certificates trusted in addition to the system store (`--ca-file`, or
+   * `GATEHOUSE_CA_FILE` through resolvePortalCa). Read by the constructor: a missing file or
+   * one with no PEM certificate throws a CaFileError saying so.
+   */
+  caFile?: string;
   userAgent?: string;
   /** Extra request headers. */
   headers?: Record<string, string>;
@@ -52,9 +59,15 @@ export class PhoenixSocket {
   #closedResolve: (() => void) | undefined;
   readonly #closed: Promise<void>;
   #driving = false;
+  /** What a wss:// server is verified against: the system roots plus ca and caFile. */
+  readonly #ca: (string | Buffer)[];
 
   constructor(options: PhoenixSocketOptions) {
     this.#options = options;
+    this.#ca = portalTrustedCas({
+      ...(options.caFile === undefined ? {} : { caFile: options.caFile }),
+      ...(options.ca === undefined ? {} : { extra: options.ca }),
+    });
     this.#now = options.now ?? (() => performance.now());
     this.channel = new PhoenixChannel(options);
     this.#closed = new Promise((resolve) => {
@@ -162,7 +175,8 @@ export class PhoenixSocket {
     if (this.#options.userAgent !== undefined) headers['User-Agent'] = this.#options.userAgent;
     const socket = new WebSocket(this.#options.url, {
       headers,
-      ...(this.#options.ca === undefined ? {} : { ca: this.#options.ca }),
+      // Given explicitly, so the system store is used rather than Node's bundled roots alone.
+      ca: this.#ca,
       maxPayload: MAX_PORTAL_FRAME_CHARS,
       perMessageDeflate: false,
     });

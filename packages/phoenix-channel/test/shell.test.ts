@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { type IncomingMessage, type Server, createServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -10,7 +10,15 @@ import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { type TestContext, after, describe, it } from 'node:test';
 import { skipLoudly } from '@gatehouse/test-support';
-import { type ChannelEvent, PhoenixSocket } from '@gatehouse/phoenix-channel';
+import {
+  CaFileError,
+  type ChannelEvent,
+  PhoenixSocket,
+  portalTrustedCas,
+  readCaFile,
+  resolvePortalCa,
+  systemCaCertificates,
+} from '@gatehouse/phoenix-channel';
 import { type WebSocket, WebSocketServer } from 'ws';
 
 interface Frame {
@@ -293,5 +301,98 @@ void describe('PhoenixSocket over ws on 127.0.0.1', () => {
     );
     assert.equal(server.upgrades.length, 1, 'only the trusted socket reached the server');
     await untrusted.close();
+  });
+
+  /** Whether a socket with `options` joins the TLS server, or the reason it was refused. */
+  const tryJoin = async (
+    url: string,
+    options: { caFile?: string; ca?: Buffer },
+  ): Promise<{ joined: boolean; reason: string }> => {
+    const events: ChannelEvent[] = [];
+    const socket = new PhoenixSocket({
+      url,
+      token: 'good-token',
+      topic: 'client',
+      joinPayload: {},
+      backoff: { initialMs: 10_000 },
+      ...options,
+      onEvent: (event) => events.push(event),
+    });
+    socket.start();
+    await until(
+      () => socket.state === 'joined' || events.some((event) => event.type === 'disconnected'),
+      'a join or a refusal',
+    );
+    const refusal = events.find((event) => event.type === 'disconnected');
+    const result = {
+      joined: socket.state === 'joined',
+      reason: refusal?.type === 'disconnected' ? refusal.reason : '',
+    };
+    await socket.close();
+    return result;
+  };
+
+  void it('wss: the system store by default; --ca-file and GATEHOUSE_CA_FILE add a CA to it', async (t) => {
+    const tls = makeCertificate(t);
+    if (tls === undefined) return;
+    const server = await startServer({ tls });
+    servers.push(server);
+    const dir = mkdtempSync(join(tmpdir(), 'gatehouse-phoenix-ca-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const caPath = join(dir, 'portal-ca.pem');
+    writeFileSync(caPath, tls.cert);
+
+    // The system roots are what a socket trusts without a CA file; they do not include ours.
+    assert.ok(systemCaCertificates().length > 0, 'the system store has certificates');
+    assert.ok(
+      portalTrustedCas().length === systemCaCertificates().length,
+      'no CA file: the system roots alone',
+    );
+    const without = await tryJoin(server.url, {});
+    assert.equal(without.joined, false);
+    assert.match(without.reason, /self.signed|certificate|verify/i);
+
+    const withFlag = resolvePortalCa({ caFile: caPath, env: {} });
+    assert.deepEqual(withFlag, { caFile: caPath, source: 'flag' });
+    assert.equal((await tryJoin(server.url, { caFile: withFlag.caFile! })).joined, true);
+
+    const fromEnv = resolvePortalCa({ env: { GATEHOUSE_CA_FILE: caPath } });
+    assert.deepEqual(fromEnv, { caFile: caPath, source: 'env' });
+    assert.equal((await tryJoin(server.url, { caFile: fromEnv.caFile! })).joined, true);
+
+    // The flag wins over the environment; an empty variable is no CA file.
+    assert.deepEqual(resolvePortalCa({ caFile: '/x.pem', env: { GATEHOUSE_CA_FILE: caPath } }), {
+      caFile: '/x.pem',
+      source: 'flag',
+    });
+    assert.deepEqual(resolvePortalCa({ env: { GATEHOUSE_CA_FILE: '' } }), {
+      caFile: undefined,
+      source: 'system',
+    });
+    // A CA file adds to the system roots rather than replacing them.
+    const trusted = portalTrustedCas({ caFile: caPath });
+    assert.equal(trusted.length, systemCaCertificates().length + 1);
+  });
+
+  void it('a missing CA file or one with no PEM certificate is a clear error', (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'gatehouse-phoenix-ca-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const options = { url: 'wss://127.0.0.1:1/x', topic: 'client', joinPayload: {} };
+    const missing = join(dir, 'missing.pem');
+    assert.throws(
+      () => new PhoenixSocket({ ...options, caFile: missing, onEvent: () => {} }),
+      (error: Error) =>
+        error instanceof CaFileError &&
+        error.message.includes(missing) &&
+        /no such file/.test(error.message),
+    );
+    const notPem = join(dir, 'not.pem');
+    writeFileSync(notPem, 'this is not a certificate\n');
+    assert.throws(
+      () => new PhoenixSocket({ ...options, caFile: notPem, onEvent: () => {} }),
+      (error: Error) =>
+        error instanceof CaFileError && /holds no PEM certificate/.test(error.message),
+    );
+    assert.throws(() => readCaFile(dir), CaFileError, 'a directory');
   });
 });
