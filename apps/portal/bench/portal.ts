@@ -144,6 +144,8 @@ interface SimClient {
 /** One TLS context for every simulated client (a context per connection would load the CA store each time). */
 const clientSecureContext = tls.createSecureContext({});
 
+const DEVICES_PER_USER = 4;
+
 function simulateClient(url: string, token: string, secure: boolean): Promise<SimClient> {
   const started = performance.now();
   return new Promise((resolve, reject) => {
@@ -257,16 +259,20 @@ async function main(): Promise<void> {
       const groups = Array.from({ length: 5 }, (_, i) =>
         storage.createGroup(account.id, `g${i}`, now),
       );
-      const users = Array.from({ length: 50 }, (_, i) => {
-        const user = storage.createActor({
-          accountId: account.id,
-          kind: 'user',
-          name: `user${i}`,
-          now,
-        });
-        storage.addMembership((groups[i % 5] as { id: string }).id, user.id, now);
-        return user;
-      });
+      // A few devices per person, well under MAX_DEVICES_PER_ACTOR (a person's devices are capped).
+      const users = Array.from(
+        { length: Math.max(1, Math.ceil(clients / DEVICES_PER_USER)) },
+        (_, i) => {
+          const user = storage.createActor({
+            accountId: account.id,
+            kind: 'user',
+            name: `user${i}`,
+            now,
+          });
+          storage.addMembership((groups[i % 5] as { id: string }).id, user.id, now);
+          return user;
+        },
+      );
       for (let r = 0; r < 20; r++) {
         const resource = storage.createResource({
           accountId: account.id,
