@@ -58,10 +58,20 @@ export interface TunnelSpec {
   dns: DnsSettings;
   /** Name patterns the DNS stub answers with proxy addresses (already checked). */
   dnsResources: string[];
+  /** Where the DNS stub's proxy addresses come from (the account's ranges with a portal). */
+  proxyRanges: { ipv4: string; ipv6: string };
+  /** With a default route in the tunnel: the LAN's own routes stay outside it. */
+  lanBypass: boolean;
 }
 
 /** What the running tunnel is built around: a change to any of these needs a new tunnel. */
-export const FIXED_FIELDS = ['interfaceName', 'privateKey', 'listenPort', 'fwMark'] as const;
+export const FIXED_FIELDS = [
+  'interfaceName',
+  'privateKey',
+  'listenPort',
+  'fwMark',
+  'lanBypass',
+] as const;
 export type FixedField = (typeof FIXED_FIELDS)[number];
 
 export type TunnelSpecChange =
@@ -101,7 +111,11 @@ export function diffTunnelSpecs(from: TunnelSpec, to: TunnelSpec): TunnelSpecCha
     changes.push({ kind: 'routes', added: routesAdded, removed: routesRemoved });
 
   if (!sameValue(from.dns, to.dns)) changes.push({ kind: 'dns' });
-  if (!sameValue(from.dnsResources, to.dnsResources)) changes.push({ kind: 'dns-resources' });
+  if (
+    !sameValue(from.dnsResources, to.dnsResources) ||
+    !sameValue(from.proxyRanges, to.proxyRanges)
+  )
+    changes.push({ kind: 'dns-resources' });
   return changes;
 }
 

@@ -6,6 +6,7 @@
 
 import { formatAddress, isAddress, parseAddress, parsePrefix } from '@gatehouse/addresses';
 import type { Address } from '@gatehouse/addresses';
+import { DEFAULT_IPV4_PROXY_RANGE, DEFAULT_IPV6_PROXY_RANGE } from '@gatehouse/dns-stub';
 import { decodeKey } from '@gatehouse/wireguard';
 import {
   prefixText,
@@ -48,6 +49,8 @@ export function tunnelSpecFromWgQuick(config: WgQuickConfig, interfaceName: stri
     routes: [...new Set(peers.flatMap((peer) => peer.allowedIps.map(prefixText)))],
     dns: section.dns,
     dnsResources: [],
+    proxyRanges: { ipv4: DEFAULT_IPV4_PROXY_RANGE, ipv6: DEFAULT_IPV6_PROXY_RANGE },
+    lanBypass: true,
   };
 }
 

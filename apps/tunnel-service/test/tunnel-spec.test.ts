@@ -29,6 +29,8 @@ const BASE: TunnelSpec = {
   routes: ['10.2.0.0/16', '10.3.0.0/16'],
   dns: { servers: ['10.0.0.1'], searchDomains: [] },
   dnsResources: [],
+  proxyRanges: { ipv4: '100.96.0.0/11', ipv6: 'fd00:2021:1111:8000::/107' },
+  lanBypass: true,
 };
 
 void test('diffTunnelSpecs: each change, and nothing else', async (t) => {
