@@ -32,10 +32,15 @@ import {
   PortalResourceSchema,
   WireGuardKeySchema,
   isUnknownResourceType,
-  parseWithSchema,
   sieveResources,
   MAX_PORTAL_RELAYS,
 } from './common.ts';
+import {
+  defineChannel,
+  type ChannelMessages,
+  type JoinParse,
+  type WireMessage,
+} from './channel-definition.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Join
@@ -131,12 +136,8 @@ export const portalToClientSchemas = {
   invalidate_ice_candidates: GatewayIceCandidatesSchema,
 } as const;
 
-type Messages<T extends Record<string, z.ZodType>> = {
-  [E in keyof T]: { event: E; payload: z.infer<T[E]> };
-}[keyof T];
-
 /** A message the portal sends a client. */
-export type PortalToClientMessage = Messages<typeof portalToClientSchemas>;
+export type PortalToClientMessage = ChannelMessages<typeof portalToClientSchemas>;
 export type PortalToClientEvent = PortalToClientMessage['event'];
 export type ClientInit = z.infer<typeof ClientInitSchema>;
 export type AuthorizationCreated = z.infer<typeof AuthorizationCreatedSchema>;
@@ -166,69 +167,44 @@ export const clientToPortalSchemas = {
 } as const;
 
 /** A message a client sends the portal. */
-export type ClientToPortalMessage = Messages<typeof clientToPortalSchemas>;
+export type ClientToPortalMessage = ChannelMessages<typeof clientToPortalSchemas>;
 export type ClientToPortalEvent = ClientToPortalMessage['event'];
 
 // ---------------------------------------------------------------------------------------------
 // Parse and encode
 
-function schemaFor(table: Record<string, z.ZodType>, event: string): z.ZodType | undefined {
-  return Object.hasOwn(table, event) ? table[event] : undefined;
-}
+const clientChannel = defineChannel({
+  portalTo: portalToClientSchemas,
+  toPortal: clientToPortalSchemas,
+  join: ClientJoinPayloadSchema,
+  prepareFromPortal(event, object, sieve) {
+    if (event === 'init')
+      return { ...object, resources: sieveResources(object.resources, sieve, 'resources') };
+    if (event === 'resource_created_or_updated' && isUnknownResourceType(object)) return 'ignored';
+    return object;
+  },
+});
 
 /** What a client makes of a portal push; never throws. */
-export function parsePortalToClient(
+export const parsePortalToClient: (
   event: string,
   payload: unknown,
-): PortalParseResult<PortalToClientMessage> {
-  return parseWithSchema(
-    event,
-    payload,
-    schemaFor(portalToClientSchemas, event),
-    (object, sieve) => {
-      if (event === 'init')
-        return { ...object, resources: sieveResources(object.resources, sieve, 'resources') };
-      if (event === 'resource_created_or_updated' && isUnknownResourceType(object))
-        return 'ignored';
-      return object;
-    },
-  );
-}
+) => PortalParseResult<PortalToClientMessage> = clientChannel.parseFromPortal;
 
 /** What the portal makes of a client's push; never throws. */
-export function parseClientToPortal(
+export const parseClientToPortal: (
   event: string,
   payload: unknown,
-): PortalParseResult<ClientToPortalMessage> {
-  return parseWithSchema(event, payload, schemaFor(clientToPortalSchemas, event));
-}
-
-export type JoinParse<T> = { ok: true; payload: T } | { ok: false; problem: string };
+) => PortalParseResult<ClientToPortalMessage> = clientChannel.parseToPortal;
 
 /** The portal's check of a client's phx_join payload; never throws. */
-export function parseClientJoin(payload: unknown): JoinParse<ClientJoinPayload> {
-  const result = parseWithSchema<{ event: string; payload: ClientJoinPayload }>(
-    'phx_join',
-    payload,
-    ClientJoinPayloadSchema,
-  );
-  return result.ok
-    ? { ok: true, payload: result.message.payload }
-    : { ok: false, problem: result.problem };
-}
+export const parseClientJoin: (payload: unknown) => JoinParse<ClientJoinPayload> =
+  clientChannel.parseJoin;
 
 /** The `{event, payload}` of a portal push, ready to frame (the wire form is the message's form). */
-export function encodePortalToClient(message: PortalToClientMessage): {
-  event: string;
-  payload: unknown;
-} {
-  return { event: message.event, payload: message.payload };
-}
+export const encodePortalToClient: (message: PortalToClientMessage) => WireMessage =
+  clientChannel.encodeFromPortal;
 
 /** The `{event, payload}` of a client push, ready to frame. */
-export function encodeClientToPortal(message: ClientToPortalMessage): {
-  event: string;
-  payload: unknown;
-} {
-  return { event: message.event, payload: message.payload };
-}
+export const encodeClientToPortal: (message: ClientToPortalMessage) => WireMessage =
+  clientChannel.encodeToPortal;

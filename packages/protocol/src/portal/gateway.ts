@@ -39,9 +39,13 @@ import {
   describeZodError,
   isPlainObject,
   isUnknownResourceType,
-  parseWithSchema,
 } from './common.ts';
-import type { JoinParse } from './client.ts';
+import {
+  defineChannel,
+  type ChannelMessages,
+  type JoinParse,
+  type WireMessage,
+} from './channel-definition.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Join
@@ -122,12 +126,8 @@ export const portalToGatewaySchemas = {
   invalidate_ice_candidates: ClientIceCandidatesSchema,
 } as const;
 
-type Messages<T extends Record<string, z.ZodType>> = {
-  [E in keyof T]: { event: E; payload: z.infer<T[E]> };
-}[keyof T];
-
 /** A message the portal sends a gateway. */
-export type PortalToGatewayMessage = Messages<typeof portalToGatewaySchemas>;
+export type PortalToGatewayMessage = ChannelMessages<typeof portalToGatewaySchemas>;
 export type PortalToGatewayEvent = PortalToGatewayMessage['event'];
 
 // ---------------------------------------------------------------------------------------------
@@ -149,15 +149,11 @@ export const gatewayToPortalSchemas = {
 } as const;
 
 /** A message a gateway sends the portal. */
-export type GatewayToPortalMessage = Messages<typeof gatewayToPortalSchemas>;
+export type GatewayToPortalMessage = ChannelMessages<typeof gatewayToPortalSchemas>;
 export type GatewayToPortalEvent = GatewayToPortalMessage['event'];
 
 // ---------------------------------------------------------------------------------------------
 // Parse and encode
-
-function schemaFor(table: Record<string, z.ZodType>, event: string): z.ZodType | undefined {
-  return Object.hasOwn(table, event) ? table[event] : undefined;
-}
 
 /** The flows of an init this build can hold: one naming a resource of an unknown type is ignored. */
 function sieveAuthorizations(list: unknown, sieve: ResourceSieve): unknown {
@@ -175,55 +171,37 @@ function sieveAuthorizations(list: unknown, sieve: ResourceSieve): unknown {
   return kept;
 }
 
+const gatewayChannel = defineChannel({
+  portalTo: portalToGatewaySchemas,
+  toPortal: gatewayToPortalSchemas,
+  join: GatewayJoinPayloadSchema,
+  prepareFromPortal(event, object, sieve) {
+    if (event === 'init')
+      return { ...object, authorizations: sieveAuthorizations(object.authorizations, sieve) };
+    if (event === 'resource_updated' && isUnknownResourceType(object)) return 'ignored';
+    if (event === 'authorize_flow' && isUnknownResourceType(object.resource)) return 'ignored';
+    return object;
+  },
+});
+
 /** What a gateway makes of a portal push; never throws. */
-export function parsePortalToGateway(
+export const parsePortalToGateway: (
   event: string,
   payload: unknown,
-): PortalParseResult<PortalToGatewayMessage> {
-  return parseWithSchema(
-    event,
-    payload,
-    schemaFor(portalToGatewaySchemas, event),
-    (object, sieve) => {
-      if (event === 'init')
-        return { ...object, authorizations: sieveAuthorizations(object.authorizations, sieve) };
-      if (event === 'resource_updated' && isUnknownResourceType(object)) return 'ignored';
-      if (event === 'authorize_flow' && isUnknownResourceType(object.resource)) return 'ignored';
-      return object;
-    },
-  );
-}
+) => PortalParseResult<PortalToGatewayMessage> = gatewayChannel.parseFromPortal;
 
 /** What the portal makes of a gateway's push; never throws. */
-export function parseGatewayToPortal(
+export const parseGatewayToPortal: (
   event: string,
   payload: unknown,
-): PortalParseResult<GatewayToPortalMessage> {
-  return parseWithSchema(event, payload, schemaFor(gatewayToPortalSchemas, event));
-}
+) => PortalParseResult<GatewayToPortalMessage> = gatewayChannel.parseToPortal;
 
 /** The portal's check of a gateway's phx_join payload; never throws. */
-export function parseGatewayJoin(payload: unknown): JoinParse<GatewayJoinPayload> {
-  const result = parseWithSchema<{ event: string; payload: GatewayJoinPayload }>(
-    'phx_join',
-    payload,
-    GatewayJoinPayloadSchema,
-  );
-  return result.ok
-    ? { ok: true, payload: result.message.payload }
-    : { ok: false, problem: result.problem };
-}
+export const parseGatewayJoin: (payload: unknown) => JoinParse<GatewayJoinPayload> =
+  gatewayChannel.parseJoin;
 
-export function encodePortalToGateway(message: PortalToGatewayMessage): {
-  event: string;
-  payload: unknown;
-} {
-  return { event: message.event, payload: message.payload };
-}
+export const encodePortalToGateway: (message: PortalToGatewayMessage) => WireMessage =
+  gatewayChannel.encodeFromPortal;
 
-export function encodeGatewayToPortal(message: GatewayToPortalMessage): {
-  event: string;
-  payload: unknown;
-} {
-  return { event: message.event, payload: message.payload };
-}
+export const encodeGatewayToPortal: (message: GatewayToPortalMessage) => WireMessage =
+  gatewayChannel.encodeToPortal;
