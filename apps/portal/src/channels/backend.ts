@@ -59,6 +59,8 @@ export interface AccountView {
   resources: ReadonlyMap<string, ResourceView>;
   /** The resource ids the actor's policies allow (through its groups). */
   allowedResourceIds(actorId: string): ReadonlySet<string>;
+  /** The actor's name (a user's, a service account's); undefined for no actor of the account. */
+  actorName(actorId: string): string | undefined;
 }
 
 export interface InterfaceAddresses {

@@ -670,14 +670,14 @@ class ClientSession extends Session implements MappedClient {
     this.hub.counters.clientJoins += 1;
     const config = this.configPayload(view);
     this.sentConfig = JSON.stringify(config);
-    return {
-      ok: true,
-      init: {
-        ...config,
-        resources: [...resources.values()],
-        relays: [],
-      },
+    const init: Record<string, unknown> = {
+      ...config,
+      resources: [...resources.values()],
+      relays: [],
     };
+    const actorName = view.actorName(this.actorId);
+    if (actorName !== undefined) init.identity = { account_slug: view.slug, actor_name: actorName };
+    return { ok: true, init };
   }
 
   protected afterJoin(): void {

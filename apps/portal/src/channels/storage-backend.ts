@@ -151,6 +151,7 @@ export function storageChannelBackend(
         if (r.address !== null) view.address = r.address;
         resources.set(r.id, view);
       }
+      const actorNames = new Map(world.actors.map((actor) => [actor.id, actor.name]));
       const index = compilePolicies(world);
       const allowedCache = new Map<string, ReadonlySet<string>>();
       return {
@@ -169,6 +170,7 @@ export function storageChannelBackend(
           }
           return allowed;
         },
+        actorName: (actorId: string) => actorNames.get(actorId),
       };
     },
 

@@ -1,8 +1,12 @@
 /** The policy world of one account, read from storage (one read transaction). */
-import type { Id, PortalStorage } from '../db/storage.ts';
+import type { Actor, Id, PortalStorage } from '../db/storage.ts';
 import { compilePolicies, type PolicyIndex, type PolicyWorld } from './evaluate.ts';
 
-export function loadPolicyWorld(storage: PortalStorage, accountId: Id): PolicyWorld {
+/** The world, with the whole actor rows (their names too). */
+export function loadPolicyWorld(
+  storage: PortalStorage,
+  accountId: Id,
+): Omit<PolicyWorld, 'actors'> & { actors: readonly Actor[] } {
   return storage.transaction(() => ({
     actors: storage.listActors(accountId),
     memberships: storage.listMemberships({ accountId }),

@@ -67,11 +67,29 @@ export type ClientJoinPayload = z.infer<typeof ClientJoinPayloadSchema>;
 // ---------------------------------------------------------------------------------------------
 // Portal → client
 
+/** Who the client is signed in as: the account, and the actor's name (a user's or a service account's). */
+export const ClientIdentitySchema = z.object({
+  account_slug: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$/, 'an account slug'),
+  actor_name: z
+    .string()
+    .min(1)
+    .max(MAX_NAME_CHARS)
+    // eslint-disable-next-line no-control-regex
+    .regex(/^[^\u0000-\u001f\u007f]+$/, 'a name without control characters'),
+});
+export type ClientIdentity = z.infer<typeof ClientIdentitySchema>;
+
 export const ClientInitSchema = z.object({
   interface: ClientInterfaceSchema,
   address_ranges: AddressRangesSchema,
   resources: z.array(PortalResourceSchema).max(MAX_PORTAL_RESOURCES).default([]),
   relays: z.array(RelaySchema).max(MAX_PORTAL_RELAYS).default([]),
+  /**
+   * Absent from older portals' init. Shown to the user only, so one that does not parse reads
+   * as absent (undefined) rather than refusing the whole init; a client that counts such a
+   * problem reads the raw payload.
+   */
+  identity: ClientIdentitySchema.optional().catch(undefined),
 });
 
 export const ConfigChangedSchema = z.object({
