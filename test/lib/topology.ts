@@ -57,8 +57,8 @@ export const DEMO_ORG = {
   user: { name: 'dana', email: 'dana@demo.internal', password: 'dana-demo-password' },
 } as const;
 
-/** The tools a topology needs on PATH (the gateway and the client need more). */
-export const TOPOLOGY_TOOLS = ['ip', 'unshare', 'nsenter', 'mount', 'openssl', 'getent'];
+/** The tools a topology needs on PATH (nft: the gateway's). */
+export const TOPOLOGY_TOOLS = ['ip', 'unshare', 'nsenter', 'mount', 'openssl', 'getent', 'nft'];
 
 export const DEMO_ORG_FILE = fileURLToPath(new URL('../start/demo-org.yaml', import.meta.url));
 const GATEHOUSE_PORTAL = fileURLToPath(
@@ -259,7 +259,7 @@ async function build(
       [
         GATEHOUSE_GATEWAY,
         '--portal',
-        `wss://${internet.portal}`,
+        origin,
         '--endpoint',
         `${internet.gateway}:${TOPOLOGY.gatewayListenPort}`,
         '--listen-port',

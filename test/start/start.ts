@@ -37,7 +37,14 @@ const GATEHOUSE_TUNNEL = fileURLToPath(
   new URL('../../apps/tunnel-service/bin/gatehouse-tunnel', import.meta.url),
 );
 
-class StartFailure extends Error {}
+class StartFailure extends Error {
+  /** False for a failure whose reason says it all (a part not built yet): no process tails. */
+  readonly diagnose: boolean;
+  constructor(message: string, diagnose = true) {
+    super(message);
+    this.diagnose = diagnose;
+  }
+}
 
 let topology: Topology | undefined;
 let network: TestNetwork | undefined;
@@ -207,7 +214,7 @@ async function startGateway(topo: Topology): Promise<NamespaceProcess> {
   const gateway = topo.startGateway();
   say(
     `gateway: $ GATEHOUSE_TOKEN=(the site's token) GATEHOUSE_ID=… gatehouse-gateway --portal ` +
-      `wss://${TOPOLOGY.internet.portal} --endpoint ${TOPOLOGY.internet.gateway}:` +
+      `${topo.portal.origin} --endpoint ${TOPOLOGY.internet.gateway}:` +
       `${TOPOLOGY.gatewayListenPort} --ca-file ${topo.certificates.caFile}`,
   );
   try {
@@ -215,7 +222,7 @@ async function startGateway(topo: Topology): Promise<NamespaceProcess> {
   } catch (error) {
     const exit = gateway.running ? undefined : await gateway.exited;
     if (gateway.output().includes('not built yet')) {
-      throw new StartFailure('gateway not built yet');
+      throw new StartFailure('gateway not built yet', false);
     }
     throw new StartFailure(
       exit === undefined
@@ -254,7 +261,7 @@ async function startClient(topo: Topology, token: string): Promise<NamespaceProc
     await untilOutput(up, /connected| is up/i, CLIENT_READY_TIMEOUT_MS);
   } catch (error) {
     if (/unknown option|--portal/i.test(up.output()) && !up.running) {
-      throw new StartFailure('gatehouse-tunnel up --portal not built yet');
+      throw new StartFailure('gatehouse-tunnel up --portal not built yet', false);
     }
     throw new StartFailure((error as Error).message);
   }
@@ -416,7 +423,7 @@ async function main(): Promise<void> {
   } catch (error) {
     clearTimeout(watchdog);
     if (!(error instanceof StartFailure)) console.error(error);
-    else if (topology !== undefined) console.error(topology.diagnostics());
+    else if (error.diagnose && topology !== undefined) console.error(topology.diagnostics());
     await net.destroy();
     finish({
       ok: false,
