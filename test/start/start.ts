@@ -234,8 +234,14 @@ async function startGateway(topo: Topology): Promise<NamespaceProcess> {
   return gateway;
 }
 
+/** The line that says why: an uncaught error's own line, else the last one that is not Node's trailer. */
 function lastLine(started: NamespaceProcess): string {
-  return started.output().trimEnd().split('\n').at(-1) ?? '';
+  const lines = started
+    .output()
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line !== '' && !/^Node\.js v\d/.test(line) && !line.startsWith('at '));
+  return lines.findLast((line) => /^\w*Error\b/.test(line)) ?? lines.at(-1) ?? '';
 }
 
 async function startClient(topo: Topology, token: string): Promise<NamespaceProcess> {
