@@ -104,6 +104,31 @@ export interface RegisterGatewayInput {
   now: number;
 }
 
+/** A flow as the portal keeps it, so that a restarted portal can hand it back (migration 0003). */
+export interface FlowRecord {
+  gatewayId: string;
+  /** The client device's id. */
+  deviceId: string;
+  resourceId: string;
+  /** The client token it was authorized under. */
+  tokenId: string;
+  clientPublicKey: string;
+  /** The client-gateway pair's preshared key: a session secret, never logged. */
+  presharedKey: string;
+  /** authorize_flow's domain (DNS resources), as sent. */
+  domain: { name: string; proxy_ips: string[] } | null;
+  /** Epoch ms; null for never. */
+  expiresAt: number | null;
+}
+
+/** A kept flow with its device as it is now. */
+export interface KeptFlow extends FlowRecord {
+  device: { actorId: string; publicKey: string; ipv4: string; ipv6: string };
+}
+
+export type KeptFlowFilter =
+  { deviceId: string; resourceId?: string; gatewayId?: string } | { gatewayId: string };
+
 export interface ChannelBackend {
   verifyToken(text: string, now: number): ChannelTokenCheck;
   /** Whether a token verified earlier is still good (revoked by the CLI, expired by time). */
@@ -118,6 +143,17 @@ export interface ChannelBackend {
   deviceAddresses(deviceId: string): InterfaceAddresses | undefined;
   /** Upserts the gateway (public key, endpoint, last seen); its tunnel addresses. */
   registerGateway(input: RegisterGatewayInput): { gatewayId: string } & InterfaceAddresses;
+  /**
+   * Keeps a flow the gateway confirmed (the domain added to the flow's names); rows of that
+   * device and resource on another gateway or with other keys go (it was replaced).
+   */
+  keepFlow(flow: FlowRecord, now: number): void;
+  /** The flows kept for a gateway, one per (device, resource, domain). */
+  keptFlows(gatewayId: string): KeptFlow[];
+  forgetFlows(filter: KeptFlowFilter): number;
+  forgetExpiredFlows(now: number): number;
+  /** The gateways with kept flows. */
+  gatewaysWithKeptFlows(): string[];
   /** The account's current configuration; undefined if it is gone. */
   accountView(accountId: string): AccountView | undefined;
   /** Runs fn in one transaction (nested calls are savepoints); fn is synchronous. */

@@ -12,8 +12,13 @@
  * - request_authorization: policy check, an online gateway of the resource's site (one the
  *   client is already connected to first, else the least loaded), `authorize_flow` to it; the
  *   client's `authorization_created` follows the gateway's `flow_authorized` (or
- *   `authorization_creation_failed` forbidden | not_found | offline). A gateway that comes back
- *   within `flowHoldMs` gets its still-allowed flows back in its init.
+ *   `authorization_creation_failed` forbidden | not_found | offline). Asked again for a resource
+ *   it holds a flow to (another name of a DNS resource, or the same), the same gateway gets
+ *   authorize_flow again with the same keys and that request's domain.
+ * - Flows the gateway confirmed are kept in the database (migration 0003-flows): a gateway that
+ *   joins again — after it went away for less than `flowHoldMs`, or after this portal restarted
+ *   — gets those still allowed and unexpired in its init (their flow_authorized expected, not
+ *   acted on), and the client device joining again is matched to them.
  * - Limits: frames above `maxPayload` close the connection (1009, counted); messages above
  *   `maxMessageBytes`, binary messages, non-JSON, wrong shapes, unknown topics or events and
  *   messages over the per-connection rate are logged (never their content) and dropped, the
@@ -46,7 +51,10 @@ import type {
   ClientJoinRefusal,
   ChannelKind,
   ChannelToken,
+  KeptFlow,
+  KeptFlowFilter,
   ResourceView,
+  TokenState,
 } from './backend.ts';
 import {
   CLIENT_TOPIC,
@@ -66,6 +74,7 @@ import {
   PHX_LEAVE,
   type PhoenixFrame,
   type RequestAuthorization,
+  type ResolvedDomain,
 } from '@gatehouse/protocol';
 import { encodeFrame, pushFrame, replyFrame, type OutboundFrame } from './frames.ts';
 
@@ -91,7 +100,8 @@ export interface ChannelHubOptions {
   /**
    * How long the flows of a gateway that went away are kept for it, ms (default 5 min): when it
    * joins again (same site, same device id) its init carries those still allowed, so a restart
-   * does not cut the clients off.
+   * does not cut the clients off. Kept in the database: after a portal restart the hold of every
+   * gateway with flows starts again from the restart.
    */
   flowHoldMs?: number;
   mapper?: MapperOptions;
@@ -123,6 +133,14 @@ export type UpgradeRefusal = (typeof UPGRADE_REFUSALS)[number];
 export const AUTHORIZATION_FAILURES = ['forbidden', 'not_found', 'offline'] as const;
 export type AuthorizationFailure = (typeof AUTHORIZATION_FAILURES)[number];
 
+/**
+ * Why kept flows were deleted without a reject_access: expired (by time, or their token by
+ * time), not_allowed (found so at the gateway's join: policy, resource, site, token or the
+ * device's key changed), hold_ended (their gateway did not come back within flowHoldMs).
+ */
+export const FLOW_DROP_REASONS = ['expired', 'not_allowed', 'hold_ended'] as const;
+export type FlowDropReason = (typeof FLOW_DROP_REASONS)[number];
+
 export interface ChannelCounters {
   upgrades: number;
   refusedUpgrades: Record<UpgradeRefusal, number>;
@@ -134,8 +152,12 @@ export interface ChannelCounters {
   oversizedFrames: number;
   /** authorize_flow without flow_authorized in time (the client was told offline). */
   flowTimeouts: number;
-  /** Flows handed back to a gateway in its init after it came back. */
+  /** Authorizations handed back to a gateway in its init after it came back. */
   flowsRestored: number;
+  /** Kept flows deleted without a reject_access, by reason. */
+  flowsDropped: Record<FlowDropReason, number>;
+  /** Keeping, reading or deleting flows in the database failed (logged). */
+  flowStoreErrors: number;
   /** Sessions cut off because they left more than 8 MiB unread. */
   slowConsumers: number;
   /** Join batches run (one transaction each) and the largest. */
@@ -194,8 +216,12 @@ interface HubState {
   idleTimeoutMs: number;
   flowTimeoutMs: number;
   flowHoldMs: number;
-  /** gatewayId → the authorized flows of its last session, until `until`. */
-  heldFlows: Map<string, { flows: GatewayFlow[]; until: number }>;
+  /** gatewayId → until when the kept flows of a gateway not joined now wait for it. */
+  heldGateways: Map<string, number>;
+  /** gatewayId → its joined session (the latest, when one replaced another). */
+  gatewaysById: Map<string, GatewaySession>;
+  /** close() was called: sessions leaving keep their flows for the next start. */
+  stopping: boolean;
   joinQueue: QueuedJoin[];
   mapper: Mapper;
   /** Joined sessions by account. */
@@ -635,7 +661,9 @@ class ClientSession extends Session implements MappedClient {
     if (this.closed) return;
     const flows = [...this.flows.values()];
     super.disconnect(reason);
-    for (const { gateway, flow } of flows) gateway.rejectFlow(flow);
+    for (const { gateway, flow } of flows) {
+      if (gateway.rejectFlow(flow)) this.hub.counters.rejectAccessSent += 1;
+    }
     this.flows.clear();
   }
 
@@ -682,13 +710,22 @@ class ClientSession extends Session implements MappedClient {
 
   protected afterJoin(): void {
     addTo(this.hub.clients, this.accountId, this);
-    // The same device back: the flows its gateways still hold for it are this session's now.
+    // The same device back: the flows its gateways still hold for it are this session's now —
+    // unless its key changed: the gateways' peers have the old one, so those are rejected.
+    const stale: [GatewaySession, GatewayFlow][] = [];
     for (const gateway of this.hub.gateways.get(this.accountId) ?? []) {
       for (const flow of gateway.flows.values()) {
         if (flow.clientId !== this.deviceId || flow.client === this || flow.client.joined) continue;
+        if (flow.publicKey !== this.publicKey) {
+          stale.push([gateway, flow]);
+          continue;
+        }
         flow.client = this;
         this.flows.set(flow.resourceId, { gateway, flow });
       }
+    }
+    for (const [gateway, flow] of stale) {
+      if (gateway.rejectFlow(flow)) this.hub.counters.rejectAccessSent += 1;
     }
   }
 
@@ -728,6 +765,16 @@ class ClientSession extends Session implements MappedClient {
         return this.fail(resourceId, 'forbidden');
       }
     }
+    // The gateway that holds this client's flow to the resource already (another name of a DNS
+    // resource, asked again after a reconnect) keeps it.
+    const holder = this.flows.get(resourceId)?.gateway;
+    if (
+      holder !== undefined &&
+      holder.joined &&
+      !holder.closed &&
+      holder.siteId === resource.siteId
+    )
+      return holder.authorizeFlow(this, resource, request);
     const candidates = [...(this.hub.gateways.get(this.accountId) ?? [])].filter(
       (g) => g.joined && g.siteId === resource.siteId,
     );
@@ -799,10 +846,20 @@ function domainProblem(
   return undefined;
 }
 
-/** A flow as its gateway holds it: what authorize_flow said, and whether the gateway confirmed it. */
+/** A flow as its gateway holds it: the keys authorize_flow carried, and whether it confirmed them. */
 interface GatewayFlow extends MappedFlow {
-  client: ClientSession;
-  wire: Record<string, unknown>;
+  /** A client session (joined or closed), or an AbsentClient for a flow kept from before. */
+  client: MappedClient;
+  /** The client's key and tunnel addresses as authorized. */
+  publicKey: string;
+  ipv4: string;
+  ipv6: string;
+  /** The client-gateway pair's preshared key (a session secret, never logged). */
+  presharedKey: string;
+  /** Epoch ms; null for never. */
+  expiresAt: number | null;
+  /** A DNS resource's names the gateway confirmed, by domainKey. */
+  domains: Map<string, ResolvedDomain>;
   authorized: boolean;
 }
 
@@ -810,9 +867,63 @@ interface PendingFlow {
   client: ClientSession;
   flow: GatewayFlow;
   resource: ResourceView;
-  presharedKey: string;
+  /** The name this authorize_flow carried (DNS resources). */
+  domain: ResolvedDomain | undefined;
   key: string;
   timer: NodeJS.Timeout;
+}
+
+/** A flow's domain as one key: the name in lower case, without a trailing dot. */
+function domainKey(name: string): string {
+  return name.toLowerCase().replace(/\.$/, '');
+}
+
+function authorizeFlowPayload(
+  ref: string,
+  flow: GatewayFlow,
+  resource: Record<string, unknown>,
+  domain: ResolvedDomain | undefined,
+): Record<string, unknown> {
+  const payload: Record<string, unknown> = {
+    ref,
+    client: {
+      id: flow.clientId,
+      public_key: flow.publicKey,
+      preshared_key: flow.presharedKey,
+      ipv4: flow.ipv4,
+      ipv6: flow.ipv6,
+    },
+    resource,
+    expires_at: flow.expiresAt,
+  };
+  if (domain !== undefined) payload.domain = { name: domain.name, proxy_ips: domain.proxy_ips };
+  return payload;
+}
+
+/**
+ * The client of a flow kept from before this portal started (or before its gateway came back)
+ * whose device has not joined since: what the mapper needs to check the flow, nothing to tell.
+ */
+class AbsentClient implements MappedClient {
+  readonly accountId: string;
+  readonly actorId: string;
+  readonly deviceId: string;
+  readonly tokenId: string;
+  readonly tokenExpiresAt: number;
+  readonly joined = false;
+  sentResources = new Map<string, string>();
+
+  constructor(flow: KeptFlow, accountId: string) {
+    this.accountId = accountId;
+    this.actorId = flow.device.actorId;
+    this.deviceId = flow.deviceId;
+    this.tokenId = flow.tokenId;
+    this.tokenExpiresAt = flow.expiresAt ?? Number.MAX_SAFE_INTEGER;
+  }
+
+  push(): void {}
+  disconnect(): void {}
+  forgetFlow(): void {}
 }
 
 class GatewaySession extends Session implements MappedGateway {
@@ -826,20 +937,61 @@ class GatewaySession extends Session implements MappedGateway {
   pending = new Map<string, PendingFlow>();
   /** Refs of the flows handed back in init (their flow_authorized is expected, not acted on). */
   restoredRefs = new Set<string>();
+  /** Client public key → the preshared key this gateway was given for that peer. */
+  private presharedKeys = new Map<string, string>();
   private nextRef = 0;
 
   get siteId(): string {
     return this.token.siteId ?? '';
   }
 
-  /** Drops `flow` if it is still this gateway's, tells the gateway (reject_access). */
-  rejectFlow(flow: MappedFlow): void {
+  /**
+   * Drops `flow` if it is still this gateway's: tells the gateway (reject_access) and deletes it
+   * from the database. False when it was not this gateway's (nothing done).
+   */
+  rejectFlow(flow: MappedFlow): boolean {
     const key = flowKey(flow.clientId, flow.resourceId);
-    if (this.flows.get(key) !== flow) return;
+    if (this.flows.get(key) !== flow) return false;
     this.flows.delete(key);
     flow.client.forgetFlow(flow.resourceId, this);
-    this.hub.counters.rejectAccessSent += 1;
+    this.forgetKept({
+      deviceId: flow.clientId,
+      resourceId: flow.resourceId,
+      gatewayId: this.gatewayId,
+    });
     this.push('reject_access', { client_id: flow.clientId, resource_id: flow.resourceId });
+    return true;
+  }
+
+  private forgetKept(filter: KeptFlowFilter): number {
+    try {
+      return this.hub.backend.forgetFlows(filter);
+    } catch (error) {
+      this.hub.counters.flowStoreErrors += 1;
+      this.hub.logger.error(`${this.label}: deleting a flow failed: ${(error as Error).message}`);
+      return 0;
+    }
+  }
+
+  private keep(flow: GatewayFlow, domain: ResolvedDomain | undefined): void {
+    try {
+      this.hub.backend.keepFlow(
+        {
+          gatewayId: this.gatewayId,
+          deviceId: flow.clientId,
+          resourceId: flow.resourceId,
+          tokenId: flow.client.tokenId,
+          clientPublicKey: flow.publicKey,
+          presharedKey: flow.presharedKey,
+          domain: domain === undefined ? null : { name: domain.name, proxy_ips: domain.proxy_ips },
+          expiresAt: flow.expiresAt,
+        },
+        this.hub.now(),
+      );
+    } catch (error) {
+      this.hub.counters.flowStoreErrors += 1;
+      this.hub.logger.error(`${this.label}: keeping a flow failed: ${(error as Error).message}`);
+    }
   }
 
   protected join(payload: unknown): JoinResult {
@@ -881,29 +1033,95 @@ class GatewaySession extends Session implements MappedGateway {
     };
   }
 
-  /** The flows this gateway held before it went away that are still allowed, now its own again. */
+  /**
+   * The flows kept for this gateway that are still allowed and unexpired, its own again, as
+   * init's authorizations (one per name of a DNS resource); the others are deleted.
+   */
   private restoreFlows(view: AccountView): Record<string, unknown>[] {
-    const held = this.hub.heldFlows.get(this.gatewayId);
-    if (held === undefined) return [];
-    this.hub.heldFlows.delete(this.gatewayId);
     const t = this.hub.now();
-    if (held.until <= t) return [];
+    const until = this.hub.heldGateways.get(this.gatewayId);
+    this.hub.heldGateways.delete(this.gatewayId);
+    if (until !== undefined && until <= t && !this.hub.gatewaysById.has(this.gatewayId)) {
+      // Back after its hold ended, before a sweep deleted its flows.
+      this.hub.counters.flowsDropped.hold_ended += this.forgetKept({ gatewayId: this.gatewayId });
+      return [];
+    }
+    const kept = this.hub.backend.keptFlows(this.gatewayId);
+    if (kept.length === 0) return [];
+    const joined = new Map<string, ClientSession>();
+    for (const c of this.hub.clients.get(this.accountId) ?? [])
+      if (c.joined) joined.set(c.deviceId, c);
+    const tokenStates = new Map<string, TokenState>();
+    const tokenState = (tokenId: string): TokenState => {
+      let state = tokenStates.get(tokenId);
+      if (state === undefined) {
+        state = this.hub.backend.tokenState(tokenId, t);
+        tokenStates.set(tokenId, state);
+      }
+      return state;
+    };
+    const byFlow = new Map<string, KeptFlow[]>();
+    for (const row of kept) {
+      const key = flowKey(row.deviceId, row.resourceId);
+      const rows = byFlow.get(key);
+      if (rows === undefined) byFlow.set(key, [row]);
+      else rows.push(row);
+    }
     const wires: Record<string, unknown>[] = [];
-    for (const flow of held.flows) {
-      const client = flow.client;
-      const resource = view.resources.get(flow.resourceId);
-      if (!client.joined || client.tokenExpiresAt <= t || resource === undefined) continue;
-      if (resource.siteId !== this.siteId) continue;
-      if (!view.allowedResourceIds(client.actorId).has(resource.id)) continue;
+    for (const [key, rows] of byFlow) {
+      const first = rows[0] as KeptFlow;
+      const resource = view.resources.get(first.resourceId);
+      const owner = joined.get(first.deviceId);
+      const elsewhere = owner?.flows.get(first.resourceId)?.gateway;
+      const domains = new Map<string, ResolvedDomain>();
+      for (const row of rows)
+        if (row.domain !== null) domains.set(domainKey(row.domain.name), row.domain);
+      const state = tokenState(first.tokenId);
+      let drop: FlowDropReason | undefined;
+      if ((first.expiresAt !== null && first.expiresAt <= t) || state === 'expired')
+        drop = 'expired';
+      else if (
+        resource === undefined ||
+        resource.siteId !== this.siteId ||
+        (resource.type === 'dns') !== domains.size > 0 ||
+        state !== 'valid' ||
+        first.clientPublicKey !== first.device.publicKey ||
+        !view.allowedResourceIds(first.device.actorId).has(first.resourceId) ||
+        (elsewhere !== undefined && elsewhere !== this && elsewhere.joined)
+      )
+        drop = 'not_allowed';
+      if (drop !== undefined || resource === undefined) {
+        this.forgetKept({
+          deviceId: first.deviceId,
+          resourceId: first.resourceId,
+          gatewayId: this.gatewayId,
+        });
+        this.hub.counters.flowsDropped[drop ?? 'not_allowed'] += 1;
+        continue;
+      }
       const resourcePayload = gatewayResourcePayload(resource);
-      this.nextRef += 1;
-      const ref = String(this.nextRef);
-      flow.wire = { ...flow.wire, ref, resource: resourcePayload };
-      flow.resourceText = JSON.stringify(resourcePayload);
-      this.flows.set(flowKey(flow.clientId, flow.resourceId), flow);
-      client.flows.set(resource.id, { gateway: this, flow });
-      this.restoredRefs.add(ref);
-      wires.push(flow.wire);
+      const flow: GatewayFlow = {
+        clientId: first.deviceId,
+        resourceId: first.resourceId,
+        resourceText: JSON.stringify(resourcePayload),
+        client: owner ?? new AbsentClient(first, this.accountId),
+        publicKey: first.clientPublicKey,
+        ipv4: first.device.ipv4,
+        ipv6: first.device.ipv6,
+        presharedKey: first.presharedKey,
+        expiresAt: first.expiresAt,
+        domains,
+        authorized: true,
+      };
+      this.flows.set(key, flow);
+      owner?.flows.set(first.resourceId, { gateway: this, flow });
+      this.presharedKeys.set(flow.publicKey, flow.presharedKey);
+      for (const domain of domains.size > 0 ? domains.values() : [undefined]) {
+        this.nextRef += 1;
+        const ref = String(this.nextRef);
+        this.restoredRefs.add(ref);
+        wires.push(authorizeFlowPayload(ref, flow, resourcePayload, domain));
+      }
     }
     this.hub.counters.flowsRestored += wires.length;
     return wires;
@@ -911,6 +1129,7 @@ class GatewaySession extends Session implements MappedGateway {
 
   protected afterJoin(): void {
     addTo(this.hub.gateways, this.accountId, this);
+    this.hub.gatewaysById.set(this.gatewayId, this);
     // Its site may have come online: the account's clients hear of it.
     this.hub.mapper.markDirty(this.accountId);
   }
@@ -920,12 +1139,45 @@ class GatewaySession extends Session implements MappedGateway {
     resource: ResourceView,
     request: RequestAuthorization,
   ): void {
-    const presharedKey = randomBytes(32).toString('base64');
     const resourcePayload = gatewayResourcePayload(resource);
     const key = flowKey(client.deviceId, resource.id);
     // The client's earlier flow to this resource on another gateway is replaced.
     const earlier = client.flows.get(resource.id);
-    if (earlier !== undefined && earlier.gateway !== this) earlier.gateway.rejectFlow(earlier.flow);
+    if (
+      earlier !== undefined &&
+      earlier.gateway !== this &&
+      earlier.gateway.rejectFlow(earlier.flow)
+    )
+      this.hub.counters.rejectAccessSent += 1;
+    const held = this.flows.get(key);
+    // A flow this gateway confirmed, asked for again (another name of a DNS resource, or the
+    // same after a reconnect): sent again with the same keys, so the peer stays as it is; the
+    // gateway's flow_authorized is what says it holds it (it may have lost it).
+    const flow: GatewayFlow =
+      held !== undefined && held.authorized && held.publicKey === client.publicKey
+        ? held
+        : {
+            clientId: client.deviceId,
+            resourceId: resource.id,
+            resourceText: '',
+            client,
+            publicKey: client.publicKey,
+            ipv4: client.ipv4,
+            ipv6: client.ipv6,
+            // One preshared key per client-gateway pair: the gateway has one peer per client.
+            presharedKey:
+              this.presharedKeys.get(client.publicKey) ?? randomBytes(32).toString('base64'),
+            expiresAt: client.expiresAtOnWire,
+            domains: new Map(),
+            authorized: false,
+          };
+    flow.client = client;
+    flow.ipv4 = client.ipv4;
+    flow.ipv6 = client.ipv6;
+    flow.expiresAt = client.expiresAtOnWire;
+    flow.resourceText = JSON.stringify(resourcePayload);
+    this.presharedKeys.set(flow.publicKey, flow.presharedKey);
+    const domain = resource.type === 'dns' ? request.domain : undefined;
     this.nextRef += 1;
     const ref = String(this.nextRef);
     const timer = setTimeout(() => {
@@ -935,37 +1187,14 @@ class GatewaySession extends Session implements MappedGateway {
       this.hub.counters.flowTimeouts += 1;
       this.hub.logger.info(`${this.label}: flow_authorized ${ref} did not come in time`);
       // The gateway may have it half set up: it drops it too.
-      this.rejectFlow(pending.flow);
+      if (this.rejectFlow(pending.flow)) this.hub.counters.rejectAccessSent += 1;
       client.fail(resource.id, 'offline');
     }, this.hub.flowTimeoutMs);
     timer.unref();
-    const authorize: Record<string, unknown> = {
-      ref,
-      client: {
-        id: client.deviceId,
-        public_key: client.publicKey,
-        preshared_key: presharedKey,
-        ipv4: client.ipv4,
-        ipv6: client.ipv6,
-      },
-      resource: resourcePayload,
-      expires_at: client.expiresAtOnWire,
-    };
-    if (resource.type === 'dns' && request.domain !== undefined) {
-      authorize.domain = { name: request.domain.name, proxy_ips: request.domain.proxy_ips };
-    }
-    const flow: GatewayFlow = {
-      clientId: client.deviceId,
-      resourceId: resource.id,
-      resourceText: JSON.stringify(resourcePayload),
-      client,
-      wire: authorize,
-      authorized: false,
-    };
     this.flows.set(key, flow);
     client.flows.set(resource.id, { gateway: this, flow });
-    this.pending.set(ref, { client, flow, resource, presharedKey, key, timer });
-    this.push('authorize_flow', authorize);
+    this.pending.set(ref, { client, flow, resource, domain, key, timer });
+    this.push('authorize_flow', authorizeFlowPayload(ref, flow, resourcePayload, domain));
   }
 
   protected onEvent(frame: InboundFrame): void {
@@ -990,11 +1219,16 @@ class GatewaySession extends Session implements MappedGateway {
       clearTimeout(pending.timer);
       if (frame.ref !== null)
         this.send(replyFrame(this.topic, frame.ref, 'ok', {}, frame.join_ref));
-      // Rejected meanwhile (policy gone) or the client left: nothing to tell.
+      // Rejected or replaced meanwhile: nothing to keep or tell.
       const flow = this.flows.get(pending.key);
-      if (flow !== pending.flow || !pending.client.joined) return;
+      if (flow !== pending.flow) return;
       flow.authorized = true;
-      pending.client.authorizationCreated(this, pending.resource, pending.presharedKey);
+      if (pending.domain !== undefined)
+        flow.domains.set(domainKey(pending.domain.name), pending.domain);
+      this.keep(flow, pending.domain);
+      // The client left meanwhile: its flow stays, as after any close.
+      if (!pending.client.joined) return;
+      pending.client.authorizationCreated(this, pending.resource, flow.presharedKey);
       return;
     }
     if (NOT_YET.has(message.event)) {
@@ -1005,16 +1239,31 @@ class GatewaySession extends Session implements MappedGateway {
 
   protected left(): void {
     removeFrom(this.hub.gateways, this.accountId, this);
-    const held = [...this.flows.values()].filter((f) => f.authorized && f.client.joined);
-    if (held.length > 0 && this.gatewayId !== '') {
-      this.hub.heldFlows.set(this.gatewayId, {
-        flows: held,
-        until: this.hub.now() + this.hub.flowHoldMs,
-      });
+    if (this.gatewayId !== '' && this.hub.gatewaysById.get(this.gatewayId) === this) {
+      this.hub.gatewaysById.delete(this.gatewayId);
+      // Its kept flows wait for it to come back — those of clients joined now: a closed
+      // client's flow is not held (it asks again when it comes back). The portal stopping
+      // keeps them all, for the next start.
+      if (!this.hub.stopping) {
+        const unheld = [...this.flows.values()].filter((f) => f.authorized && !f.client.joined);
+        if (unheld.length > 0) {
+          this.hub.backend.transaction(() => {
+            for (const flow of unheld) {
+              this.forgetKept({
+                deviceId: flow.clientId,
+                resourceId: flow.resourceId,
+                gatewayId: this.gatewayId,
+              });
+            }
+          });
+        }
+      }
+      this.hub.heldGateways.set(this.gatewayId, this.hub.now() + this.hub.flowHoldMs);
     }
     for (const flow of this.flows.values()) flow.client.forgetFlow(flow.resourceId, this);
     this.flows.clear();
     this.restoredRefs.clear();
+    this.presharedKeys.clear();
     for (const pending of this.pending.values()) {
       clearTimeout(pending.timer);
       if (pending.client.joined) pending.client.fail(pending.resource.id, 'offline');
@@ -1022,6 +1271,24 @@ class GatewaySession extends Session implements MappedGateway {
     this.pending.clear();
     // Its site may have gone offline.
     this.hub.mapper.markDirty(this.accountId);
+  }
+}
+
+/** Deletes the flows of gateways whose hold ended, and the expired ones. */
+function sweepKeptFlows(hub: HubState, t: number): void {
+  try {
+    hub.backend.transaction(() => {
+      for (const [gatewayId, until] of hub.heldGateways) {
+        if (until > t) continue;
+        hub.heldGateways.delete(gatewayId);
+        if (hub.gatewaysById.has(gatewayId)) continue;
+        hub.counters.flowsDropped.hold_ended += hub.backend.forgetFlows({ gatewayId });
+      }
+      hub.counters.flowsDropped.expired += hub.backend.forgetExpiredFlows(t);
+    });
+  } catch (error) {
+    hub.counters.flowStoreErrors += 1;
+    hub.logger.error(`channels: deleting old flows failed: ${(error as Error).message}`);
   }
 }
 
@@ -1062,6 +1329,8 @@ export function createChannelHub(deps: {
       oversizedFrames: 0,
       flowTimeouts: 0,
       flowsRestored: 0,
+      flowsDropped: zeroes(FLOW_DROP_REASONS),
+      flowStoreErrors: 0,
       slowConsumers: 0,
       joinBatches: 0,
       largestJoinBatch: 0,
@@ -1082,7 +1351,9 @@ export function createChannelHub(deps: {
     idleTimeoutMs: options.idleTimeoutMs ?? 60_000,
     flowTimeoutMs: options.flowTimeoutMs ?? 10_000,
     flowHoldMs: options.flowHoldMs ?? 5 * 60_000,
-    heldFlows: new Map(),
+    heldGateways: new Map(),
+    gatewaysById: new Map(),
+    stopping: false,
     joinQueue: [],
     mapper: undefined as unknown as Mapper,
     clients: new Map(),
@@ -1104,6 +1375,15 @@ export function createChannelHub(deps: {
     },
   });
   state.mapper.start();
+  try {
+    // Their holds start again from this start: a gateway has flowHoldMs to come back.
+    for (const gatewayId of deps.backend.gatewaysWithKeptFlows()) {
+      state.heldGateways.set(gatewayId, now() + state.flowHoldMs);
+    }
+  } catch (error) {
+    state.counters.flowStoreErrors += 1;
+    logger.error(`channels: reading the kept flows failed: ${(error as Error).message}`);
+  }
 
   const idleSweep = setInterval(
     () => {
@@ -1115,9 +1395,7 @@ export function createChannelHub(deps: {
           s.ws.terminate();
         }
       }
-      for (const [gatewayId, held] of state.heldFlows) {
-        if (held.until <= t) state.heldFlows.delete(gatewayId);
-      }
+      sweepKeptFlows(state, t);
     },
     Math.min(10_000, state.idleTimeoutMs),
   );
@@ -1221,6 +1499,7 @@ export function createChannelHub(deps: {
       dropped: { ...state.counters.dropped },
       authorizationFailures: { ...state.counters.authorizationFailures },
       clientJoinRefusals: { ...state.counters.clientJoinRefusals },
+      flowsDropped: { ...state.counters.flowsDropped },
       mapper: state.mapper.counters(),
     }),
     sessionCount(): { clients: number; gateways: number } {
@@ -1234,6 +1513,7 @@ export function createChannelHub(deps: {
     },
     async close(): Promise<void> {
       shuttingDown = true;
+      state.stopping = true;
       state.mapper.stop();
       clearInterval(idleSweep);
       const closing = [...state.sockets].map(

@@ -8,6 +8,8 @@ import type {
   AccountView,
   ChannelBackend,
   ChannelTokenCheck,
+  FlowRecord,
+  KeptFlow,
   PortFilter,
   RegisterClientResult,
   ResourceView,
@@ -129,6 +131,44 @@ export function storageChannelBackend(
       });
       return { gatewayId: gateway.id, ipv4: gateway.ipv4, ipv6: gateway.ipv6 };
     },
+
+    keepFlow(flow: FlowRecord, now: number): void {
+      storage.saveFlow({
+        gatewayId: flow.gatewayId,
+        deviceId: flow.deviceId,
+        resourceId: flow.resourceId,
+        tokenId: flow.tokenId,
+        clientPublicKey: flow.clientPublicKey,
+        presharedKey: flow.presharedKey,
+        domain:
+          flow.domain === null
+            ? null
+            : { name: flow.domain.name, proxyIps: [...flow.domain.proxy_ips] },
+        expiresAt: flow.expiresAt,
+        now,
+      });
+    },
+
+    keptFlows(gatewayId: string): KeptFlow[] {
+      return storage.listFlows(gatewayId).map((flow) => ({
+        gatewayId: flow.gatewayId,
+        deviceId: flow.deviceId,
+        resourceId: flow.resourceId,
+        tokenId: flow.tokenId,
+        clientPublicKey: flow.clientPublicKey,
+        presharedKey: flow.presharedKey,
+        domain:
+          flow.domain === null
+            ? null
+            : { name: flow.domain.name, proxy_ips: [...flow.domain.proxyIps] },
+        expiresAt: flow.expiresAt,
+        device: { ...flow.device },
+      }));
+    },
+
+    forgetFlows: (filter) => storage.deleteFlows(filter),
+    forgetExpiredFlows: (now) => storage.deleteExpiredFlows(now),
+    gatewaysWithKeptFlows: () => storage.listFlowGateways(),
 
     accountView(accountId: string): AccountView | undefined {
       const account = storage.findAccount(accountId);

@@ -29,6 +29,9 @@ import {
   type CreateResourceInput,
   type CreateTokenInput,
   type Device,
+  type Flow,
+  type FlowDomain,
+  type FlowFilter,
   type Gateway,
   type Group,
   type Id,
@@ -39,6 +42,7 @@ import {
   type PortalStorage,
   type Resource,
   type ResourceFilter,
+  type SaveFlowInput,
   type ResourceType,
   type Site,
   type Token,
@@ -210,6 +214,37 @@ function gatewayFrom(row: Row): Gateway {
     updatedAt: num(row.updated_at),
     lastSeenAt: numOrNull(row.last_seen_at),
   };
+}
+
+function flowFrom(row: Row): Flow {
+  let domain: FlowDomain | null = null;
+  if (row.domain !== null && row.domain !== undefined) {
+    const wire = JSON.parse(str(row.domain)) as { name: string; proxy_ips: string[] };
+    domain = { name: wire.name, proxyIps: [...wire.proxy_ips] };
+  }
+  return {
+    accountId: str(row.account_id),
+    gatewayId: str(row.gateway_id),
+    deviceId: str(row.device_id),
+    resourceId: str(row.resource_id),
+    tokenId: str(row.token_id),
+    clientPublicKey: str(row.client_public_key),
+    presharedKey: str(row.preshared_key),
+    domain,
+    expiresAt: numOrNull(row.expires_at),
+    createdAt: num(row.created_at),
+    device: {
+      actorId: str(row.actor_id),
+      publicKey: str(row.device_public_key),
+      ipv4: str(row.ipv4),
+      ipv6: str(row.ipv6),
+    },
+  };
+}
+
+/** A flow's domain as one key: the name in lower case, without a trailing dot. */
+function domainKey(name: string): string {
+  return name.toLowerCase().replace(/\.$/, '');
 }
 
 function siteFrom(row: Row): Site {
@@ -782,6 +817,9 @@ class SqliteStorage implements PortalStorage {
         input.externalId,
       );
       if (existing !== undefined) {
+        if (existing.publicKey !== input.publicKey) {
+          this.#run('flows', 'DELETE FROM flows WHERE device_id = ?', existing.id);
+        }
         this.#run(
           'device',
           `UPDATE devices SET name = ?, public_key = ?, updated_at = ?, last_seen_at = ?,
@@ -992,6 +1030,101 @@ class SqliteStorage implements PortalStorage {
       accountId ?? null,
       siteId ?? null,
     ).map(gatewayFrom);
+  }
+
+  // --- flows ----------------------------------------------------------------------------------
+
+  saveFlow(input: SaveFlowInput): void {
+    this.transaction(() => {
+      const gateway = this.#get('SELECT account_id FROM gateways WHERE id = ?', input.gatewayId);
+      const device = this.#get('SELECT account_id FROM devices WHERE id = ?', input.deviceId);
+      if (gateway === undefined || device === undefined) {
+        throw new StorageError('not_found', 'flow: no such gateway or device');
+      }
+      if (str(gateway.account_id) !== str(device.account_id)) {
+        throw new StorageError('invalid', 'flow: the gateway and the device are in two accounts');
+      }
+      this.#run(
+        'flow',
+        `DELETE FROM flows WHERE device_id = ? AND resource_id = ?
+           AND (gateway_id <> ? OR preshared_key <> ? OR client_public_key <> ?)`,
+        input.deviceId,
+        input.resourceId,
+        input.gatewayId,
+        input.presharedKey,
+        input.clientPublicKey,
+      );
+      this.#run(
+        'flow',
+        'UPDATE flows SET token_id = ?, expires_at = ? WHERE device_id = ? AND resource_id = ?',
+        input.tokenId,
+        input.expiresAt,
+        input.deviceId,
+        input.resourceId,
+      );
+      const domain =
+        input.domain === null
+          ? null
+          : JSON.stringify({ name: input.domain.name, proxy_ips: input.domain.proxyIps });
+      this.#run(
+        'flow',
+        `INSERT INTO flows (account_id, gateway_id, device_id, resource_id, token_id,
+           client_public_key, preshared_key, domain_key, domain, expires_at, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (device_id, resource_id, domain_key) DO UPDATE SET domain = excluded.domain`,
+        str(gateway.account_id),
+        input.gatewayId,
+        input.deviceId,
+        input.resourceId,
+        input.tokenId,
+        input.clientPublicKey,
+        input.presharedKey,
+        input.domain === null ? '' : domainKey(input.domain.name),
+        domain,
+        input.expiresAt,
+        input.now,
+      );
+    });
+  }
+
+  listFlows(gatewayId: Id): Flow[] {
+    return this.#all(
+      `SELECT f.*, d.actor_id, d.public_key AS device_public_key, a4.address AS ipv4,
+         a6.address AS ipv6 FROM flows f
+       JOIN devices d ON d.id = f.device_id
+       JOIN tunnel_addresses a4 ON a4.device_id = d.id AND a4.family = 4
+       JOIN tunnel_addresses a6 ON a6.device_id = d.id AND a6.family = 6
+       WHERE f.gateway_id = ? ORDER BY f.device_id, f.resource_id, f.domain_key`,
+      gatewayId,
+    ).map(flowFrom);
+  }
+
+  deleteFlows(filter: FlowFilter): number {
+    if ('deviceId' in filter) {
+      return this.#run(
+        'flow',
+        `DELETE FROM flows WHERE device_id = ?1 AND (?2 IS NULL OR resource_id = ?2)
+           AND (?3 IS NULL OR gateway_id = ?3)`,
+        filter.deviceId,
+        filter.resourceId ?? null,
+        filter.gatewayId ?? null,
+      );
+    }
+    return this.#run('flow', 'DELETE FROM flows WHERE gateway_id = ?', filter.gatewayId);
+  }
+
+  deleteExpiredFlows(now: Millis): number {
+    return this.#run(
+      'flow',
+      'DELETE FROM flows WHERE expires_at IS NOT NULL AND expires_at <= ?',
+      now,
+    );
+  }
+
+  listFlowGateways(): Id[] {
+    return this.#all('SELECT DISTINCT gateway_id FROM flows ORDER BY gateway_id').map((row) =>
+      str(row.gateway_id),
+    );
   }
 
   // --- resources ------------------------------------------------------------------------------

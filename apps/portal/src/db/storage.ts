@@ -330,6 +330,53 @@ export interface CreatePolicyInput {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Flows
+
+/** For a DNS resource: the name the client resolved and the proxy addresses its stub gave it. */
+export interface FlowDomain {
+  name: string;
+  proxyIps: string[];
+}
+
+/**
+ * A client device may reach a resource through a gateway (the gateway confirmed it). One per
+ * (device, resource, domain): a DNS resource's flow has one per name the client asked for, all
+ * naming the same gateway and preshared key.
+ */
+export interface Flow {
+  accountId: Id;
+  gatewayId: Id;
+  deviceId: Id;
+  resourceId: Id;
+  /** The client token it was authorized under. */
+  tokenId: string;
+  /** The client's WireGuard public key as authorized. */
+  clientPublicKey: string;
+  /** The WireGuard preshared key of the client-gateway pair: a session secret, never logged. */
+  presharedKey: string;
+  domain: FlowDomain | null;
+  expiresAt: Millis | null;
+  createdAt: Millis;
+  /** The device as it is now (its actor, addresses and key), read with the flow. */
+  device: { actorId: Id; publicKey: string; ipv4: string; ipv6: string };
+}
+
+export interface SaveFlowInput {
+  gatewayId: Id;
+  deviceId: Id;
+  resourceId: Id;
+  tokenId: string;
+  clientPublicKey: string;
+  presharedKey: string;
+  domain: FlowDomain | null;
+  expiresAt: Millis | null;
+  now: Millis;
+}
+
+/** Which flows deleteFlows deletes: a device's (to one resource, on one gateway), or a gateway's. */
+export type FlowFilter = { deviceId: Id; resourceId?: Id; gatewayId?: Id } | { gatewayId: Id };
+
+// ---------------------------------------------------------------------------------------------
 // Errors
 
 export type StorageErrorCode =
@@ -395,7 +442,8 @@ export interface PortalStorage {
   // devices
   /**
    * A client joining: the device (account, actor, externalId) is created with fresh tunnel
-   * addresses, or its name and public key are updated (addresses kept); lastSeenAt = now.
+   * addresses, or its name and public key are updated (addresses kept); lastSeenAt = now. A new
+   * public key deletes the device's flows (a gateway's peer is that key).
    */
   upsertDevice(input: UpsertDeviceInput): Device;
   findDevice(id: Id): Device | undefined;
@@ -450,6 +498,22 @@ export interface PortalStorage {
   findPolicy(id: Id): Policy | undefined;
   findPolicyFor(groupId: Id, resourceId: Id): Policy | undefined;
   listPolicies(accountId?: Id): Policy[];
+
+  // flows
+  /**
+   * Records the flow of (device, resource) on the gateway, with the domain (if any) added to its
+   * names; token and expiry apply to all its rows. Rows of that device and resource naming
+   * another gateway, preshared key or client key are deleted first (the flow was replaced).
+   */
+  saveFlow(input: SaveFlowInput): void;
+  /** The gateway's flows with their devices, by device, resource and domain. */
+  listFlows(gatewayId: Id): Flow[];
+  /** How many rows were deleted. */
+  deleteFlows(filter: FlowFilter): number;
+  /** Deletes the flows with expiresAt <= now; how many. */
+  deleteExpiredFlows(now: Millis): number;
+  /** The gateways with at least one flow. */
+  listFlowGateways(): Id[];
 
   /**
    * SQLite's PRAGMA data_version: changes when another connection (another process: the CLI's

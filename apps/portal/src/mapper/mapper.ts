@@ -53,6 +53,11 @@ export interface MappedGateway extends MappedSession {
   readonly gatewayId: string;
   /** `${clientId}/${resourceId}` → flow. */
   flows: Map<string, MappedFlow>;
+  /**
+   * Drops the flow if it is still this gateway's: reject_access to the gateway, the client
+   * forgets it, the kept copy is deleted. False when it was not (nothing done).
+   */
+  rejectFlow(flow: MappedFlow): boolean;
 }
 
 export interface MapperRegistry {
@@ -161,13 +166,8 @@ export function createMapper(deps: {
     return backend.tokenState(session.tokenId, t) !== 'valid';
   };
 
-  /** The gateway drops the flow; the client (if the flow is still its own there) forgets it. */
-  const rejectFlow = (gateway: MappedGateway, key: string, flow: MappedFlow): void => {
-    if (gateway.flows.get(key) !== flow) return;
-    gateway.flows.delete(key);
-    flow.client.forgetFlow(flow.resourceId, gateway);
-    counters.rejectAccessSent += 1;
-    gateway.push('reject_access', { client_id: flow.clientId, resource_id: flow.resourceId });
+  const rejectFlow = (gateway: MappedGateway, flow: MappedFlow): void => {
+    if (gateway.rejectFlow(flow)) counters.rejectAccessSent += 1;
   };
 
   /** Every live socket of the account whose token is gone: disconnect{token_expired}. */
@@ -188,14 +188,14 @@ export function createMapper(deps: {
   const rejectFlowsOfGoneTokens = (accountId: string, t: number, byTimeOnly: boolean): void => {
     const verdicts = new Map<string, boolean>();
     for (const gateway of [...registry.gateways(accountId)]) {
-      for (const [key, flow] of [...gateway.flows]) {
+      for (const flow of [...gateway.flows.values()]) {
         if (flow.client.joined) continue;
         let gone = verdicts.get(flow.client.tokenId);
         if (gone === undefined) {
           gone = byTimeOnly ? flow.client.tokenExpiresAt <= t : tokenGone(flow.client, t);
           verdicts.set(flow.client.tokenId, gone);
         }
-        if (gone) rejectFlow(gateway, key, flow);
+        if (gone) rejectFlow(gateway, flow);
       }
     }
   };
@@ -239,14 +239,14 @@ export function createMapper(deps: {
     }
     for (const gateway of gateways) {
       if (!gateway.joined) continue;
-      for (const [key, flow] of [...gateway.flows]) {
+      for (const flow of [...gateway.flows.values()]) {
         const resource = v.resources.get(flow.resourceId);
         const allowed =
           resource !== undefined &&
           resource.siteId === gateway.siteId &&
           v.allowedResourceIds(flow.client.actorId).has(flow.resourceId);
         if (!allowed) {
-          rejectFlow(gateway, key, flow);
+          rejectFlow(gateway, flow);
           continue;
         }
         const text = JSON.stringify(gatewayResourcePayload(resource));
@@ -268,7 +268,8 @@ export function createMapper(deps: {
     dirty.clear();
     for (const accountId of accounts) {
       try {
-        recomputeAccount(accountId);
+        // One commit for the kept flows it deletes.
+        backend.transaction(() => recomputeAccount(accountId));
       } catch (error) {
         counters.errors += 1;
         logger.error(`mapper: recomputing an account failed: ${(error as Error).message}`);
