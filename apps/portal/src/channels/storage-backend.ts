@@ -95,7 +95,7 @@ export function storageChannelBackend(
         if (others.length > 0) return { ok: false, reason: 'public_key_in_use' };
         if (
           existing === undefined &&
-          storage.listDevices(input.accountId, input.actorId).length >= MAX_DEVICES_PER_ACTOR
+          storage.countDevices(input.accountId, input.actorId) >= MAX_DEVICES_PER_ACTOR
         ) {
           return { ok: false, reason: 'too_many_devices' };
         }

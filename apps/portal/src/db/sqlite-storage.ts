@@ -910,6 +910,15 @@ class SqliteStorage implements PortalStorage {
     ).map(deviceFrom);
   }
 
+  countDevices(accountId: Id, actorId: Id): number {
+    const row = this.#get(
+      'SELECT count(*) AS n FROM devices WHERE actor_id = ? AND account_id = ?',
+      actorId,
+      accountId,
+    );
+    return num(row?.n ?? 0);
+  }
+
   // --- sites ----------------------------------------------------------------------------------
 
   createSite(accountId: Id, name: string, now: Millis): Site {

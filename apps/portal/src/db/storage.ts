@@ -453,6 +453,8 @@ export interface PortalStorage {
   touchDevice(id: Id, now: Millis, remoteAddress?: string | null): void;
   deleteDevice(id: Id): boolean;
   listDevices(accountId?: Id, actorId?: Id): Device[];
+  /** How many devices the actor has in the account (the per-person cap). */
+  countDevices(accountId: Id, actorId: Id): number;
 
   // sites
   createSite(accountId: Id, name: string, now: Millis): Site;
