@@ -144,8 +144,25 @@ export class TunInterface {
     return true;
   }
 
+  /**
+   * MTU and link up, with no IPv6 link-local address and multicast off: the
+   * kernel's router solicitations and MLD reports would only be dropped by
+   * the engine (no client has those addresses) and counted as no-route.
+   */
   async bringUp(mtu: number): Promise<void> {
-    await this.#ip(['link', 'set', 'dev', this.interfaceName, 'mtu', String(mtu), 'up']);
+    if (this.#ipv6)
+      await this.#ip(['link', 'set', 'dev', this.interfaceName, 'addrgenmode', 'none']);
+    await this.#ip([
+      'link',
+      'set',
+      'dev',
+      this.interfaceName,
+      'mtu',
+      String(mtu),
+      'multicast',
+      'off',
+      'up',
+    ]);
   }
 
   /** Makes the interface's addresses exactly ipv4/32 and ipv6/128. */

@@ -207,9 +207,13 @@ void test('the TUN: leftover removal, MTU and link, host addresses, tagged route
 
     const [link] = JSON.parse(await ip(['-json', 'address', 'show', 'dev', TUN])) as {
       mtu: number;
+      flags: string[];
       addr_info: { local: string; prefixlen: number; scope: string }[];
     }[];
     assert.equal(link?.mtu, 1280);
+    assert.equal(link?.flags.includes('MULTICAST'), false);
+    assert.equal(link?.flags.includes('UP'), true);
+    assert.equal(link?.addr_info.filter((a) => a.scope === 'link').length, 0, 'no link-local');
     assert.deepEqual(
       link?.addr_info.filter((a) => a.scope === 'global').map((a) => `${a.local}/${a.prefixlen}`),
       ['100.64.0.9/32', 'fd00:2021:1111::1/128'],
