@@ -6,14 +6,14 @@
  * a failure or stop undoes it in reverse order.
  */
 
-import {
-  DEFAULT_IPV4_PROXY_RANGE,
-  DEFAULT_IPV6_PROXY_RANGE,
-  DEFAULT_SENTINEL_ADDRESSES,
-  type ProxyAddressFamilies,
-} from '@gatehouse/dns-stub';
+import { DEFAULT_SENTINEL_ADDRESSES, type ProxyAddressFamilies } from '@gatehouse/dns-stub';
 import type { EngineOptions, EnginePeer } from '@gatehouse/engine';
-import { DEFAULT_FWMARK, type DnsSettings, type InterfaceSettings } from '@gatehouse/netconfig';
+import {
+  DEFAULT_FWMARK,
+  type DnsSettings,
+  type InterfaceSettings,
+  type RoutingOptions,
+} from '@gatehouse/netconfig';
 import type {
   ConnectionFailureReason,
   DnsResourcesStatus,
@@ -50,7 +50,7 @@ export interface TunnelEngine {
 export interface TunnelRouting {
   flush(): Promise<void>;
   configureInterface(settings: InterfaceSettings): Promise<void>;
-  setRoutes(prefixes: readonly string[]): Promise<void>;
+  setRoutes(prefixes: readonly string[], options: RoutingOptions): Promise<void>;
 }
 
 /** System DNS for one run (see system-dns-session.ts). */
@@ -65,6 +65,8 @@ export interface ResourceStubOptions {
   /** The sentinel addresses to listen on. */
   listen: readonly string[];
   proxyFamilies: ProxyAddressFamilies;
+  /** Where the proxy addresses come from (the spec's proxyRanges). */
+  proxyRanges: { ipv4: string; ipv6: string };
   resources: readonly string[];
   upstreams: readonly string[];
   mark: number;
@@ -162,7 +164,7 @@ export class EngineTunnel implements Tunnel {
             ...(spec.listenPort === undefined ? {} : { listenPort: spec.listenPort }),
             fwmark: mark,
             mtu: spec.mtu,
-            watchedRanges: [DEFAULT_IPV4_PROXY_RANGE, DEFAULT_IPV6_PROXY_RANGE],
+            watchedRanges: [spec.proxyRanges.ipv4, spec.proxyRanges.ipv6],
             logger: prefixedLogger(logger, 'engine: '),
             onFailed,
           },
@@ -175,7 +177,7 @@ export class EngineTunnel implements Tunnel {
       undo.push("remove Gatehouse's rules and routes", () => routing.flush());
       await failsAs('setup-failed', async () => {
         await routing.configureInterface(interfaceSettings(spec));
-        await routing.setRoutes(spec.routes);
+        await routing.setRoutes(spec.routes, { lanBypass: spec.lanBypass });
       });
 
       undo.push('give system DNS back', () => dns.restore());
@@ -278,14 +280,23 @@ export class EngineTunnel implements Tunnel {
           stubOutdated = !sameFamilies(proxyFamiliesOf(previous), proxyFamiliesOf(spec));
           break;
         case 'routes':
-          await running.routing.setRoutes(spec.routes);
+          await running.routing.setRoutes(spec.routes, { lanBypass: spec.lanBypass });
           break;
         case 'dns':
           stubOutdated = true;
           if (running.stub === undefined) await running.dns.use(spec.dns);
           break;
-        case 'fixed':
         case 'dns-resources':
+          if (!sameRanges(previous.proxyRanges, spec.proxyRanges)) {
+            stubOutdated = true;
+            this.#deps.logger.warn(
+              `the DNS resources' proxy ranges changed to ${spec.proxyRanges.ipv4} and ` +
+                `${spec.proxyRanges.ipv6}: the DNS stub starts again with them; the data path ` +
+                'watches the old ranges until the tunnel restarts, so only queries keep names alive',
+            );
+          }
+          break;
+        case 'fixed':
           break;
       }
     }
@@ -314,8 +325,8 @@ export class EngineTunnel implements Tunnel {
     const { logger } = this.#deps;
     const proxyFamilies = proxyFamiliesOf(spec);
     const proxyRanges = [
-      ...(proxyFamilies.ipv4 ? [DEFAULT_IPV4_PROXY_RANGE] : []),
-      ...(proxyFamilies.ipv6 ? [DEFAULT_IPV6_PROXY_RANGE] : []),
+      ...(proxyFamilies.ipv4 ? [spec.proxyRanges.ipv4] : []),
+      ...(proxyFamilies.ipv6 ? [spec.proxyRanges.ipv6] : []),
     ];
     for (const range of proxyRanges) {
       if (!running.isTunnelled(range.split('/')[0] ?? '')) {
@@ -338,6 +349,7 @@ export class EngineTunnel implements Tunnel {
       const server = await this.#deps.startResourceStub({
         listen: addresses,
         proxyFamilies,
+        proxyRanges: spec.proxyRanges,
         resources: patterns,
         upstreams,
         mark: running.mark,
@@ -426,6 +438,10 @@ function interfaceSettings(
   listenOnlyAddresses: readonly string[] = [],
 ): InterfaceSettings {
   return { addresses: spec.addresses.map(prefixText), listenOnlyAddresses, mtu: spec.mtu };
+}
+
+function sameRanges(a: TunnelSpec['proxyRanges'], b: TunnelSpec['proxyRanges']): boolean {
+  return a.ipv4 === b.ipv4 && a.ipv6 === b.ipv6;
 }
 
 function sameFamilies(a: ProxyAddressFamilies, b: ProxyAddressFamilies): boolean {

@@ -54,6 +54,8 @@ async function startResourceStub(
 ): Promise<ResourceStub> {
   const stub = new DnsStub({
     proxyFamilies: options.proxyFamilies,
+    ipv4ProxyRange: options.proxyRanges.ipv4,
+    ipv6ProxyRange: options.proxyRanges.ipv6,
     addressIdleMs: options.addressIdleMs,
     isTunnelled: options.isTunnelled,
   });

@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 import { parseEndpoint } from '@gatehouse/addresses';
 import { DNS_STUB_REFUSALS as STUB_REFUSALS } from '@gatehouse/dns-stub';
 import type { EngineOptions, EnginePeer, EngineStatus } from '@gatehouse/engine';
-import type { DnsSettings, InterfaceSettings } from '@gatehouse/netconfig';
+import type { DnsSettings, InterfaceSettings, RoutingOptions } from '@gatehouse/netconfig';
 import {
   DNS_STUB_REFUSALS,
   type ConnectionFailureReason,
@@ -86,6 +86,7 @@ interface Harness {
   dnsUses: DnsSettings[];
   interfaces: InterfaceSettings[];
   routes: string[][];
+  routeOptions: RoutingOptions[];
   logs: string[];
 }
 
@@ -98,6 +99,7 @@ function harness(options: { failAt?: Step | 'startResourceStub'; previous?: stri
     dnsUses: [],
     interfaces: [],
     routes: [],
+    routeOptions: [],
     logs: [],
     failing: new Set(options.failAt === undefined ? [] : [options.failAt]),
     deps: undefined as unknown as EngineTunnelDependencies,
@@ -135,8 +137,9 @@ function harness(options: { failAt?: Step | 'startResourceStub'; previous?: stri
           h.interfaces.push(settings);
           step('configureInterface');
         },
-        setRoutes: async (prefixes) => {
+        setRoutes: async (prefixes, routeOptions) => {
           h.routes.push([...prefixes]);
+          h.routeOptions.push(routeOptions);
           step('setRoutes');
         },
       };
@@ -260,6 +263,21 @@ void describe('EngineTunnel start', () => {
     assert.equal(h.engineStarts[0]?.options.listenPort, undefined);
     assert.deepEqual(h.routes, [['0.0.0.0/0']]);
     assert.deepEqual(h.dnsUses, [{ servers: [], searchDomains: [] }]);
+  });
+
+  void it("routes with the spec's LAN bypass setting, on start and on a change of routes", async () => {
+    const h = harness();
+    const tunnel = new EngineTunnel(h.deps);
+    await tunnel.start({ ...FULL_TUNNEL, lanBypass: false });
+    await tunnel.apply({ ...FULL_TUNNEL, lanBypass: false, routes: ['0.0.0.0/0', '::/0'] });
+    assert.deepEqual(h.routeOptions, [{ lanBypass: false }, { lanBypass: false }]);
+    await assert.rejects(
+      tunnel.apply({ ...FULL_TUNNEL, lanBypass: true }),
+      /lanBypass cannot change while the tunnel runs/,
+    );
+    const wgQuick = harness();
+    await new EngineTunnel(wgQuick.deps).start(FULL_TUNNEL);
+    assert.deepEqual(wgQuick.routeOptions, [{ lanBypass: true }], 'wg-quick keeps the LAN bypass');
   });
 
   void it("hands the engine the service's failure callback", async () => {
@@ -495,6 +513,30 @@ AllowedIPs = 100.96.0.0/11, fd00:2021:1111:8000::/107
     await tunnel.setDnsResources(['app.example']);
     assert.deepEqual(h.stubStarts[0]?.upstreams, ['192.168.1.1']);
     assert.equal(h.stubStarts[0]?.isTunnelled('192.168.1.1'), true, 'full tunnel');
+  });
+
+  void it("watches and hands out the spec's proxy ranges; a change of them restarts the stub", async () => {
+    const h = harness();
+    const tunnel = new EngineTunnel(h.deps);
+    const ranges = { ipv4: '100.200.0.0/16', ipv6: 'fd00:99::/107' };
+    const spec: TunnelSpec = { ...CONFIG, proxyRanges: ranges, dnsResources: ['app.example'] };
+    await tunnel.start(spec);
+    assert.deepEqual(h.engineStarts[0]?.options.watchedRanges, [ranges.ipv4, ranges.ipv6]);
+    assert.deepEqual(h.stubStarts[0]?.proxyRanges, ranges);
+    assert.ok(
+      h.logs.some((line) => /warn: .*100\.200\.0\.0\/16/.test(line)),
+      "the IPv4 proxy range is outside the peer's AllowedIPs",
+    );
+
+    h.calls.length = 0;
+    const moved = { ipv4: '100.96.0.0/11', ipv6: 'fd00:2021:1111:8000::/107' };
+    await tunnel.apply({ ...spec, proxyRanges: moved });
+    assert.deepEqual(h.stubStarts[1]?.proxyRanges, moved);
+    assert.ok(
+      h.calls.includes('stub.close') && h.calls.includes('startResourceStub'),
+      h.calls.join(),
+    );
+    assert.ok(h.logs.some((line) => /warn: the DNS resources' proxy ranges changed/.test(line)));
   });
 
   void it('undoes a half-started stub and keeps the tunnel running', async () => {

@@ -54,4 +54,4 @@ export {
   planFlush,
   planRouting,
 } from './routes/routing-plan.ts';
-export type { Family, RoutingIdentity, RuleSpec } from './routes/routing-plan.ts';
+export type { Family, RoutingIdentity, RoutingOptions, RuleSpec } from './routes/routing-plan.ts';

@@ -32,6 +32,7 @@ void describe('planRouting', () => {
     family: 4 | 6;
     current: FamilyState;
     prefixes: string[];
+    lanBypass?: boolean;
     lines: string[];
   }> = [
     {
@@ -61,6 +62,41 @@ void describe('planRouting', () => {
         'rule add priority 18241 lookup main suppress_prefixlength 0 protocol 71',
         'rule add priority 18242 not fwmark 0x4748 lookup 18248 protocol 71',
       ],
+    },
+    {
+      name: 'a /0 without the LAN bypass: no main-table rule, the LAN goes into the tunnel too',
+      family: 6,
+      current: EMPTY,
+      prefixes: ['::/0'],
+      lanBypass: false,
+      lines: [
+        'route replace ::/0 dev tun-gatehouse table 18248 proto 71',
+        'rule add priority 18240 not fwmark 0x4748 lookup 18248 suppress_prefixlength 0 protocol 71',
+        'rule add priority 18242 not fwmark 0x4748 lookup 18248 protocol 71',
+      ],
+    },
+    {
+      name: 'the LAN bypass turned off while in full tunnel removes its rule',
+      family: 4,
+      current: {
+        rules: [
+          RESOURCE_RULE,
+          { priority: 18241, table: 'main', suppress_prefixlen: 0, protocol: '71' },
+          { priority: 18242, not: null, fwmark: '0x4748', table: '18248', protocol: '71' },
+        ],
+        routes: [{ dst: 'default' }],
+      },
+      prefixes: ['0.0.0.0/0'],
+      lanBypass: false,
+      lines: ['rule del priority 18241 lookup main suppress_prefixlength 0 protocol 71'],
+    },
+    {
+      name: 'without a /0 the LAN bypass setting changes nothing',
+      family: 4,
+      current: { rules: [RESOURCE_RULE], routes: [{ dst: '10.0.0.0/8' }] },
+      prefixes: ['10.0.0.0/8'],
+      lanBypass: false,
+      lines: [],
     },
     {
       name: 'dropping the /0 leaves full tunnel; ip lists it as "default"',
@@ -103,8 +139,11 @@ void describe('planRouting', () => {
       ],
     },
   ];
-  for (const { name, family, current, prefixes, lines } of cases) {
-    void it(name, () => assert.deepEqual(planRouting(IDENTITY, family, current, prefixes), lines));
+  for (const { name, family, current, prefixes, lanBypass, lines } of cases) {
+    const options = lanBypass === undefined ? {} : { lanBypass };
+    void it(name, () =>
+      assert.deepEqual(planRouting(IDENTITY, family, current, prefixes, options), lines),
+    );
   }
 });
 

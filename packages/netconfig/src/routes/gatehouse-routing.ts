@@ -7,7 +7,14 @@
 import { execFile } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 
-import type { AddressJson, Family, RouteJson, RoutingIdentity, RuleJson } from './routing-plan.ts';
+import type {
+  AddressJson,
+  Family,
+  RouteJson,
+  RoutingIdentity,
+  RoutingOptions,
+  RuleJson,
+} from './routing-plan.ts';
 import {
   DEFAULT_FWMARK,
   DEFAULT_ROUTE_PROTOCOL,
@@ -99,8 +106,11 @@ export class GatehouseRouting {
     }
   }
 
-  /** Makes Gatehouse's table hold exactly `prefixes`; a /0 of a family turns on full-tunnel mode for it. */
-  async setRoutes(prefixes: readonly string[]): Promise<void> {
+  /**
+   * Makes Gatehouse's table hold exactly `prefixes`; a /0 of a family turns on full-tunnel mode
+   * for it, with the LAN outside the tunnel unless `options.lanBypass` is false.
+   */
+  async setRoutes(prefixes: readonly string[], options: RoutingOptions = {}): Promise<void> {
     for (const family of FAMILIES) {
       const rules = await this.#json<RuleJson>(family, ['rule', 'show']);
       const routes = await this.#json<RouteJson>(family, [
@@ -115,7 +125,10 @@ export class GatehouseRouting {
         if (error instanceof Error && /table does not exist/.test(error.message)) return [];
         throw error;
       });
-      await this.#batch(family, planRouting(this.identity, family, { rules, routes }, prefixes));
+      await this.#batch(
+        family,
+        planRouting(this.identity, family, { rules, routes }, prefixes, options),
+      );
     }
   }
 

@@ -6,13 +6,15 @@
  * Per address family, with mark M, table T and priorities P, P+1, P+2:
  *
  *   P    not fwmark M lookup T suppress_prefixlength 0   resource routes (T's default route ignored)
- *   P+1  lookup main suppress_prefixlength 0             LAN and other specific routes (full tunnel only)
+ *   P+1  lookup main suppress_prefixlength 0             LAN and other specific routes (full tunnel
+ *                                                        with the LAN bypass only)
  *   P+2  not fwmark M lookup T                           T's default route (full tunnel only)
  *
  * Gatehouse's own sockets carry mark M and so skip T; resource routes beat
  * the LAN's routes for the same addresses; in full-tunnel mode directly
  * connected subnets and any other non-default route of the main table still
- * win over the tunnel's default route.
+ * win over the tunnel's default route — unless the LAN bypass is off, when
+ * everything but Gatehouse's own sockets goes into the tunnel.
  */
 import { formatAddress, isAddress, parseAddress } from '@gatehouse/addresses';
 
@@ -94,10 +96,16 @@ export function isDefaultRoute(prefix: string): boolean {
   return prefix.endsWith('/0');
 }
 
+export interface RoutingOptions {
+  /** In full-tunnel mode the main table's specific routes (the LAN) stay outside the tunnel; default true. */
+  lanBypass?: boolean;
+}
+
 export function desiredRules(
   identity: RoutingIdentity,
   family: Family,
   fullTunnel: boolean,
+  options: RoutingOptions = {},
 ): RuleSpec[] {
   const rules: RuleSpec[] = [
     {
@@ -108,23 +116,23 @@ export function desiredRules(
       suppressPrefixLength: 0,
     },
   ];
+  if (fullTunnel && options.lanBypass !== false) {
+    rules.push({
+      family,
+      priority: identity.priority + 1,
+      unmarkedOnly: false,
+      table: 'main',
+      suppressPrefixLength: 0,
+    });
+  }
   if (fullTunnel) {
-    rules.push(
-      {
-        family,
-        priority: identity.priority + 1,
-        unmarkedOnly: false,
-        table: 'main',
-        suppressPrefixLength: 0,
-      },
-      {
-        family,
-        priority: identity.priority + 2,
-        unmarkedOnly: true,
-        table: identity.table,
-        suppressPrefixLength: undefined,
-      },
-    );
+    rules.push({
+      family,
+      priority: identity.priority + 2,
+      unmarkedOnly: true,
+      table: identity.table,
+      suppressPrefixLength: undefined,
+    });
   }
   return rules;
 }
@@ -177,6 +185,7 @@ export function planRouting(
   family: Family,
   current: FamilyState,
   prefixes: readonly string[],
+  options: RoutingOptions = {},
 ): string[] {
   const wanted = [
     ...new Set(
@@ -188,7 +197,7 @@ export function planRouting(
   const have = new Set(current.routes.map((route) => normalizePrefix(route.dst ?? '', family)));
   const fullTunnel = wanted.some(isDefaultRoute);
 
-  const wantedRules = desiredRules(identity, family, fullTunnel);
+  const wantedRules = desiredRules(identity, family, fullTunnel, options);
   const haveRules = current.rules
     .filter((rule) => isOwnRule(identity, rule))
     .map((rule) => ruleFromJson(identity, family, rule));
