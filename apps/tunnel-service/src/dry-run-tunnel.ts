@@ -12,7 +12,12 @@ import {
   type UnattributedDropCounters,
 } from '@gatehouse/protocol';
 import { encodeKey } from '@gatehouse/wireguard';
-import { NO_DNS_RESOURCES, type Tunnel, type TunnelReport } from './tunnel.ts';
+import {
+  NO_DNS_RESOURCES,
+  type ProxyAddressName,
+  type Tunnel,
+  type TunnelReport,
+} from './tunnel.ts';
 import {
   diffTunnelSpecs,
   prefixText,
@@ -43,6 +48,11 @@ export class DryRunTunnel implements Tunnel {
     if (this.#spec === undefined) throw new Error('the dry-run tunnel is not started');
     await this.apply({ ...this.#spec, dnsResources: [...patterns] });
     return this.#dnsResourcesStatus(this.#spec);
+  }
+
+  /** No stub runs, so no proxy address was handed out. */
+  lookupProxyAddress(_address: string): ProxyAddressName | undefined {
+    return undefined;
   }
 
   #dnsResourcesStatus(spec: TunnelSpec): DnsResourcesStatus {

@@ -23,7 +23,14 @@ import type {
 import { prefixedLogger, type Logger } from '@gatehouse/logging';
 import { resolvePeerEndpoints, type HostLookup } from './endpoint-resolution.ts';
 import { tunnelStatusFromEngine, type EngineStatusView } from './engine-status.ts';
-import { NO_DNS_RESOURCES, TunnelStartError, type Tunnel, type TunnelReport } from './tunnel.ts';
+import {
+  NO_DNS_RESOURCES,
+  TunnelStartError,
+  type ProxyAddressName,
+  type Tunnel,
+  type TunnelEvents,
+  type TunnelReport,
+} from './tunnel.ts';
 import {
   diffTunnelSpecs,
   prefixText,
@@ -78,6 +85,8 @@ export interface ResourceStubOptions {
 /** The DNS stub listening on the sentinel addresses. */
 export interface ResourceStub {
   setResources(patterns: readonly string[]): void;
+  /** The name behind one of the stub's proxy addresses; undefined for any other address. */
+  lookupProxyAddress(address: string): ProxyAddressName | undefined;
   stats(): DnsStubCounters;
   close(): Promise<void>;
 }
@@ -143,7 +152,7 @@ export class EngineTunnel implements Tunnel {
     this.#deps = dependencies;
   }
 
-  async start(spec: TunnelSpec, onFailed?: (error: Error) => void): Promise<void> {
+  async start(spec: TunnelSpec, events: TunnelEvents = {}): Promise<void> {
     if (this.#running !== undefined || this.#stopping !== undefined)
       throw new Error('the tunnel was already started');
     const { logger } = this.#deps;
@@ -166,7 +175,8 @@ export class EngineTunnel implements Tunnel {
             mtu: spec.mtu,
             watchedRanges: [spec.proxyRanges.ipv4, spec.proxyRanges.ipv6],
             logger: prefixedLogger(logger, 'engine: '),
-            onFailed,
+            ...(events.onFailed === undefined ? {} : { onFailed: events.onFailed }),
+            ...(events.onEngineEvent === undefined ? {} : { onEvent: events.onEngineEvent }),
           },
           peers,
         ),
@@ -237,6 +247,10 @@ export class EngineTunnel implements Tunnel {
     const running = this.#mustBeRunning();
     await this.apply({ ...running.spec, dnsResources: [...patterns] });
     return dnsResourcesStatus(running.stub);
+  }
+
+  lookupProxyAddress(address: string): ProxyAddressName | undefined {
+    return this.#running?.stub?.server.lookupProxyAddress(address);
   }
 
   async #apply(running: Running, spec: TunnelSpec): Promise<void> {

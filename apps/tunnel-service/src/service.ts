@@ -139,7 +139,7 @@ export async function runTunnelService(options: TunnelServiceOptions): Promise<n
     entry.started = (async () => {
       broadcastStatus();
       try {
-        await tunnel.start(spec, onFailed);
+        await tunnel.start(spec, { onFailed });
       } catch (error) {
         const reason = error instanceof TunnelStartError ? error.reason : 'setup-failed';
         const message = (error as Error)?.message ?? String(error);

@@ -1,5 +1,6 @@
 /** EngineTunnel on the real system: the engine, iproute2, system DNS, the DNS stub on port 53. */
 
+import { isIP } from 'node:net';
 import { DnsStub, startDnsStubServer } from '@gatehouse/dns-stub';
 import { Engine } from '@gatehouse/engine';
 import {
@@ -71,6 +72,13 @@ async function startResourceStub(
   });
   return {
     setResources: (patterns) => stub.setResources(toResources(patterns)),
+    lookupProxyAddress: (address) => {
+      if (!isIP(address)) return undefined;
+      const assignment = stub.lookupProxyAddress(address);
+      return assignment === undefined
+        ? undefined
+        : { name: assignment.name, proxyAddresses: [...assignment.ipv4, ...assignment.ipv6] };
+    },
     stats: () => stub.stats,
     close: () => server.close(),
   };

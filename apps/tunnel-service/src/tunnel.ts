@@ -5,6 +5,7 @@
  * stops it.
  */
 
+import type { EngineEvent } from '@gatehouse/engine';
 import type {
   ConnectionFailureReason,
   DnsResourcesStatus,
@@ -33,16 +34,33 @@ export const NO_DNS_RESOURCES: DnsResourcesStatus = {
   upstreams: [],
 };
 
+/** What the tunnel's owner hears from a running tunnel. */
+export interface TunnelEvents {
+  /** The data plane failed for good after start (the service then stops the tunnel). */
+  onFailed?: (error: Error) => void;
+  /**
+   * The engine's events: a route miss (the first packet to an address no peer covers; a few are
+   * held and flow once apply() gives a peer that covers it), a peer's handshake failing, a
+   * handshake completing, a peer going idle.
+   */
+  onEngineEvent?: (event: EngineEvent) => void;
+}
+
+/** A DNS resource's name for one of the proxy addresses the stub handed out, with all of them. */
+export interface ProxyAddressName {
+  name: string;
+  proxyAddresses: string[];
+}
+
 export interface Tunnel {
   /**
    * Creates and configures the interface (addresses with their prefixes,
    * MTU, link up, routes, FwMark), system DNS and the DNS resources, and
    * starts moving packets.
    * On failure it undoes whatever it had done before rejecting, with a
-   * TunnelStartError naming the step. `onFailed` hears when the data plane
-   * fails for good after start (the service then stops the tunnel).
+   * TunnelStartError naming the step. `events` hears what happens after start.
    */
-  start(spec: TunnelSpec, onFailed?: (error: Error) => void): Promise<void>;
+  start(spec: TunnelSpec, events?: TunnelEvents): Promise<void>;
   /**
    * Changes the running tunnel into `spec`, touching only what differs (see
    * diffTunnelSpecs): a peer's change leaves the other peers' sessions alone.
@@ -59,4 +77,9 @@ export interface Tunnel {
    * list stops the stub. Resolves with the DNS resources' status after it.
    */
   setDnsResources(patterns: readonly string[]): Promise<DnsResourcesStatus>;
+  /**
+   * The name the DNS stub gave `address` (one of its proxy addresses) and all of that name's
+   * proxy addresses; undefined when the stub does not run or never handed it out.
+   */
+  lookupProxyAddress(address: string): ProxyAddressName | undefined;
 }

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseEndpoint } from '@gatehouse/addresses';
 import { DNS_STUB_REFUSALS as STUB_REFUSALS } from '@gatehouse/dns-stub';
-import type { EngineOptions, EnginePeer, EngineStatus } from '@gatehouse/engine';
+import type { EngineEvent, EngineOptions, EnginePeer, EngineStatus } from '@gatehouse/engine';
 import type { DnsSettings, InterfaceSettings, RoutingOptions } from '@gatehouse/netconfig';
 import {
   DNS_STUB_REFUSALS,
@@ -182,6 +182,10 @@ function harness(options: { failAt?: Step | 'startResourceStub'; previous?: stri
       step('startResourceStub');
       return {
         setResources: (patterns) => h.calls.push(`stub.setResources ${patterns.join(' ')}`),
+        lookupProxyAddress: (address) =>
+          address === '100.96.0.9'
+            ? { name: 'app.corp.example', proxyAddresses: ['100.96.0.9', 'fd00:2021:1111:8000::9'] }
+            : undefined,
         stats: () => STUB_COUNTERS,
         close: async () => {
           h.calls.push('stub.close');
@@ -280,14 +284,47 @@ void describe('EngineTunnel start', () => {
     assert.deepEqual(wgQuick.routeOptions, [{ lanBypass: true }], 'wg-quick keeps the LAN bypass');
   });
 
-  void it("hands the engine the service's failure callback", async () => {
+  void it("hands the engine the owner's failure callback and event handler", async () => {
     const h = harness();
     const failures: Error[] = [];
-    await new EngineTunnel(h.deps).start(FULL_TUNNEL, (error) => failures.push(error));
-    h.engineStarts[0]?.options.onFailed?.(new Error('data worker 0 died 4 times'));
+    const events: EngineEvent[] = [];
+    await new EngineTunnel(h.deps).start(FULL_TUNNEL, {
+      onFailed: (error) => failures.push(error),
+      onEngineEvent: (event) => events.push(event),
+    });
+    const { options } = h.engineStarts[0] as Harness['engineStarts'][0];
+    options.onFailed?.(new Error('data worker 0 died 4 times'));
+    options.onEvent?.({ type: 'route-miss', destination: '10.0.0.7', family: 4 });
+    options.onEvent?.({ type: 'handshake-failed', peer: key(2), droppedPackets: 3 });
     assert.deepEqual(
       failures.map((error) => error.message),
       ['data worker 0 died 4 times'],
+    );
+    assert.deepEqual(events, [
+      { type: 'route-miss', destination: '10.0.0.7', family: 4 },
+      { type: 'handshake-failed', peer: key(2), droppedPackets: 3 },
+    ]);
+  });
+
+  void it("a route miss's held packets flow once apply() gives a peer that covers it", async () => {
+    const h = harness();
+    const tunnel = new EngineTunnel(h.deps);
+    const misses: string[] = [];
+    const spec: TunnelSpec = { ...FULL_TUNNEL, peers: [] };
+    await tunnel.start(spec, {
+      onEngineEvent: (event) => event.type === 'route-miss' && misses.push(event.destination),
+    });
+    h.engineStarts[0]?.options.onEvent?.({
+      type: 'route-miss',
+      destination: '10.0.0.7',
+      family: 4,
+    });
+    await tunnel.apply({ ...spec, peers: FULL_TUNNEL.peers });
+    assert.deepEqual(misses, ['10.0.0.7']);
+    assert.deepEqual(
+      h.setPeers.map((peers) => peers.map((peer) => peer.allowedIps)),
+      [[['0.0.0.0/0']]],
+      "the engine's setPeers is what releases the held packets",
     );
   });
 
@@ -436,6 +473,12 @@ void describe('EngineTunnel DNS resources', () => {
       'the IPv6 proxy range is outside AllowedIPs',
     );
     assert.ok(!h.logs.some((line) => /warn: .*100\.96\.0\.0\/11/.test(line)));
+
+    assert.deepEqual(tunnel.lookupProxyAddress('100.96.0.9'), {
+      name: 'app.corp.example',
+      proxyAddresses: ['100.96.0.9', 'fd00:2021:1111:8000::9'],
+    });
+    assert.equal(tunnel.lookupProxyAddress('10.9.0.1'), undefined);
 
     h.calls.length = 0;
     assert.deepEqual(await tunnel.setDnsResources(['a.example', '**.b.example']), {

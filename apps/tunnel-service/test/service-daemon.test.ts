@@ -9,7 +9,7 @@ import { ServiceClient, ServiceClientError } from '@gatehouse/service-ipc';
 import { skipLoudly } from '@gatehouse/test-support';
 import { DryRunTunnel } from '../src/dry-run-tunnel.ts';
 import { runTunnelService } from '../src/service.ts';
-import { TunnelStartError } from '../src/tunnel.ts';
+import { TunnelStartError, type TunnelEvents } from '../src/tunnel.ts';
 import type { TunnelSpec } from '../src/tunnel-spec.ts';
 
 const key = (byte: number) => Buffer.alloc(32, byte).toString('base64');
@@ -42,13 +42,13 @@ class RecordingTunnel extends DryRunTunnel {
     this.#tunnels = tunnels;
   }
 
-  override async start(spec: TunnelSpec, onFailed?: (error: Error) => void): Promise<void> {
+  override async start(spec: TunnelSpec, events?: TunnelEvents): Promise<void> {
     const tunnels = this.#tunnels;
     tunnels.starts.push(spec);
     const failure = tunnels.failNextStart;
     tunnels.failNextStart = undefined;
     if (failure !== undefined) throw failure;
-    tunnels.failDataPlane = onFailed ?? (() => {});
+    tunnels.failDataPlane = events?.onFailed ?? (() => {});
     await super.start(spec);
   }
 

@@ -12,6 +12,7 @@ import { ServiceClient } from '@gatehouse/service-ipc';
 import { DryRunTunnel } from '../src/dry-run-tunnel.ts';
 import { runTunnelService } from '../src/service.ts';
 import type { TunnelSpec } from '../src/tunnel-spec.ts';
+import type { TunnelEvents } from '../src/tunnel.ts';
 import { parseWgQuickConfig, tunnelSpecFromWgQuick } from '../src/wg-quick-config.ts';
 
 const key = (byte: number) => Buffer.alloc(32, byte).toString('base64');
@@ -21,8 +22,8 @@ class FailingTunnel extends DryRunTunnel {
   #onFailed: ((error: Error) => void) | undefined;
   stops = 0;
 
-  override async start(spec: TunnelSpec, onFailed?: (error: Error) => void): Promise<void> {
-    this.#onFailed = onFailed;
+  override async start(spec: TunnelSpec, events?: TunnelEvents): Promise<void> {
+    this.#onFailed = events?.onFailed;
     await super.start(spec);
   }
 
