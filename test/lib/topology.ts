@@ -335,7 +335,7 @@ function tail(process: NamespaceProcess, lines = 20): string {
 
 function diagnostics(network: TestNetwork): string {
   return network.processes
-    .filter((started) => started.output().trim() !== '')
+    .filter((started) => !['', 'ready'].includes(started.output().trim()))
     .map((started) => `--- ${started.description} (output tail) ---\n${tail(started)}`)
     .join('\n');
 }
