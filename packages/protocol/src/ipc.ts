@@ -28,8 +28,10 @@ import { DnsResourcesStatusSchema, TunnelStatusSchema } from './tunnel-status.ts
  * connection state (disconnected, connecting, connected, disconnecting) with failure reasons;
  * forbidden, already-running and tunnel-failed errors; the engine's relay, route-miss,
  * policy-denied and event-handler drop reasons.
+ * 6: portal tunnels — start-portal-tunnel, the status's `portal` (connection, identity,
+ * resources), the sign-in-required failure reason and error code.
  */
-export const PROTOCOL_VERSION = 5;
+export const PROTOCOL_VERSION = 6;
 
 /** The largest frame the service accepts from a client, in bytes of UTF-8. */
 export const MAX_CLIENT_MESSAGE_BYTES = 64 * 1024;
@@ -59,6 +61,12 @@ export type DnsResource = z.infer<typeof DnsResourceSchema>;
 /** Well above any real wg-quick file, and the request stays under the frame limit. */
 export const MAX_WG_QUICK_CONFIG_CHARS = 48 * 1024;
 
+/** Well above the portal's tokens (about 70 characters). */
+export const MAX_PORTAL_TOKEN_CHARS = 4096;
+export const MAX_PORTAL_URL_CHARS = 2048;
+
+const InterfaceNameParamSchema = z.string().regex(/^[A-Za-z0-9_=+.-]{1,15}$/, 'an interface name');
+
 /**
  * Every request the service understands: its parameters and its result.
  * Both sides derive their types and validation from this table. To add a
@@ -76,7 +84,7 @@ export const requestSchemas = {
   'start-tunnel': {
     params: z.strictObject({
       wgQuickConfig: z.string().max(MAX_WG_QUICK_CONFIG_CHARS),
-      interfaceName: z.string().regex(/^[A-Za-z0-9_=+.-]{1,15}$/, 'an interface name'),
+      interfaceName: InterfaceNameParamSchema,
       /** How DNS= reaches the system (auto, systemd-resolved, etc-resolv-conf, disabled). */
       dnsControl: z.string().max(32),
     }),
@@ -91,7 +99,37 @@ export const requestSchemas = {
   'apply-tunnel': {
     params: z.strictObject({
       wgQuickConfig: z.string().max(MAX_WG_QUICK_CONFIG_CHARS),
-      interfaceName: z.string().regex(/^[A-Za-z0-9_=+.-]{1,15}$/, 'an interface name'),
+      interfaceName: InterfaceNameParamSchema,
+    }),
+    result: TunnelStatusSchema,
+  },
+  /**
+   * Starts a tunnel the portal configures (root only; one tunnel at a time): the service joins
+   * the portal's client channel with the token and a fresh WireGuard key, and runs the tunnel
+   * the portal describes, following its changes, reconnecting until the token is refused.
+   * Answers once the tunnel is configured, or with the status ('connecting') when the portal
+   * has not answered within the service's wait; sign-in-required when the portal refuses the
+   * token. The token is kept in memory only: never logged, in an error or in a status.
+   */
+  'start-portal-tunnel': {
+    params: z.strictObject({
+      /** https:// (or http://, wss://, ws://) and the portal's host, no credentials. */
+      portalUrl: z.string().min(1).max(MAX_PORTAL_URL_CHARS),
+      token: z
+        .string()
+        .min(1)
+        .max(MAX_PORTAL_TOKEN_CHARS)
+        .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces'),
+      /** A PEM file of CAs trusted for the portal besides the system's. */
+      caFile: z.string().min(1).max(4096).optional(),
+      interfaceName: InterfaceNameParamSchema,
+      dnsControl: z.string().max(32),
+      /** Use the Internet resource when the portal offers one. */
+      internetResource: z.boolean(),
+      /** With the Internet resource: the LAN stays outside the tunnel. */
+      lanBypass: z.boolean(),
+      /** The device's name in the portal; the host name unless given. */
+      deviceName: z.string().min(1).max(255).optional(),
     }),
     result: TunnelStatusSchema,
   },
@@ -130,6 +168,7 @@ export const RequestSchema = z.discriminatedUnion('kind', [
   requestVariant('status'),
   requestVariant('start-tunnel'),
   requestVariant('apply-tunnel'),
+  requestVariant('start-portal-tunnel'),
   requestVariant('down'),
   requestVariant('set-dns-resources'),
 ]);
@@ -149,6 +188,8 @@ export const ERROR_CODES = [
   'already-running',
   /** The tunnel could not start or take a change (the message says why). */
   'tunnel-failed',
+  /** The portal refused the token: a new one is needed (the message says how). */
+  'sign-in-required',
   'internal',
 ] as const;
 export const ErrorCodeSchema = z.enum(ERROR_CODES);

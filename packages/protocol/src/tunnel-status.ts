@@ -4,6 +4,7 @@
  */
 
 import { z } from 'zod';
+import { MAX_NAME_CHARS, MAX_PORTAL_RESOURCES } from './portal/common.ts';
 
 /**
  * Why a packet for or from a peer was dropped; each has its own counter.
@@ -206,7 +207,9 @@ export type ControlSocketCounters = z.infer<typeof ControlSocketCountersSchema>;
  * data plane runs (only then does the status carry the tunnel's details);
  * 'disconnecting': it is being taken down (after a failure, `failure` says
  * why); 'disconnected': no tunnel (the last
- * failure, if the last tunnel failed, stays until the next start).
+ * failure, if the last tunnel failed, stays until the next start). A portal
+ * tunnel is 'connecting' until the portal's first word configures it, and
+ * its status carries `portal`.
  */
 export const CONNECTION_STATES = [
   'disconnected',
@@ -228,6 +231,11 @@ export const CONNECTION_FAILURE_REASONS = [
   'dns-failed',
   /** The data plane failed for good (data workers died more often than they may be restarted). */
   'engine-failed',
+  /**
+   * The portal refused the token (HTTP 401 invalid_token) or ended the session (token_expired):
+   * a portal tunnel is down until it is started again with a new token.
+   */
+  'sign-in-required',
 ] as const;
 export type ConnectionFailureReason = (typeof CONNECTION_FAILURE_REASONS)[number];
 
@@ -237,11 +245,61 @@ export const ConnectionFailureSchema = z.object({
 });
 export type ConnectionFailure = z.infer<typeof ConnectionFailureSchema>;
 
+/**
+ * A portal tunnel's portal connection. 'connecting': not joined yet since the start;
+ * 'connected': joined (the tunnel follows what the portal sends); 'reconnecting': the connection
+ * went and comes back after a backoff, the tunnel keeps running as it was; 'signed-out': the
+ * portal refused the token, nothing is retried.
+ */
+export const PORTAL_CONNECTION_STATES = [
+  'connecting',
+  'connected',
+  'reconnecting',
+  'signed-out',
+] as const;
+export type PortalConnectionState = (typeof PORTAL_CONNECTION_STATES)[number];
+
+/** One resource the portal offers, with its site's status and whether a flow to it is authorized. */
+export const PortalResourceStatusSchema = z.object({
+  id: z.string().max(128),
+  name: z.string().max(MAX_NAME_CHARS),
+  type: z.enum(['cidr', 'dns', 'internet']),
+  /** The prefix or the name pattern; null for the Internet resource. */
+  address: z.string().max(253).nullable(),
+  siteName: z.string().max(MAX_NAME_CHARS).nullable(),
+  siteStatus: z.enum(['online', 'offline', 'unknown']),
+  authorized: z.boolean(),
+});
+export type PortalResourceStatus = z.infer<typeof PortalResourceStatusSchema>;
+
+export const MAX_PORTAL_ERROR_CHARS = 500;
+
+export const PortalStatusSchema = z.object({
+  /** The portal as given (never carries credentials: the service refuses a URL with any). */
+  url: z.string().max(2048),
+  connection: z.enum(PORTAL_CONNECTION_STATES),
+  /** Who the token signed in, once the portal said (its init). */
+  identity: z
+    .object({ accountSlug: z.string().max(100), actorName: z.string().max(MAX_NAME_CHARS) })
+    .optional(),
+  resources: z.array(PortalResourceStatusSchema).max(MAX_PORTAL_RESOURCES),
+  /** Why the connection last went or was refused; cleared when it is joined again. */
+  lastError: z.string().max(MAX_PORTAL_ERROR_CHARS).optional(),
+  /**
+   * What the portal session and its channel counted: pushes dropped as malformed or ignored,
+   * reconnects, route misses, authorization requests and failures… by name.
+   */
+  counters: z.record(z.string().max(64), CounterSchema),
+});
+export type PortalStatus = z.infer<typeof PortalStatusSchema>;
+
 /** What the service counts whether or not a tunnel runs. */
 const ServiceCountersShape = {
   controlSocket: ControlSocketCountersSchema,
   /** Log lines the service could not write (its stderr's reader went away). */
   logLinesLost: CounterSchema,
+  /** A portal tunnel's portal side (after it signed out too); absent for a wg-quick tunnel. */
+  portal: PortalStatusSchema.optional(),
 };
 
 const InterfaceNameSchema = z.string().min(1).max(15);

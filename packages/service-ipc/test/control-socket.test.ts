@@ -121,6 +121,7 @@ async function startServer(
     'set-dns-resources': () => NO_DNS_RESOURCES,
     'start-tunnel': () => status,
     'apply-tunnel': () => status,
+    'start-portal-tunnel': () => status,
     ...overrides,
   };
   const server = await ServiceServer.start({
@@ -328,6 +329,59 @@ void test('bad frames get an error response and the connection keeps serving', a
     raw.socket.destroy();
   } finally {
     await cleanup();
+  }
+});
+
+void test('a portal token in a refused request is never echoed nor logged, even at debug', async () => {
+  const token = 'gh.dG9rZW4taWQtaGVyZQ.bm90LWZvci10aGUtbG9ncy1vci1lcnJvcnMtZXZlcg';
+  const lines: string[] = [];
+  const record = (message: string) => lines.push(message);
+  const { socketPath, dir } = tempSocketPath();
+  const server = await ServiceServer.start({
+    socketPath,
+    serviceVersion: '1',
+    handlers: unusedHandlers,
+    authorize: allowEveryone,
+    logger: { ...silentLogger, debug: record, info: record, warn: record, error: record },
+  });
+  const raw = new RawClient(socketPath);
+  try {
+    assert.equal(((await raw.next()) as { type: string }).type, 'hello');
+    const start = {
+      portalUrl: 'https://portal.example',
+      token,
+      interfaceName: 'gatehouse0',
+      dnsControl: 'auto',
+      internetResource: true,
+      lanBypass: true,
+    };
+    const broken = [
+      { ...start, token: `${token} ` },
+      { ...start, interfaceName: token },
+      { ...start, extra: token },
+      { ...start, lanBypass: token },
+    ];
+    const replies: string[] = [];
+    for (const [index, params] of broken.entries()) {
+      raw.send(
+        `${JSON.stringify({ type: 'request', data: { id: index, kind: 'start-portal-tunnel', params } })}\f`,
+      );
+      const reply = (await raw.next()) as { data: { ok: boolean; error: { code: string } } };
+      assert.equal(reply.data.ok, false);
+      assert.equal(reply.data.error.code, 'bad-request');
+      replies.push(JSON.stringify(reply));
+    }
+    raw.send(`{"type":"request","data":{"id":9,"kind":"start-portal-tunnel","params":"${token}\f`);
+    replies.push(JSON.stringify(await raw.next()));
+    for (const text of [...replies, ...lines]) {
+      assert.ok(!text.includes(token.slice(3, 20)), text);
+      assert.ok(!text.includes(token.slice(-20)), text);
+    }
+    assert.equal(server.counters.badRequests, broken.length + 1);
+  } finally {
+    raw.socket.destroy();
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 
@@ -540,6 +594,7 @@ const unusedHandlers: RequestHandlers = {
   'set-dns-resources': () => NO_DNS_RESOURCES,
   'start-tunnel': () => status,
   'apply-tunnel': () => status,
+  'start-portal-tunnel': () => status,
 };
 
 async function leaveStaleSocket(socketPath: string): Promise<void> {
