@@ -1,6 +1,8 @@
 /**
- * `gatehouse-tunnel status` for people: the connection state; when
- * connected, the interface, then one table row per peer.
+ * `gatehouse-tunnel status` for people: the connection state; for a portal
+ * tunnel, the portal connection, who is signed in and a table of the
+ * resources with their sites' status; when connected, the interface, then
+ * one table row per peer.
  */
 
 import type {
@@ -10,6 +12,7 @@ import type {
   DnsResourcesStatus,
   DnsStubCounters,
   PeerStatus,
+  PortalStatus,
   TunnelStatus,
 } from '@gatehouse/protocol';
 
@@ -19,16 +22,22 @@ export function formatStatus(status: TunnelStatus, now: number): string {
       return [
         'no tunnel (disconnected)',
         ...failureLine(status.failure, 'last failure'),
+        ...portalLines(status.portal),
         ...serviceLines(status),
+        ...resourceTable(status.portal),
       ].join('\n');
     case 'connecting':
-      return [`interface: ${status.interfaceName} (connecting)`, ...serviceLines(status)].join(
-        '\n',
-      );
+      return [
+        `interface: ${status.interfaceName} (connecting)`,
+        ...portalLines(status.portal),
+        ...serviceLines(status),
+        ...resourceTable(status.portal),
+      ].join('\n');
     case 'disconnecting':
       return [
         `interface: ${status.interfaceName} (disconnecting)`,
         ...failureLine(status.failure, 'failure'),
+        ...portalLines(status.portal),
         ...serviceLines(status),
       ].join('\n');
     case 'connected':
@@ -50,9 +59,73 @@ function serviceLines(status: TunnelStatus): string[] {
   ];
 }
 
+/** The portal connection with its last error, who is signed in, and what it dropped. */
+function portalLines(portal: PortalStatus | undefined): string[] {
+  if (portal === undefined) return [];
+  const error =
+    portal.lastError === undefined || portal.connection === 'connected'
+      ? ''
+      : `: ${shown(portal.lastError)}`;
+  const identity = portal.identity;
+  return [
+    `  portal: ${shown(portal.url)} (${portal.connection}${error})`,
+    ...(identity === undefined
+      ? []
+      : [`  signed in as ${shown(identity.actorName)} (account ${shown(identity.accountSlug)})`]),
+    ...portalProblemsLine(portal.counters),
+  ];
+}
+
+/** Portal counters that mean something was dropped, refused or failed; only the non-zero ones. */
+const PORTAL_PROBLEM_LABELS: Readonly<Record<string, string>> = {
+  'session.malformed': 'malformed pushes',
+  'session.unknownEvents': 'unknown pushes',
+  'session.invalidResources': 'invalid resources',
+  'session.refusedResources': 'resources over the limit',
+  'session.effectsDropped': 'session effects dropped',
+  'session.internalErrors': 'session errors',
+  'channel.malformedFrames': 'malformed frames',
+  'channel.droppedPushes': 'pushes not sent',
+  pushesLost: 'pushes unanswered',
+  joinRefusals: 'joins refused',
+  applyFailures: 'changes not applied',
+  internalErrors: 'errors',
+};
+
+function portalProblemsLine(counters: Readonly<Record<string, number>>): string[] {
+  const parts = Object.entries(PORTAL_PROBLEM_LABELS).flatMap(([key, label]) => {
+    const count = counters[key] ?? 0;
+    return count > 0 ? [`${label} ${count}`] : [];
+  });
+  return parts.length === 0 ? [] : [`  portal drops: ${parts.join(', ')}`];
+}
+
+/** The portal's resources, one row each, after a blank line. */
+function resourceTable(portal: PortalStatus | undefined): string[] {
+  if (portal === undefined) return [];
+  if (portal.resources.length === 0) return ['', 'no resources'];
+  const header = ['RESOURCE', 'TYPE', 'ADDRESS', 'SITE', 'SITE STATUS', 'ACCESS'];
+  const rows = portal.resources.map((resource) => [
+    shown(resource.name),
+    resource.type,
+    shown(resource.address ?? '-'),
+    shown(resource.siteName ?? '-'),
+    resource.siteStatus,
+    resource.authorized ? 'authorized' : '-',
+  ]);
+  return ['', ...table([header, ...rows])];
+}
+
+/** Text from the portal, safe for a terminal. */
+function shown(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
+}
+
 function formatConnected(status: ConnectedTunnelStatus, now: number): string {
   const lines = [
     `interface: ${status.interfaceName} (connected)`,
+    ...portalLines(status.portal),
     ...(status.workerRestarts === 0 ? [] : [`  data worker restarts: ${status.workerRestarts}`]),
     `  listening port: ${status.listenPort ?? 'none'}`,
     `  crypto: ${status.cryptoProvider}`,
@@ -62,10 +135,11 @@ function formatConnected(status: ConnectedTunnelStatus, now: number): string {
     ...serviceLines(status),
     '',
   ];
-  if (status.peers.length === 0) return [...lines, 'no peers'].join('\n');
+  const resources = resourceTable(status.portal);
+  if (status.peers.length === 0) return [...lines, 'no peers', ...resources].join('\n');
   const header = ['PEER', 'ENDPOINT', 'HANDSHAKE', 'RECEIVED', 'SENT', 'DROPS'];
   const rows = status.peers.map((peer) => peerRow(peer, now));
-  return [...lines, ...table([header, ...rows])].join('\n');
+  return [...lines, ...table([header, ...rows]), ...resources].join('\n');
 }
 
 export function formatHandshakeAge(lastHandshakeAt: number | null, now: number): string {

@@ -6,6 +6,7 @@ import {
   UNATTRIBUTED_DROP_REASONS,
   type ConnectedTunnelStatus,
   type DropCounters,
+  type PortalStatus,
   type UnattributedDropCounters,
 } from '@gatehouse/protocol';
 import {
@@ -249,4 +250,97 @@ void test("DNS resources: the stub's non-zero counters, compactly", () => {
     '*.corp.example (DNS stub on 100.100.111.1; upstreams: 10.9.0.1; ' +
       'proxy addresses for 12 names, 3 reclaimed; refused: not-local 2, rate-limited 5)',
   );
+});
+
+void test('a portal tunnel: the portal connection, who is signed in, the resources and their sites', () => {
+  const counters = {
+    controlSocket: {
+      refusedConnections: 0,
+      idleClosed: 0,
+      slowClosed: 0,
+      badRequests: 0,
+      refusedRequests: 0,
+      handlerErrors: 0,
+      internalErrors: 0,
+    },
+    logLinesLost: 0,
+  };
+  const portal: PortalStatus = {
+    url: 'https://portal.example',
+    connection: 'connected',
+    identity: { accountSlug: 'acme', actorName: 'Alice' },
+    resources: [
+      {
+        id: 'r1',
+        name: 'lab-web',
+        type: 'cidr',
+        address: '10.50.0.0/24',
+        siteName: 'hq',
+        siteStatus: 'online',
+        authorized: true,
+      },
+      {
+        id: 'r2',
+        name: 'app\u001b[31m',
+        type: 'dns',
+        address: '*.app.corp',
+        siteName: 'hq',
+        siteStatus: 'offline',
+        authorized: false,
+      },
+      {
+        id: 'r3',
+        name: 'Internet',
+        type: 'internet',
+        address: null,
+        siteName: null,
+        siteStatus: 'unknown',
+        authorized: false,
+      },
+    ],
+    counters: { 'session.messages.init': 1, 'session.malformed': 2, pushesLost: 1 },
+  };
+  assert.deepEqual(
+    formatStatus(
+      { state: 'connecting', interfaceName: 'gatehouse0', ...counters, portal },
+      NOW,
+    ).split('\n'),
+    [
+      'interface: gatehouse0 (connecting)',
+      '  portal: https://portal.example (connected)',
+      '  signed in as Alice (account acme)',
+      '  portal drops: malformed pushes 2, pushes unanswered 1',
+      '',
+      'RESOURCE  TYPE      ADDRESS       SITE  SITE STATUS  ACCESS',
+      'lab-web   cidr      10.50.0.0/24  hq    online       authorized',
+      'app?[31m  dns       *.app.corp    hq    offline      -',
+      'Internet  internet  -             -     unknown      -',
+    ],
+  );
+
+  const signedOut = formatStatus(
+    {
+      state: 'disconnected',
+      failure: {
+        reason: 'sign-in-required',
+        message: 'sign-in required: the portal refused the token',
+      },
+      ...counters,
+      portal: {
+        url: 'https://portal.example',
+        connection: 'signed-out',
+        resources: [],
+        lastError: 'the portal refused the token (HTTP 401 invalid_token)',
+        counters: {},
+      },
+    },
+    NOW,
+  );
+  assert.deepEqual(signedOut.split('\n'), [
+    'no tunnel (disconnected)',
+    '  last failure (sign-in-required): sign-in required: the portal refused the token',
+    '  portal: https://portal.example (signed-out: the portal refused the token (HTTP 401 invalid_token))',
+    '',
+    'no resources',
+  ]);
 });
