@@ -21,6 +21,7 @@
 
 import { parseAddress, parsePrefix, prefixContains, formatPrefix } from '@gatehouse/addresses';
 import type { EnginePeer } from '@gatehouse/engine';
+import { printableText } from '@gatehouse/logging';
 import {
   MAX_PORTAL_AUTHORIZATIONS,
   parsePortalToGateway,
@@ -201,7 +202,7 @@ export class GatewaySession {
         `refused ${parsed.kind}`,
         nowMs,
         'warn',
-        `portal: ${parsed.kind.replace('_', ' ')} message ${printable(event, 40)} dropped: ${parsed.problem}`,
+        `portal: ${parsed.kind.replace('_', ' ')} message ${printableText(event, 40)} dropped: ${parsed.problem}`,
       );
       return;
     }
@@ -224,7 +225,7 @@ export class GatewaySession {
         `resolve ${name}`,
         nowMs,
         'warn',
-        `resolving ${printable(name, 253)} failed (${result.problem}); trying again in ${Math.round(result.retryInMs / 1000)} s`,
+        `resolving ${printableText(name, 253)} failed (${result.problem}); trying again in ${Math.round(result.retryInMs / 1000)} s`,
       );
     }
     this.#settle(nowMs);
@@ -325,7 +326,7 @@ export class GatewaySession {
       case 'disconnect':
         this.#log(
           'warn',
-          `the portal disconnects this gateway: ${printable(message.payload.reason, 200)}`,
+          `the portal disconnects this gateway: ${printableText(message.payload.reason, 200)}`,
         );
         return;
       case 'relays_presence':
@@ -720,13 +721,6 @@ function planKey(plan: Omit<GatewayPlan, 'version'>): string {
     ]),
     plan.dnat,
   ]);
-}
-
-/** Text from the portal for a log line: control characters replaced, bounded. */
-function printable(text: string, max: number): string {
-  // eslint-disable-next-line no-control-regex
-  const clean = text.replace(/[\u0000-\u001f\u007f]/g, '?');
-  return clean.length > max ? `${clean.slice(0, max)}…` : clean;
 }
 
 function zeroes<K extends string>(keys: readonly K[]): Record<K, number> {

@@ -3,6 +3,7 @@
  * revocation, and the listings. cli.ts parses arguments and prints; this does the work and
  * returns values, so it is tested without a process.
  */
+import { printableText } from '@gatehouse/logging';
 import type { Account, Actor, Device, Millis, PortalStorage, Site, Token } from './db/storage.ts';
 import { issueToken } from './tokens.ts';
 
@@ -209,17 +210,13 @@ export function tokensTable(storage: PortalStorage, slug?: string): Table {
   };
 }
 
-/** Replaces what a terminal would act on (control characters) with U+FFFD. */
-function printable(text: string): string {
-  // eslint-disable-next-line no-control-regex
-  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, '\ufffd');
-}
-
 /** Columns aligned with two spaces; null as "-". */
 export function formatTable(table: Table): string {
   const cells = [
     table.columns,
-    ...table.rows.map((row) => row.map((c) => printable(c === null ? '-' : String(c)))),
+    ...table.rows.map((row) =>
+      row.map((c) => printableText(c === null ? '-' : String(c), Infinity)),
+    ),
   ];
   const widths = table.columns.map((_, i) =>
     Math.max(...cells.map((row) => (row[i] ?? '').length)),
