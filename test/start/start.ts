@@ -244,7 +244,10 @@ function lastLine(started: NamespaceProcess): string {
   return lines.findLast((line) => /^\w*Error\b/.test(line)) ?? lines.at(-1) ?? '';
 }
 
-async function startClient(topo: Topology, token: string): Promise<NamespaceProcess> {
+async function startClient(
+  topo: Topology,
+  token: string,
+): Promise<{ up: NamespaceProcess; socket: string }> {
   const tokenFile = join(topo.work, 'client', 'token');
   writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
   const socket = join(topo.work, 'client', 'tunnel.sock');
@@ -264,19 +267,31 @@ async function startClient(topo: Topology, token: string): Promise<NamespaceProc
   );
   const up = topo.clientMounts.spawn([GATEHOUSE_TUNNEL, ...args]);
   try {
-    await untilOutput(up, /connected| is up/i, CLIENT_READY_TIMEOUT_MS);
+    await untilOutput(up, / is up; control socket/, CLIENT_READY_TIMEOUT_MS);
   } catch (error) {
-    if (/unknown option|--portal/i.test(up.output()) && !up.running) {
+    if (!up.running && /unknown option|--portal/i.test(up.output())) {
       throw new StartFailure('gatehouse-tunnel up --portal not built yet', false);
     }
-    throw new StartFailure((error as Error).message);
+    throw new StartFailure(
+      up.running
+        ? (error as Error).message
+        : `gatehouse-tunnel up exited with ${(await up.exited).code}: ${lastLine(up)}`,
+    );
   }
+  const said = (pattern: RegExp) => pattern.exec(up.output())?.[1] ?? '?';
+  say(
+    `client: connected to ${topo.portal.origin}, signed in as ${said(/signed in as (.+)$/m)}, ` +
+      `${said(/init: (\d+) resource/)} resources offered; ${said(/(tunnel \S+ is up with [^\n]*)/)}`,
+  );
+  return { up, socket };
+}
+
+async function showStatus(topo: Topology, socket: string): Promise<void> {
   const status = await topo.clientMounts.run([GATEHOUSE_TUNNEL, 'status', '--socket', socket], {
     timeoutMs: 20_000,
   });
   say('client: $ gatehouse-tunnel status');
   indented(status.stdout);
-  return up;
 }
 
 async function reachResources(topo: Topology): Promise<void> {
@@ -371,8 +386,9 @@ async function run(topo: Topology, keep: boolean): Promise<void> {
   await checkClientSide(topo);
   const token = await signIn(topo);
   await startGateway(topo);
-  const up = await startClient(topo, token);
+  const { up, socket } = await startClient(topo, token);
   await reachResources(topo);
+  await showStatus(topo, socket);
   if (keep) {
     keeping = true;
     clearTimeout(watchdog);
