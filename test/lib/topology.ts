@@ -58,6 +58,11 @@ export const DEMO_ORG = {
 } as const;
 
 /** The tools a topology needs on PATH (nft: the gateway's). */
+/** What gatehouse-gateway prints once the portal's init arrived. */
+export const GATEWAY_JOINED = /joined the portal/;
+/** What `gatehouse-tunnel up --portal` prints once the portal configured the tunnel. */
+export const CLIENT_UP = / is up; control socket/;
+
 export const TOPOLOGY_TOOLS = ['ip', 'unshare', 'nsenter', 'mount', 'openssl', 'getent', 'nft'];
 
 export const DEMO_ORG_FILE = fileURLToPath(new URL('../start/demo-org.yaml', import.meta.url));
@@ -66,6 +71,9 @@ const GATEHOUSE_PORTAL = fileURLToPath(
 );
 const GATEHOUSE_GATEWAY = fileURLToPath(
   new URL('../../apps/gateway/bin/gatehouse-gateway', import.meta.url),
+);
+export const GATEHOUSE_TUNNEL = fileURLToPath(
+  new URL('../../apps/tunnel-service/bin/gatehouse-tunnel', import.meta.url),
 );
 const WEB_SERVER = fileURLToPath(new URL('../fixtures/resource-web-server.ts', import.meta.url));
 const DNS_SERVER = fileURLToPath(new URL('../fixtures/upstream-dns-server.ts', import.meta.url));
@@ -128,11 +136,26 @@ export interface Topology {
   portalCli(args: readonly string[]): Promise<CommandResult>;
   /** Starts gatehouse-gateway in the gateway namespace (GATEHOUSE_TOKEN, GATEHOUSE_ID, --portal, --endpoint, --ca-file). */
   startGateway(extraArgs?: readonly string[]): NamespaceProcess;
+  /**
+   * Writes `token` to a token file (root, 0600) and starts `gatehouse-tunnel up --portal` in
+   * the foreground with the client's private /etc; `args` is the command line without the
+   * token, for printing.
+   */
+  startClient(token: string, extraArgs?: readonly string[]): TopologyClient;
   /** The last lines of every process's output, for a failure report. */
   diagnostics(): string;
   stop(): Promise<void>;
   /** For signal handlers: kills without grace. */
   stopSync(): void;
+}
+
+export interface TopologyClient {
+  readonly process: NamespaceProcess;
+  readonly tokenFile: string;
+  /** Its control socket (`gatehouse-tunnel status --socket …`). */
+  readonly socket: string;
+  /** gatehouse-tunnel's arguments (the token is in the file, not here). */
+  readonly args: readonly string[];
 }
 
 export async function startTopology(options: TopologyOptions = {}): Promise<Topology> {
@@ -273,6 +296,26 @@ async function build(
       { env: { GATEHOUSE_TOKEN: gatewayToken, GATEHOUSE_ID: GATEWAY_ID } },
     );
 
+  const startClient = (token: string, extraArgs: readonly string[] = []): TopologyClient => {
+    const tokenFile = join(work, 'client', 'token');
+    rmSync(tokenFile, { force: true });
+    writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
+    const socket = join(work, 'client', 'tunnel.sock');
+    const args = [
+      'up',
+      '--portal',
+      origin,
+      '--token-file',
+      tokenFile,
+      '--ca-file',
+      certificates.caFile,
+      '--socket',
+      socket,
+      ...extraArgs,
+    ];
+    return { process: clientMounts.spawn([GATEHOUSE_TUNNEL, ...args]), tokenFile, socket, args };
+  };
+
   return {
     network,
     work,
@@ -286,6 +329,7 @@ async function build(
     resource,
     portalCli,
     startGateway,
+    startClient,
     diagnostics: () => diagnostics(network),
     stop: () => network.destroy(),
     stopSync: () => network.destroySync(),

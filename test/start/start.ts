@@ -15,13 +15,22 @@
  *   start: ok
  *   start: FAIL <reason>           (exit status 1; 2 for a bad option, 130/143 when interrupted)
  */
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { listNamespaces, missingTools, requireRoot, TestNetwork } from '../lib/netns.ts';
 import type { NamespaceProcess } from '../lib/netns.ts';
-import { DEMO_ORG, startTopology, TOPOLOGY, TOPOLOGY_TOOLS, untilOutput } from '../lib/topology.ts';
+import {
+  CLIENT_UP,
+  DEMO_ORG,
+  GATEHOUSE_TUNNEL,
+  GATEWAY_JOINED,
+  startTopology,
+  TOPOLOGY,
+  TOPOLOGY_TOOLS,
+  untilOutput,
+} from '../lib/topology.ts';
 import type { PrivateMounts, Topology } from '../lib/topology.ts';
 import { CHROMIUM, signInWithChromium } from '../lib/topology-sign-in.ts';
 import type { HttpProbeResult } from '../fixtures/http-probe.ts';
@@ -33,9 +42,6 @@ const PROBE_TIMEOUT_MS = 3_000;
 const TRANSFER_BYTES = 50 * 1024 * 1024;
 const TRANSFER_TIMEOUT_MS = 60_000;
 const HTTP_PROBE = fileURLToPath(new URL('../fixtures/http-probe.ts', import.meta.url));
-const GATEHOUSE_TUNNEL = fileURLToPath(
-  new URL('../../apps/tunnel-service/bin/gatehouse-tunnel', import.meta.url),
-);
 
 class StartFailure extends Error {
   /** False for a failure whose reason says it all (a part not built yet): no process tails. */
@@ -218,7 +224,7 @@ async function startGateway(topo: Topology): Promise<NamespaceProcess> {
       `${TOPOLOGY.gatewayListenPort} --ca-file ${topo.certificates.caFile}`,
   );
   try {
-    await untilOutput(gateway, /joined|connected/i, GATEWAY_READY_TIMEOUT_MS);
+    await untilOutput(gateway, GATEWAY_JOINED, GATEWAY_READY_TIMEOUT_MS);
   } catch (error) {
     const exit = gateway.running ? undefined : await gateway.exited;
     if (gateway.output().includes('not built yet')) {
@@ -248,26 +254,15 @@ async function startClient(
   topo: Topology,
   token: string,
 ): Promise<{ up: NamespaceProcess; socket: string }> {
-  const tokenFile = join(topo.work, 'client', 'token');
-  writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
-  const socket = join(topo.work, 'client', 'tunnel.sock');
-  const args = [
-    'up',
-    '--portal',
-    topo.portal.origin,
-    '--token-file',
-    tokenFile,
-    '--ca-file',
-    topo.certificates.caFile,
-    '--socket',
-    socket,
-  ];
+  const client = topo.startClient(token);
+  const file = statSync(client.tokenFile);
   say(
-    `client: wrote the token to ${tokenFile} (root, mode 0600); $ gatehouse-tunnel ${args.join(' ')}`,
+    `client: wrote the token to ${client.tokenFile} (uid ${file.uid}, mode ` +
+      `${(file.mode & 0o777).toString(8).padStart(4, '0')}); $ gatehouse-tunnel ${client.args.join(' ')}`,
   );
-  const up = topo.clientMounts.spawn([GATEHOUSE_TUNNEL, ...args]);
+  const up = client.process;
   try {
-    await untilOutput(up, / is up; control socket/, CLIENT_READY_TIMEOUT_MS);
+    await untilOutput(up, CLIENT_UP, CLIENT_READY_TIMEOUT_MS);
   } catch (error) {
     if (!up.running && /unknown option|--portal/i.test(up.output())) {
       throw new StartFailure('gatehouse-tunnel up --portal not built yet', false);
@@ -283,7 +278,7 @@ async function startClient(
     `client: connected to ${topo.portal.origin}, signed in as ${said(/signed in as (.+)$/m)}, ` +
       `${said(/init: (\d+) resource/)} resources offered; ${said(/(tunnel \S+ is up with [^\n]*)/)}`,
   );
-  return { up, socket };
+  return { up, socket: client.socket };
 }
 
 async function showStatus(topo: Topology, socket: string): Promise<void> {
