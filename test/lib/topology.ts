@@ -364,7 +364,7 @@ export async function untilOutput(
 export function summarise(applyLines: readonly string[]): string {
   const counts = new Map<string, number>();
   for (const line of applyLines) {
-    const kind = /^(?:created|updated|deleted) (\w+)/.exec(line)?.[1];
+    const kind = /^(?:created|updated|deleted) (service account|\w+)/.exec(line)?.[1];
     if (kind !== undefined) counts.set(kind, (counts.get(kind) ?? 0) + 1);
   }
   const plural = (kind: string) => (kind.endsWith('y') ? `${kind.slice(0, -1)}ies` : `${kind}s`);

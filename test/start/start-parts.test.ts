@@ -60,8 +60,9 @@ void test('summarise: counts apply lines by kind', () => {
       'created policy demo/engineering → lab-web',
       'created policy demo/engineering → app',
       'updated resource demo/app',
+      'created service account bench/iperf',
       'no changes',
     ]),
-    '1 account, 1 user, 2 policies, 1 resource',
+    '1 account, 1 user, 2 policies, 1 resource, 1 service account',
   );
 });
