@@ -42,6 +42,10 @@ const PROBE_TIMEOUT_MS = 3_000;
 const TRANSFER_BYTES = 50 * 1024 * 1024;
 const TRANSFER_TIMEOUT_MS = 60_000;
 const HTTP_PROBE = fileURLToPath(new URL('../fixtures/http-probe.ts', import.meta.url));
+const GATEHOUSE_PORTAL = fileURLToPath(
+  new URL('../../apps/portal/bin/gatehouse-portal', import.meta.url),
+);
+const hasCurl = missingTools(['curl']).length === 0;
 
 class StartFailure extends Error {
   /** False for a failure whose reason says it all (a part not built yet): no process tails. */
@@ -357,21 +361,37 @@ async function reachResources(topo: Topology): Promise<void> {
   );
 }
 
-function printKeepInstructions(topo: Topology): void {
+function printKeepInstructions(topo: Topology, socket: string): void {
   const { namespaces, certificates, portal } = topo;
   const { lan } = TOPOLOGY;
-  say('kept running until Ctrl-C; try these as root, from the repository root:');
-  for (const command of [
-    `ip netns exec ${namespaces.client} node_modules/.bin/node test/fixtures/http-probe.ts ${portal.origin}/${DEMO_ORG.account} 3000 ${certificates.caFile}`,
-    `ip netns exec ${namespaces.client} chromium --no-sandbox --user-data-dir=${join(topo.work, 'chromium', 'keep-profile')} ` +
-      `--ignore-certificate-errors-spki-list=${certificates.serverSpkiSha256} ${portal.origin}/${DEMO_ORG.account}?as=headless-client` +
-      '   (with a display)',
-    `nsenter --target ${topo.clientMounts.holderPid} --mount --net node_modules/.bin/node test/fixtures/http-probe.ts http://${TOPOLOGY.appName}/ 3000`,
-    `ip netns exec ${namespaces.client} node_modules/.bin/node test/fixtures/http-probe.ts http://${lan.admin}/ 3000   (refused by policy)`,
-    `node_modules/.bin/gatehouse-portal --db ${portal.database} users | devices | tokens`,
-    `ip netns exec ${namespaces.gateway} nft list table inet gatehouse_gateway`,
-  ]) {
-    say(`  ${command}`);
+  const inClient = `ip netns exec ${namespaces.client}`;
+  // nsenter --mount: the client's own /etc (its resolv.conf names the tunnel's DNS stub).
+  const withClientDns = `nsenter --target ${topo.clientMounts.holderPid} --mount --net`;
+  const get = (url: string, caFile?: string) =>
+    hasCurl
+      ? `curl -sS --max-time 3${caFile === undefined ? '' : ` --cacert ${caFile}`} ${url}`
+      : `${process.execPath} ${HTTP_PROBE} ${url} 3000${caFile === undefined ? '' : ` ${caFile}`}`;
+  const signInPage = `${portal.origin}/${DEMO_ORG.account}?as=headless-client`;
+  say('kept running until Ctrl-C; try these as root:');
+  for (const [what, command] of [
+    [
+      'the sign-in page (a token to paste)',
+      `${inClient} ${get(`'${signInPage}'`, certificates.caFile)}`,
+    ],
+    [
+      'the same in a browser (needs a display)',
+      `${inClient} chromium --no-sandbox --user-data-dir=${join(topo.work, 'chromium', 'keep-profile')} ` +
+        `--ignore-certificate-errors-spki-list=${certificates.serverSpkiSha256} '${signInPage}'`,
+    ],
+    ['the DNS resource, by name', `${withClientDns} ${get(`http://${TOPOLOGY.appName}/`)}`],
+    ['the CIDR resource', `${inClient} ${get(`http://${lan.web}/`)}`],
+    ['lab-admin, refused by policy', `${inClient} ${get(`http://${lan.admin}/`)}`],
+    ['the client', `${withClientDns} ${GATEHOUSE_TUNNEL} status --socket ${socket}`],
+    ['the portal', `${GATEHOUSE_PORTAL} --db ${portal.database} users | devices | tokens`],
+    ['the gateway', `ip netns exec ${namespaces.gateway} nft list table inet gatehouse_gateway`],
+  ] as const) {
+    say(`  ${what}:`);
+    say(`    ${command}`);
   }
   say(`  the demo user: ${DEMO_ORG.user.email}, password ${DEMO_ORG.user.password}`);
 }
@@ -380,16 +400,17 @@ async function run(topo: Topology, keep: boolean): Promise<void> {
   await checkResourceHost(topo);
   await checkClientSide(topo);
   const token = await signIn(topo);
-  await startGateway(topo);
+  const gateway = await startGateway(topo);
   const { up, socket } = await startClient(topo, token);
   await reachResources(topo);
   await showStatus(topo, socket);
   if (keep) {
     keeping = true;
     clearTimeout(watchdog);
-    printKeepInstructions(topo);
-    await up.exited;
-    throw new StartFailure(`gatehouse-tunnel up exited while kept: ${lastLine(up)}`);
+    printKeepInstructions(topo, socket);
+    const gone = await Promise.race([up.exited.then(() => up), gateway.exited.then(() => gateway)]);
+    keeping = false;
+    throw new StartFailure(`${gone.description} exited while kept: ${lastLine(gone)}`);
   }
 }
 
