@@ -17,7 +17,7 @@
  * Everything lives in the topology's TestNetwork, so `stop()` (or the
  * network's signal and exit handlers) removes it all.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -72,6 +72,9 @@ const GATEWAY_READY_TIMEOUT_MS = 20_000;
 /** The gateway tears down its table, TUN and sysctls on SIGTERM: give it time. */
 const GATEWAY_STOP_GRACE_MS = 10_000;
 const STATUS_LINE_TIMEOUT_MS = 5_000;
+/** What `gatehouse-tunnel serve` says once its control socket listens. */
+const DAEMON_READY = 'no tunnel up';
+const DAEMON_UP_TIMEOUT_MS = 70_000;
 const DEFAULT_PROBE_TIMEOUT_MS = 3_000;
 const POLL_MS = 250;
 
@@ -89,6 +92,7 @@ export interface ClientStatus {
 }
 
 export interface HeadlessClient {
+  /** `gatehouse-tunnel up` in the foreground, or the daemon (`serve`) running the tunnel. */
   readonly process: NamespaceProcess;
   readonly socket: string;
   /** `gatehouse-tunnel status --json`; undefined while nothing answers on the socket. */
@@ -97,6 +101,11 @@ export interface HeadlessClient {
   untilConnected(timeoutMs: number): Promise<ClientStatus>;
   /** Until the process exits (bounded): its exit. */
   untilExit(timeoutMs: number): Promise<ProcessExit>;
+}
+
+export interface DaemonClient extends HeadlessClient {
+  /** What `up` printed once the daemon took the tunnel. */
+  readonly upOutput: string;
 }
 
 export interface ClientToken {
@@ -125,6 +134,11 @@ export interface SystemRig {
   createClientToken(): Promise<ClientToken>;
   /** `gatehouse-tunnel up --portal …` (topology.startClient: in the foreground, no daemon runs). */
   startClient(token: ClientToken): HeadlessClient;
+  /**
+   * `gatehouse-tunnel serve` in the client's namespace and /etc, and `up --portal` handed to it
+   * (returns once the daemon answered).
+   */
+  startDaemonClient(token: ClientToken): Promise<DaemonClient>;
   /** GET `url` from the client (its namespace and /etc). */
   probe(url: string, timeoutMs?: number): Promise<HttpProbeResult>;
   /** The client's first IPv4 address for `name` (getent ahostsv4), '' when none. */
@@ -188,65 +202,20 @@ async function extend(topology: Topology): Promise<SystemRig> {
   const { network, namespaces, certificates } = topology;
   const { internet } = SYSTEM_NET;
 
+  const ip = (namespace: string, args: string): Promise<unknown> =>
+    runCommand(['ip', '-n', namespace, ...args.split(' ')]);
+
   // The internet beyond the gateway: a third leg with both families, and default routes to it.
   const internetNamespace = await network.addNamespace();
   await network.addVethPair(
     { namespace: namespaces.gateway, name: 'wan0', address: `${internet.gateway4}/24` },
     { namespace: internetNamespace, name: 'eth0', address: `${internet.web4}/24` },
   );
-  await runCommand([
-    'ip',
-    '-n',
-    namespaces.gateway,
-    'addr',
-    'add',
-    `${internet.gateway6}/64`,
-    'dev',
-    'wan0',
-    'nodad',
-  ]);
-  await runCommand([
-    'ip',
-    '-n',
-    internetNamespace,
-    'addr',
-    'add',
-    `${internet.web6}/64`,
-    'dev',
-    'eth0',
-    'nodad',
-  ]);
-  await runCommand([
-    'ip',
-    '-n',
-    internetNamespace,
-    'addr',
-    'add',
-    `${internet.dns}/32`,
-    'dev',
-    'eth0',
-  ]);
-  await runCommand([
-    'ip',
-    '-n',
-    namespaces.gateway,
-    'route',
-    'add',
-    'default',
-    'via',
-    internet.web4,
-  ]);
-  await runCommand([
-    'ip',
-    '-n',
-    namespaces.gateway,
-    '-6',
-    'route',
-    'add',
-    'default',
-    'via',
-    internet.web6,
-  ]);
+  await ip(namespaces.gateway, `addr add ${internet.gateway6}/64 dev wan0 nodad`);
+  await ip(internetNamespace, `addr add ${internet.web6}/64 dev eth0 nodad`);
+  await ip(internetNamespace, `addr add ${internet.dns}/32 dev eth0`);
+  await ip(namespaces.gateway, `route add default via ${internet.web4}`);
+  await ip(namespaces.gateway, `-6 route add default via ${internet.web6}`);
   const internetWeb = network.spawn(internetNamespace, [
     process.execPath,
     WEB_SERVER,
@@ -262,14 +231,7 @@ async function extend(topology: Topology): Promise<SystemRig> {
   ]);
 
   // lab-late: one more address and web server on the resource LAN.
-  await network.exec(namespaces.resource, [
-    'ip',
-    'addr',
-    'add',
-    `${SYSTEM_NET.late}/32`,
-    'dev',
-    'eth0',
-  ]);
+  await ip(namespaces.resource, `addr add ${SYSTEM_NET.late}/32 dev eth0`);
   const late = network.spawn(namespaces.resource, [
     process.execPath,
     WEB_SERVER,
@@ -278,31 +240,10 @@ async function extend(topology: Topology): Promise<SystemRig> {
 
   // The stranger: one more port on the internet bridge.
   const stranger = await network.addNamespace();
-  const bridge = ['ip', '-n', namespaces.internet, 'link'];
-  await runCommand([
-    ...bridge,
-    'add',
-    'stranger',
-    'type',
-    'veth',
-    'peer',
-    'name',
-    'eth0',
-    'netns',
-    stranger,
-  ]);
-  await runCommand([...bridge, 'set', 'stranger', 'master', 'br0', 'up']);
-  await runCommand([
-    'ip',
-    '-n',
-    stranger,
-    'addr',
-    'add',
-    `${SYSTEM_NET.stranger}/24`,
-    'dev',
-    'eth0',
-  ]);
-  await runCommand(['ip', '-n', stranger, 'link', 'set', 'eth0', 'up']);
+  await ip(namespaces.internet, `link add stranger type veth peer name eth0 netns ${stranger}`);
+  await ip(namespaces.internet, 'link set stranger master br0 up');
+  await ip(stranger, `addr add ${SYSTEM_NET.stranger}/24 dev eth0`);
+  await ip(stranger, 'link set eth0 up');
 
   await Promise.all([
     untilOutput(internetWeb, 'ready', READY_TIMEOUT_MS),
@@ -348,19 +289,21 @@ async function extend(topology: Topology): Promise<SystemRig> {
     );
   };
 
-  const startClient = (token: ClientToken): HeadlessClient => {
-    const { process: started, socket } = topology.startClient(token.token);
-    const status = async (): Promise<ClientStatus | undefined> => {
-      try {
-        const { stdout } = await clientMounts.run(
-          [GATEHOUSE_TUNNEL, 'status', '--json', '--socket', socket],
-          { timeoutMs: 10_000 },
-        );
-        return JSON.parse(stdout) as ClientStatus;
-      } catch {
-        return undefined;
-      }
-    };
+  const statusAt = async (socket: string): Promise<ClientStatus | undefined> => {
+    try {
+      const { stdout } = await clientMounts.run(
+        [GATEHOUSE_TUNNEL, 'status', '--json', '--socket', socket],
+        { timeoutMs: 10_000 },
+      );
+      return JSON.parse(stdout) as ClientStatus;
+    } catch {
+      return undefined;
+    }
+  };
+
+  /** The client API over `started` (the foreground client, or the daemon) answering on `socket`. */
+  const headlessClient = (started: NamespaceProcess, socket: string): HeadlessClient => {
+    const status = () => statusAt(socket);
     let lastStatus: ClientStatus | undefined;
     return {
       process: started,
@@ -372,7 +315,7 @@ async function extend(topology: Topology): Promise<SystemRig> {
           timeoutMs,
           async () => {
             if (!started.running) {
-              throw new Error(`gatehouse-tunnel up exited:\n${tail(started)}`);
+              throw new Error(`gatehouse-tunnel exited:\n${tail(started)}`);
             }
             lastStatus = await status();
             return lastStatus?.state === 'connected' &&
@@ -392,13 +335,40 @@ async function extend(topology: Topology): Promise<SystemRig> {
         const outcome = await Promise.race([started.exited, timeout]);
         clearTimeout(timer);
         if (outcome === 'timeout') {
-          throw new Error(
-            `gatehouse-tunnel up still runs after ${timeoutMs} ms:\n${tail(started)}`,
-          );
+          throw new Error(`gatehouse-tunnel still runs after ${timeoutMs} ms:\n${tail(started)}`);
         }
         return outcome;
       },
     };
+  };
+
+  const startClient = (token: ClientToken): HeadlessClient => {
+    const { process: started, socket } = topology.startClient(token.token);
+    return headlessClient(started, socket);
+  };
+
+  const startDaemonClient = async (token: ClientToken): Promise<DaemonClient> => {
+    const socket = join(topology.work, 'client', 'daemon.sock');
+    const serve = clientMounts.spawn([GATEHOUSE_TUNNEL, 'serve', '--socket', socket]);
+    await untilOutput(serve, DAEMON_READY, READY_TIMEOUT_MS);
+    const tokenFile = join(topology.work, 'client', 'daemon-token');
+    writeFileSync(tokenFile, `${token.token}\n`, { mode: 0o600 });
+    const up = await clientMounts.run(
+      [
+        GATEHOUSE_TUNNEL,
+        'up',
+        '--portal',
+        topology.portal.origin,
+        '--token-file',
+        tokenFile,
+        '--ca-file',
+        certificates.caFile,
+        '--socket',
+        socket,
+      ],
+      { timeoutMs: DAEMON_UP_TIMEOUT_MS },
+    );
+    return { ...headlessClient(serve, socket), upOutput: up.stdout };
   };
 
   const probe = async (
@@ -473,6 +443,7 @@ async function extend(topology: Topology): Promise<SystemRig> {
       return { token, id };
     },
     startClient,
+    startDaemonClient,
     probe,
     resolve: async (name) => {
       try {
