@@ -268,7 +268,8 @@ export class PortalSession {
       consider(authorization.expiresAt);
       for (const name of authorization.names.values()) consider(name.expiresAt);
     }
-    for (const pending of this.#pending.values()) consider(pending.sentAt + REQUEST_TIMEOUT_MS);
+    for (const pending of this.#pending.values())
+      if (!pending.timedOut) consider(pending.sentAt + REQUEST_TIMEOUT_MS);
     return earliest;
   }
 
@@ -311,7 +312,7 @@ export class PortalSession {
       resources: this.#resources.size,
       authorizedResources: this.#authorizations.size,
       gateways: this.#gateways.size,
-      pendingRequests: this.#pending.size,
+      pendingRequests: [...this.#pending.values()].filter((pending) => !pending.timedOut).length,
       backoffs: this.#backoffs.size,
     };
   }
@@ -603,18 +604,18 @@ export class PortalSession {
     }
     const key = pendingKey(resourceId, domain?.name);
     const earlier = this.#pending.get(key);
-    if (earlier !== undefined) {
-      if (now < earlier.sentAt + REQUEST_TIMEOUT_MS) {
-        this.#stats.requestsSuppressed.in_flight += 1;
-        return;
-      }
-      this.#pending.delete(key);
-      this.#stats.requestsTimedOut += 1;
-      this.#stats.requestRetries += 1;
+    if (earlier !== undefined && !earlier.timedOut && now < earlier.sentAt + REQUEST_TIMEOUT_MS) {
+      this.#stats.requestsSuppressed.in_flight += 1;
+      return;
     }
-    if (this.#pending.size >= MAX_PENDING_REQUESTS || !this.#hasRoomForEffect()) {
+    if (!this.#hasRoomForEffect() || (earlier === undefined && !this.#roomForPending())) {
       this.#stats.requestsSuppressed.pending_full += 1;
       return;
+    }
+    if (earlier !== undefined) {
+      this.#pending.delete(key);
+      if (!earlier.timedOut) this.#stats.requestsTimedOut += 1;
+      this.#stats.requestRetries += 1;
     }
     const request: RequestAuthorization = {
       resource_id: resourceId,
@@ -623,7 +624,7 @@ export class PortalSession {
         ? {}
         : { domain: { name: domain.name, proxy_ips: domain.proxyAddresses } }),
     };
-    this.#pending.set(key, { resourceId, domain, sentAt: now });
+    this.#pending.set(key, { resourceId, domain, sentAt: now, timedOut: false });
     this.#stats.requestsSent += 1;
     this.#emit({ type: 'push', event: 'request_authorization', payload: request });
   }
@@ -659,9 +660,9 @@ export class PortalSession {
         expired += 1;
       }
     }
-    for (const [key, pending] of this.#pending) {
-      if (pending.sentAt + REQUEST_TIMEOUT_MS <= now) {
-        this.#pending.delete(key);
+    for (const pending of this.#pending.values()) {
+      if (!pending.timedOut && pending.sentAt + REQUEST_TIMEOUT_MS <= now) {
+        pending.timedOut = true;
         this.#stats.requestsTimedOut += 1;
       }
     }
@@ -758,15 +759,36 @@ export class PortalSession {
     }
   }
 
-  /** The oldest pending request for `resourceId` (one naming a domain, when `withDomain`). */
+  /**
+   * The oldest pending request for `resourceId` (one naming a domain, when `withDomain`): one
+   * still in time first, else one that timed out (a late answer still authorizes its name).
+   */
   #takePending(resourceId: string, withDomain: boolean): PendingRequest | undefined {
+    let late: [string, PendingRequest] | undefined;
     for (const [key, pending] of this.#pending) {
       if (pending.resourceId !== resourceId || (withDomain && pending.domain === undefined))
         continue;
+      if (pending.timedOut) {
+        late ??= [key, pending];
+        continue;
+      }
       this.#pending.delete(key);
       return pending;
     }
-    return undefined;
+    if (late === undefined) return undefined;
+    this.#pending.delete(late[0]);
+    return late[1];
+  }
+
+  /** Whether another request fits: the oldest timed-out one makes room when none does. */
+  #roomForPending(): boolean {
+    if (this.#pending.size < MAX_PENDING_REQUESTS) return true;
+    for (const [key, pending] of this.#pending) {
+      if (!pending.timedOut) continue;
+      this.#pending.delete(key);
+      return true;
+    }
+    return false;
   }
 
   /** Rebuilds the spec; 'spec-changed' when it differs. Whether it did. */
@@ -864,10 +886,12 @@ export class PortalSession {
 
 const MAX_QUEUED_EFFECTS = 4_096;
 
+/** A request sent; one that timed out stays (without a deadline) until answered or replaced. */
 interface PendingRequest {
   resourceId: string;
   domain: { name: string; proxyAddresses: string[] } | undefined;
   sentAt: number;
+  timedOut: boolean;
 }
 
 function pendingKey(resourceId: string, name: string | undefined): string {

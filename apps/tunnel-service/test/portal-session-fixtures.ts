@@ -179,6 +179,11 @@ export class FakeStub {
     for (const address of proxyAddresses) this.#names.set(address, { name, proxyAddresses });
   }
 
+  /** Any answer for `address`, even one a real stub would not give. */
+  set(address: string, answer: { name: string; proxyAddresses: string[] }): void {
+    this.#names.set(address, answer);
+  }
+
   readonly lookup = (address: string): { name: string; proxyAddresses: string[] } | undefined => {
     this.lookups += 1;
     return this.#names.get(address);

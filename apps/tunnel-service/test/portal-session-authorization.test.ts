@@ -1,0 +1,677 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import {
+  FAILURE_BACKOFF_INITIAL_MS,
+  FAILURE_BACKOFF_MAX_MS,
+  REQUEST_TIMEOUT_MS,
+} from '../src/portal-session.ts';
+import type { IpNetwork } from '../src/tunnel-spec.ts';
+import {
+  CIDR2_ID,
+  CIDR_ID,
+  DNS_ID,
+  GATEWAY_A,
+  GATEWAY_B,
+  INTERNET_ID,
+  SITE_B,
+  T0,
+  actions,
+  authorizationCreated,
+  authorizationFailed,
+  authorize,
+  cidrResource,
+  dnsResource,
+  drain,
+  init,
+  initialized,
+  internetResource,
+  keyBytes,
+  keyText,
+  miss,
+  newSession,
+  resourceDeleted,
+} from './portal-session-fixtures.ts';
+
+const EVERY_KIND = init({
+  resources: [
+    cidrResource(),
+    cidrResource({ id: CIDR2_ID, name: 'lab v6', address: 'fd00:50::/64' }),
+    dnsResource(),
+    internetResource(),
+  ],
+});
+
+function network(text: string): IpNetwork {
+  const [address = '', length = ''] = text.split('/');
+  return { family: address.includes(':') ? 6 : 4, address, prefixLength: Number(length) };
+}
+
+const GATEWAY_A_OWN = [network('100.64.0.10/32'), network('fd00:2021:1111::10/128')];
+
+void describe('PortalSession route misses', () => {
+  void it('asks for the resource covering each kind of destination', async (t) => {
+    const cases: { name: string; destination: string; request: Record<string, unknown> }[] = [
+      {
+        name: 'an IPv4 CIDR resource',
+        destination: '10.50.0.7',
+        request: { resource_id: CIDR_ID, connected_gateway_ids: [] },
+      },
+      {
+        name: 'an IPv6 CIDR resource, the address in any spelling',
+        destination: 'FD00:50:0::0:7',
+        request: { resource_id: CIDR2_ID, connected_gateway_ids: [] },
+      },
+      {
+        name: 'anything else: the Internet resource',
+        destination: '198.51.100.1',
+        request: { resource_id: INTERNET_ID, connected_gateway_ids: [] },
+      },
+      {
+        name: 'a proxy address the stub gave a DNS resource name, with that name',
+        destination: '100.96.0.5',
+        request: {
+          resource_id: DNS_ID,
+          connected_gateway_ids: [],
+          domain: {
+            name: 'wiki.corp.example',
+            proxy_ips: ['100.96.0.5', 'fd00:2021:1111:8000::5'],
+          },
+        },
+      },
+    ];
+    for (const c of cases) {
+      await t.test(c.name, () => {
+        const harness = initialized(EVERY_KIND);
+        harness.stub.add('Wiki.Corp.Example.', ['100.96.0.5', 'fd00:2021:1111:8000::5']);
+
+        const sent = miss(harness.session, c.destination, T0);
+
+        assert.deepEqual(sent, [c.request]);
+        assert.equal(harness.session.stats().requestsSent, 1);
+        assert.equal(harness.session.stats().pendingRequests, 1);
+      });
+    }
+  });
+
+  void it('asks the most specific CIDR resource', () => {
+    const { session } = initialized(
+      init({
+        resources: [
+          cidrResource({ address: '10.0.0.0/8' }),
+          cidrResource({ id: CIDR2_ID, address: '10.50.7.0/24' }),
+        ],
+      }),
+    );
+
+    assert.deepEqual(
+      miss(session, '10.50.7.1', T0).map((r) => r.resource_id),
+      [CIDR2_ID],
+    );
+    assert.deepEqual(
+      miss(session, '10.50.8.1', T0).map((r) => r.resource_id),
+      [CIDR_ID],
+    );
+  });
+
+  void it('counts destinations covered by nothing and asks nothing', async (t) => {
+    const cases: {
+      name: string;
+      destination: string;
+      internetResource?: boolean;
+      stub?: [string, string[]];
+      reason: string;
+    }[] = [
+      { name: 'not an address', destination: 'wiki.corp.example', reason: 'not_an_address' },
+      { name: 'an empty string', destination: '', reason: 'not_an_address' },
+      {
+        name: 'no resource, the Internet resource disabled',
+        destination: '198.51.100.1',
+        internetResource: false,
+        reason: 'no_resource',
+      },
+      {
+        name: 'a proxy address the stub does not know',
+        destination: '100.96.0.9',
+        reason: 'unknown_proxy_address',
+      },
+      {
+        name: 'a proxy address whose name no DNS resource matches',
+        destination: '100.96.0.6',
+        stub: ['printer.elsewhere.example', ['100.96.0.6']],
+        reason: 'unmatched_name',
+      },
+      {
+        name: 'a stub answer not holding the address',
+        destination: '100.96.0.7',
+        stub: ['wiki.corp.example', ['100.96.0.8']],
+        reason: 'lookup_failed',
+      },
+      {
+        name: 'a stub answer with a name that is not a DNS name',
+        destination: '100.96.0.7',
+        stub: ['wiki corp\u0000example', ['100.96.0.7']],
+        reason: 'lookup_failed',
+      },
+    ];
+    for (const c of cases) {
+      await t.test(c.name, () => {
+        const harness = initialized(
+          EVERY_KIND,
+          c.internetResource === undefined ? {} : { internetResource: c.internetResource },
+        );
+        if (c.stub !== undefined) {
+          const [name, proxyAddresses] = c.stub;
+          harness.stub.set(c.destination, { name, proxyAddresses });
+        }
+
+        const sent = miss(harness.session, c.destination, T0);
+
+        assert.deepEqual(sent, []);
+        const stats = harness.session.stats();
+        assert.equal(stats.routeMisses, 1);
+        assert.equal(stats.requestsSent, 0);
+        assert.equal((stats.unroutable as Record<string, number>)[c.reason], 1);
+      });
+    }
+  });
+
+  void it('counts a stub lookup that throws as lookup_failed', () => {
+    const harness = initialized(EVERY_KIND, {
+      lookupProxyAddress: () => {
+        throw new Error('stub gone');
+      },
+    });
+
+    const sent = miss(harness.session, '100.96.0.5', T0);
+
+    assert.deepEqual(sent, []);
+    assert.equal(harness.session.stats().unroutable.lookup_failed, 1);
+    assert.equal(harness.session.stats().internalErrors, 0);
+  });
+
+  void it('asks once per resource while unanswered, again after the request timeout', () => {
+    const { session } = initialized(EVERY_KIND);
+
+    const first = miss(session, '10.50.0.7', T0);
+    const flood = [1, 2, 3, REQUEST_TIMEOUT_MS - 1].flatMap((dt) =>
+      miss(session, `10.50.0.${dt % 200}`, T0 + dt),
+    );
+    const other = miss(session, '198.51.100.1', T0 + 5);
+    const deadline = session.nextDeadline();
+    const again = miss(session, '10.50.0.7', T0 + REQUEST_TIMEOUT_MS);
+
+    assert.equal(first.length, 1);
+    assert.deepEqual(flood, []);
+    assert.deepEqual(
+      other.map((r) => r.resource_id),
+      [INTERNET_ID],
+    );
+    assert.equal(deadline, T0 + REQUEST_TIMEOUT_MS);
+    assert.deepEqual(
+      again.map((r) => r.resource_id),
+      [CIDR_ID],
+    );
+    const stats = session.stats();
+    assert.equal(stats.requestsSent, 3);
+    assert.equal(stats.requestsSuppressed.in_flight, 4);
+    assert.equal(stats.requestRetries, 1);
+    assert.equal(stats.requestsTimedOut, 1);
+  });
+
+  void it('counts a request that timed out through handleTimeout as a retry when sent again', () => {
+    const { session } = initialized(EVERY_KIND);
+    miss(session, '10.50.0.7', T0);
+
+    session.handleTimeout(T0 + REQUEST_TIMEOUT_MS);
+    const deadline = session.nextDeadline();
+    const again = miss(session, '10.50.0.7', T0 + REQUEST_TIMEOUT_MS + 1);
+
+    assert.equal(deadline, undefined);
+    assert.equal(again.length, 1);
+    const stats = session.stats();
+    assert.equal(stats.requestsTimedOut, 1);
+    assert.equal(stats.requestRetries, 1);
+  });
+
+  void it('asks once per name of a DNS resource while unanswered', () => {
+    const harness = initialized(EVERY_KIND);
+    harness.stub.add('wiki.corp.example', ['100.96.0.5']);
+    harness.stub.add('git.corp.example', ['100.96.0.6']);
+
+    const wiki = miss(harness.session, '100.96.0.5', T0);
+    const wikiAgain = miss(harness.session, '100.96.0.5', T0 + 1);
+    const git = miss(harness.session, '100.96.0.6', T0 + 2);
+
+    assert.equal(wiki.length, 1);
+    assert.deepEqual(wikiAgain, []);
+    assert.deepEqual(
+      git.map((r) => (r.domain as { name: string }).name),
+      ['git.corp.example'],
+    );
+  });
+
+  void it('backs off after a refusal: 1 s doubling to the 30 s cap, then asks again', () => {
+    const { session } = initialized(EVERY_KIND);
+    const delays = [1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000];
+    let now = T0;
+    assert.equal(miss(session, '10.50.0.7', now).length, 1);
+
+    for (const delay of delays) {
+      session.handleMessage('authorization_creation_failed', authorizationFailed(CIDR_ID), now);
+      drain(session);
+
+      assert.deepEqual(miss(session, '10.50.0.7', now + delay - 1), [], `within ${delay} ms`);
+      assert.equal(miss(session, '10.50.0.7', now + delay).length, 1, `after ${delay} ms`);
+      now += delay;
+    }
+
+    assert.equal(delays[0], FAILURE_BACKOFF_INITIAL_MS);
+    assert.equal(delays.at(-1), FAILURE_BACKOFF_MAX_MS);
+    const stats = session.stats();
+    assert.equal(stats.authorizationFailures.offline, delays.length);
+    assert.equal(stats.requestsSuppressed.backoff, delays.length);
+    assert.equal(stats.backoffs, 1);
+  });
+
+  void it('a backoff is per resource, and an authorization ends it', () => {
+    const harness = initialized(EVERY_KIND);
+    const { session } = harness;
+    miss(session, '10.50.0.7', T0);
+    session.handleMessage('authorization_creation_failed', authorizationFailed(CIDR_ID), T0);
+
+    const other = miss(session, 'fd00:50::1', T0 + 1);
+    const retried = miss(session, '10.50.0.7', T0 + FAILURE_BACKOFF_INITIAL_MS);
+    session.handleMessage('authorization_created', authorizationCreated(CIDR_ID), T0 + 1_001);
+
+    assert.equal(other.length, 1);
+    assert.equal(retried.length, 1);
+    assert.equal(session.stats().backoffs, 0);
+  });
+
+  void it('counts refusals of each reason, an unknown one as unknown', () => {
+    const { session } = initialized(EVERY_KIND);
+
+    for (const reason of ['forbidden', 'not_found', 'something_new']) {
+      session.handleMessage('authorization_creation_failed', { resource_id: CIDR_ID, reason }, T0);
+    }
+
+    const failures = session.stats().authorizationFailures;
+    assert.equal(failures.forbidden, 1);
+    assert.equal(failures.not_found, 1);
+    assert.equal(failures.unknown, 1);
+    assert.deepEqual(actions(session), []);
+  });
+});
+
+void describe('PortalSession authorization_created', () => {
+  void it("puts the resource on its gateway's peer", () => {
+    const harness = initialized(EVERY_KIND);
+    miss(harness.session, '10.50.0.7', T0);
+
+    harness.session.handleMessage('authorization_created', authorizationCreated(CIDR_ID), T0 + 5);
+
+    assert.deepEqual(actions(harness.session), [{ type: 'spec-changed' }]);
+    assert.deepEqual(harness.session.spec()?.peers, [
+      {
+        publicKey: keyBytes(GATEWAY_A.keyFill),
+        presharedKey: keyBytes(GATEWAY_A.pskFill),
+        endpoint: { host: '203.0.113.7', port: 51820 },
+        allowedIps: [...GATEWAY_A_OWN, network('10.50.0.0/24')],
+        persistentKeepalive: 25,
+      },
+    ]);
+    assert.equal(harness.session.resources().find((r) => r.id === CIDR_ID)?.authorized, true);
+    const stats = harness.session.stats();
+    assert.equal(stats.authorizations, 1);
+    assert.equal(stats.authorizedResources, 1);
+    assert.equal(stats.gateways, 1);
+    assert.equal(stats.pendingRequests, 0);
+  });
+
+  void it('unions the allowed IPs of resources on the same gateway, one peer per gateway', () => {
+    const harness = initialized(EVERY_KIND);
+    harness.stub.add('wiki.corp.example', ['100.96.0.5', 'fd00:2021:1111:8000::5']);
+
+    authorize(harness, '10.50.0.7', CIDR_ID, T0);
+    authorize(harness, 'fd00:50::1', CIDR2_ID, T0 + 1);
+    authorize(harness, '100.96.0.5', DNS_ID, T0 + 2);
+    authorize(harness, '198.51.100.1', INTERNET_ID, T0 + 3, GATEWAY_B, { site_id: SITE_B.id });
+
+    const peers = harness.session.spec()?.peers ?? [];
+    assert.equal(peers.length, 2);
+    assert.deepEqual(peers[0]?.allowedIps, [
+      ...GATEWAY_A_OWN,
+      network('10.50.0.0/24'),
+      network('100.96.0.5/32'),
+      network('fd00:2021:1111:8000::5/128'),
+      network('fd00:50::/64'),
+    ]);
+    assert.deepEqual(peers[1]?.publicKey, keyBytes(GATEWAY_B.keyFill));
+    assert.deepEqual(peers[1]?.endpoint, { host: '2001:db8::8', port: 51821 });
+    assert.deepEqual(peers[1]?.allowedIps, [
+      network('100.64.0.11/32'),
+      network('fd00:2021:1111::11/128'),
+      network('0.0.0.0/0'),
+      network('::/0'),
+    ]);
+  });
+
+  void it('names the connected gateways in later requests', () => {
+    const harness = initialized(EVERY_KIND);
+    authorize(harness, '10.50.0.7', CIDR_ID, T0);
+
+    const sent = miss(harness.session, 'fd00:50::1', T0 + 1);
+
+    assert.deepEqual(sent, [{ resource_id: CIDR2_ID, connected_gateway_ids: [GATEWAY_A.id] }]);
+  });
+
+  void it('suppresses route misses to what is already authorized', () => {
+    const harness = initialized(EVERY_KIND);
+    authorize(harness, '10.50.0.7', CIDR_ID, T0);
+
+    const sent = miss(harness.session, '10.50.0.8', T0 + 1);
+
+    assert.deepEqual(sent, []);
+    assert.equal(harness.session.stats().requestsSuppressed.already_authorized, 1);
+  });
+
+  void it('takes a gateway endpoint host name as it is', () => {
+    const harness = initialized(EVERY_KIND);
+
+    authorize(harness, '10.50.0.7', CIDR_ID, T0, GATEWAY_A, {
+      gateway_endpoints: ['gw.example.com:51820', '203.0.113.7:51820'],
+    });
+
+    assert.deepEqual(harness.session.spec()?.peers[0]?.endpoint, {
+      host: 'gw.example.com',
+      port: 51820,
+    });
+  });
+
+  void it('authorizes a second name of a DNS resource on the same peer', () => {
+    const harness = initialized(EVERY_KIND);
+    harness.stub.add('wiki.corp.example', ['100.96.0.5']);
+    harness.stub.add('git.corp.example', ['100.96.0.6']);
+
+    authorize(harness, '100.96.0.5', DNS_ID, T0);
+    authorize(harness, '100.96.0.6', DNS_ID, T0 + 1);
+
+    assert.deepEqual(harness.session.spec()?.peers[0]?.allowedIps, [
+      ...GATEWAY_A_OWN,
+      network('100.96.0.5/32'),
+      network('100.96.0.6/32'),
+    ]);
+    assert.deepEqual(miss(harness.session, '100.96.0.6', T0 + 2), []);
+  });
+
+  void it('does not use an authorization it cannot use, counting why', async (t) => {
+    const cases: {
+      name: string;
+      payload: () => Record<string, unknown>;
+      request?: string;
+      internetResource?: boolean;
+      reason: string;
+    }[] = [
+      {
+        name: 'an unknown resource',
+        payload: () => authorizationCreated('00000000-0000-4000-8000-0000000000ff'),
+        reason: 'unknown_resource',
+      },
+      {
+        name: 'the Internet resource while disabled',
+        payload: () => authorizationCreated(INTERNET_ID),
+        internetResource: false,
+        reason: 'internet_resource_off',
+      },
+      {
+        name: 'a DNS resource with no name asked for',
+        payload: () => authorizationCreated(DNS_ID),
+        reason: 'unrequested_name',
+      },
+      {
+        name: 'already expired',
+        payload: () => authorizationCreated(CIDR_ID, GATEWAY_A, { expires_at: T0 }),
+        request: '10.50.0.7',
+        reason: 'already_expired',
+      },
+    ];
+    for (const c of cases) {
+      await t.test(c.name, () => {
+        const harness = initialized(
+          EVERY_KIND,
+          c.internetResource === undefined ? {} : { internetResource: c.internetResource },
+        );
+        if (c.request !== undefined) miss(harness.session, c.request, T0);
+        const before = structuredClone(harness.session.spec());
+
+        harness.session.handleMessage('authorization_created', c.payload(), T0);
+
+        assert.deepEqual(harness.session.spec(), before);
+        assert.deepEqual(actions(harness.session), []);
+        const ignored = harness.session.stats().authorizationsIgnored as Record<string, number>;
+        assert.equal(ignored[c.reason], 1);
+        assert.equal(harness.session.stats().authorizations, 0);
+      });
+    }
+  });
+
+  void it('ignores an authorization before init', () => {
+    const { session } = newSession();
+
+    session.handleMessage('authorization_created', authorizationCreated(CIDR_ID), T0);
+
+    assert.equal(session.spec(), undefined);
+    assert.equal(session.stats().authorizationsIgnored.before_init, 1);
+    assert.deepEqual(actions(session), []);
+  });
+
+  void it('uses a late answer to a DNS request that timed out', () => {
+    const harness = initialized(EVERY_KIND);
+    harness.stub.add('wiki.corp.example', ['100.96.0.5']);
+    miss(harness.session, '100.96.0.5', T0);
+    harness.session.handleTimeout(T0 + REQUEST_TIMEOUT_MS);
+
+    harness.session.handleMessage(
+      'authorization_created',
+      authorizationCreated(DNS_ID),
+      T0 + REQUEST_TIMEOUT_MS + 500,
+    );
+
+    assert.deepEqual(harness.session.spec()?.peers[0]?.allowedIps, [
+      ...GATEWAY_A_OWN,
+      network('100.96.0.5/32'),
+    ]);
+    assert.equal(harness.session.stats().authorizationsIgnored.unrequested_name, 0);
+  });
+
+  void it('a proxy address the stub gave another name moves to that name', () => {
+    const harness = initialized(EVERY_KIND);
+    harness.stub.add('wiki.corp.example', ['100.96.0.5', '100.96.0.6']);
+    authorize(harness, '100.96.0.5', DNS_ID, T0);
+    harness.stub.add('git.corp.example', ['100.96.0.6']);
+
+    authorize(harness, '100.96.0.6', DNS_ID, T0 + 1);
+
+    assert.deepEqual(harness.session.spec()?.peers[0]?.allowedIps, [
+      ...GATEWAY_A_OWN,
+      network('100.96.0.5/32'),
+      network('100.96.0.6/32'),
+    ]);
+    assert.equal(miss(harness.session, '100.96.0.6', T0 + 2).length, 0);
+  });
+
+  void it('a later authorization of the same resource takes its new expiry', () => {
+    const harness = initialized(EVERY_KIND);
+    authorize(harness, '10.50.0.7', CIDR_ID, T0, GATEWAY_A, { expires_at: T0 + 1_000 });
+
+    harness.session.handleMessage(
+      'authorization_created',
+      authorizationCreated(CIDR_ID, GATEWAY_A, { expires_at: T0 + 5_000 }),
+      T0 + 500,
+    );
+    harness.session.handleTimeout(T0 + 1_000);
+
+    assert.equal(harness.session.nextDeadline(), T0 + 5_000);
+    assert.equal(harness.session.spec()?.peers.length, 1);
+  });
+
+  void it('a gateway key under a new gateway id replaces the old gateway and its resources', () => {
+    const harness = initialized(EVERY_KIND);
+    authorize(harness, '10.50.0.7', CIDR_ID, T0);
+    const renamed = { ...GATEWAY_B, keyFill: GATEWAY_A.keyFill };
+
+    authorize(harness, 'fd00:50::1', CIDR2_ID, T0 + 1, renamed);
+
+    const peers = harness.session.spec()?.peers ?? [];
+    assert.equal(peers.length, 1);
+    assert.deepEqual(peers[0]?.allowedIps, [
+      network('100.64.0.11/32'),
+      network('fd00:2021:1111::11/128'),
+      network('fd00:50::/64'),
+    ]);
+    assert.equal(harness.session.stats().authorizationsEnded.gateway_replaced, 1);
+    assert.equal(harness.session.stats().gateways, 1);
+  });
+});
+
+void describe('PortalSession authorization ends', () => {
+  void it('expires at expires_at, by handleTimeout, with nextDeadline saying when', () => {
+    const harness = initialized(EVERY_KIND);
+    const expiresAt = T0 + 60_000;
+    authorize(harness, '10.50.0.7', CIDR_ID, T0, GATEWAY_A, { expires_at: expiresAt });
+    authorize(harness, 'fd00:50::1', CIDR2_ID, T0, GATEWAY_A, { expires_at: null });
+
+    const deadline = harness.session.nextDeadline();
+    harness.session.handleTimeout(expiresAt - 1);
+    const early = actions(harness.session);
+    harness.session.handleTimeout(expiresAt);
+    const due = actions(harness.session);
+
+    assert.equal(deadline, expiresAt);
+    assert.deepEqual(early, []);
+    assert.deepEqual(due, [{ type: 'spec-changed' }]);
+    assert.deepEqual(harness.session.spec()?.peers[0]?.allowedIps, [
+      ...GATEWAY_A_OWN,
+      network('fd00:50::/64'),
+    ]);
+    assert.equal(harness.session.nextDeadline(), undefined);
+    assert.equal(harness.session.stats().authorizationsEnded.expired, 1);
+    assert.equal(miss(harness.session, '10.50.0.7', expiresAt + 1).length, 1);
+  });
+
+  void it('takes the peer away with its last resource', () => {
+    const harness = initialized(EVERY_KIND);
+    authorize(harness, '10.50.0.7', CIDR_ID, T0, GATEWAY_A, { expires_at: T0 + 1_000 });
+
+    harness.session.handleTimeout(T0 + 1_000);
+
+    assert.deepEqual(harness.session.spec()?.peers, []);
+    assert.equal(harness.session.stats().gateways, 0);
+  });
+
+  void it("expires each name of a DNS resource at its own authorization's end", () => {
+    const harness = initialized(EVERY_KIND);
+    harness.stub.add('wiki.corp.example', ['100.96.0.5']);
+    harness.stub.add('git.corp.example', ['100.96.0.6']);
+    authorize(harness, '100.96.0.5', DNS_ID, T0, GATEWAY_A, { expires_at: T0 + 1_000 });
+    authorize(harness, '100.96.0.6', DNS_ID, T0, GATEWAY_A, { expires_at: T0 + 2_000 });
+
+    const first = harness.session.nextDeadline();
+    harness.session.handleTimeout(T0 + 1_000);
+    const after = harness.session.spec()?.peers[0]?.allowedIps;
+    const second = harness.session.nextDeadline();
+    harness.session.handleTimeout(T0 + 2_000);
+
+    assert.equal(first, T0 + 1_000);
+    assert.deepEqual(after, [...GATEWAY_A_OWN, network('100.96.0.6/32')]);
+    assert.equal(second, T0 + 2_000);
+    assert.deepEqual(harness.session.spec()?.peers, []);
+    assert.equal(harness.session.stats().authorizationsEnded.expired, 1);
+  });
+
+  void it("a gateway's handshake failure drops its resources and only those", () => {
+    const harness = initialized(EVERY_KIND);
+    authorize(harness, '10.50.0.7', CIDR_ID, T0);
+    authorize(harness, 'fd00:50::1', CIDR2_ID, T0);
+    authorize(harness, '198.51.100.1', INTERNET_ID, T0, GATEWAY_B, { site_id: SITE_B.id });
+
+    harness.session.handlePeerHandshakeFailed(keyText(GATEWAY_A.keyFill), T0 + 1);
+
+    assert.deepEqual(actions(harness.session), [{ type: 'spec-changed' }]);
+    const peers = harness.session.spec()?.peers ?? [];
+    assert.deepEqual(
+      peers.map((p) => p.publicKey),
+      [keyBytes(GATEWAY_B.keyFill)],
+    );
+    const stats = harness.session.stats();
+    assert.equal(stats.authorizationsEnded.handshake_failed, 2);
+    assert.equal(stats.handshakeFailures, 1);
+    assert.equal(miss(harness.session, '10.50.0.7', T0 + 2).length, 1);
+  });
+
+  void it('counts a handshake failure of a peer it does not know and changes nothing', () => {
+    const harness = initialized(EVERY_KIND);
+    authorize(harness, '10.50.0.7', CIDR_ID, T0);
+    const before = structuredClone(harness.session.spec());
+
+    harness.session.handlePeerHandshakeFailed(keyText(0x77), T0 + 1);
+
+    assert.deepEqual(harness.session.spec(), before);
+    assert.deepEqual(actions(harness.session), []);
+    assert.equal(harness.session.stats().handshakeFailuresUnknownPeer, 1);
+  });
+
+  void it('resource_deleted removes its authorization and its route', () => {
+    const harness = initialized(EVERY_KIND);
+    authorize(harness, '10.50.0.7', CIDR_ID, T0);
+    authorize(harness, 'fd00:50::1', CIDR2_ID, T0);
+
+    harness.session.handleMessage('resource_deleted', resourceDeleted(CIDR_ID), T0 + 1);
+
+    const spec = harness.session.spec();
+    assert.deepEqual(spec?.peers[0]?.allowedIps, [...GATEWAY_A_OWN, network('fd00:50::/64')]);
+    assert.ok(!spec?.routes.includes('10.50.0.0/24'));
+    assert.equal(harness.session.stats().authorizationsEnded.resource_gone, 1);
+  });
+
+  void it('an update moving the resource to another site removes its authorization', () => {
+    const harness = initialized(EVERY_KIND);
+    authorize(harness, '10.50.0.7', CIDR_ID, T0);
+
+    harness.session.handleMessage(
+      'resource_created_or_updated',
+      cidrResource({ sites: [SITE_B] }),
+      T0 + 1,
+    );
+
+    assert.deepEqual(harness.session.spec()?.peers, []);
+    assert.equal(harness.session.stats().authorizationsEnded.resource_gone, 1);
+  });
+
+  void it('a later init keeps the authorizations of resources still offered, drops the rest', () => {
+    const harness = initialized(EVERY_KIND);
+    authorize(harness, '10.50.0.7', CIDR_ID, T0);
+    authorize(harness, 'fd00:50::1', CIDR2_ID, T0);
+    const cidrOnly = init({ resources: [cidrResource(), dnsResource(), internetResource()] });
+
+    harness.session.handleMessage('init', cidrOnly, T0 + 1);
+
+    assert.deepEqual(actions(harness.session), [{ type: 'spec-changed' }]);
+    assert.deepEqual(harness.session.spec()?.peers[0]?.allowedIps, [
+      ...GATEWAY_A_OWN,
+      network('10.50.0.0/24'),
+    ]);
+    assert.equal(harness.session.stats().authorizationsEnded.resource_gone, 1);
+  });
+
+  void it('a later init with the same resources changes nothing', () => {
+    const harness = initialized(EVERY_KIND);
+    authorize(harness, '10.50.0.7', CIDR_ID, T0);
+    const before = structuredClone(harness.session.spec());
+
+    harness.session.handleMessage('init', EVERY_KIND, T0 + 1);
+
+    assert.deepEqual(harness.session.spec(), before);
+    assert.deepEqual(actions(harness.session), []);
+  });
+});
