@@ -18,6 +18,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { listNamespaces, missingTools, requireRoot, TestNetwork } from '../lib/netns.ts';
 import type { NamespaceProcess } from '../lib/netns.ts';
@@ -39,6 +40,7 @@ const RUN_TIMEOUT_MS = 150_000;
 const GATEWAY_READY_TIMEOUT_MS = 20_000;
 const CLIENT_READY_TIMEOUT_MS = 30_000;
 const PROBE_TIMEOUT_MS = 3_000;
+const STATUS_TIMEOUT_MS = 3_000;
 const TRANSFER_BYTES = 50 * 1024 * 1024;
 const TRANSFER_TIMEOUT_MS = 60_000;
 const HTTP_PROBE = fileURLToPath(new URL('../fixtures/http-probe.ts', import.meta.url));
@@ -285,6 +287,32 @@ async function startClient(
   return { up, socket: client.socket };
 }
 
+/** SIGUSR1 makes gatehouse-gateway log one status line: its peers and what its policy dropped. */
+async function showGatewayStatus(gateway: NamespaceProcess): Promise<void> {
+  const before = gateway.output().length;
+  const pid = gateway.child.pid;
+  if (pid === undefined || !gateway.running)
+    throw new StartFailure('gatehouse-gateway is not running');
+  process.kill(pid, 'SIGUSR1');
+  const deadline = performance.now() + STATUS_TIMEOUT_MS;
+  let line: string | undefined;
+  while (line === undefined && performance.now() < deadline) {
+    await sleep(50);
+    line = /status: portal .*/.exec(gateway.output().slice(before))?.[0];
+  }
+  if (line === undefined) {
+    say(`gateway: no status line within ${STATUS_TIMEOUT_MS} ms of SIGUSR1`);
+    return;
+  }
+  const denied = /policy-denied=(\d+)/.exec(line)?.[1];
+  say(
+    `gateway: kill -USR1 → ${line}` +
+      (denied === undefined
+        ? ''
+        : ` (policy-denied: the ${denied} packets to :${TOPOLOGY.outsideFilterPort})`),
+  );
+}
+
 async function showStatus(topo: Topology, socket: string): Promise<void> {
   const status = await topo.clientMounts.run([GATEHOUSE_TUNNEL, 'status', '--socket', socket], {
     timeoutMs: 20_000,
@@ -403,6 +431,7 @@ async function run(topo: Topology, keep: boolean): Promise<void> {
   const gateway = await startGateway(topo);
   const { up, socket } = await startClient(topo, token);
   await reachResources(topo);
+  await showGatewayStatus(gateway);
   await showStatus(topo, socket);
   if (keep) {
     keeping = true;
