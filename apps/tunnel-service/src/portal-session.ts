@@ -238,9 +238,8 @@ export class PortalSession {
 
   /** A raw push on topic "client"; never throws. */
   handleMessage(event: string, payload: unknown, nowMs: number): void {
-    this.#guard(`the ${printable(String(event), 40)} push`, () =>
-      this.#handleMessage(event, payload, nowMs),
-    );
+    const what = typeof event === 'string' ? `the ${printable(event, 40)} push` : 'a push';
+    this.#guard(what, () => this.#handleMessage(event, payload, nowMs));
   }
 
   /** The engine's route miss: asks for the resource covering `destination`; never throws. */
@@ -321,6 +320,12 @@ export class PortalSession {
   // Portal pushes
 
   #handleMessage(event: string, payload: unknown, now: number): void {
+    // The type says string; a caller in plain JavaScript may still hand anything.
+    if (typeof event !== 'string') {
+      this.#stats.unknownEvents += 1;
+      this.#logThrottled('unknown_event', 'debug', `portal: a push without an event name, dropped`);
+      return;
+    }
     const parsed = parsePortalToClient(event, payload);
     if (!parsed.ok) {
       if (parsed.kind === 'malformed') {
