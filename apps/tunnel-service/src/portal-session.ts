@@ -19,10 +19,11 @@
 
 import { parsePrefix } from '@gatehouse/addresses';
 import { parseDomainPattern } from '@gatehouse/dns-stub';
+import { printableText } from '@gatehouse/logging';
 import {
   AUTHORIZATION_FAILURE_REASONS,
+  ClientIdentitySchema,
   MAX_ICE_PEERS,
-  MAX_NAME_CHARS,
   MAX_PORTAL_RESOURCES,
   isPlainObject,
   parsePortalToClient,
@@ -238,7 +239,7 @@ export class PortalSession {
 
   /** A raw push on topic "client"; never throws. */
   handleMessage(event: string, payload: unknown, nowMs: number): void {
-    const what = typeof event === 'string' ? `the ${printable(event, 40)} push` : 'a push';
+    const what = typeof event === 'string' ? `the ${printableText(event, 40)} push` : 'a push';
     this.#guard(what, () => this.#handleMessage(event, payload, nowMs));
   }
 
@@ -347,7 +348,7 @@ export class PortalSession {
     }
     if (message.event === 'disconnect') {
       this.#stats.disconnects += 1;
-      this.#log('info', `portal: disconnect (${printable(message.payload.reason, 128)})`);
+      this.#log('info', `portal: disconnect (${printableText(message.payload.reason, 128)})`);
       return;
     }
     if (this.#config === undefined) {
@@ -400,7 +401,7 @@ export class PortalSession {
     if (nextIdentity !== undefined && !sameIdentity(nextIdentity, this.#identity)) {
       this.#log(
         'info',
-        `portal: signed in as ${printable(nextIdentity.actorName, 64)} (account ${printable(nextIdentity.accountSlug, 64)})`,
+        `portal: signed in as ${printableText(nextIdentity.actorName, 64)} (account ${printableText(nextIdentity.accountSlug, 64)})`,
       );
     }
     this.#identity = nextIdentity;
@@ -461,7 +462,7 @@ export class PortalSession {
     this.#resources.set(resource.id, stored);
     this.#reconcile(resource.id);
     if (this.#refresh())
-      this.#log('debug', `portal: resource ${printable(resource.name, 64)} updated`);
+      this.#log('debug', `portal: resource ${printableText(resource.name, 64)} updated`);
   }
 
   #resourceDeleted(id: string): void {
@@ -474,7 +475,7 @@ export class PortalSession {
     for (const [key, pending] of this.#pending)
       if (pending.resourceId === id) this.#pending.delete(key);
     this.#refresh();
-    this.#log('info', `portal: resource ${printable(stored.resource.name, 64)} removed`);
+    this.#log('info', `portal: resource ${printableText(stored.resource.name, 64)} removed`);
   }
 
   #authorizationCreated(created: AuthorizationCreated, now: number): void {
@@ -535,7 +536,7 @@ export class PortalSession {
     const what = pending?.domain === undefined ? '' : ` for ${pending.domain.name}`;
     this.#log(
       'info',
-      `portal: ${printable(resource.name, 64)} authorized${what} via gateway ${gateway.id}`,
+      `portal: ${printableText(resource.name, 64)} authorized${what} via gateway ${gateway.id}`,
     );
   }
 
@@ -560,7 +561,7 @@ export class PortalSession {
     this.#logThrottled(
       'failure',
       'info',
-      `portal: no authorization for ${printable(stored.resource.name, 64)} (${reason}); not asked again for ${delayMs / 1000} s`,
+      `portal: no authorization for ${printableText(stored.resource.name, 64)} (${reason}); not asked again for ${delayMs / 1000} s`,
     );
   }
 
@@ -837,7 +838,7 @@ export class PortalSession {
       this.#logThrottled(
         'internal',
         'warn',
-        `portal session: ${what} failed: ${printable(message, 200)}`,
+        `portal session: ${what} failed: ${printableText(message, 200)}`,
       );
     }
   }
@@ -870,7 +871,7 @@ export class PortalSession {
   }
 
   #log(level: 'info' | 'warn' | 'debug', message: string): void {
-    this.#emit({ type: 'log', level, message: printable(message, 400) });
+    this.#emit({ type: 'log', level, message: printableText(message, 400) });
   }
 
   #hasRoomForEffect(): boolean {
@@ -957,32 +958,13 @@ function gatewayInfo(created: AuthorizationCreated): GatewayInfo | undefined {
 /** init.identity, read from the raw payload (older protocol builds strip it); 'invalid' when unusable. */
 function readIdentity(raw: unknown): PortalIdentity | undefined | 'invalid' {
   if (!isPlainObject(raw) || raw.identity === undefined) return undefined;
-  const identity = raw.identity;
-  if (!isPlainObject(identity)) return 'invalid';
-  const { account_slug: accountSlug, actor_name: actorName } = identity;
-  if (!isDisplayText(accountSlug) || !isDisplayText(actorName)) return 'invalid';
-  return { accountSlug, actorName };
-}
-
-function isDisplayText(value: unknown): value is string {
-  return (
-    typeof value === 'string' &&
-    value.length > 0 &&
-    value.length <= MAX_NAME_CHARS &&
-    // eslint-disable-next-line no-control-regex
-    !/[\u0000-\u001f\u007f]/.test(value)
-  );
+  const parsed = ClientIdentitySchema.safeParse(raw.identity);
+  if (!parsed.success) return 'invalid';
+  return { accountSlug: parsed.data.account_slug, actorName: parsed.data.actor_name };
 }
 
 function sameIdentity(a: PortalIdentity, b: PortalIdentity | undefined): boolean {
   return b !== undefined && a.accountSlug === b.accountSlug && a.actorName === b.actorName;
-}
-
-/** Text from the portal for a log line: control characters replaced, bounded. */
-function printable(text: string, max: number): string {
-  // eslint-disable-next-line no-control-regex
-  const clean = text.replace(/[\u0000-\u001f\u007f]/g, '?');
-  return clean.length > max ? `${clean.slice(0, max)}…` : clean;
 }
 
 function zeroes<K extends string>(keys: readonly K[]): Record<K, number> {

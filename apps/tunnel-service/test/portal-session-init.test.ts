@@ -209,6 +209,11 @@ void describe('PortalSession identity()', () => {
       { name: 'an empty name', identity: { account_slug: 'acme', actor_name: '' } },
       { name: 'control characters', identity: { account_slug: 'acme', actor_name: 'a\u001b[2Jb' } },
       { name: 'a missing slug', identity: { actor_name: 'Alice' } },
+      { name: 'a slug with a space', identity: { account_slug: 'acme corp', actor_name: 'Alice' } },
+      {
+        name: 'a slug of 101 characters',
+        identity: { account_slug: 'a'.repeat(101), actor_name: 'Alice' },
+      },
       { name: 'a huge name', identity: { account_slug: 'acme', actor_name: 'x'.repeat(100_000) } },
     ];
     for (const c of cases) {

@@ -473,6 +473,28 @@ void describe('PortalSession spec-changed', () => {
     assert.deepEqual(harness.session.spec()?.routes.includes('10.50.0.0/24'), false);
   });
 
+  void it('text from the portal goes into log lines without what a terminal would act on', () => {
+    const hostile = 'evil\u009b31m\u2028forged: line\u0007\u001b[2J\u2029';
+    const harness = initialized(FULL);
+
+    harness.session.handleMessage(
+      'resource_created_or_updated',
+      cidrResource({ id: CIDR2_ID, name: hostile, address: '10.70.0.0/16' }),
+      T0,
+    );
+    harness.session.handleMessage('resource_deleted', { id: CIDR2_ID }, T0);
+    harness.session.handleMessage('disconnect', { reason: hostile }, T0);
+    harness.session.handleMessage(
+      'init',
+      init({ identity: { account_slug: 'acme', actor_name: 'Eve\u009b\u2028' } }),
+      T0,
+    );
+    const logs = drain(harness.session).filter((effect) => effect.type === 'log');
+
+    assert.ok(logs.length >= 3, `${logs.length} log lines`);
+    for (const effect of logs) assertSafeLog(effect);
+  });
+
   void it('the preshared key and the private key are never in a log line', () => {
     const harness = busySession();
     harness.session.handlePeerHandshakeFailed(keyText(GATEWAY_A.keyFill), T0 + 2);
@@ -497,5 +519,8 @@ function assertSafeLog(effect: PortalSessionEffect): void {
   if (effect.type !== 'log') return;
   assert.ok(effect.message.length <= 401, `a log line of ${effect.message.length} characters`);
   // eslint-disable-next-line no-control-regex
-  assert.ok(!/[\u0000-\u001f\u007f]/.test(effect.message), JSON.stringify(effect.message));
+  assert.ok(
+    !/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/.test(effect.message),
+    JSON.stringify(effect.message),
+  );
 }
