@@ -111,6 +111,8 @@ export const AUTHORIZATION_IGNORE_REASONS = [
   'before_init',
   'unknown_resource',
   'internet_resource_off',
+  /** From a site that does not serve the resource (the next init would drop it anyway). */
+  'wrong_site',
   'unrequested_name',
   'already_expired',
   'bad_gateway',
@@ -485,6 +487,8 @@ export class PortalSession {
     const pending = this.#takePending(resource.id, resource.type === 'dns');
     if (resource.type === 'internet' && !this.#options.internetResource)
       return this.#ignoreAuthorization('internet_resource_off');
+    if (resource.sites.length > 0 && !resource.sites.some((site) => site.id === created.site_id))
+      return this.#ignoreAuthorization('wrong_site');
     if (resource.type === 'dns' && pending?.domain === undefined)
       return this.#ignoreAuthorization('unrequested_name');
     if (created.expires_at !== null && created.expires_at <= now)

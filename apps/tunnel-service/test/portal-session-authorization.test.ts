@@ -429,6 +429,12 @@ void describe('PortalSession authorization_created', () => {
         reason: 'unrequested_name',
       },
       {
+        name: 'from a site that does not serve the resource',
+        payload: () => authorizationCreated(CIDR_ID, GATEWAY_A, { site_id: SITE_B.id }),
+        request: '10.50.0.7',
+        reason: 'wrong_site',
+      },
+      {
         name: 'already expired',
         payload: () => authorizationCreated(CIDR_ID, GATEWAY_A, { expires_at: T0 }),
         request: '10.50.0.7',
