@@ -8,7 +8,13 @@ import { formatAddress, parseAddress, parsePrefix } from '@gatehouse/addresses';
 import type { Prefix } from '@gatehouse/addresses';
 import type { DomainPattern } from '@gatehouse/dns-stub';
 import type { AddressRanges, ClientInterface, PortalResource } from '@gatehouse/protocol';
-import type { IpNetwork, PeerEndpoint, PeerSpec, TunnelSpec } from './tunnel-spec.ts';
+import {
+  prefixText,
+  type IpNetwork,
+  type PeerEndpoint,
+  type PeerSpec,
+  type TunnelSpec,
+} from './tunnel-spec.ts';
 
 export interface SpecInput {
   interfaceName: string;
@@ -155,31 +161,51 @@ export function prefixString(prefix: Prefix): string {
 export function authorizationNetworks(
   authorization: Authorization,
   stored: StoredResource,
-): string[] {
+): IpNetwork[] {
   const resource = stored.resource;
-  if (resource.type === 'internet') return DEFAULT_ROUTES;
-  if (resource.type === 'cidr')
-    return stored.prefix === undefined ? [] : [prefixString(stored.prefix)];
-  return [...authorization.names.values()].flatMap((name) =>
-    name.proxyAddresses.map((address) => `${address}/${address.includes(':') ? 128 : 32}`),
-  );
+  if (resource.type === 'internet') return DEFAULT_NETWORKS;
+  if (resource.type === 'cidr') {
+    const prefix = stored.prefix;
+    return prefix === undefined
+      ? []
+      : [
+          {
+            family: prefix.family,
+            address: formatAddress(prefix.family, prefix.address),
+            prefixLength: prefix.length,
+          },
+        ];
+  }
+  // The names' proxy addresses are canonical already (routeTarget made them so).
+  return [...authorization.names.values()].flatMap((name) => name.proxyAddresses.map(hostNetwork));
 }
 
+const DEFAULT_NETWORKS: IpNetwork[] = [
+  { family: 4, address: '0.0.0.0', prefixLength: 0 },
+  { family: 6, address: '::', prefixLength: 0 },
+];
+
 function buildPeers(input: SpecInput): PeerSpec[] {
-  const byGateway = new Map<string, Set<string>>();
+  // By gateway, the networks by their text (which orders them).
+  const byGateway = new Map<string, Map<string, IpNetwork>>();
   for (const authorization of input.authorizations.values()) {
     const stored = input.resources.get(authorization.resourceId);
     if (stored === undefined) continue;
-    const networks = byGateway.get(authorization.gatewayId) ?? new Set<string>();
-    for (const network of authorizationNetworks(authorization, stored)) networks.add(network);
+    const networks = byGateway.get(authorization.gatewayId) ?? new Map<string, IpNetwork>();
+    for (const network of authorizationNetworks(authorization, stored))
+      networks.set(prefixText(network), network);
     byGateway.set(authorization.gatewayId, networks);
   }
   const peers: PeerSpec[] = [];
   for (const [gatewayId, networks] of [...byGateway].sort(([a], [b]) => compare(a, b))) {
     const gateway = input.gateways.get(gatewayId);
     if (gateway === undefined || networks.size === 0) continue;
-    const own = [`${canonicalAddress(gateway.ipv4)}/32`, `${canonicalAddress(gateway.ipv6)}/128`];
-    const rest = [...networks].filter((network) => !own.includes(network)).sort(compare);
+    const own = [
+      hostNetwork(canonicalAddress(gateway.ipv4)),
+      hostNetwork(canonicalAddress(gateway.ipv6)),
+    ];
+    for (const network of own) networks.delete(prefixText(network));
+    const rest = [...networks].sort(([a], [b]) => compare(a, b)).map(([, network]) => network);
     peers.push({
       publicKey: gateway.publicKey,
       presharedKey: gateway.presharedKey,
@@ -187,20 +213,18 @@ function buildPeers(input: SpecInput): PeerSpec[] {
         gateway.endpoint === undefined
           ? undefined
           : { host: gateway.endpoint.host, port: gateway.endpoint.port },
-      allowedIps: [...own, ...rest].map(ipNetwork),
+      allowedIps: [...own, ...rest].map((network) => ({ ...network })),
       persistentKeepalive: PERSISTENT_KEEPALIVE_SECONDS,
     });
   }
   return peers;
 }
 
-function ipNetwork(text: string): IpNetwork {
-  const prefix = parsePrefix(text);
-  return {
-    family: prefix.family,
-    address: formatAddress(prefix.family, prefix.address),
-    prefixLength: prefix.length,
-  };
+/** A canonical address as its /32 or /128. */
+function hostNetwork(address: string): IpNetwork {
+  return address.includes(':')
+    ? { family: 6, address, prefixLength: 128 }
+    : { family: 4, address, prefixLength: 32 };
 }
 
 function compare(a: string, b: string): number {

@@ -3,6 +3,9 @@ import { describe, it } from 'node:test';
 import {
   FAILURE_BACKOFF_INITIAL_MS,
   FAILURE_BACKOFF_MAX_MS,
+  MAX_AUTHORIZED_NAMES,
+  MAX_NAMES_PER_RESOURCE,
+  MAX_PENDING_REQUESTS,
   REQUEST_TIMEOUT_MS,
 } from '../src/portal-session.ts';
 import type { IpNetwork } from '../src/tunnel-spec.ts';
@@ -679,5 +682,91 @@ void describe('PortalSession authorization ends', () => {
 
     assert.deepEqual(harness.session.spec(), before);
     assert.deepEqual(actions(harness.session), []);
+  });
+});
+
+void describe('PortalSession bounds', () => {
+  /** The n-th name of the DNS resource, with one proxy address of its own. */
+  function name(n: number): { name: string; address: string } {
+    return { name: `host${n}.corp.example`, address: `100.96.${n >> 8}.${n & 0xff}` };
+  }
+
+  void it('holds at most MAX_PENDING_REQUESTS requests in time; timed-out ones make room', () => {
+    const harness = initialized(EVERY_KIND);
+    for (let n = 0; n <= MAX_PENDING_REQUESTS; n += 1) {
+      const { name: host, address } = name(n);
+      harness.stub.add(host, [address]);
+    }
+
+    const sent = Array.from({ length: MAX_PENDING_REQUESTS }, (_, n) =>
+      miss(harness.session, name(n).address, T0),
+    ).flat();
+    const refused = miss(harness.session, name(MAX_PENDING_REQUESTS).address, T0);
+    harness.session.handleTimeout(T0 + REQUEST_TIMEOUT_MS);
+    const later = miss(
+      harness.session,
+      name(MAX_PENDING_REQUESTS).address,
+      T0 + REQUEST_TIMEOUT_MS,
+    );
+
+    assert.equal(sent.length, MAX_PENDING_REQUESTS);
+    assert.deepEqual(refused, []);
+    assert.equal(later.length, 1);
+    const stats = harness.session.stats();
+    assert.equal(stats.requestsSuppressed.pending_full, 1);
+    assert.equal(stats.pendingRequests, 1);
+  });
+
+  void it('keeps at most MAX_NAMES_PER_RESOURCE names of one DNS resource, the oldest going', () => {
+    const harness = initialized(EVERY_KIND);
+
+    for (let n = 0; n <= MAX_NAMES_PER_RESOURCE; n += 1) {
+      const { name: host, address } = name(n);
+      harness.stub.add(host, [address]);
+      authorize(harness, address, DNS_ID, T0 + n);
+    }
+
+    const allowed = harness.session.spec()?.peers[0]?.allowedIps ?? [];
+    assert.equal(allowed.length, 2 + MAX_NAMES_PER_RESOURCE);
+    assert.ok(!allowed.some((n) => n.address === name(0).address));
+    assert.ok(allowed.some((n) => n.address === name(MAX_NAMES_PER_RESOURCE).address));
+    assert.equal(harness.session.stats().namesEvicted, 1);
+    assert.equal(miss(harness.session, name(0).address, T0 + 1_000).length, 1);
+  });
+});
+
+void describe('PortalSession bounds across resources', () => {
+  void it('keeps at most MAX_AUTHORIZED_NAMES names in all, the oldest going', () => {
+    const zones = Math.ceil(MAX_AUTHORIZED_NAMES / MAX_NAMES_PER_RESOURCE) + 1;
+    const zoneId = (zone: number) =>
+      `00000000-0000-4000-8000-0000000a${zone.toString(16).padStart(4, '0')}`;
+    const harness = initialized(
+      init({
+        resources: Array.from({ length: zones }, (_, zone) =>
+          dnsResource({ id: zoneId(zone), name: `zone ${zone}`, address: `*.z${zone}.example` }),
+        ),
+      }),
+    );
+    let now = T0;
+
+    for (let zone = 0; zone < zones; zone += 1) {
+      for (let n = 0; n < MAX_NAMES_PER_RESOURCE; n += 1) {
+        const address = `100.96.${zone}.${n}`;
+        harness.stub.add(`h${n}.z${zone}.example`, [address]);
+        authorize(harness, address, zoneId(zone), (now += 1));
+      }
+    }
+
+    const stats = harness.session.stats();
+    const allowed = harness.session.spec()?.peers[0]?.allowedIps ?? [];
+    assert.equal(allowed.length, 2 + MAX_AUTHORIZED_NAMES);
+    assert.equal(stats.namesEvicted, zones * MAX_NAMES_PER_RESOURCE - MAX_AUTHORIZED_NAMES);
+    assert.ok(!allowed.some((n) => n.address === '100.96.0.0'), 'the oldest name went');
+    assert.ok(
+      allowed.some((n) => n.address === `100.96.${zones - 1}.255`),
+      'the newest stayed',
+    );
+    assert.equal(stats.authorizedResources, zones - 1);
+    assert.equal(stats.authorizationsEnded.resource_gone, 0);
   });
 });
