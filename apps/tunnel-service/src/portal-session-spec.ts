@@ -113,7 +113,7 @@ export function buildTunnelSpec(input: SpecInput): TunnelSpec {
     routes: [...routes].sort(),
     dns: {
       servers: upstreamServers(iface).servers,
-      searchDomains: iface.search_domain === null ? [] : [iface.search_domain.replace(/\.$/, '')],
+      searchDomains: searchDomains(iface),
     },
     dnsResources: [
       ...new Set(resources.flatMap((r) => (r.type === 'dns' ? [r.address] : []))),
@@ -121,6 +121,25 @@ export function buildTunnelSpec(input: SpecInput): TunnelSpec {
     proxyRanges,
     lanBypass: input.lanBypass,
   };
+}
+
+/** Whether the DNS settings and proxy ranges a spec gets from `a` and `b` (what the stub runs on) are the same. */
+export function sameStubSettings(a: SessionConfig, b: SessionConfig): boolean {
+  return stubSettings(a) === stubSettings(b);
+}
+
+function stubSettings(config: SessionConfig): string {
+  const iface = config.interface;
+  return JSON.stringify([
+    upstreamServers(iface).servers,
+    searchDomains(iface),
+    config.addressRanges.proxy_ipv4,
+    config.addressRanges.proxy_ipv6,
+  ]);
+}
+
+function searchDomains(iface: ClientInterface): string[] {
+  return iface.search_domain === null ? [] : [iface.search_domain.replace(/\.$/, '')];
 }
 
 /** The upstream DNS servers the tunnel can use (an IP on port 53), and how many were not. */

@@ -48,6 +48,7 @@ import {
   canonicalAddress,
   peerEndpoint,
   prefixString,
+  sameStubSettings,
   upstreamServers,
   type Authorization,
   type GatewayInfo,
@@ -125,6 +126,8 @@ export const AUTHORIZATION_END_REASONS = [
   'resource_gone',
   'handshake_failed',
   'gateway_replaced',
+  /** DNS resources': the DNS settings or proxy ranges changed, so the stub's addresses did. */
+  'dns_reset',
 ] as const;
 export type AuthorizationEndReason = (typeof AUTHORIZATION_END_REASONS)[number];
 
@@ -437,8 +440,28 @@ export class PortalSession {
   }
 
   #setConfig(config: SessionConfig): void {
+    const previous = this.#config;
     this.#config = config;
+    if (previous !== undefined && sameStubSettings(previous, config)) return;
     this.#stats.upstreamDnsSkipped += upstreamServers(config.interface).skipped;
+    if (previous === undefined) return;
+    // The tunnel starts its DNS stub again for these, and the new stub hands the proxy addresses
+    // out afresh: an address authorized for one name may now mean another.
+    let ended = 0;
+    for (const [id, authorization] of this.#authorizations) {
+      if (authorization.type !== 'dns') continue;
+      this.#authorizations.delete(id);
+      this.#stats.authorizationsEnded.dns_reset += 1;
+      ended += 1;
+    }
+    for (const [key, pending] of this.#pending)
+      if (pending.domain !== undefined) this.#pending.delete(key);
+    if (ended > 0) {
+      this.#log(
+        'info',
+        `portal: the DNS settings or proxy ranges changed: ${ended} DNS resource authorization(s) dropped, asked again on the next packet`,
+      );
+    }
   }
 
   #resourceUpdated(resource: PortalResource): void {

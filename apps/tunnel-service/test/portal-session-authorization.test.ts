@@ -15,7 +15,9 @@ import {
   DNS_ID,
   GATEWAY_A,
   GATEWAY_B,
+  INTERFACE,
   INTERNET_ID,
+  RANGES,
   SITE_B,
   T0,
   actions,
@@ -768,5 +770,65 @@ void describe('PortalSession bounds across resources', () => {
     );
     assert.equal(stats.authorizedResources, zones - 1);
     assert.equal(stats.authorizationsEnded.resource_gone, 0);
+  });
+});
+
+void describe('PortalSession DNS authorizations and the stub', () => {
+  const changes: { name: string; payload: Record<string, unknown>; drops: boolean }[] = [
+    {
+      name: 'new upstream servers',
+      payload: { interface: { ...INTERFACE, upstream_dns: [] } },
+      drops: true,
+    },
+    {
+      name: 'a new search domain',
+      payload: { interface: { ...INTERFACE, search_domain: 'other.example' } },
+      drops: true,
+    },
+    {
+      name: 'new proxy ranges',
+      payload: {
+        interface: INTERFACE,
+        address_ranges: { ...RANGES, proxy_ipv4: '100.100.0.0/16' },
+      },
+      drops: true,
+    },
+    {
+      name: 'a new interface address only',
+      payload: { interface: { ...INTERFACE, ipv4: '100.64.0.3' } },
+      drops: false,
+    },
+    { name: 'nothing new', payload: { interface: INTERFACE }, drops: false },
+  ];
+  for (const c of changes) {
+    void it(`config_changed with ${c.name}: the DNS names ${c.drops ? 'go' : 'stay'}`, () => {
+      const harness = initialized(EVERY_KIND);
+      harness.stub.add('wiki.corp.example', ['100.96.0.5']);
+      authorize(harness, '100.96.0.5', DNS_ID, T0);
+      authorize(harness, '10.50.0.7', CIDR_ID, T0);
+
+      harness.session.handleMessage('config_changed', c.payload, T0 + 1);
+
+      const allowed = harness.session.spec()?.peers[0]?.allowedIps ?? [];
+      assert.equal(
+        allowed.some((n) => n.address === '100.96.0.5'),
+        !c.drops,
+      );
+      assert.ok(allowed.some((n) => n.address === '10.50.0.0'));
+      assert.equal(harness.session.stats().authorizationsEnded.dns_reset, c.drops ? 1 : 0);
+      assert.equal(miss(harness.session, '100.96.0.5', T0 + 2).length, c.drops ? 1 : 0);
+    });
+  }
+
+  void it('a reconnect init with the same settings keeps the DNS names', () => {
+    const harness = initialized(EVERY_KIND);
+    harness.stub.add('wiki.corp.example', ['100.96.0.5']);
+    authorize(harness, '100.96.0.5', DNS_ID, T0);
+
+    harness.session.handleMessage('init', EVERY_KIND, T0 + 1);
+
+    assert.equal(harness.session.stats().authorizationsEnded.dns_reset, 0);
+    assert.equal(harness.session.resources().find((r) => r.id === DNS_ID)?.authorized, true);
+    assert.equal(harness.session.stats().upstreamDnsSkipped, 0);
   });
 });
