@@ -84,6 +84,20 @@ export function routeTarget(query: RouteQuery, destination: string): RouteTarget
   return { ok: false, reason: 'no_resource' };
 }
 
+/**
+ * Whether the stub still gives `address` to `name` (normalized); 'failed' when the lookup threw
+ * or answered what no stub would, so that nothing is let go on a broken answer. Never throws.
+ */
+export function stubNames(
+  lookup: ProxyAddressLookup,
+  address: string,
+  name: string,
+): boolean | 'failed' {
+  const found = proxyName(lookup, address);
+  if (found === 'failed') return 'failed';
+  return found !== undefined && found.name === name;
+}
+
 /** The stub's name for a proxy address, checked as the portal will check it; never throws. */
 function proxyName(
   lookup: ProxyAddressLookup,

@@ -41,6 +41,7 @@ import { decodeKey } from '@gatehouse/wireguard';
 import {
   UNROUTABLE_REASONS,
   routeTarget,
+  stubNames,
   type UnroutableReason,
 } from './portal-session-routing.ts';
 import {
@@ -128,6 +129,8 @@ export const AUTHORIZATION_END_REASONS = [
   'gateway_replaced',
   /** DNS resources': the DNS settings or proxy ranges changed, so the stub's addresses did. */
   'dns_reset',
+  /** DNS resources': the stub took every address of its names back (idle), for other names. */
+  'names_released',
 ] as const;
 export type AuthorizationEndReason = (typeof AUTHORIZATION_END_REASONS)[number];
 
@@ -166,6 +169,8 @@ export interface PortalSessionStats {
   authorizationsEnded: Record<AuthorizationEndReason, number>;
   /** Authorized names of DNS resources let go over the caps. */
   namesEvicted: number;
+  /** Authorized names let go because the DNS stub no longer gives them their addresses. */
+  namesReleased: number;
   handshakeFailures: number;
   handshakeFailuresUnknownPeer: number;
   specChanges: number;
@@ -190,6 +195,13 @@ export const MAX_PENDING_REQUESTS = 256;
 export const MAX_NAMES_PER_RESOURCE = 256;
 export const MAX_AUTHORIZED_NAMES = 4_096;
 export const DEFAULT_PORTAL_MTU = 1280;
+/**
+ * How often the authorized DNS names are checked against the stub. The stub takes an idle
+ * name's addresses back and, after a quarantine (30 min), gives them to other names; an
+ * address still on the gateway's peer would carry the new name's packets to the old name's
+ * real address without a route miss to ask for the new one.
+ */
+export const NAME_CHECK_INTERVAL_MS = 60_000;
 
 export class PortalSession {
   readonly #options: Required<PortalSessionOptions>;
@@ -205,6 +217,8 @@ export class PortalSession {
   readonly #pending = new Map<string, PendingRequest>();
   readonly #backoffs = new Map<string, { failures: number; retryAt: number }>();
   #spec: TunnelSpec | undefined;
+  /** When the authorized DNS names are next checked against the stub. */
+  #namesCheckAt: number | undefined;
   readonly #logCounts = new Map<string, number>();
   readonly #stats: Omit<
     PortalSessionStats,
@@ -231,6 +245,7 @@ export class PortalSession {
     authorizationFailures: zeroes(AUTHORIZATION_FAILURE_REASONS),
     authorizationsEnded: zeroes(AUTHORIZATION_END_REASONS),
     namesEvicted: 0,
+    namesReleased: 0,
     handshakeFailures: 0,
     handshakeFailuresUnknownPeer: 0,
     specChanges: 0,
@@ -275,6 +290,7 @@ export class PortalSession {
     }
     for (const pending of this.#pending.values())
       if (!pending.timedOut) consider(pending.sentAt + REQUEST_TIMEOUT_MS);
+    if (this.#namesCheckAt !== undefined && this.#hasDnsNames()) consider(this.#namesCheckAt);
     return earliest;
   }
 
@@ -699,8 +715,49 @@ export class PortalSession {
         this.#stats.requestsTimedOut += 1;
       }
     }
-    if (this.#refresh() && expired > 0)
-      this.#log('info', `portal: ${expired} authorization(s) expired`);
+    let released = 0;
+    if (this.#namesCheckAt !== undefined && this.#namesCheckAt <= now) {
+      released = this.#releaseRenamedAddresses();
+      this.#namesCheckAt = this.#hasDnsNames() ? now + NAME_CHECK_INTERVAL_MS : undefined;
+    }
+    if (this.#refresh() && expired + released > 0) {
+      this.#log(
+        'info',
+        `portal: ${expired} authorization(s) expired, ${released} DNS name(s) the stub let go dropped`,
+      );
+    }
+  }
+
+  /** Drops the proxy addresses the stub no longer gives their authorized name; names dropped. */
+  #releaseRenamedAddresses(): number {
+    let released = 0;
+    for (const [id, authorization] of this.#authorizations) {
+      if (authorization.type !== 'dns') continue;
+      for (const [name, held] of authorization.names) {
+        const kept = held.proxyAddresses.filter(
+          (address) => stubNames(this.#options.lookupProxyAddress, address, name) !== false,
+        );
+        if (kept.length === held.proxyAddresses.length) continue;
+        if (kept.length > 0) {
+          held.proxyAddresses = kept;
+          continue;
+        }
+        authorization.names.delete(name);
+        this.#stats.namesReleased += 1;
+        released += 1;
+      }
+      if (authorization.names.size === 0) {
+        this.#authorizations.delete(id);
+        this.#stats.authorizationsEnded.names_released += 1;
+      }
+    }
+    return released;
+  }
+
+  #hasDnsNames(): boolean {
+    for (const authorization of this.#authorizations.values())
+      if (authorization.names.size > 0) return true;
+    return false;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -765,6 +822,8 @@ export class PortalSession {
     }
     authorization.names.delete(name);
     authorization.names.set(name, { proxyAddresses, expiresAt, authorizedAt: now });
+    if (this.#namesCheckAt === undefined || this.#namesCheckAt < now)
+      this.#namesCheckAt = now + NAME_CHECK_INTERVAL_MS;
     for (const [oldest] of authorization.names) {
       if (authorization.names.size <= MAX_NAMES_PER_RESOURCE) break;
       authorization.names.delete(oldest);

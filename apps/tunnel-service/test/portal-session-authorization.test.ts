@@ -6,6 +6,7 @@ import {
   MAX_AUTHORIZED_NAMES,
   MAX_NAMES_PER_RESOURCE,
   MAX_PENDING_REQUESTS,
+  NAME_CHECK_INTERVAL_MS,
   REQUEST_TIMEOUT_MS,
 } from '../src/portal-session.ts';
 import type { IpNetwork } from '../src/tunnel-spec.ts';
@@ -830,5 +831,111 @@ void describe('PortalSession DNS authorizations and the stub', () => {
     assert.equal(harness.session.stats().authorizationsEnded.dns_reset, 0);
     assert.equal(harness.session.resources().find((r) => r.id === DNS_ID)?.authorized, true);
     assert.equal(harness.session.stats().upstreamDnsSkipped, 0);
+  });
+});
+
+void describe('PortalSession DNS names the stub lets go', () => {
+  function withName(): ReturnType<typeof initialized> {
+    const harness = initialized(EVERY_KIND);
+    harness.stub.add('wiki.corp.example', ['100.96.0.5', 'fd00:2021:1111:8000::5']);
+    authorize(harness, '100.96.0.5', DNS_ID, T0);
+    authorize(harness, '10.50.0.7', CIDR_ID, T0);
+    return harness;
+  }
+
+  void it('checks them every NAME_CHECK_INTERVAL_MS while there are any', () => {
+    const harness = withName();
+
+    const first = harness.session.nextDeadline();
+    harness.session.handleTimeout(T0 + NAME_CHECK_INTERVAL_MS);
+    const kept = actions(harness.session);
+    const second = harness.session.nextDeadline();
+
+    assert.equal(first, T0 + NAME_CHECK_INTERVAL_MS);
+    assert.deepEqual(kept, []);
+    assert.equal(second, T0 + 2 * NAME_CHECK_INTERVAL_MS);
+    assert.equal(harness.session.stats().namesReleased, 0);
+  });
+
+  const cases: {
+    name: string;
+    change: (stub: ReturnType<typeof initialized>['stub']) => void;
+    allowed: string[];
+    released: number;
+  }[] = [
+    {
+      name: 'every address taken back: the name goes',
+      change: (stub) => {
+        stub.remove('100.96.0.5');
+        stub.remove('fd00:2021:1111:8000::5');
+      },
+      allowed: [],
+      released: 1,
+    },
+    {
+      name: 'one address given to another name: that address goes',
+      change: (stub) => stub.add('git.corp.example', ['100.96.0.5']),
+      allowed: ['fd00:2021:1111:8000::5'],
+      released: 0,
+    },
+    {
+      name: 'a lookup that fails: kept',
+      change: (stub) => stub.set('100.96.0.5', { name: 'wiki.corp.example', proxyAddresses: [] }),
+      allowed: ['100.96.0.5', 'fd00:2021:1111:8000::5'],
+      released: 0,
+    },
+  ];
+  for (const c of cases) {
+    void it(c.name, () => {
+      const harness = withName();
+      c.change(harness.stub);
+
+      harness.session.handleTimeout(T0 + NAME_CHECK_INTERVAL_MS);
+
+      const allowed = (harness.session.spec()?.peers[0]?.allowedIps ?? []).map((n) => n.address);
+      assert.deepEqual(
+        allowed.filter((address) => address.startsWith('100.96.') || address.includes(':8000:')),
+        c.allowed,
+      );
+      assert.ok(allowed.includes('10.50.0.0'), 'the CIDR resource stays');
+      assert.equal(harness.session.stats().namesReleased, c.released);
+      assert.equal(harness.session.stats().authorizationsEnded.names_released, c.released);
+    });
+  }
+
+  void it('a name let go is asked for again on its next packet', () => {
+    const harness = withName();
+    harness.stub.add('git.corp.example', ['100.96.0.5', 'fd00:2021:1111:8000::5']);
+    harness.session.handleTimeout(T0 + NAME_CHECK_INTERVAL_MS);
+
+    const sent = miss(harness.session, '100.96.0.5', T0 + NAME_CHECK_INTERVAL_MS + 1);
+
+    assert.deepEqual(
+      sent.map((r) => (r.domain as { name: string }).name),
+      ['git.corp.example'],
+    );
+    assert.equal(
+      harness.session.nextDeadline(),
+      T0 + NAME_CHECK_INTERVAL_MS + 1 + REQUEST_TIMEOUT_MS,
+    );
+  });
+
+  void it('a lookup that throws lets nothing go', () => {
+    let broken = false;
+    const harness = initialized(EVERY_KIND, {
+      lookupProxyAddress: (address) => {
+        if (broken) throw new Error('stub gone');
+        return address === '100.96.0.5'
+          ? { name: 'wiki.corp.example', proxyAddresses: ['100.96.0.5'] }
+          : undefined;
+      },
+    });
+    authorize(harness, '100.96.0.5', DNS_ID, T0);
+    broken = true;
+
+    harness.session.handleTimeout(T0 + NAME_CHECK_INTERVAL_MS);
+
+    assert.equal(harness.session.resources().find((r) => r.id === DNS_ID)?.authorized, true);
+    assert.equal(harness.session.stats().internalErrors, 0);
   });
 });

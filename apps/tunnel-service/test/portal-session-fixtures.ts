@@ -179,6 +179,11 @@ export class FakeStub {
     for (const address of proxyAddresses) this.#names.set(address, { name, proxyAddresses });
   }
 
+  /** The stub took `address` back. */
+  remove(address: string): void {
+    this.#names.delete(address);
+  }
+
   /** Any answer for `address`, even one a real stub would not give. */
   set(address: string, answer: { name: string; proxyAddresses: string[] }): void {
     this.#names.set(address, answer);
