@@ -1,16 +1,18 @@
 /**
  * gatehouse-tunnel: the tunnel service as a daemon (`serve`), a WireGuard
- * tunnel from a wg-quick file (`up`: handed to the daemon, else run in the
- * foreground), and the running service's control socket (`down`, `status`,
- * `dns-resources`). Exit codes: 0 done, 1 runtime error, 2 usage or
- * configuration error.
+ * tunnel from a wg-quick file or from a portal (`up`: handed to the daemon,
+ * else run in the foreground), and the running service's control socket
+ * (`down`, `status`, `dns-resources`). Exit codes: 0 done, 1 runtime error,
+ * 2 usage or configuration error (a token file refused too), 4 sign-in
+ * required (the portal refused the token).
  */
 
 import { existsSync } from 'node:fs';
-import { basename } from 'node:path';
+import { basename, resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { resolveDnsControlSetting, type DnsControlSetting } from '@gatehouse/netconfig';
 import { createServiceLogger, LogFile, type Logger, type ServiceLogger } from '@gatehouse/logging';
+import { CaFileError, readCaFile, resolvePortalCa } from '@gatehouse/phoenix-channel';
 import {
   DEFAULT_SOCKET_PATH,
   dnsResourcePatternProblem,
@@ -18,14 +20,17 @@ import {
   requestSchemas,
   type DnsResource,
   type RequestParams,
+  type TunnelStatus,
 } from '@gatehouse/protocol';
 import { ServiceClient, ServiceClientError } from '@gatehouse/service-ipc/client';
 import packageJson from '../package.json' with { type: 'json' };
 import { readConfigFile } from './config-file.ts';
 import { DryRunTunnel } from './dry-run-tunnel.ts';
-import { runTunnelService } from './service.ts';
+import { clientSocketUrl, PortalUrlError } from './portal-url.ts';
+import { EXIT_SIGN_IN_REQUIRED, runTunnelService } from './service.ts';
 import { createSystemTunnel, repairSystem } from './system-tunnel.ts';
 import { formatDnsResources, formatStatus } from './status-format.ts';
+import { DEFAULT_TOKEN_FILE, readPortalToken, TokenError } from './token-file.ts';
 import type { Tunnel } from './tunnel.ts';
 import {
   formatConfigProblems,
@@ -38,11 +43,17 @@ const DOWN_WAIT_MS = 15_000;
 /** Endpoint lookups, the DNS probe and the engine's start; well beyond what they take. */
 const START_WAIT_MS = 60_000;
 const VERSION: string = packageJson.version;
+const PORTAL_URL_ENV = 'GATEHOUSE_PORTAL_URL';
+const DEFAULT_PORTAL_INTERFACE = 'gatehouse0';
 
 const USAGE = `usage:
   gatehouse-tunnel serve [--socket PATH] [--verbose] [--log-file PATH]
   gatehouse-tunnel up --config FILE [--socket PATH] [--dns-control MODE] [--foreground]
                      [--dry-run] [--verbose] [--log-file PATH]
+  gatehouse-tunnel up --portal URL [--token-file PATH] [--ca-file PATH] [--interface NAME]
+                     [--no-internet-resource] [--no-lan-bypass] [--device-name NAME]
+                     [--socket PATH] [--dns-control MODE] [--foreground] [--dry-run]
+                     [--verbose] [--log-file PATH]
   gatehouse-tunnel apply --config FILE [--socket PATH]
   gatehouse-tunnel down [--socket PATH]
   gatehouse-tunnel status [--json] [--socket PATH]
@@ -65,12 +76,34 @@ up        start the tunnel described by FILE (wg-quick format): when a
                         configure nothing
           --log-file PATH  also log JSON lines to PATH (default: $GATEHOUSE_LOG_FILE,
                         else none), mode 0640, renamed to PATH.1 at 16 MiB
+up --portal URL
+          the same with the tunnel the portal configures (default URL:
+          $GATEHOUSE_PORTAL_URL): the service joins the portal with the token
+          and a new WireGuard key, sets the routes and DNS names of the
+          resources it may reach, asks for access at the first packet to one,
+          and follows the portal's changes, reconnecting until the portal
+          refuses the token (exit 4 in the foreground: sign-in required).
+          SIGHUP reconnects to the portal, keeping the tunnel up
+          --token-file PATH  the token when $GATEHOUSE_TOKEN is not set (default
+                        ${DEFAULT_TOKEN_FILE}); it must be a regular file owned by root
+                        with mode 0400 or 0600 (chown root:root PATH && chmod 600 PATH)
+          --ca-file PATH  a PEM file of CAs trusted for the portal besides the
+                        system's (default: $GATEHOUSE_CA_FILE)
+          --interface NAME  the tunnel's interface (default ${DEFAULT_PORTAL_INTERFACE})
+          --no-internet-resource  leave the Internet resource alone even when
+                        the portal offers it (no default route into the tunnel)
+          --no-lan-bypass  with the Internet resource, send the LAN through the
+                        tunnel too (by default the LAN's own routes stay outside)
+          --device-name NAME  the device's name in the portal (default: the host name)
+          The device id is made once and kept in $STATE_DIRECTORY/device-id
+          (default /var/lib/gatehouse/device-id)
 apply     change the running tunnel into FILE's configuration, applying only
           what differs (peers left alone keep their sessions); its interface
           name, PrivateKey, ListenPort and FwMark cannot change
 down      stop the running tunnel and wait until it is gone (a service keeps running)
-status    show the running tunnel's peers, counters, DNS and DNS resources
-          (--json: machine-readable)
+status    show the running tunnel's peers, counters, DNS and DNS resources;
+          for a portal tunnel also the portal connection, who is signed in
+          and the resources with their sites' status (--json: machine-readable)
 dns-resources
           replace the running tunnel's DNS resources: names and patterns
           (app.example.com, us-east?.example.com, *.example.com, **.example.com)
@@ -81,7 +114,10 @@ dns-resources
           Prints the DNS resources and where the stub answers (--json:
           machine-readable)
 
---socket PATH   control socket (default: $GATEHOUSE_SOCKET, else ${DEFAULT_SOCKET_PATH})`;
+--socket PATH   control socket (default: $GATEHOUSE_SOCKET, else ${DEFAULT_SOCKET_PATH})
+
+exit codes: 0 done, 1 runtime error, 2 usage or configuration error (a token
+file refused too), ${EXIT_SIGN_IN_REQUIRED} sign-in required (the portal refused the token)`;
 
 class UsageError extends Error {}
 
@@ -119,6 +155,13 @@ async function main(argv: string[]): Promise<number> {
 async function up(args: string[]): Promise<number> {
   const { values } = parseOptions(args, {
     config: { type: 'string' },
+    portal: { type: 'string' },
+    'token-file': { type: 'string' },
+    'ca-file': { type: 'string' },
+    interface: { type: 'string' },
+    'no-internet-resource': { type: 'boolean' },
+    'no-lan-bypass': { type: 'boolean' },
+    'device-name': { type: 'string' },
     socket: { type: 'string' },
     foreground: { type: 'boolean' },
     'dns-control': { type: 'string' },
@@ -126,20 +169,58 @@ async function up(args: string[]): Promise<number> {
     verbose: { type: 'boolean' },
     'log-file': { type: 'string' },
   });
-  if (values.config === undefined) throw new UsageError('up needs --config FILE');
-  const interfaceName = interfaceNameFor(values.config);
+  const portalOnly = [
+    'token-file',
+    'ca-file',
+    'interface',
+    'no-internet-resource',
+    'no-lan-bypass',
+    'device-name',
+  ] as const;
+  if (values.config !== undefined && values.portal !== undefined)
+    throw new UsageError('up takes --config FILE or --portal URL, not both');
+  if (values.config !== undefined) {
+    const misplaced = portalOnly.find((name) => values[name] !== undefined);
+    if (misplaced !== undefined) throw new UsageError(`--${misplaced} goes with --portal URL`);
+    return upFromFile(values.config, values);
+  }
+  const portalUrl = values.portal ?? (process.env[PORTAL_URL_ENV] || undefined);
+  if (portalUrl === undefined)
+    throw new UsageError(`up needs --config FILE or --portal URL (or ${PORTAL_URL_ENV})`);
+  return upFromPortal(portalUrl, values);
+}
+
+interface UpOptions {
+  socket?: string | undefined;
+  foreground?: boolean | undefined;
+  'dns-control'?: string | undefined;
+  'dry-run'?: boolean | undefined;
+  verbose?: boolean | undefined;
+  'log-file'?: string | undefined;
+}
+
+async function upFromFile(file: string, values: UpOptions): Promise<number> {
+  const interfaceName = interfaceNameFor(file);
   const dnsControl = dnsControlFrom(values['dns-control']);
-  const config = readConfig(values.config);
+  const config = readConfig(file);
   if (config === undefined) return 2;
   const socketPath = socketPathFrom(values.socket);
   const dryRun = values['dry-run'] === true;
   if (values.foreground !== true && !dryRun) {
-    const handed = await handToDaemon(socketPath, {
-      wgQuickConfig: config.text,
-      interfaceName,
-      dnsControl,
+    const handed = await handToDaemon(socketPath, async (client) => {
+      if (!fitsRequest(config.text)) return false;
+      await client.request(
+        'start-tunnel',
+        { wgQuickConfig: config.text, interfaceName, dnsControl },
+        { timeoutMs: START_WAIT_MS },
+      );
+      return true;
     });
-    if (handed !== undefined) return handed;
+    if (handed === false) return 2;
+    if (handed === true) {
+      process.stdout.write(`tunnel ${interfaceName} is up (run by the service on ${socketPath})\n`);
+      return 0;
+    }
   }
   return withServiceLogger(values, (logger) =>
     runTunnelService({
@@ -150,6 +231,109 @@ async function up(args: string[]): Promise<number> {
       logger,
       logLinesLost: () => logger.linesLost,
     }),
+  );
+}
+
+async function upFromPortal(
+  portalUrl: string,
+  values: UpOptions & {
+    'token-file'?: string | undefined;
+    'ca-file'?: string | undefined;
+    interface?: string | undefined;
+    'no-internet-resource'?: boolean | undefined;
+    'no-lan-bypass'?: boolean | undefined;
+    'device-name'?: string | undefined;
+  },
+): Promise<number> {
+  try {
+    clientSocketUrl(portalUrl);
+  } catch (error) {
+    if (error instanceof PortalUrlError) throw new UsageError(error.message);
+    throw error;
+  }
+  const interfaceName = values.interface ?? DEFAULT_PORTAL_INTERFACE;
+  if (!/^[A-Za-z0-9_=+.-]{1,15}$/.test(interfaceName)) {
+    throw new UsageError(
+      `--interface ${JSON.stringify(interfaceName)}: 1 to 15 of the characters A-Z a-z 0-9 _ = + . -`,
+    );
+  }
+  const deviceName = values['device-name'];
+  if (deviceName !== undefined && (deviceName === '' || deviceName.length > 255))
+    throw new UsageError('--device-name: 1 to 255 characters');
+  const dnsControl = dnsControlFrom(values['dns-control']);
+  const given = resolvePortalCa({ caFile: values['ca-file'], env: process.env }).caFile;
+  // The daemon reads it from its own working directory.
+  const caFile = given === undefined ? undefined : resolve(given);
+  if (caFile !== undefined) {
+    try {
+      readCaFile(caFile);
+    } catch (error) {
+      if (!(error instanceof CaFileError)) throw error;
+      process.stderr.write(`gatehouse-tunnel: ${error.message}\n`);
+      return 2;
+    }
+  }
+  let token: string;
+  try {
+    ({ token } = readPortalToken(process.env, values['token-file'] ?? DEFAULT_TOKEN_FILE));
+  } catch (error) {
+    if (!(error instanceof TokenError)) throw error;
+    process.stderr.write(`gatehouse-tunnel: ${error.message}\n`);
+    return 2;
+  }
+  const request: RequestParams<'start-portal-tunnel'> = {
+    portalUrl,
+    token,
+    ...(caFile === undefined ? {} : { caFile }),
+    interfaceName,
+    dnsControl,
+    internetResource: values['no-internet-resource'] !== true,
+    lanBypass: values['no-lan-bypass'] !== true,
+    ...(deviceName === undefined ? {} : { deviceName }),
+  };
+  const socketPath = socketPathFrom(values.socket);
+  const dryRun = values['dry-run'] === true;
+  if (values.foreground !== true && !dryRun) {
+    let status: TunnelStatus | undefined;
+    try {
+      status = await handToDaemon(socketPath, (client) =>
+        client.request('start-portal-tunnel', request, { timeoutMs: START_WAIT_MS }),
+      );
+    } catch (error) {
+      if (error instanceof ServiceClientError && error.code === 'sign-in-required') {
+        process.stderr.write(`gatehouse-tunnel: ${error.message}\n`);
+        return EXIT_SIGN_IN_REQUIRED;
+      }
+      throw error;
+    }
+    if (status !== undefined) {
+      process.stdout.write(`${portalOutcome(interfaceName, socketPath, status)}\n`);
+      return 0;
+    }
+  }
+  return withServiceLogger(values, (logger) =>
+    runTunnelService({
+      foreground: { portal: request },
+      socketPath,
+      createTunnel: (options) => createTunnel(dryRun, options.dnsControl, logger),
+      serviceVersion: VERSION,
+      logger,
+      logLinesLost: () => logger.linesLost,
+    }),
+  );
+}
+
+/** What `up --portal` says once the service answered. */
+function portalOutcome(interfaceName: string, socketPath: string, status: TunnelStatus): string {
+  const who = status.portal?.identity;
+  const signedIn =
+    who === undefined ? '' : `, signed in as ${who.actorName} (account ${who.accountSlug})`;
+  if (status.state === 'connected')
+    return `tunnel ${interfaceName} is up (run by the service on ${socketPath})${signedIn}`;
+  const why = status.portal?.lastError === undefined ? '' : ` (${status.portal.lastError})`;
+  return (
+    `tunnel ${interfaceName}: connecting to the portal${why}; the service keeps trying ` +
+    '(gatehouse-tunnel status shows how it goes)'
   );
 }
 
@@ -175,13 +359,13 @@ async function withServiceLogger(
 }
 
 /**
- * `up` with a daemon on the socket: it gets the file's contents and flags and answers once the
+ * `up` with a daemon on the socket: `send` hands it the tunnel, which it answers once the
  * tunnel is configured. Undefined when no daemon answers (then up runs in the foreground).
  */
-async function handToDaemon(
+async function handToDaemon<T>(
   socketPath: string,
-  request: RequestParams<'start-tunnel'>,
-): Promise<number | undefined> {
+  send: (client: ServiceClient) => Promise<T>,
+): Promise<T | undefined> {
   let client: ServiceClient;
   try {
     client = await ServiceClient.connect({ socketPath });
@@ -190,12 +374,7 @@ async function handToDaemon(
     throw error;
   }
   try {
-    if (!fitsRequest(request.wgQuickConfig)) return 2;
-    await client.request('start-tunnel', request, { timeoutMs: START_WAIT_MS });
-    process.stdout.write(
-      `tunnel ${request.interfaceName} is up (run by the service on ${socketPath})\n`,
-    );
-    return 0;
+    return await send(client);
   } finally {
     client.close();
   }

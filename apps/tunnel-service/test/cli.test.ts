@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import {
   chmodSync,
+  chownSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
@@ -162,10 +163,182 @@ void test('usage errors exit 2 with the usage text', async (t) => {
   }
 });
 
+void test('up --portal usage errors exit 2 with the usage text, before any token is read', async (t) => {
+  const portal = ['up', '--portal', 'https://portal.example.com'];
+  const cases: { args: string[]; env?: Record<string, string>; message: RegExp }[] = [
+    { args: ['up'], message: /up needs --config FILE or --portal URL \(or GATEHOUSE_PORTAL_URL\)/ },
+    {
+      args: ['up', '--config', 'wg0.conf', '--portal', 'https://portal.example.com'],
+      message: /up takes --config FILE or --portal URL, not both/,
+    },
+    {
+      args: ['up', '--config', 'wg0.conf', '--token-file', '/etc/gatehouse/client-token'],
+      message: /--token-file goes with --portal URL/,
+    },
+    {
+      args: ['up', '--config', 'wg0.conf', '--no-lan-bypass'],
+      message: /--no-lan-bypass goes with --portal URL/,
+    },
+    {
+      args: ['up', '--portal', 'ftp://portal.example.com'],
+      message:
+        /the portal URL must start with https:\/\/ \(or http:\/\/, wss:\/\/, ws:\/\/\), not ftp:/,
+    },
+    {
+      args: ['up', '--portal', 'portal.example.com'],
+      message: /the portal URL is not a URL \(e\.g\. https:\/\/portal\.example\.com\)/,
+    },
+    {
+      args: ['up', '--portal', 'https://alice:s3cret@portal.example.com'],
+      message: /the portal URL may not hold a user name or password/,
+    },
+    {
+      args: ['up'],
+      env: { GATEHOUSE_PORTAL_URL: 'gopher://portal.example.com' },
+      message: /the portal URL must start with https:\/\//,
+    },
+    {
+      args: [...portal, '--interface', 'far-too-long-a-name'],
+      message: /--interface "far-too-long-a-name": 1 to 15 of the characters/,
+    },
+    { args: [...portal, '--device-name', ''], message: /--device-name: 1 to 255 characters/ },
+    {
+      args: [...portal, '--dns-control', 'resolvconf'],
+      message: /--dns-control=resolvconf is not one of/,
+    },
+    { args: [...portal, '--internet'], message: /Unknown option '--internet'/ },
+  ];
+  for (const c of cases) {
+    await t.test(`${c.args.join(' ')} ${JSON.stringify(c.env ?? {})}`, async () => {
+      const outcome = await run(c.args, { GATEHOUSE_TOKEN: '', ...c.env });
+      assert.equal(outcome.code, 2, outcome.stderr);
+      assert.match(outcome.stderr, c.message);
+      assert.match(outcome.stderr, /usage:/);
+      assert.ok(!outcome.stderr.includes('s3cret'), outcome.stderr);
+    });
+  }
+});
+
+void test('up --portal refuses a token file that is not root 0400/0600, saying how to fix it, and never prints the token', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'gatehouse-cli-token-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const secret = 'gh.dG9rZW4taWQ.c2VjcmV0LXBhcnQtb2YtdGhlLXRva2Vu';
+  const file = (name: string, text: string, mode: number): string => {
+    const path = join(dir, name);
+    writeFileSync(path, text, { mode });
+    chmodSync(path, mode);
+    return path;
+  };
+  const isRoot = process.getuid?.() === 0;
+  const cases: {
+    name: string;
+    path: () => string;
+    env?: Record<string, string>;
+    message: RegExp;
+  }[] = [
+    {
+      name: 'mode 0644',
+      path: () => file('open', `${secret}\n`, 0o644),
+      message: isRoot
+        ? /the token file .*open must be owned by root and readable by it alone \(owner uid 0, mode 0644; allowed 0400 or 0600\): chown root:root .*open && chmod 600 .*open/
+        : /the token file .*open must be owned by root .*chown root:root .*open && chmod 600 .*open/,
+    },
+    {
+      name: 'missing',
+      path: () => join(dir, 'none'),
+      message:
+        /no token: GATEHOUSE_TOKEN is not set and there is no token file .*none \(write the token there, then: chown root:root .*none && chmod 600 .*none; or give another with --token-file\)/,
+    },
+    {
+      name: 'a symbolic link',
+      path: () => {
+        symlinkSync(file('real', `${secret}\n`, 0o600), join(dir, 'link'));
+        return join(dir, 'link');
+      },
+      message: /the token file .*link is a symbolic link: give the file's own path/,
+    },
+    {
+      name: 'two tokens',
+      path: () => file('two', `${secret}\n${secret}\n`, 0o600),
+      message: /does not hold a token \(one line of at most 4096 printable ASCII characters/,
+    },
+    {
+      name: 'GATEHOUSE_TOKEN with a space',
+      path: () => join(dir, 'none'),
+      env: { GATEHOUSE_TOKEN: `${secret} x` },
+      message: /GATEHOUSE_TOKEN does not hold a token/,
+    },
+  ];
+  if (isRoot) {
+    cases.push({
+      name: 'owned by another user',
+      path: () => {
+        const path = file('theirs', `${secret}\n`, 0o600);
+        chownSync(path, 1234, 1234);
+        return path;
+      },
+      message:
+        /owner uid 1234, mode 0600; allowed 0400 or 0600\): chown root:root .*theirs && chmod 600/,
+    });
+  }
+  for (const c of cases) {
+    await t.test(c.name, async () => {
+      const outcome = await run(
+        [
+          'up',
+          '--portal',
+          'https://portal.example.com',
+          '--token-file',
+          c.path(),
+          '--socket',
+          join(dir, 'tunnel.sock'),
+        ],
+        { GATEHOUSE_TOKEN: '', ...c.env },
+      );
+      assert.equal(outcome.code, 2, outcome.stderr);
+      assert.match(outcome.stderr, c.message);
+      assert.doesNotMatch(outcome.stderr, /usage:/);
+      assert.ok(!`${outcome.stdout}${outcome.stderr}`.includes('c2VjcmV0'), outcome.stderr);
+      assert.equal(existsSync(join(dir, 'tunnel.sock')), false, 'nothing started');
+    });
+  }
+});
+
+void test('up --portal refuses a CA file without a certificate (exit 2)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'gatehouse-cli-ca-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'ca.pem'), 'not a certificate\n');
+  for (const [args, env] of [
+    [['--ca-file', join(dir, 'ca.pem')], {}],
+    [[], { GATEHOUSE_CA_FILE: join(dir, 'missing.pem') }],
+  ] as const) {
+    const outcome = await run(
+      ['up', '--portal', 'https://portal.example.com', '--token-file', join(dir, 'none'), ...args],
+      { GATEHOUSE_TOKEN: '', ...env },
+    );
+    assert.equal(outcome.code, 2, outcome.stderr);
+    assert.match(
+      outcome.stderr,
+      /gatehouse-tunnel: CA file .*(holds no PEM certificate|no such file)/,
+    );
+  }
+});
+
 void test('--help and --version exit 0 on stdout', async () => {
   const help = await run(['--help']);
   assert.equal(help.code, 0);
   assert.match(help.stdout, /gatehouse-tunnel up --config FILE/);
+  assert.match(
+    help.stdout,
+    /gatehouse-tunnel up --portal URL \[--token-file PATH\] \[--ca-file PATH\]/,
+  );
+  assert.match(help.stdout, /default URL:\s+\$GATEHOUSE_PORTAL_URL/);
+  assert.match(
+    help.stdout,
+    /\/etc\/gatehouse\/client-token\); it must be a regular file owned by root\s+with mode 0400 or 0600 \(chown root:root PATH && chmod 600 PATH\)/,
+  );
+  assert.match(help.stdout, /SIGHUP reconnects to the portal, keeping the tunnel up/);
+  assert.match(help.stdout, /4 sign-in required \(the portal refused the token\)/);
   assert.match(
     help.stdout,
     /gatehouse-tunnel dns-resources \[--json\] \[--socket PATH\] \[PATTERN \.\.\.\]/,
