@@ -242,7 +242,16 @@ async function startGateway(topo: Topology): Promise<NamespaceProcess> {
         : `gatehouse-gateway exited with ${exit.code ?? exit.signal}: ${lastLine(gateway)}`,
     );
   }
-  say(`gateway: connected to the portal: ${lastLine(gateway)}`);
+  const output = gateway.output();
+  const key = /public key (\S+) \((new|from)/.exec(output);
+  const init = /init: (\d+) flow/.exec(output)?.[1];
+  say(
+    `gateway: joined the portal` +
+      (key === null
+        ? ''
+        : ` with public key ${key[1]} (${key[2] === 'new' ? 'made now' : 'kept'})`) +
+      (init === undefined ? '' : `; init: ${init} flows held`),
+  );
   return gateway;
 }
 
