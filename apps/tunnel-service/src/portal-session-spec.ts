@@ -8,6 +8,7 @@ import { formatAddress, parseAddress, parsePrefix } from '@gatehouse/addresses';
 import type { Prefix } from '@gatehouse/addresses';
 import type { DomainPattern } from '@gatehouse/dns-stub';
 import type { AddressRanges, ClientInterface, PortalResource } from '@gatehouse/protocol';
+import { internetNetworks } from './portal-session-internet.ts';
 import {
   prefixText,
   type IpNetwork,
@@ -176,13 +177,14 @@ export function prefixString(prefix: Prefix): string {
   return `${formatAddress(prefix.family, prefix.address)}/${prefix.length}`;
 }
 
-/** The networks one authorization routes to its gateway. */
+/** The networks one authorization routes to its gateway (the Internet's: `internet()`). */
 export function authorizationNetworks(
   authorization: Authorization,
   stored: StoredResource,
+  internet: () => IpNetwork[],
 ): IpNetwork[] {
   const resource = stored.resource;
-  if (resource.type === 'internet') return DEFAULT_NETWORKS;
+  if (resource.type === 'internet') return internet();
   if (resource.type === 'cidr') {
     const prefix = stored.prefix;
     return prefix === undefined
@@ -199,19 +201,16 @@ export function authorizationNetworks(
   return [...authorization.names.values()].flatMap((name) => name.proxyAddresses.map(hostNetwork));
 }
 
-const DEFAULT_NETWORKS: IpNetwork[] = [
-  { family: 4, address: '0.0.0.0', prefixLength: 0 },
-  { family: 6, address: '::', prefixLength: 0 },
-];
-
 function buildPeers(input: SpecInput): PeerSpec[] {
   // By gateway, the networks by their text (which orders them).
   const byGateway = new Map<string, Map<string, IpNetwork>>();
+  let internet: IpNetwork[] | undefined;
+  const internetOnce = (): IpNetwork[] => (internet ??= internetNetworks(excluded(input)).networks);
   for (const authorization of input.authorizations.values()) {
     const stored = input.resources.get(authorization.resourceId);
     if (stored === undefined) continue;
     const networks = byGateway.get(authorization.gatewayId) ?? new Map<string, IpNetwork>();
-    for (const network of authorizationNetworks(authorization, stored))
+    for (const network of authorizationNetworks(authorization, stored, internetOnce))
       networks.set(prefixText(network), network);
     byGateway.set(authorization.gatewayId, networks);
   }
@@ -237,6 +236,21 @@ function buildPeers(input: SpecInput): PeerSpec[] {
     });
   }
   return peers;
+}
+
+/** The other resources' networks, which the Internet resource leaves to them. */
+function excluded(input: SpecInput): Prefix[] {
+  const prefixes: Prefix[] = [];
+  let hasDns = false;
+  for (const stored of input.resources.values()) {
+    if (stored.prefix !== undefined) prefixes.push(stored.prefix);
+    if (stored.resource.type === 'dns') hasDns = true;
+  }
+  if (hasDns) {
+    prefixes.push(parsePrefix(input.config.addressRanges.proxy_ipv4));
+    prefixes.push(parsePrefix(input.config.addressRanges.proxy_ipv6));
+  }
+  return prefixes;
 }
 
 /** A canonical address as its /32 or /128. */

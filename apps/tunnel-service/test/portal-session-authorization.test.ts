@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { parseAddress, parsePrefix, prefixContains } from '@gatehouse/addresses';
 import {
   FAILURE_BACKOFF_INITIAL_MS,
   FAILURE_BACKOFF_MAX_MS,
@@ -9,7 +10,7 @@ import {
   NAME_CHECK_INTERVAL_MS,
   REQUEST_TIMEOUT_MS,
 } from '../src/portal-session.ts';
-import type { IpNetwork } from '../src/tunnel-spec.ts';
+import type { IpNetwork, PeerSpec } from '../src/tunnel-spec.ts';
 import {
   CIDR2_ID,
   CIDR_ID,
@@ -50,6 +51,21 @@ const EVERY_KIND = init({
 function network(text: string): IpNetwork {
   const [address = '', length = ''] = text.split('/');
   return { family: address.includes(':') ? 6 : 4, address, prefixLength: Number(length) };
+}
+
+/** The index of the peer whose most specific allowed IP holds `address` (the engine's choice). */
+function coveringPeer(peers: readonly PeerSpec[], address: string): number | undefined {
+  const { family, address: bytes } = parseAddress(address);
+  let best: { index: number; length: number } | undefined;
+  for (const [index, peer] of peers.entries()) {
+    for (const allowed of peer.allowedIps) {
+      const prefix = parsePrefix(`${allowed.address}/${allowed.prefixLength}`);
+      if (prefix.family !== family || !prefixContains(prefix, bytes)) continue;
+      if (best === undefined || prefix.length > best.length)
+        best = { index, length: prefix.length };
+    }
+  }
+  return best?.index;
 }
 
 const GATEWAY_A_OWN = [network('100.64.0.10/32'), network('fd00:2021:1111::10/128')];
@@ -354,12 +370,12 @@ void describe('PortalSession authorization_created', () => {
     ]);
     assert.deepEqual(peers[1]?.publicKey, keyBytes(GATEWAY_B.keyFill));
     assert.deepEqual(peers[1]?.endpoint, { host: '2001:db8::8', port: 51821 });
-    assert.deepEqual(peers[1]?.allowedIps, [
+    assert.deepEqual(peers[1]?.allowedIps.slice(0, 2), [
       network('100.64.0.11/32'),
       network('fd00:2021:1111::11/128'),
-      network('0.0.0.0/0'),
-      network('::/0'),
     ]);
+    assert.equal(coveringPeer(peers, '8.8.8.8'), 1);
+    assert.equal(coveringPeer(peers, '2001:db8::1'), 1);
   });
 
   void it('names the connected gateways in later requests', () => {
@@ -937,5 +953,49 @@ void describe('PortalSession DNS names the stub lets go', () => {
 
     assert.equal(harness.session.resources().find((r) => r.id === DNS_ID)?.authorized, true);
     assert.equal(harness.session.stats().internalErrors, 0);
+  });
+});
+
+void describe('PortalSession the Internet resource beside the others', () => {
+  void it("leaves the other resources' networks to them, so their first packets still ask", () => {
+    const harness = initialized(EVERY_KIND);
+    harness.stub.add('wiki.corp.example', ['100.96.0.5', 'fd00:2021:1111:8000::5']);
+
+    authorize(harness, '198.51.100.1', INTERNET_ID, T0, GATEWAY_B, { site_id: SITE_B.id });
+    const before = harness.session.spec()?.peers ?? [];
+    const sent = ['10.50.0.7', 'fd00:50::1', '100.96.0.5'].map(
+      (destination) => miss(harness.session, destination, T0 + 1).length,
+    );
+
+    for (const address of ['198.51.100.1', '8.8.8.8', '2001:db8::1', '100.64.0.1'])
+      assert.equal(coveringPeer(before, address), 0, address);
+    for (const address of ['10.50.0.7', 'fd00:50::1', '100.96.0.5', 'fd00:2021:1111:8000::5'])
+      assert.equal(coveringPeer(before, address), undefined, address);
+    assert.deepEqual(sent, [1, 1, 1]);
+  });
+
+  void it('a resource authorized on the Internet gateway itself is on its peer too', () => {
+    const harness = initialized(EVERY_KIND);
+    authorize(harness, '198.51.100.1', INTERNET_ID, T0, GATEWAY_B, { site_id: SITE_B.id });
+
+    authorize(harness, '10.50.0.7', CIDR_ID, T0 + 1, GATEWAY_B);
+
+    const peers = harness.session.spec()?.peers ?? [];
+    assert.equal(peers.length, 1);
+    assert.equal(coveringPeer(peers, '10.50.0.7'), 0);
+    assert.equal(coveringPeer(peers, 'fd00:50::1'), undefined);
+  });
+
+  void it('without other resources it is the whole of both families', () => {
+    const harness = initialized(init({ resources: [internetResource()] }));
+
+    authorize(harness, '198.51.100.1', INTERNET_ID, T0, GATEWAY_B, { site_id: SITE_B.id });
+
+    assert.deepEqual(harness.session.spec()?.peers[0]?.allowedIps, [
+      network('100.64.0.11/32'),
+      network('fd00:2021:1111::11/128'),
+      network('0.0.0.0/0'),
+      network('::/0'),
+    ]);
   });
 });
