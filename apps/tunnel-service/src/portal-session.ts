@@ -10,9 +10,15 @@
  *   gateways keep their flows across portal restarts.
  * - A route miss asks for the resource covering the destination, once per (resource, name)
  *   while a request is unanswered (REQUEST_TIMEOUT_MS), and not during the backoff that
- *   follows a refusal (1 s doubling to 30 s), so a flood of packets does not flood the portal.
+ *   follows a refusal or an answer it cannot use (1 s doubling to 30 s), so a flood of packets
+ *   does not flood the portal. A late answer to a request that timed out is still used.
  * - authorization_created puts the resource on its gateway's peer; its expires_at takes it off
- *   again, as does the gateway's handshake failing, and the next packet asks again.
+ *   again, as does the gateway's handshake failing, and the next packet asks again. The
+ *   Internet resource's peer leaves the other resources' networks out, so their first packets
+ *   still miss and ask.
+ * - A DNS resource's authorized names last while the stub gives them their proxy addresses
+ *   (checked every NAME_CHECK_INTERVAL_MS) and while the DNS settings and proxy ranges, which
+ *   the stub is started with, stay the same.
  * - A push that does not parse, or is about something this session does not know, is counted
  *   and changes nothing. Nothing here throws at its caller.
  */
@@ -527,13 +533,13 @@ export class PortalSession {
     if (resource.type === 'internet' && !this.#options.internetResource)
       return this.#ignoreAuthorization('internet_resource_off');
     if (resource.sites.length > 0 && !resource.sites.some((site) => site.id === created.site_id))
-      return this.#ignoreAuthorization('wrong_site');
+      return this.#unusable(resource.id, 'wrong_site', now);
     if (resource.type === 'dns' && pending?.domain === undefined)
       return this.#ignoreAuthorization('unrequested_name');
     if (created.expires_at !== null && created.expires_at <= now)
-      return this.#ignoreAuthorization('already_expired');
+      return this.#unusable(resource.id, 'already_expired', now);
     const gateway = gatewayInfo(created);
-    if (gateway === undefined) return this.#ignoreAuthorization('bad_gateway');
+    if (gateway === undefined) return this.#unusable(resource.id, 'bad_gateway', now);
 
     // The gateway's key under another id: that one was replaced (its flows with it).
     for (const [id, other] of this.#gateways) {
@@ -595,17 +601,32 @@ export class PortalSession {
       );
       return;
     }
+    const delayMs = this.#backOff(resourceId, now);
+    this.#logThrottled(
+      'failure',
+      'info',
+      `portal: no authorization for ${printableText(stored.resource.name, 64)} (${reason}); not asked again for ${delayMs / 1000} s`,
+    );
+  }
+
+  /**
+   * An answer that cannot be used, as a refusal: asking again at once would most likely get the
+   * same answer (a clock far ahead makes every authorization already expired), once a round trip.
+   */
+  #unusable(resourceId: string, reason: AuthorizationIgnoreReason, now: number): void {
+    this.#ignoreAuthorization(reason);
+    this.#backOff(resourceId, now);
+  }
+
+  /** The next backoff for `resourceId`: 1 s doubling to 30 s; its length. */
+  #backOff(resourceId: string, now: number): number {
     const failures = (this.#backoffs.get(resourceId)?.failures ?? 0) + 1;
     const delayMs = Math.min(
       FAILURE_BACKOFF_MAX_MS,
       FAILURE_BACKOFF_INITIAL_MS * 2 ** Math.min(failures - 1, 30),
     );
     this.#backoffs.set(resourceId, { failures, retryAt: now + delayMs });
-    this.#logThrottled(
-      'failure',
-      'info',
-      `portal: no authorization for ${printableText(stored.resource.name, 64)} (${reason}); not asked again for ${delayMs / 1000} s`,
-    );
+    return delayMs;
   }
 
   // -------------------------------------------------------------------------------------------

@@ -479,6 +479,11 @@ void describe('PortalSession authorization_created', () => {
         const ignored = harness.session.stats().authorizationsIgnored as Record<string, number>;
         assert.equal(ignored[c.reason], 1);
         assert.equal(harness.session.stats().authorizations, 0);
+        if (c.request !== undefined) {
+          // Asked again only after a backoff, as after a refusal.
+          assert.deepEqual(miss(harness.session, c.request, T0 + 1), []);
+          assert.equal(miss(harness.session, c.request, T0 + FAILURE_BACKOFF_INITIAL_MS).length, 1);
+        }
       });
     }
   });
